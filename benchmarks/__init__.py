@@ -1,0 +1,1 @@
+"""chat-bench and the benchmark suite."""

@@ -1,0 +1,1 @@
+"""Clients: a Python client library (sync + asyncio) and the chat-client terminal."""

@@ -1,0 +1,3 @@
+"""The chat-relay server: supervisor, hub, workers."""
+
+__version__ = "0.1.0"

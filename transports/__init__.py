@@ -1,0 +1,1 @@
+"""Wire dialects shared by relay and clients: sans-I/O codecs plus thin I/O."""

@@ -1,0 +1,67 @@
+"""The contract every server-side dialect codec keeps (sans-I/O).
+
+The relay's connection machinery (relay/connection.py) knows only this
+interface, so adding a dialect never touches the relay core:
+
+- `receive_data(data)` takes bytes from the socket (b"" means EOF) and
+  returns what they decoded to, in order: `ClientEvent`s for the relay to act
+  on, and `ProtocolError`s for bad input (the machinery answers those with
+  `encode(err.body())` and closes only when `err.fatal`).
+- `data_to_send()` returns bytes the codec produced on its own (a WebSocket
+  handshake, an IRC numeric, a text-dialect `/help` page); the machinery
+  sends them right after each `receive_data`.
+- `encode(body)` turns one relay -> client body (a PROTOCOL.md map) into
+  bytes for *this* connection; b"" means this dialect shows nothing for it.
+- Fan-out encodes a room's batch once per (codec class, `fanout_key(room)`)
+  with the classmethod `encode_fanout(body, key)`, and only for messages a
+  member sent itself asks that member's `encode_own(body, id)` (native echoes
+  `id`; text and IRC do not echo a client's own lines).
+- `closed` becomes True once the codec wants the connection closed after
+  what it has to send (a `/quit`, a WebSocket close).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from typing import Any, ClassVar
+
+from transports.errors import ProtocolError
+from transports.events import ClientEvent
+
+Decoded = ClientEvent | ProtocolError
+
+
+class ServerCodec:
+    """Base class for a dialect as the relay speaks it (bytes <-> events)."""
+
+    name: ClassVar[str] = "abstract"
+    # Whether the relay should send `hello` on the client's behalf (text
+    # dialect: guests are named by the relay); None means wait for the client.
+    auto_hello: ClassVar[bool] = False
+
+    def __init__(self, max_frame: int = 65536, max_text: int = 4096) -> None:
+        self.max_frame = max_frame
+        self.max_text = max_text
+        self.closed = False
+        self.nick: str | None = None
+        self.current_room: str | None = None
+
+    def receive_data(self, data: bytes) -> list[Decoded]:
+        raise NotImplementedError
+
+    def data_to_send(self) -> bytes:
+        return b""
+
+    def encode(self, body: dict[str, Any]) -> bytes:
+        raise NotImplementedError
+
+    def fanout_key(self, room: str) -> Hashable:
+        return None
+
+    @classmethod
+    def encode_fanout(cls, body: dict[str, Any], key: Hashable) -> bytes:
+        raise NotImplementedError
+
+    def encode_own(self, body: dict[str, Any], msg_id: Any) -> bytes:
+        """How this member sees a message it sent itself (default: like everyone)."""
+        return type(self).encode_fanout(body, self.fanout_key(body.get("room", "")))

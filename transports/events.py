@@ -1,0 +1,439 @@
+"""The chat's vocabulary: one frozen, slotted dataclass per protocol message.
+
+Every dialect decodes its bytes into these events and encodes these events into
+its bytes, so relay logic never sees a dialect. Client -> relay events are
+`ClientEvent`s; relay -> client events are `RelayEvent`s. `to_body()` gives
+the native msgpack map (PROTOCOL.md keys), `parse_client_body()` and
+`parse_relay_body()` go the other way and validate as they go.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar
+
+from transports.errors import ProtocolError
+from transports.validate import (
+    DEFAULT_MAX_TEXT,
+    HISTORY_DEFAULT_LIMIT,
+    HISTORY_MAX_LIMIT,
+    check_nick,
+    check_room,
+    check_text,
+)
+
+PROTOCOL_VERSION = 1
+
+# Python names that differ from wire keys ("from" is a keyword).
+_WIRE_KEY = {"sender": "from"}
+_PY_KEY = {v: k for k, v in _WIRE_KEY.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Base of all events; `T` is the wire type name (the "t" key)."""
+
+    T: ClassVar[str] = ""
+
+    def to_body(self) -> dict[str, Any]:
+        """The native map for this event, omitting optional keys left at None."""
+        body: dict[str, Any] = {"t": self.T}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None:
+                continue
+            body[_WIRE_KEY.get(f.name, f.name)] = value
+        return body
+
+
+# Client -> relay ------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ClientEvent(Event):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Hello(ClientEvent):
+    T: ClassVar[str] = "hello"
+    nick: str | None
+    rooms: tuple[str, ...] = ("lobby",)
+    v: int = PROTOCOL_VERSION
+    password: str | None = None
+    resume: dict[str, int] | None = None
+
+    def to_body(self) -> dict[str, Any]:
+        body = Event.to_body(self)
+        body["rooms"] = list(self.rooms)
+        return body
+
+
+@dataclass(frozen=True, slots=True)
+class Join(ClientEvent):
+    T: ClassVar[str] = "join"
+    room: str
+
+
+@dataclass(frozen=True, slots=True)
+class Part(ClientEvent):
+    T: ClassVar[str] = "part"
+    room: str
+
+
+@dataclass(frozen=True, slots=True)
+class Say(ClientEvent):
+    T: ClassVar[str] = "say"
+    room: str
+    text: str
+    id: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class Whisper(ClientEvent):
+    T: ClassVar[str] = "whisper"
+    to: str
+    text: str
+    id: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class NickChange(ClientEvent):
+    T: ClassVar[str] = "nick"
+    nick: str
+
+
+@dataclass(frozen=True, slots=True)
+class Who(ClientEvent):
+    T: ClassVar[str] = "who"
+    room: str
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryQuery(ClientEvent):
+    T: ClassVar[str] = "history"
+    room: str
+    after: int | None = None
+    limit: int = HISTORY_DEFAULT_LIMIT
+
+
+@dataclass(frozen=True, slots=True)
+class Ping(ClientEvent):
+    T: ClassVar[str] = "ping"
+    id: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class Bye(ClientEvent):
+    T: ClassVar[str] = "bye"
+
+
+@dataclass(frozen=True, slots=True)
+class ListRooms(ClientEvent):
+    """Extension (docs/protocol.md): `{t:"rooms"}` -> `{t:"rooms", rooms:[...]}`."""
+
+    T: ClassVar[str] = "rooms"
+
+
+@dataclass(frozen=True, slots=True)
+class Pong(ClientEvent):
+    """A client's answer to the relay's keepalive `ping` (extension)."""
+
+    T: ClassVar[str] = "pong"
+    id: Any = None
+
+
+# Relay -> client -------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RelayEvent(Event):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Welcome(RelayEvent):
+    T: ClassVar[str] = "welcome"
+    nick: str
+    server: str
+    v: int = PROTOCOL_VERSION
+
+
+@dataclass(frozen=True, slots=True)
+class Joined(RelayEvent):
+    T: ClassVar[str] = "joined"
+    room: str
+    members: tuple[str, ...]
+    seq: int
+
+    def to_body(self) -> dict[str, Any]:
+        return {"t": self.T, "room": self.room, "members": list(self.members), "seq": self.seq}
+
+
+@dataclass(frozen=True, slots=True)
+class Parted(RelayEvent):
+    T: ClassVar[str] = "parted"
+    room: str
+
+
+@dataclass(frozen=True, slots=True)
+class Renamed(RelayEvent):
+    T: ClassVar[str] = "renamed"
+    nick: str
+
+
+@dataclass(frozen=True, slots=True)
+class Msg(RelayEvent):
+    T: ClassVar[str] = "msg"
+    room: str
+    seq: int
+    ts: int
+    sender: str
+    text: str
+    id: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class WhisperMsg(RelayEvent):
+    T: ClassVar[str] = "whisper"
+    sender: str
+    to: str
+    text: str
+    ts: int
+    id: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class Presence(RelayEvent):
+    T: ClassVar[str] = "presence"
+    room: str
+    nick: str
+    event: str
+    new: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Members(RelayEvent):
+    T: ClassVar[str] = "members"
+    room: str
+    members: tuple[str, ...]
+
+    def to_body(self) -> dict[str, Any]:
+        return {"t": self.T, "room": self.room, "members": list(self.members)}
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryPage(RelayEvent):
+    T: ClassVar[str] = "history"
+    room: str
+    messages: tuple[Msg, ...]
+    more: bool
+
+    def to_body(self) -> dict[str, Any]:
+        return {
+            "t": self.T,
+            "room": self.room,
+            "messages": [m.to_body() for m in self.messages],
+            "more": self.more,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class PongReply(RelayEvent):
+    T: ClassVar[str] = "pong"
+    id: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class KeepalivePing(RelayEvent):
+    """The relay's idle check (extension): answer with `pong`."""
+
+    T: ClassVar[str] = "ping"
+    id: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class Notice(RelayEvent):
+    T: ClassVar[str] = "notice"
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class RoomList(RelayEvent):
+    """Extension: every room with its member count."""
+
+    T: ClassVar[str] = "rooms"
+    rooms: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Error(RelayEvent):
+    T: ClassVar[str] = "error"
+    code: str
+    text: str
+    ref: str | None = None
+    room: str | None = None
+    nick: str | None = None
+
+
+# Parsing ---------------------------------------------------------------------
+
+
+def _int(body: dict[str, Any], key: str, ref: str, default: int | None = None) -> int | None:
+    value = body.get(key, default)
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ProtocolError("bad_field", f"{key!r} must be an integer, got {value!r:.40}", ref)
+    return value
+
+
+def _str(body: dict[str, Any], key: str, ref: str) -> str:
+    value = body.get(key)
+    if not isinstance(value, str):
+        raise ProtocolError("bad_field", f"{key!r} must be a string, got {value!r:.40}", ref)
+    return value
+
+
+def _hello(body: dict[str, Any], max_text: int) -> Hello:
+    ref = "hello"
+    nick = check_nick(body.get("nick"), ref)
+    rooms_raw = body.get("rooms", ["lobby"])
+    if not isinstance(rooms_raw, list) or len(rooms_raw) > 64:
+        raise ProtocolError("bad_field", "'rooms' must be a list of at most 64 room names", ref)
+    rooms = tuple(dict.fromkeys(check_room(r, ref) for r in rooms_raw))
+    password = body.get("password")
+    if password is not None and not isinstance(password, str):
+        raise ProtocolError("bad_field", "'password' must be a string", ref)
+    resume_raw = body.get("resume")
+    resume: dict[str, int] | None = None
+    if resume_raw is not None:
+        if not isinstance(resume_raw, dict) or len(resume_raw) > 64:
+            raise ProtocolError("bad_field", "'resume' must map at most 64 rooms to seqs", ref)
+        resume = {}
+        for room, seq in resume_raw.items():
+            check_room(room, ref)
+            if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
+                raise ProtocolError("bad_field", f"resume seq for {room!r} must be an int >= 0", ref)
+            resume[room] = seq
+    v = _int(body, "v", ref, PROTOCOL_VERSION)
+    return Hello(nick=nick, rooms=rooms, v=v or PROTOCOL_VERSION, password=password, resume=resume)
+
+
+def parse_client_body(body: Any, max_text: int = DEFAULT_MAX_TEXT) -> ClientEvent:
+    """Validate one decoded native body into a ClientEvent.
+
+    Raises:
+        ProtocolError: `bad_frame` when it is not a map with a string "t",
+            `unknown_type`, `bad_field`, `nick_invalid`, `room_invalid` or
+            `text_too_long` as PROTOCOL.md says.
+    """
+    if not isinstance(body, dict) or not isinstance(body.get("t"), str):
+        raise ProtocolError("bad_frame", "a frame body must be a msgpack map with a string 't'")
+    t: str = body["t"]
+    if t == "say":
+        return Say(
+            room=check_room(body.get("room"), t),
+            text=check_text(body.get("text"), max_text, t),
+            id=body.get("id"),
+        )
+    if t == "hello":
+        return _hello(body, max_text)
+    if t in ("join", "part", "who"):
+        room = check_room(body.get("room"), t)
+        return Join(room) if t == "join" else Part(room) if t == "part" else Who(room)
+    if t == "whisper":
+        return Whisper(
+            to=_whisper_target(body),
+            text=check_text(body.get("text"), max_text, t),
+            id=body.get("id"),
+        )
+    if t == "nick":
+        return NickChange(check_nick(body.get("nick"), t))
+    if t == "history":
+        room = check_room(body.get("room"), t)
+        after = _int(body, "after", t)
+        limit = _int(body, "limit", t, HISTORY_DEFAULT_LIMIT)
+        assert limit is not None
+        if after is not None and after < 0:
+            raise ProtocolError("bad_field", "'after' must be >= 0", t)
+        if not 1 <= limit <= HISTORY_MAX_LIMIT:
+            raise ProtocolError(
+                "bad_field", f"'limit' must be 1-{HISTORY_MAX_LIMIT}, got {limit}", t
+            )
+        return HistoryQuery(room=room, after=after, limit=limit)
+    if t == "ping":
+        return Ping(body.get("id"))
+    if t == "pong":
+        return Pong(body.get("id"))
+    if t == "bye":
+        return Bye()
+    if t == "rooms":
+        return ListRooms()
+    raise ProtocolError("unknown_type", f"unknown frame type {t[:40]!r}", t[:40])
+
+
+def _whisper_target(body: dict[str, Any]) -> str:
+    to = body.get("to")
+    if not isinstance(to, str):
+        raise ProtocolError("bad_field", "'to' must be a nick", "whisper")
+    return to
+
+
+def _msg(body: dict[str, Any]) -> Msg:
+    return Msg(
+        room=body["room"],
+        seq=body["seq"],
+        ts=body["ts"],
+        sender=body["from"],
+        text=body["text"],
+        id=body.get("id"),
+    )
+
+
+def parse_relay_body(body: Any) -> RelayEvent:
+    """Turn a relay -> client map into a RelayEvent (client side; lenient on extras).
+
+    Raises:
+        ProtocolError: `bad_frame` when required keys are missing or mistyped.
+    """
+    if not isinstance(body, dict) or not isinstance(body.get("t"), str):
+        raise ProtocolError("bad_frame", "relay frame is not a map with a string 't'")
+    t = body["t"]
+    try:
+        if t == "msg":
+            return _msg(body)
+        if t == "presence":
+            return Presence(body["room"], body["nick"], body["event"], body.get("new"))
+        if t == "joined":
+            return Joined(body["room"], tuple(body["members"]), body["seq"])
+        if t == "parted":
+            return Parted(body["room"])
+        if t == "welcome":
+            return Welcome(body["nick"], body.get("server", ""), body.get("v", 1))
+        if t == "renamed":
+            return Renamed(body["nick"])
+        if t == "whisper":
+            return WhisperMsg(body["from"], body["to"], body["text"], body["ts"], body.get("id"))
+        if t == "members":
+            return Members(body["room"], tuple(body["members"]))
+        if t == "history":
+            return HistoryPage(
+                body["room"], tuple(_msg(m) for m in body["messages"]), bool(body["more"])
+            )
+        if t == "pong":
+            return PongReply(body.get("id"))
+        if t == "ping":
+            return KeepalivePing(body.get("id"))
+        if t == "notice":
+            return Notice(body["text"])
+        if t == "rooms":
+            return RoomList(dict(body["rooms"]))
+        if t == "error":
+            return Error(
+                body["code"], body.get("text", ""), body.get("ref"), body.get("room"),
+                body.get("nick"),
+            )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ProtocolError("bad_frame", f"relay frame {t!r} is malformed: {exc}") from exc
+    raise ProtocolError("unknown_type", f"unknown relay frame type {t!r}")

@@ -1,0 +1,23 @@
+"""Which codec serves which dialect: the one place a new dialect is plugged in."""
+
+from __future__ import annotations
+
+from transports.base import ServerCodec
+from transports.native import NativeServerCodec
+
+SERVER_CODECS: dict[str, type[ServerCodec]] = {
+    "native": NativeServerCodec,
+}
+
+
+def _register_optional() -> None:
+    # Dialects live in their own modules; a missing one answers "not supported".
+    try:
+        from transports.text import TextServerCodec
+
+        SERVER_CODECS["text"] = TextServerCodec
+    except ImportError:
+        pass
+
+
+_register_optional()
