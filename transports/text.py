@@ -1,0 +1,412 @@
+"""Text dialect: UTF-8 lines for nc, telnet and the seed's client (sans-I/O).
+
+PROTOCOL.md "Text dialect" is the contract; this module fills in what it
+leaves open.
+
+Input (client -> relay), one line at a time:
+
+- A line ends in "\\n"; one "\\r" right before it is dropped. Blank and
+  whitespace-only lines are ignored. At EOF an unterminated last line counts
+  as a line (``printf 'hi' | nc`` says "hi").
+- A line holds at most `max_text` bytes (4,096), not counting its ending. A
+  longer line is dropped with `text_too_long` and the connection stays. The
+  codec never buffers more than `max_text + 1` bytes of a line: past that it
+  discards up to the next "\\n", counting, so the error names the real size.
+- A line that is not UTF-8 is dropped with `bad_frame`.
+- A line not starting with "/" is said to the current room. "//" escapes a
+  leading slash: "//shrug" says "/shrug".
+- Commands (names case-insensitive): /nick NAME, /join ROOM (also becomes
+  the current room at once), /part [ROOM], /msg NICK TEXT, /who [ROOM],
+  /rooms, /history [ROOM [AFTER]], /ping, /help (answered by the codec
+  itself, through `data_to_send`), /quit. Errors refer to the command as
+  typed ("/msg"); a plain line's errors refer to "say".
+
+Output (relay -> client): one line per item, each ending in "\\n". Chat
+messages are "<nick> text" in the current room and "[room] <nick> text" in
+others; every other line starts with "* ". Any "\\r" or "\\n" inside a name
+or text becomes a space, so no peer can forge a line. The exact formats are
+in `_lines` below.
+
+State, taken from the relay bodies this connection is sent (`encode` sees all
+of them, in order): `nick` from welcome/renamed; `rooms` (oldest join first)
+from joined/parted; `current_room` is the room plain lines go to: the first
+room joined, then each /join, and after leaving it the most recently joined
+room still held (or None).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Hashable, Iterable
+from typing import Any, Final
+
+from transports.base import Decoded, ServerCodec
+from transports.errors import ProtocolError
+from transports.events import (
+    Bye,
+    ClientEvent,
+    HistoryQuery,
+    Join,
+    ListRooms,
+    NickChange,
+    Part,
+    Ping,
+    Say,
+    Whisper,
+    Who,
+)
+from transports.validate import DEFAULT_MAX_TEXT, check_nick, check_room, check_text
+
+# A joined line names at most this many members, then "and N more".
+MAX_LISTED_MEMBERS: Final = 20
+# Unknown command names are echoed back cut to this many characters.
+_MAX_ECHO: Final = 40
+_CR: Final = 0x0D
+_COMMAND: Final = re.compile(r"/(\S*)\s*(.*)", re.DOTALL)
+
+HELP_LINES: Final[tuple[str, ...]] = (
+    "* commands:",
+    "*   TEXT                    say TEXT in the current room (//TEXT says /TEXT)",
+    "*   /join ROOM              join ROOM and make it the current room",
+    "*   /part [ROOM]            leave ROOM (default: the current room)",
+    "*   /msg NICK TEXT          whisper TEXT to NICK",
+    "*   /nick NAME              change your nick",
+    "*   /who [ROOM]             list the members of ROOM",
+    "*   /rooms                  list the rooms and their sizes",
+    "*   /history [ROOM [AFTER]] recent messages of ROOM (after seq AFTER)",
+    "*   /ping                   check that the relay answers",
+    "*   /quit                   leave",
+)
+
+
+def _clean(line: str) -> str:
+    """One output line with no line breaks a peer could have smuggled in."""
+    return line.replace("\r", " ").replace("\n", " ")
+
+
+def _render(lines: Iterable[str]) -> bytes:
+    # "replace": a WebSocket client's JSON can carry lone surrogates, which
+    # UTF-8 cannot encode; they must not crash every text client in the room.
+    return "".join(_clean(line) + "\n" for line in lines).encode("utf-8", "replace")
+
+
+def _s(body: dict[str, Any], key: str) -> str:
+    """A body field as text; a missing one is empty rather than a crash."""
+    value = body.get(key)
+    return "" if value is None else str(value)
+
+
+def _names(value: Any) -> list[str]:
+    return [str(name) for name in value] if isinstance(value, list | tuple) else []
+
+
+def _too_long(size: int, limit: int) -> ProtocolError:
+    return ProtocolError(
+        "text_too_long", f"line of {size} bytes dropped: the limit is {limit}", "say"
+    )
+
+
+class TextServerCodec(ServerCodec):
+    """The relay side of the text dialect: lines in, events out, lines back."""
+
+    name = "text"
+    auto_hello = True
+
+    def __init__(self, max_frame: int = 65536, max_text: int = DEFAULT_MAX_TEXT) -> None:
+        super().__init__(max_frame, max_text)
+        self.rooms: list[str] = []
+        self._buf = bytearray()
+        # While a line is too long to keep: how many of its bytes were
+        # discarded so far (None: not discarding), and whether the last was
+        # "\r" (a line ending, not part of the line's size).
+        self._skipped: int | None = None
+        self._skipped_cr = False
+        self._pending = bytearray()
+        self._commands: dict[str, Callable[[str, str], ClientEvent | None]] = {
+            "nick": self._nick,
+            "join": self._join,
+            "part": self._part,
+            "msg": self._msg,
+            "who": self._who,
+            "rooms": lambda ref, arg: ListRooms(),
+            "history": self._history,
+            "help": self._help,
+            "ping": lambda ref, arg: Ping(),
+            "quit": self._quit,
+        }
+
+    @property
+    def buffered(self) -> int:
+        """Bytes of an unfinished line held (never more than max_text + 1)."""
+        return len(self._buf)
+
+    # Input -------------------------------------------------------------------
+
+    def receive_data(self, data: bytes) -> list[Decoded]:
+        out: list[Decoded] = []
+        if self.closed:
+            return out
+        if not data:
+            self.closed = True
+            if self._skipped is not None:
+                out.append(_too_long(self._skipped - self._skipped_cr, self.max_text))
+            elif self._buf:
+                self._line(bytes(self._buf), out)
+            self._skipped = None
+            self._buf.clear()
+            return out
+        pos, end = 0, len(data)
+        while pos < end and not self.closed:
+            nl = data.find(b"\n", pos)
+            stop = end if nl < 0 else nl
+            size = stop - pos
+            if self._skipped is None and len(self._buf) + size > self.max_text + 1:
+                # Too long even if its last byte is "\r": stop keeping it.
+                self._skipped = len(self._buf)
+                self._skipped_cr = bool(self._buf) and self._buf[-1] == _CR
+                self._buf.clear()
+            if self._skipped is None:
+                self._buf += data[pos:stop]
+            elif size:
+                self._skipped += size
+                self._skipped_cr = data[stop - 1] == _CR
+            if nl < 0:
+                break
+            pos = nl + 1
+            if self._skipped is not None:
+                out.append(_too_long(self._skipped - self._skipped_cr, self.max_text))
+                self._skipped = None
+            else:
+                line = bytes(self._buf)
+                self._buf.clear()
+                self._line(line, out)
+        return out
+
+    def data_to_send(self) -> bytes:
+        data = bytes(self._pending)
+        self._pending.clear()
+        return data
+
+    def _line(self, raw: bytes, out: list[Decoded]) -> None:
+        """Decode one complete line (its "\\n" already gone) into `out`."""
+        if raw.endswith(b"\r"):
+            raw = raw[:-1]
+        if len(raw) > self.max_text:
+            out.append(_too_long(len(raw), self.max_text))
+            return
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            out.append(
+                ProtocolError(
+                    "bad_frame",
+                    f"line is not valid UTF-8 (byte {raw[exc.start]:#04x} at offset "
+                    f"{exc.start} of {len(raw)}); it was dropped",
+                    "say",
+                )
+            )
+            return
+        if not line.strip():
+            return
+        try:
+            event = self._parse(line)
+        except ProtocolError as err:
+            out.append(err)
+            return
+        if event is not None:
+            out.append(event)
+
+    def _parse(self, line: str) -> ClientEvent | None:
+        if not line.startswith("/"):
+            return self._say(line)
+        if line.startswith("//"):
+            return self._say(line[1:])
+        match = _COMMAND.fullmatch(line)
+        assert match is not None  # the pattern matches every string starting with "/"
+        name, arg = match[1], match[2]
+        ref = "/" + name[:_MAX_ECHO]
+        handler = self._commands.get(name.lower())
+        if handler is None:
+            raise ProtocolError(
+                "unknown_type", f"unknown command {ref}; /help lists the commands", ref
+            )
+        return handler(ref, arg)
+
+    def _say(self, text: str) -> Say:
+        room = self._room_or_current("", "say")
+        return Say(room=room, text=check_text(text, self.max_text, "say"))
+
+    def _room_or_current(self, arg: str, ref: str) -> str:
+        room = arg.strip()
+        if room:
+            return check_room(room, ref)
+        if self.current_room is None:
+            raise ProtocolError("not_in_room", "you are in no room: /join ROOM first", ref)
+        return self.current_room
+
+    # Commands: each takes the command as typed (for errors) and its argument.
+
+    def _nick(self, ref: str, arg: str) -> ClientEvent:
+        if not arg.strip():
+            raise ProtocolError("bad_field", "usage: /nick NAME", ref)
+        return NickChange(check_nick(arg.strip(), ref))
+
+    def _join(self, ref: str, arg: str) -> ClientEvent:
+        if not arg.strip():
+            raise ProtocolError("bad_field", "usage: /join ROOM", ref)
+        room = check_room(arg.strip(), ref)
+        self.current_room = room
+        return Join(room)
+
+    def _part(self, ref: str, arg: str) -> ClientEvent:
+        return Part(self._room_or_current(arg, ref))
+
+    def _who(self, ref: str, arg: str) -> ClientEvent:
+        return Who(self._room_or_current(arg, ref))
+
+    def _msg(self, ref: str, arg: str) -> ClientEvent:
+        parts = arg.split(None, 1)
+        if len(parts) < 2:
+            raise ProtocolError("bad_field", "usage: /msg NICK TEXT", ref)
+        return Whisper(to=check_nick(parts[0], ref), text=check_text(parts[1], self.max_text, ref))
+
+    def _history(self, ref: str, arg: str) -> ClientEvent:
+        parts = arg.split()
+        if len(parts) > 2 or (len(parts) == 2 and not parts[1].isdecimal()):
+            raise ProtocolError("bad_field", "usage: /history [ROOM [AFTER]]", ref)
+        room = self._room_or_current(parts[0] if parts else "", ref)
+        after = int(parts[1]) if len(parts) == 2 else None
+        return HistoryQuery(room=room, after=after)
+
+    def _help(self, ref: str, arg: str) -> None:
+        rooms = ", ".join(self.rooms) or "none"
+        status = (
+            f"* you are {self.nick or '(not named yet)'}; current room: "
+            f"{self.current_room or 'none'}; your rooms: {rooms}"
+        )
+        self._pending += _render((status, *HELP_LINES))
+        return None
+
+    def _quit(self, ref: str, arg: str) -> ClientEvent:
+        self.closed = True
+        return Bye()
+
+    # Output ------------------------------------------------------------------
+
+    def encode(self, body: dict[str, Any]) -> bytes:
+        t = body.get("t")
+        room = body.get("room")
+        if t in ("welcome", "renamed"):
+            self.nick = _s(body, "nick")
+        elif t == "joined" and isinstance(room, str):
+            if room in self.rooms:
+                self.rooms.remove(room)
+            self.rooms.append(room)
+            if self.current_room is None:
+                self.current_room = room
+        elif t == "parted" and isinstance(room, str):
+            if room in self.rooms:
+                self.rooms.remove(room)
+            if room == self.current_room:
+                self.current_room = self.rooms[-1] if self.rooms else None
+                now = (
+                    f"* your lines now go to {self.current_room}"
+                    if self.current_room
+                    else "* you are in no room now: /join ROOM to talk"
+                )
+                return _render([f"* you left {room}", now])
+        current = room == self.current_room if isinstance(room, str) else True
+        return _render(self._lines(body, current, self.nick))
+
+    def fanout_key(self, room: str) -> Hashable:
+        """Whether `room` is current: the only thing that changes a room's lines."""
+        return room == self.current_room
+
+    @classmethod
+    def encode_fanout(cls, body: dict[str, Any], key: Hashable) -> bytes:
+        return _render(cls._lines(body, bool(key), None))
+
+    def encode_own(self, body: dict[str, Any], msg_id: Any) -> bytes:
+        # PROTOCOL.md: a text client's own lines are not echoed back.
+        if body.get("t") == "msg":
+            return b""
+        return super().encode_own(body, msg_id)
+
+    @classmethod
+    def _lines(cls, body: dict[str, Any], current: bool, nick: str | None) -> list[str]:
+        """The lines for one relay body.
+
+        Args:
+            body: a relay -> client map (PROTOCOL.md).
+            current: whether the body's room is the client's current room.
+            nick: the client's nick, when known (tells a whisper's echo).
+        """
+        t = body.get("t")
+        room = _s(body, "room")
+        if t == "msg":
+            return [cls._msg_line(body, current)]
+        if t == "presence":
+            who, event = _s(body, "nick"), body.get("event")
+            if event == "join":
+                return [f"* {who} joined {room}"]
+            if event == "part":
+                return [f"* {who} left {room}"]
+            if event == "nick":
+                return [f"* {who} is now known as {_s(body, 'new')}"]
+            return []
+        if t == "whisper":
+            if nick is not None and _s(body, "from") == nick:
+                return [f"-> *{_s(body, 'to')}* {_s(body, 'text')}"]
+            return [f"*{_s(body, 'from')}* {_s(body, 'text')}"]
+        if t == "welcome":
+            return [f"* welcome to chat-relay, you are {_s(body, 'nick')}; type /help for commands"]
+        if t == "joined":
+            members = _names(body.get("members"))
+            count = f"{len(members)} member{'' if len(members) == 1 else 's'}"
+            if not members:
+                return [f"* you joined {room} ({count})"]
+            listed = ", ".join(members[:MAX_LISTED_MEMBERS])
+            if len(members) > MAX_LISTED_MEMBERS:
+                listed += f" and {len(members) - MAX_LISTED_MEMBERS} more"
+            return [f"* you joined {room} ({count}: {listed})"]
+        if t == "parted":
+            return [f"* you left {room}"]
+        if t == "renamed":
+            return [f"* you are now known as {_s(body, 'nick')}"]
+        if t == "members":
+            return [f"* members of {room}: {', '.join(_names(body.get('members'))) or 'none'}"]
+        if t == "rooms":
+            rooms = body.get("rooms")
+            if isinstance(rooms, dict):
+                listed = ", ".join(f"{name} ({n})" for name, n in rooms.items())
+            else:
+                listed = ", ".join(_names(rooms))
+            return [f"* rooms: {listed or 'none'}"]
+        if t == "history":
+            messages = body.get("messages")
+            messages = messages if isinstance(messages, list | tuple) else []
+            lines = [f"* history of {room}:"]
+            lines += [
+                cls._msg_line(m, current and _s(m, "room") == room)
+                for m in messages
+                if isinstance(m, dict)
+            ]
+            if not messages:
+                lines.append("* (no messages)")
+            if body.get("more"):
+                lines.append("* (more: /history is paged)")
+            return lines
+        if t == "notice":
+            return [f"* {_s(body, 'text')}"]
+        if t == "error":
+            return [f"* error: {_s(body, 'text')}"]
+        if t == "pong":
+            return ["* pong"]
+        # "ping" (a text client is kept alive by any line) and types this
+        # dialect does not know: nothing to show.
+        return []
+
+    @staticmethod
+    def _msg_line(body: dict[str, Any], current: bool) -> str:
+        line = f"<{_s(body, 'from')}> {_s(body, 'text')}"
+        return line if current else f"[{_s(body, 'room')}] {line}"
