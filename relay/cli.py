@@ -1,0 +1,114 @@
+"""`chat-relay`: start a relay (supervisor + hub + workers), or run one part of it.
+
+Every Settings field is a flag of `start`, generated from the dataclass so a
+new limit cannot be added without its flag.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from relay import __version__
+from relay.config import Settings
+
+HELP = {
+    "host": "address to listen on (default 127.0.0.1: loopback only; 0.0.0.0 serves the LAN)",
+    "port": "TCP port for every dialect (default 8081; 0 picks a free one)",
+    "workers": "worker processes accepting clients (default: the CPU count)",
+    "log_level": "DEBUG, INFO, WARNING or ERROR",
+    "hub": "use the hub at this zmq endpoint instead of starting one (tcp://HOST:PORT)",
+    "max_frame": "largest native frame body in bytes",
+    "max_text": "largest message text (and text-dialect line) in bytes",
+    "max_outbox": "bytes queued for one client before it is cut as a slow consumer",
+    "history": "messages kept per room for history and resume",
+    "rate_limit": "messages per second per client (token bucket); 0 turns the limit off",
+    "rate_burst": "burst size of the per-client token bucket",
+    "max_connections": "connections the relay accepts in total",
+    "max_per_ip": "connections accepted from one IP address",
+    "hello_timeout": "seconds a native client has to send hello",
+    "ping_interval": "idle seconds before a keepalive ping; two unanswered ones close",
+    "slow_consumer_grace": "seconds a slow consumer's error may take to leave before the close",
+    "shutdown_grace": "seconds to flush outboxes when stopping",
+    "bus_hwm": "zmq high-water mark (messages) on every bus socket",
+    "password": "password every client must give (also $CHAT_RELAY_PASSWORD)",
+}
+
+
+def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
+    defaults = Settings()
+    for f in dataclasses.fields(Settings):
+        default = getattr(defaults, f.name)
+        flag = "--" + f.name.replace("_", "-")
+        kind: Any = type(default)
+        shown = "CPU count" if f.name == "workers" else repr(default)
+        parser.add_argument(flag, dest=f.name, type=kind, default=None,
+                            help=f"{HELP.get(f.name, '')} [default: {shown}]")
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    settings = Settings()
+    env_password = os.environ.get("CHAT_RELAY_PASSWORD")
+    if env_password:
+        settings.password = env_password
+    for f in dataclasses.fields(Settings):
+        value = getattr(args, f.name, None)
+        if value is not None:
+            setattr(settings, f.name, value)
+    if settings.workers < 1:
+        raise SystemExit("chat-relay: --workers must be at least 1")
+    return settings
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="chat-relay", description="A LAN chat relay: native, text (nc), WebSocket, IRC."
+    )
+    parser.add_argument("--version", action="version", version=f"chat-relay {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    start = sub.add_parser("start", help="run a relay: hub + worker processes on one port")
+    _add_settings_flags(start)
+    hub = sub.add_parser("_hub", help=argparse.SUPPRESS)
+    hub.add_argument("--bind", required=True)
+    hub.add_argument("--settings", required=True)
+    worker = sub.add_parser("_worker", help=argparse.SUPPRESS)
+    for name in ("--id", "--hub", "--settings"):
+        worker.add_argument(name, required=True)
+    for name in ("--fd", "--status-fd", "--workers"):
+        worker.add_argument(name, type=int, required=True)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "start":
+        from relay import supervisor
+        from relay.procutil import setup_logging
+
+        settings = _settings(args)
+        setup_logging(settings.log_level)
+        return supervisor.main(settings)
+    if args.command == "_hub":
+        from relay import hub
+        from relay.procutil import die_with_parent, setup_logging
+
+        settings = Settings.from_json(args.settings)
+        die_with_parent()
+        setup_logging(settings.log_level)
+        hub.main(settings, args.bind)
+        return 0
+    if args.command == "_worker":
+        from relay import worker
+
+        settings = Settings.from_json(args.settings)
+        worker.main(settings, args.id, args.hub, args.fd, args.status_fd, args.workers)
+        return 0
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,157 @@
+"""One client connection's write side: never blocks, never reorders, bounded.
+
+Two threads write to a connection: its own reader thread (replies it makes
+itself: errors, pong) and the worker's bus thread (fan-out, hub replies). Both
+call `send()`, which tries one non-blocking send and queues only what the
+kernel buffer cannot take; the bus thread flushes the queue when the socket is
+writable. Past `max_outbox` bytes the client is a slow consumer: what was
+queued is dropped, the `slow_consumer` error takes its place, and the
+connection is closed after a short grace (PROTOCOL.md).
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from transports.base import ServerCodec
+
+_DONTWAIT = socket.MSG_DONTWAIT | getattr(socket, "MSG_NOSIGNAL", 0)
+
+
+class Connection:
+    def __init__(
+        self,
+        cid: int,
+        sock: socket.socket,
+        addr: str,
+        codec: ServerCodec,
+        max_outbox: int,
+        want_write: Callable[[Connection], None],
+    ) -> None:
+        self.id = cid
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.addr = addr
+        self.codec = codec
+        self.max_outbox = max_outbox
+        self._want_write = want_write
+        self._lock = threading.Lock()
+        self._outbox = bytearray()
+        self.drained = threading.Condition(self._lock)
+        # Set by the bus thread from hub replies:
+        self.ready = False
+        self.hello_done = threading.Event()
+        self.nick: str | None = None
+        self.rooms: set[str] = set()      # rooms the hub confirmed (fan-out members)
+        self.sub_rooms: set[str] = set()  # rooms this connection holds a subscription for
+        # Lifecycle:
+        self.closing = False       # no more output accepted
+        self.close_reason = ""
+        self.close_at: float | None = None  # bus thread closes at this monotonic time
+        self.slow = False
+
+    # Writing ------------------------------------------------------------------
+
+    def send(self, data: bytes) -> bool:
+        """Queue `data` for the client without blocking; False if it was not taken."""
+        if not data:
+            return True
+        with self._lock:
+            if self.closing:
+                return False
+            if self._outbox:
+                self._outbox += data
+            else:
+                try:
+                    sent = self.sock.send(data, _DONTWAIT)
+                except BlockingIOError:
+                    sent = 0
+                except OSError:
+                    self._fail("send failed")
+                    return False
+                if sent == len(data):
+                    return True
+                self._outbox += memoryview(data)[sent:]
+                self._want_write(self)
+            if len(self._outbox) > self.max_outbox:
+                self._slow_consumer()
+                return False
+            return True
+
+    def flush(self) -> bool:
+        """Send what the kernel takes now (bus thread); True when the outbox is empty."""
+        with self._lock:
+            while self._outbox:
+                try:
+                    sent = self.sock.send(self._outbox, _DONTWAIT)
+                except BlockingIOError:
+                    return False
+                except OSError:
+                    self._outbox.clear()
+                    self._fail("send failed")
+                    break
+                del self._outbox[:sent]
+            self.drained.notify_all()
+            return True
+
+    @property
+    def pending(self) -> int:
+        return len(self._outbox)
+
+    def _slow_consumer(self) -> None:
+        queued = len(self._outbox)
+        self._outbox.clear()
+        self._outbox += self.codec.encode(
+            {
+                "t": "error",
+                "code": "slow_consumer",
+                "text": f"you fell {queued} bytes behind (limit {self.max_outbox}); "
+                "closing, reconnect and resume from your last seq",
+            }
+        )
+        self.slow = True
+        self.closing = True
+        self.close_reason = "slow_consumer"
+        self.close_at = time.monotonic()  # bus thread adds the grace
+        self._want_write(self)
+
+    def _fail(self, reason: str) -> None:
+        self.closing = True
+        self.close_reason = self.close_reason or reason
+        self.close_at = time.monotonic()
+
+    # Closing ------------------------------------------------------------------
+
+    def finish(self, last: dict[str, Any] | None = None, reason: str = "closed") -> None:
+        """Send a final body (an error), stop accepting output, close once flushed."""
+        if last is not None:
+            self.send(self.codec.encode(last))
+        with self._lock:
+            self.closing = True
+            self.close_reason = self.close_reason or reason
+            if self.close_at is None:
+                self.close_at = time.monotonic()
+        self._want_write(self)
+
+    def wait_drained(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while self._outbox:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self.drained.wait(left)
+            return True
+
+    def shutdown(self) -> None:
+        """Wake the reader thread (its recv returns) and end the TCP stream."""
+        with self._lock:
+            self.closing = True
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass

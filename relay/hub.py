@@ -1,0 +1,120 @@
+"""The hub process: one sequencer for every room, behind an XPUB socket.
+
+Thin I/O around HubState: receive every pending request batch (many per
+wake), let the state decide, then publish the output coalesced into one bus
+message per run of one topic. Bodies are never re-encoded per receiver here;
+the workers do that once per dialect.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from typing import Any
+
+import zmq
+
+from relay import __version__
+from relay.bus import ANNOUNCE, REQUEST, GapCounter, pack, tune, unpack
+from relay.config import Settings
+from relay.hubstate import HubState, Out
+
+log = logging.getLogger("chat_relay.hub")
+
+MAX_BATCH = 2000  # requests handled per wake before we publish what they produced
+HEARTBEAT = 0.5
+
+
+class Hub:
+    def __init__(self, settings: Settings, bind: str, ctx: zmq.Context[Any] | None = None) -> None:
+        self.settings = settings
+        self.ctx = ctx or zmq.Context()
+        self.sock: zmq.Socket[bytes] = self.ctx.socket(zmq.XPUB)
+        tune(self.sock, settings.bus_hwm)
+        self.sock.bind(bind)
+        self.endpoint = bind
+        self.epoch = time.time_ns() // 1_000_000
+        self.origin = f"hub-{self.epoch}"
+        self.state = HubState(
+            epoch=self.epoch,
+            history_len=settings.history,
+            server=f"chat-relay/{__version__}",
+        )
+        self.topic_seq: dict[bytes, int] = {}
+        self.gaps = GapCounter()
+        self.running = True
+
+    def publish(self, out: Out) -> None:
+        """Send `out` in order, one bus message per run of equal topics."""
+        send = self.sock.send_multipart
+        i, n = 0, len(out)
+        while i < n:
+            topic = out[i][0]
+            j = i + 1
+            while j < n and out[j][0] == topic:
+                j += 1
+            seq = self.topic_seq.get(topic, 0) + 1
+            self.topic_seq[topic] = seq
+            items = [item for _, item in out[i:j]]
+            send([topic, pack([self.origin, self.epoch, seq]), pack(items)], copy=False)
+            i = j
+
+    def handle_frames(self, frames: list[bytes], out: Out, mono: float) -> None:
+        if len(frames) != 3 or frames[0] != REQUEST:
+            return  # a subscription change (handled by zmq) or noise
+        try:
+            origin, epoch, seq = unpack(frames[1])
+            reqs = unpack(frames[2])
+        except Exception:
+            log.warning("dropping an undecodable bus message (%d bytes)", len(frames[2]))
+            return
+        missed = self.gaps.check(b"up:" + str(origin).encode(), str(origin), int(epoch), int(seq))
+        if missed:
+            log.warning("bus gap: %d batches from %s never arrived", missed, origin)
+        for req in reqs:
+            try:
+                self.state.handle(str(origin), req, out, mono)
+            except Exception:
+                log.exception("request %r from %s failed", req.get("op"), origin)
+
+    def run(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self.sock, zmq.POLLIN)
+        next_beat = 0.0
+        log.info("hub %s up on %s (epoch %d)", self.origin, self.endpoint, self.epoch)
+        while self.running:
+            try:
+                ready = dict(poller.poll(int(HEARTBEAT * 1000)))
+            except zmq.ZMQError as exc:
+                if exc.errno == zmq.EINTR:
+                    continue
+                raise
+            out: Out = []
+            mono = time.monotonic()
+            if ready:
+                for _ in range(MAX_BATCH):
+                    try:
+                        frames = self.sock.recv_multipart(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    self.handle_frames(frames, out, mono)
+            if mono >= next_beat:
+                next_beat = mono + HEARTBEAT
+                out.extend(self.state.expire_workers(mono))
+                out.append((ANNOUNCE, {"t": "_hub", "epoch": self.epoch}))
+            if out:
+                self.publish(out)
+        self.sock.close(linger=200)
+        self.ctx.term()
+
+
+def main(settings: Settings, bind: str) -> None:
+    hub = Hub(settings, bind)
+
+    def stop(signum: int, frame: object) -> None:
+        hub.running = False
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    hub.run()

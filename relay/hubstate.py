@@ -1,0 +1,390 @@
+"""The hub's logic without sockets: registry, per-room sequencer, history.
+
+Requests come in as dicts (from a worker's batch), and every reply or
+broadcast goes out as (topic, item) in the order it was produced. Order
+matters: a `joined` and the room's later messages must reach a worker in the
+order the hub decided them, so the I/O layer only coalesces consecutive items
+of one topic, never reorders.
+
+Items:
+    worker topic: [conn, body]                 one body for one connection
+                  [None, body]                 for the worker itself (`_ready`)
+    room topic:   [body, worker, conn, id]     a msg (author and its id, which
+                                               only the author gets back) or a
+                                               presence (author fields None)
+
+This module has one authority per fact: nick ownership (case-insensitive),
+room membership, each room's seq and its history ring.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from relay.bus import room_topic, worker_topic
+from transports.validate import HISTORY_MAX_LIMIT, nick_key
+
+Out = list[tuple[bytes, Any]]
+ConnKey = tuple[str, int]
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(slots=True)
+class ClientRec:
+    worker: str
+    conn: int
+    nick: str
+    rooms: dict[str, None] = field(default_factory=dict)  # ordered set
+
+
+@dataclass(slots=True)
+class Room:
+    name: str
+    history_len: int
+    seq: int = 0
+    members: dict[ConnKey, None] = field(default_factory=dict)
+    history: deque[dict[str, Any]] = field(default_factory=deque)
+
+    @property
+    def first_seq(self) -> int:
+        """Seq of the oldest message still in history (seq+1 when it is empty)."""
+        return self.seq - len(self.history) + 1
+
+
+def _error(code: str, text: str, ref: str, **ctx: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {"t": "error", "code": code, "text": text, "ref": ref}
+    body.update(ctx)
+    return body
+
+
+class HubState:
+    """Everything the hub knows; `handle()` turns one request into output items."""
+
+    def __init__(
+        self,
+        *,
+        epoch: int,
+        history_len: int = 1000,
+        server: str = "chat-relay",
+        worker_timeout: float = 3.0,
+        clock: Callable[[], int] = now_ms,
+    ) -> None:
+        self.epoch = epoch
+        self.history_len = history_len
+        self.server = server
+        self.worker_timeout = worker_timeout
+        self.clock = clock
+        self.clients: dict[ConnKey, ClientRec] = {}
+        self.nicks: dict[str, ConnKey] = {}
+        self.rooms: dict[str, Room] = {}
+        self.workers: dict[str, float] = {}  # worker -> last heartbeat (monotonic)
+        self._guest = itertools.count(1)
+        self.messages = 0  # say requests sequenced, for metrics
+
+    # Dispatch ---------------------------------------------------------------
+
+    def handle(self, worker: str, req: dict[str, Any], out: Out, mono: float) -> None:
+        op = req.get("op")
+        known = worker in self.workers
+        self.workers[worker] = mono
+        if not known and not (op == "hb" and req.get("hello")) and op != "sync":
+            # A worker we do not know has clients we do not know: the hub
+            # restarted or expired it. Ask it to re-announce them.
+            out.append((worker_topic(worker), [None, {"t": "_resync", "epoch": self.epoch}]))
+        handler = self._HANDLERS.get(op) if isinstance(op, str) else None
+        if handler is None:
+            return  # an unknown op from a newer worker is not our business to crash on
+        handler(self, worker, req, out)
+
+    def expire_workers(self, mono: float) -> Out:
+        """Forget workers silent for longer than worker_timeout (kill -9, cut link)."""
+        out: Out = []
+        for worker, seen in list(self.workers.items()):
+            if mono - seen > self.worker_timeout:
+                self.drop_worker(worker, out)
+        return out
+
+    def drop_worker(self, worker: str, out: Out) -> None:
+        self.workers.pop(worker, None)
+        for key in [k for k in self.clients if k[0] == worker]:
+            self._remove_client(key, out)
+
+    # Helpers ----------------------------------------------------------------
+
+    def _room(self, name: str) -> Room:
+        room = self.rooms.get(name)
+        if room is None:
+            room = self.rooms[name] = Room(name, self.history_len)
+        return room
+
+    def _members(self, room: Room) -> list[str]:
+        return [self.clients[k].nick for k in room.members]
+
+    @staticmethod
+    def _to(out: Out, key: ConnKey, body: dict[str, Any]) -> None:
+        out.append((worker_topic(key[0]), [key[1], body]))
+
+    @staticmethod
+    def _broadcast(out: Out, room: str, body: dict[str, Any]) -> None:
+        out.append((room_topic(room), [body, None, None, None]))
+
+    def _join(self, key: ConnKey, name: str, out: Out, resume: int | None = None) -> None:
+        client = self.clients[key]
+        room = self._room(name)
+        already = key in room.members
+        room.members[key] = None
+        client.rooms[name] = None
+        self._to(out, key, {"t": "joined", "room": name, "members": self._members(room),
+                            "seq": room.seq})
+        if resume is not None:
+            self._replay(key, room, resume, out)
+        if not already:
+            self._broadcast(out, name, {"t": "presence", "room": name, "nick": client.nick,
+                                        "event": "join"})
+
+    def _replay(self, key: ConnKey, room: Room, after: int, out: Out) -> None:
+        """Send what a resuming client missed, or say honestly that history is gone."""
+        if after > room.seq:
+            self._to(out, key, _error(
+                "history_gap",
+                f"{room.name} is at seq {room.seq}, before your {after}: the relay restarted "
+                "and its history of this room is gone",
+                "hello", room=room.name))
+            return
+        if after + 1 < room.first_seq:
+            self._to(out, key, _error(
+                "history_gap",
+                f"history of {room.name} starts at seq {room.first_seq}; messages "
+                f"{after + 1}-{room.first_seq - 1} are gone",
+                "hello", room=room.name))
+            after = room.first_seq - 1
+        start = after + 1 - room.first_seq
+        for i in range(start, len(room.history)):
+            self._to(out, key, room.history[i])
+
+    def _part(self, key: ConnKey, name: str, out: Out) -> None:
+        client = self.clients[key]
+        room = self.rooms[name]
+        room.members.pop(key, None)
+        client.rooms.pop(name, None)
+        self._broadcast(out, name, {"t": "presence", "room": name, "nick": client.nick,
+                                    "event": "part"})
+        if not room.members and room.seq == 0:
+            del self.rooms[name]  # nothing to remember about an empty, silent room
+
+    def _remove_client(self, key: ConnKey, out: Out) -> None:
+        client = self.clients.pop(key, None)
+        if client is None:
+            return
+        self.nicks.pop(nick_key(client.nick), None)
+        self.clients[key] = client  # _part needs the record while it broadcasts
+        for name in list(client.rooms):
+            self._part(key, name, out)
+        del self.clients[key]
+
+    def _client(self, worker: str, req: dict[str, Any], out: Out) -> ConnKey | None:
+        key = (worker, int(req.get("c", -1)))
+        if key in self.clients:
+            return key
+        if req.get("op") != "gone":
+            # Never drop a request silently: the hub lost this client (restart).
+            self._to(out, key, _error("not_ready", "the relay's hub restarted; say hello again",
+                                      str(req.get("op"))))
+        return None
+
+    def _in_room(self, key: ConnKey, req: dict[str, Any], ref: str, out: Out) -> Room | None:
+        name = req.get("room", "")
+        room = self.rooms.get(name)
+        if room is None or key not in room.members:
+            self._to(out, key, _error("not_in_room", f"you are not in {name}", ref, room=name))
+            return None
+        return room
+
+    # Requests ---------------------------------------------------------------
+
+    def _op_hb(self, worker: str, req: dict[str, Any], out: Out) -> None:
+        if req.get("hello"):
+            out.append((worker_topic(worker), [None, {"t": "_ready", "epoch": self.epoch}]))
+
+    def _op_hello(self, worker: str, req: dict[str, Any], out: Out) -> None:
+        key = (worker, int(req["c"]))
+        if key in self.clients:
+            self._to(out, key, _error("bad_field", "already said hello", "hello"))
+            return
+        nick = req.get("nick")
+        if nick is None:
+            nick = self._guest_nick()
+        elif nick_key(nick) in self.nicks:
+            self._to(out, key, _error("nick_taken", f"nick {nick} is taken", "hello", nick=nick))
+            return
+        self.clients[key] = ClientRec(worker, key[1], nick)
+        self.nicks[nick_key(nick)] = key
+        self._to(out, key, {"t": "welcome", "v": 1, "nick": nick, "server": self.server})
+        resume: dict[str, int] = req.get("resume") or {}
+        for name in req.get("rooms", []):
+            if name not in resume:
+                self._join(key, name, out)
+        for name, seq in resume.items():
+            self._join(key, name, out, resume=seq)
+
+    def _guest_nick(self) -> str:
+        while True:
+            nick = f"guest-{next(self._guest)}"
+            if nick_key(nick) not in self.nicks:
+                return nick
+
+    def _op_join(self, worker: str, req: dict[str, Any], out: Out) -> None:
+        key = self._client(worker, req, out)
+        if key is not None:
+            resume = req.get("resume")
+            self._join(key, req["room"], out, resume=resume if isinstance(resume, int) else None)
+
+    def _op_part(self, worker: str, req: dict[str, Any], out: Out) -> None:
+        key = self._client(worker, req, out)
+        if key is None or self._in_room(key, req, "part", out) is None:
+            return
+        self._to(out, key, {"t": "parted", "room": req["room"]})
+        self._part(key, req["room"], out)
+
+    def _op_say(self, worker: str, req: dict[str, Any], out: Out) -> None:
+        key = self._client(worker, req, out)
+        if key is None:
+            return
+        room = self._in_room(key, req, "say", out)
+        if room is None:
+            return
+        room.seq += 1
+        self.messages += 1
+        body = {"t": "msg", "room": room.name, "seq": room.seq, "ts": self.clock(),
+                "from": self.clients[key].nick, "text": req["text"]}
+        room.history.append(body)
+        if len(room.history) > room.history_len:
+            room.history.popleft()
+        out.append((room_topic(room.name), [body, key[0], key[1], req.get("id")]))
+
+    def _op_whisper(self, worker: str, req: dict[str, Any], out: Out) -> None:
+        key = self._client(worker, req, out)
+        if key is None:
+            return
+        target = self.nicks.get(nick_key(req["to"]))
+        if target is None:
+            self._to(out, key, _error("no_such_nick", f"no one is called {req['to']}",
+                                      "whisper", nick=req["to"]))
+            return
+        body = {"t": "whisper", "from": self.clients[key].nick, "to": self.clients[target].nick,
+                "text": req["text"], "ts": self.clock()}
+        if target != key:
+            self._to(out, target, body)
+        echo = dict(body)
+        if req.get("id") is not None:
+            echo["id"] = req["id"]
+        self._to(out, key, echo)
+
+    def _op_nick(self, worker: str, req: dict[str, Any], out: Out) -> None:
+        key = self._client(worker, req, out)
+        if key is None:
+            return
+        new = req["nick"]
+        owner = self.nicks.get(nick_key(new))
+        if owner is not None and owner != key:
+            self._to(out, key, _error("nick_taken", f"nick {new} is taken", "nick", nick=new))
+            return
+        client = self.clients[key]
+        old = client.nick
+        del self.nicks[nick_key(old)]
+        self.nicks[nick_key(new)] = key
+        client.nick = new
+        self._to(out, key, {"t": "renamed", "nick": new})
+        for name in client.rooms:
+            self._broadcast(out, name, {"t": "presence", "room": name, "nick": old,
+                                        "event": "nick", "new": new})
+
+    def _op_who(self, worker: str, req: dict[str, Any], out: Out) -> None:
+        key = self._client(worker, req, out)
+        if key is None:
+            return
+        room = self._in_room(key, req, "who", out)
+        if room is not None:
+            self._to(out, key, {"t": "members", "room": room.name,
+                                "members": self._members(room)})
+
+    def _op_history(self, worker: str, req: dict[str, Any], out: Out) -> None:
+        key = self._client(worker, req, out)
+        if key is None:
+            return
+        room = self._in_room(key, req, "history", out)
+        if room is None:
+            return
+        limit = max(1, min(int(req.get("limit", 100)), HISTORY_MAX_LIMIT))
+        after = req.get("after")
+        hist = room.history
+        if after is None:
+            start = max(0, len(hist) - limit)
+            page = list(itertools.islice(hist, start, None))
+            more = start > 0
+        else:
+            if after + 1 < room.first_seq:
+                self._to(out, key, _error(
+                    "history_gap",
+                    f"history of {room.name} starts at seq {room.first_seq}; messages "
+                    f"{after + 1}-{room.first_seq - 1} are gone", "history", room=room.name))
+                after = room.first_seq - 1
+            start = max(0, after + 1 - room.first_seq)
+            page = list(itertools.islice(hist, start, start + limit))
+            more = start + limit < len(hist)
+        self._to(out, key, {"t": "history", "room": room.name, "messages": page, "more": more})
+
+    def _op_rooms(self, worker: str, req: dict[str, Any], out: Out) -> None:
+        key = self._client(worker, req, out)
+        if key is not None:
+            rooms = {r.name: len(r.members) for r in self.rooms.values() if r.members}
+            self._to(out, key, {"t": "rooms", "rooms": rooms})
+
+    def _op_gone(self, worker: str, req: dict[str, Any], out: Out) -> None:
+        key = (worker, int(req.get("c", -1)))
+        self._remove_client(key, out)
+
+    def _op_worker_gone(self, worker: str, req: dict[str, Any], out: Out) -> None:
+        self.drop_worker(str(req.get("w", "")), out)
+
+    def _op_sync(self, worker: str, req: dict[str, Any], out: Out) -> None:
+        """A worker re-announces its clients to a hub that restarted (new epoch).
+
+        Each entry is [conn, nick, {room: last seq seen}]. Seq continues from
+        the highest seq any worker saw, so no seq is ever handed out twice.
+        """
+        for conn, nick, rooms in req.get("clients", []):
+            key = (worker, int(conn))
+            if key in self.clients or nick_key(nick) in self.nicks:
+                continue
+            self.clients[key] = ClientRec(worker, key[1], nick)
+            self.nicks[nick_key(nick)] = key
+            for name, seq in rooms.items():
+                room = self._room(name)
+                room.seq = max(room.seq, int(seq))
+                room.members[key] = None
+                self.clients[key].rooms[name] = None
+
+    _HANDLERS: dict[str, Callable[[HubState, str, dict[str, Any], Out], None]] = {
+        "hb": _op_hb,
+        "hello": _op_hello,
+        "join": _op_join,
+        "part": _op_part,
+        "say": _op_say,
+        "whisper": _op_whisper,
+        "nick": _op_nick,
+        "who": _op_who,
+        "history": _op_history,
+        "rooms": _op_rooms,
+        "gone": _op_gone,
+        "worker_gone": _op_worker_gone,
+        "sync": _op_sync,
+    }

@@ -1,0 +1,279 @@
+"""One client's reader thread: sniff the dialect, decode, check, hand to the hub.
+
+The thread owns nothing but its connection's read side. Everything that must
+be ordered with room traffic (welcome, joined, msg) comes back from the hub
+through the bus thread; only replies that need no hub (pong, errors about the
+client's own input) are written from here.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import socket
+import time
+from typing import TYPE_CHECKING, Any
+
+from relay.connection import Connection
+from relay.ratelimit import TokenBucket
+from transports.errors import ProtocolError
+from transports.events import (
+    Bye,
+    ClientEvent,
+    Hello,
+    HistoryQuery,
+    Join,
+    ListRooms,
+    NickChange,
+    Part,
+    Ping,
+    Pong,
+    Say,
+    Who,
+    Whisper,
+)
+from transports.registry import SERVER_CODECS
+from transports.sniff import SNIFF_MAX_BYTES, SNIFF_TIMEOUT, sniff
+
+if TYPE_CHECKING:
+    from relay.worker import Worker
+
+log = logging.getLogger("chat_relay.session")
+
+# Codes a client may get before its hello; anything else becomes not_ready.
+_PRE_HELLO_CODES = frozenset({"bad_frame", "frame_too_large", "text_too_long"})
+FLOOD_WINDOW = 10.0  # seconds of sustained flooding before the client is cut
+FLOOD_FACTOR = 10    # "flooding" means this many times the allowed rate
+
+
+def _error(code: str, text: str, ref: str | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {"t": "error", "code": code, "text": text}
+    if ref:
+        body["ref"] = ref
+    return body
+
+
+class Session:
+    def __init__(self, worker: Worker, sock: socket.socket, addr: str, cid: int) -> None:
+        self.worker = worker
+        self.settings = worker.settings
+        self.sock = sock
+        self.addr = addr
+        self.cid = cid
+        self.conn: Connection | None = None
+        s = self.settings
+        self.bucket = TokenBucket(s.rate_limit, s.rate_burst)
+        self.flood_start: float | None = None
+        self.flood_drops = 0
+        self.pings_unanswered = 0
+
+    # Thread entry ---------------------------------------------------------------
+
+    def run(self) -> None:
+        try:
+            self._serve()
+        except Exception:
+            log.exception("connection %s from %s failed; closing it", self.cid, self.addr)
+        finally:
+            if self.conn is not None:
+                self.conn.shutdown()
+                self.worker.bus.submit(self.conn, {"op": "_close"})
+            else:
+                self.sock.close()
+            self.worker.connection_closed(self.addr)
+
+    def _sniff(self) -> bytes:
+        prefix = b""
+        deadline = time.monotonic() + SNIFF_TIMEOUT
+        while len(prefix) < SNIFF_MAX_BYTES and sniff(prefix) is None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            self.sock.settimeout(left)
+            try:
+                chunk = self.sock.recv(SNIFF_MAX_BYTES - len(prefix))
+            except TimeoutError:
+                break
+            if not chunk:
+                break
+            prefix += chunk
+        return prefix
+
+    def _serve(self) -> None:
+        s = self.settings
+        prefix = self._sniff()
+        dialect = sniff(prefix) or "text"
+        codec_cls = SERVER_CODECS.get(dialect)
+        if codec_cls is None:
+            self.sock.sendall(
+                f"chat-relay: the {dialect} dialect is not supported yet; connect with the "
+                "native (msgpack) dialect or with plain text lines (nc, telnet)\r\n".encode()
+            )
+            return
+        codec = codec_cls(s.max_frame, s.max_text)
+        conn = self.conn = Connection(
+            self.cid, self.sock, self.addr, codec, s.max_outbox, self.worker.bus.want_write
+        )
+        self.worker.bus.submit(conn, {"op": "_open"})
+        refusal = self.worker.refusal(self.addr)
+        if refusal:
+            conn.finish(_error("too_many_connections", refusal), "refused")
+            conn.wait_drained(1.0)
+            return
+        self.sock.settimeout(None)
+        hello_deadline = time.monotonic() + s.hello_timeout
+        if codec.auto_hello:
+            self._hello(Hello(nick=None, rooms=("lobby",)))
+        data = prefix
+        while True:
+            if data:
+                self._feed(data)
+                if conn.closing:
+                    conn.wait_drained(s.shutdown_grace)
+                    return
+            timeout = s.ping_interval if conn.ready else hello_deadline - time.monotonic()
+            if timeout <= 0:
+                conn.finish(_error("not_ready", f"no hello within {s.hello_timeout:g} s"))
+                return
+            self.sock.settimeout(timeout)
+            try:
+                data = self.sock.recv(262144)
+            except TimeoutError:
+                if not conn.ready:
+                    continue
+                if self._keepalive_expired():
+                    log.info("cut %s (%s): idle, two pings unanswered", conn.nick, self.addr)
+                    return
+                data = b""
+                continue
+            except OSError:
+                return
+            if not data:
+                return
+            self.pings_unanswered = 0
+
+    def _keepalive_expired(self) -> bool:
+        assert self.conn is not None
+        if self.pings_unanswered >= 2:
+            return True
+        self.pings_unanswered += 1
+        self.conn.send(self.conn.codec.encode({"t": "ping", "id": self.pings_unanswered}))
+        return False
+
+    # Input -----------------------------------------------------------------------
+
+    def _feed(self, data: bytes) -> None:
+        conn = self.conn
+        assert conn is not None
+        codec = conn.codec
+        decoded = codec.receive_data(data)
+        extra = codec.data_to_send()
+        if extra:
+            conn.send(extra)
+        for item in decoded:
+            if conn.closing:
+                return
+            if isinstance(item, ProtocolError):
+                self._reject(item)
+            else:
+                self._handle(item)
+
+    def _reject(self, err: ProtocolError) -> None:
+        conn = self.conn
+        assert conn is not None
+        if not conn.ready and err.code not in _PRE_HELLO_CODES and err.ref != "hello":
+            err = ProtocolError("not_ready", "say hello first", err.ref)
+        if err.fatal:
+            conn.finish(err.body(), err.code)
+        else:
+            conn.send(conn.codec.encode(err.body()))
+
+    def _handle(self, ev: ClientEvent) -> None:
+        conn = self.conn
+        assert conn is not None
+        if isinstance(ev, Hello):
+            self._hello(ev)
+            return
+        if isinstance(ev, Pong):
+            return
+        if not conn.ready:
+            conn.send(conn.codec.encode(_error("not_ready", "say hello first", ev.T)))
+            return
+        if isinstance(ev, Ping):
+            conn.send(conn.codec.encode({"t": "pong", "id": ev.id} if ev.id is not None
+                                        else {"t": "pong"}))
+            return
+        if isinstance(ev, Bye):
+            conn.finish(None, "bye")
+            return
+        if not self._allowed(ev):
+            return
+        req = self._request(ev)
+        if req is not None:
+            self.worker.bus.submit(conn, req)
+
+    def _allowed(self, ev: ClientEvent) -> bool:
+        """The flood limit: drop with rate_limited; cut a client flooding 10x for 10 s."""
+        if self.bucket.take():
+            self.flood_start = None
+            self.flood_drops = 0
+            return True
+        conn = self.conn
+        assert conn is not None
+        now = time.monotonic()
+        if self.flood_start is None:
+            self.flood_start, self.flood_drops = now, 0
+        self.flood_drops += 1
+        rate = self.settings.rate_limit
+        if now - self.flood_start >= FLOOD_WINDOW:
+            if self.flood_drops >= (FLOOD_FACTOR - 1) * rate * FLOOD_WINDOW * 0.9:
+                log.info("cut %s (%s): flooding", conn.nick, self.addr)
+                conn.finish(_error("rate_limited", "flooding for 10 s; closing", ev.T), "flood")
+                return False
+            self.flood_start, self.flood_drops = now, 0
+        conn.send(conn.codec.encode(_error(
+            "rate_limited", f"over {rate:g} messages/s (burst {self.settings.rate_burst}); "
+            "this one was dropped", ev.T)))
+        return False
+
+    @staticmethod
+    def _request(ev: ClientEvent) -> dict[str, Any] | None:
+        if isinstance(ev, Say):
+            return {"op": "say", "room": ev.room, "text": ev.text, "id": ev.id}
+        if isinstance(ev, Join):
+            return {"op": "join", "room": ev.room}
+        if isinstance(ev, Part):
+            return {"op": "part", "room": ev.room}
+        if isinstance(ev, Whisper):
+            return {"op": "whisper", "to": ev.to, "text": ev.text, "id": ev.id}
+        if isinstance(ev, NickChange):
+            return {"op": "nick", "nick": ev.nick}
+        if isinstance(ev, Who):
+            return {"op": "who", "room": ev.room}
+        if isinstance(ev, HistoryQuery):
+            return {"op": "history", "room": ev.room, "after": ev.after, "limit": ev.limit}
+        if isinstance(ev, ListRooms):
+            return {"op": "rooms"}
+        return None
+
+    def _hello(self, ev: Hello) -> None:
+        conn = self.conn
+        assert conn is not None
+        if conn.ready:
+            conn.send(conn.codec.encode(_error("bad_field", "you already said hello", "hello")))
+            return
+        password = self.settings.password
+        if password and not self.worker.check_password(self.addr, ev.password or "", password):
+            conn.send(conn.codec.encode(_error("auth_failed", "wrong password", "hello")))
+            return
+        conn.hello_done.clear()
+        self.worker.bus.submit(conn, {
+            "op": "hello", "nick": ev.nick, "rooms": list(ev.rooms),
+            "resume": ev.resume or {},
+        })
+        # Wait for the hub's answer so frames pipelined after hello see its outcome.
+        conn.hello_done.wait(self.settings.hello_timeout)
+
+
+def check_password(given: str, expected: str) -> bool:
+    return hmac.compare_digest(given.encode(), expected.encode())

@@ -1,0 +1,234 @@
+"""`chat-relay start`: binds the port, starts the hub and W workers, keeps them alive.
+
+The supervisor binds the listening socket itself and hands the same fd to
+every worker, so `--port 0` works (all workers share the one ephemeral port)
+and a worker that dies loses only its own connections. It restarts any child
+that dies, tells the hub a dead worker's clients are gone, and on SIGINT or
+SIGTERM stops workers first (they tell clients `shutting_down` and flush),
+then the hub.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import selectors
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import zmq
+
+from relay import __version__
+from relay.bus import REQUEST, pack, tune
+from relay.config import Settings
+
+log = logging.getLogger("chat_relay.supervisor")
+
+READY_TIMEOUT = 20.0
+STOP_TIMEOUT = 5.0
+
+
+@dataclass
+class Child:
+    role: str           # "hub" or "worker"
+    ident: str
+    proc: subprocess.Popen[bytes]
+    status_r: int | None = None
+    started: float = field(default_factory=time.monotonic)
+
+
+def bind_listener(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    sock.bind((host, port))
+    sock.listen(4096)
+    return sock
+
+
+class Supervisor:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.children: list[Child] = []
+        self.bus_dir: str | None = None
+        self.hub_endpoint = settings.hub
+        self.own_hub = not settings.hub
+        self.stopping = False
+        self.listener: socket.socket | None = None
+        self.ctx: zmq.Context[Any] | None = None
+        self.notify: zmq.Socket[bytes] | None = None
+        self._notify_seq = 0
+
+    # Children ------------------------------------------------------------------
+
+    def _python(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "relay", *args]
+
+    def _start_hub(self) -> Child:
+        cmd = self._python("_hub", "--bind", self.hub_endpoint,
+                           "--settings", self.settings.to_json())
+        child = Child("hub", "hub", subprocess.Popen(cmd))
+        self.children.append(child)
+        return child
+
+    def _start_worker(self) -> Child:
+        assert self.listener is not None
+        ident = f"w{secrets.token_hex(4)}"
+        status_r, status_w = os.pipe()
+        cmd = self._python(
+            "_worker", "--id", ident, "--hub", self.hub_endpoint,
+            "--fd", str(self.listener.fileno()), "--status-fd", str(status_w),
+            "--workers", str(self.settings.workers), "--settings", self.settings.to_json(),
+        )
+        proc = subprocess.Popen(cmd, pass_fds=(self.listener.fileno(), status_w))
+        os.close(status_w)
+        child = Child("worker", ident, proc, status_r)
+        self.children.append(child)
+        return child
+
+    def _wait_ready(self, workers: list[Child], timeout: float) -> list[Child]:
+        """Wait for each worker's "ready" line; returns those that never said it."""
+        sel = selectors.DefaultSelector()
+        waiting = {}
+        for child in workers:
+            assert child.status_r is not None
+            sel.register(child.status_r, selectors.EVENT_READ)
+            waiting[child.status_r] = child
+        deadline = time.monotonic() + timeout
+        while waiting and time.monotonic() < deadline and not self.stopping:
+            for key, _ in sel.select(timeout=min(0.2, max(0.0, deadline - time.monotonic()))):
+                fd = int(key.fd)
+                os.read(fd, 256)  # "ready <id>\n", or b"" if the worker died
+                sel.unregister(fd)
+                os.close(fd)
+                waiting.pop(fd).status_r = None
+        sel.close()
+        return list(waiting.values())
+
+    def _notify_worker_gone(self, ident: str) -> None:
+        """Tell the hub at once, so a dead worker's nicks are free for its reconnecting users."""
+        if self.notify is None:
+            self.ctx = zmq.Context()
+            self.notify = self.ctx.socket(zmq.XSUB)
+            tune(self.notify, 1000)
+            self.notify.connect(self.hub_endpoint)
+        self._notify_seq += 1
+        self.notify.send_multipart([
+            REQUEST, pack([f"sup-{os.getpid()}", 0, self._notify_seq]),
+            pack([{"op": "worker_gone", "w": ident}]),
+        ])
+
+    # Lifecycle -----------------------------------------------------------------
+
+    def start(self) -> None:
+        s = self.settings
+        if self.own_hub:
+            self.bus_dir = tempfile.mkdtemp(prefix="chat-relay-")
+            os.chmod(self.bus_dir, 0o700)  # the ipc bus is for its owner only
+            self.hub_endpoint = f"ipc://{self.bus_dir}/hub"
+            self._start_hub()
+        self.listener = bind_listener(s.host, s.port)
+        workers = [self._start_worker() for _ in range(s.workers)]
+        late = self._wait_ready(workers, READY_TIMEOUT)
+        if late:
+            raise RuntimeError(f"{len(late)} worker(s) did not become ready in {READY_TIMEOUT} s")
+        self._banner()
+
+    def _banner(self) -> None:
+        s = self.settings
+        assert self.listener is not None
+        host, port = self.listener.getsockname()[:2]
+        shown = f"[{host}]" if ":" in host else host
+        loopback = host in ("127.0.0.1", "::1", "localhost")
+        scope = ("loopback only; add --host 0.0.0.0 to serve the LAN" if loopback
+                 else "serving the LAN: anyone who can reach this host can join")
+        join_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+        print(
+            f"chat-relay {__version__} listening on {shown}:{port} ({scope})\n"
+            f"  {s.workers} worker process{'es' if s.workers != 1 else ''}, "
+            f"hub {'on ' + self.hub_endpoint}\n"
+            f"  join with:  chat-client {join_host} {port}    or    nc {join_host} {port}\n"
+            f"  stop with Ctrl-C",
+            flush=True,
+        )
+
+    def run(self) -> int:
+        """Watch children until asked to stop; restart whatever dies."""
+        while not self.stopping:
+            for child in list(self.children):
+                code = child.proc.poll()
+                if code is None or self.stopping:
+                    continue
+                self.children.remove(child)
+                if child.role == "hub":
+                    log.error("hub exited with %s; restarting it", code)
+                    self._start_hub()
+                else:
+                    log.error("worker %s exited with %s; starting a replacement", child.ident,
+                              code)
+                    try:
+                        self._notify_worker_gone(child.ident)
+                    except zmq.ZMQError:
+                        log.exception("could not tell the hub")
+                    replacement = self._start_worker()
+                    if child.status_r is not None:
+                        os.close(child.status_r)
+                    if self._wait_ready([replacement], READY_TIMEOUT):
+                        log.error("replacement worker %s is not ready", replacement.ident)
+            time.sleep(0.05)  # the watch interval: restarts happen within ~50 ms + startup
+        return 0
+
+    def stop(self) -> None:
+        """Workers first (they flush `shutting_down` to clients), then the hub."""
+        self.stopping = True
+        for role in ("worker", "hub"):
+            group = [c for c in self.children if c.role == role]
+            for child in group:
+                if child.proc.poll() is None:
+                    child.proc.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + STOP_TIMEOUT
+            for child in group:
+                try:
+                    child.proc.wait(max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    log.error("%s %s did not stop in time; killing it", child.role, child.ident)
+                    child.proc.kill()
+                    child.proc.wait()
+        if self.notify is not None:
+            self.notify.close(linger=0)
+        if self.ctx is not None:
+            self.ctx.term()
+        if self.listener is not None:
+            self.listener.close()
+        if self.bus_dir:
+            shutil.rmtree(self.bus_dir, ignore_errors=True)
+
+
+def main(settings: Settings) -> int:
+    sup = Supervisor(settings)
+
+    def on_signal(signum: int, frame: object) -> None:
+        sup.stopping = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        sup.start()
+        sup.run()
+    except OSError as exc:
+        print(f"chat-relay: cannot listen on {settings.host}:{settings.port}: {exc.strerror}",
+              file=sys.stderr)
+        return 1
+    finally:
+        sup.stop()
+    return 0

@@ -1,0 +1,396 @@
+"""A worker's bus thread: the only owner of the worker's zmq socket.
+
+It does three jobs in one poll loop, so none of them needs a lock on zmq:
+- upstream: drains requests queued by client threads (a deque plus an
+  eventfd wake-up) and sends them to the hub as ONE bus message per wake;
+- downstream: receives every pending bus message and fans each room batch
+  out to local members, encoding it once per (dialect, variant), then one
+  non-blocking send per member;
+- flushes outboxes whose sockets became writable, and closes connections
+  whose end has come (slow consumers after their grace, finished ones).
+
+Subscriptions follow local membership: a room's topic is subscribed when the
+first local connection asks to be in it, before its request goes upstream
+(XSUB keeps that order), and unsubscribed when the last one leaves.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Hashable
+from typing import Any
+
+import zmq
+
+from relay.bus import (
+    ANNOUNCE,
+    REQUEST,
+    GapCounter,
+    pack,
+    room_topic,
+    topic_room,
+    tune,
+    unpack,
+    worker_topic,
+)
+from relay.config import Settings
+from relay.connection import Connection
+
+log = logging.getLogger("chat_relay.worker")
+
+HEARTBEAT = 0.5
+
+
+class WorkerBus:
+    def __init__(self, ctx: zmq.Context[Any], worker_id: str, hub: str, settings: Settings) -> None:
+        self.ctx = ctx
+        self.id = worker_id
+        self.hub = hub
+        self.settings = settings
+        self.my_topic = worker_topic(worker_id)
+        self.conns: dict[int, Connection] = {}
+        self.rooms: dict[str, dict[int, Connection]] = {}  # confirmed local members
+        self.subs: dict[str, int] = {}  # room -> local connections holding a subscription
+        self.room_seq: dict[str, int] = {}  # last msg seq seen per room (for a hub resync)
+        self._queue: deque[tuple[Connection | None, dict[str, Any]]] = deque()
+        self._writers: deque[Connection] = deque()
+        self._by_fd: dict[int, Connection] = {}  # connections waiting for POLLOUT
+        self._closing: dict[int, Connection] = {}  # connections to close once flushed
+        self._watched: set[int] = set()
+        self._poller = zmq.Poller()
+        self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._wake_pending = False
+        self.ready = threading.Event()
+        self.stopping = False
+        self.stopped = threading.Event()
+        self.hub_epoch: int | None = None
+        self.gaps = GapCounter()
+        self._up_seq = 0
+        self._epoch = time.time_ns() // 1_000_000
+        self.thread = threading.Thread(target=self._run, name="bus", daemon=True)
+        # Counters for logs and metrics.
+        self.delivered = 0
+        self.slow_cuts = 0
+
+    # Called from any thread ----------------------------------------------------
+
+    def submit(self, conn: Connection | None, req: dict[str, Any]) -> None:
+        """Queue a request for the hub (or a local op) and wake the bus thread."""
+        self._queue.append((conn, req))
+        self._wake()
+
+    def want_write(self, conn: Connection) -> None:
+        self._writers.append(conn)
+        self._wake()
+
+    def _wake(self) -> None:
+        if not self._wake_pending:
+            self._wake_pending = True
+            os.eventfd_write(self._wake_fd, 1)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.stopping = True
+        self._wake()
+
+    # The loop ------------------------------------------------------------------
+
+    def _run(self) -> None:
+        sock: zmq.Socket[bytes] = self.ctx.socket(zmq.XSUB)
+        tune(sock, self.settings.bus_hwm)
+        sock.connect(self.hub)
+        self.sock = sock
+        sock.send(b"\x01" + self.my_topic)
+        sock.send(b"\x01" + ANNOUNCE)
+        poller = self._poller = zmq.Poller()
+        poller.register(sock, zmq.POLLIN)
+        poller.register(self._wake_fd, zmq.POLLIN)
+        watched = self._watched
+        next_beat = 0.0
+        try:
+            while True:
+                now = time.monotonic()
+                if now >= next_beat:
+                    next_beat = now + HEARTBEAT
+                    self._send_up([{"op": "hb", "hello": not self.ready.is_set()}])
+                timeout = max(0.0, min(next_beat, self._next_close()) - now)
+                events = poller.poll(int(timeout * 1000) + 1)
+                ev = dict(events)
+                if self._wake_fd in ev:
+                    self._wake_pending = False
+                    try:
+                        os.eventfd_read(self._wake_fd)
+                    except BlockingIOError:
+                        pass
+                if sock in ev:
+                    self._drain_bus(sock)
+                for fd, mask in events:
+                    if isinstance(fd, int) and fd != self._wake_fd and mask & zmq.POLLOUT:
+                        conn = self._by_fd.get(fd)
+                        if conn is not None and conn.flush():
+                            poller.unregister(fd)
+                            watched.discard(fd)
+                            del self._by_fd[fd]
+                self._drain_queue()
+                while self._writers:
+                    conn = self._writers.popleft()
+                    if conn.id not in self.conns:
+                        continue  # already released; its fd may belong to someone else now
+                    if conn.closing:
+                        self._closing[conn.id] = conn
+                    if conn.fd in watched:
+                        continue
+                    if conn.pending and not conn.flush():
+                        poller.register(conn.fd, zmq.POLLOUT)
+                        watched.add(conn.fd)
+                        self._by_fd[conn.fd] = conn
+                self._close_due(poller, watched)
+                if self.stopping:
+                    self._shutdown_clients(poller)
+                    break
+        except Exception:
+            log.exception("bus thread crashed")
+            raise
+        finally:
+            sock.close(linger=0)
+            self.stopped.set()
+
+    # Upstream --------------------------------------------------------------------
+
+    def _send_up(self, batch: list[dict[str, Any]]) -> None:
+        self._up_seq += 1
+        self.sock.send_multipart(
+            [REQUEST, pack([self.id, self._epoch, self._up_seq]), pack(batch)], copy=False
+        )
+
+    def _drain_queue(self) -> None:
+        batch: list[dict[str, Any]] = []
+        queue = self._queue
+        while queue:
+            conn, req = queue.popleft()
+            op = req["op"]
+            if conn is not None:
+                if op == "_open":
+                    self.conns[conn.id] = conn
+                    continue
+                if op == "_close":
+                    self._forget(conn)
+                    self._release(conn)
+                    batch.append({"op": "gone", "c": conn.id})
+                    continue
+                if op == "hello":
+                    for room in list(req.get("rooms", ())) + list(req.get("resume") or ()):
+                        self._subscribe(conn, room)
+                elif op == "join":
+                    self._subscribe(conn, req["room"])
+                req["c"] = conn.id
+            batch.append(req)
+        if batch:
+            self._send_up(batch)
+
+    def _subscribe(self, conn: Connection, room: str) -> None:
+        if room in conn.sub_rooms:
+            return
+        conn.sub_rooms.add(room)
+        count = self.subs.get(room, 0)
+        if count == 0:
+            self.sock.send(b"\x01" + room_topic(room))
+        self.subs[room] = count + 1
+
+    def _unsubscribe(self, conn: Connection, room: str) -> None:
+        if room not in conn.sub_rooms:
+            return
+        conn.sub_rooms.discard(room)
+        count = self.subs.get(room, 0) - 1
+        if count <= 0:
+            self.subs.pop(room, None)
+            self.sock.send(b"\x00" + room_topic(room))
+            self.gaps.forget(room_topic(room))
+            self.room_seq.pop(room, None)
+        else:
+            self.subs[room] = count
+
+    def _forget(self, conn: Connection) -> None:
+        self.conns.pop(conn.id, None)
+        for room in list(conn.rooms):
+            members = self.rooms.get(room)
+            if members is not None:
+                members.pop(conn.id, None)
+                if not members:
+                    del self.rooms[room]
+        conn.rooms.clear()
+        for room in list(conn.sub_rooms):
+            self._unsubscribe(conn, room)
+
+    def _release(self, conn: Connection) -> None:
+        """Close the socket here, after the poller let go of its fd (fds get reused)."""
+        if conn.fd in self._watched:
+            self._poller.unregister(conn.fd)
+            self._watched.discard(conn.fd)
+        self._by_fd.pop(conn.fd, None)
+        self._closing.pop(conn.id, None)
+        conn.sock.close()
+
+    # Downstream ------------------------------------------------------------------
+
+    def _drain_bus(self, sock: zmq.Socket[bytes]) -> None:
+        for _ in range(10000):
+            try:
+                topic, header, body = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            except ValueError:
+                continue
+            origin, epoch, seq = unpack(header)
+            missed = self.gaps.check(topic, origin, epoch, seq)
+            if missed:
+                log.warning("bus gap on %r: %d message(s) from %s lost", topic, missed, origin)
+            kind = topic[:1]
+            if kind == b"r":
+                self._fan_out(topic_room(topic), unpack(body))
+            elif kind == b"w":
+                for conn_id, reply in unpack(body):
+                    self._reply(conn_id, reply)
+            elif topic == ANNOUNCE:
+                for item in unpack(body):
+                    self._announce(item)
+
+    def _announce(self, item: dict[str, Any]) -> None:
+        epoch = item.get("epoch")
+        if self.hub_epoch is not None and epoch != self.hub_epoch:
+            log.warning("hub restarted (epoch %s -> %s)", self.hub_epoch, epoch)
+        self.hub_epoch = epoch
+
+    def _reply(self, conn_id: int | None, body: dict[str, Any]) -> None:
+        t = body.get("t")
+        if conn_id is None:
+            if t == "_ready":
+                self.hub_epoch = body["epoch"]
+                self.ready.set()
+            elif t == "_resync":
+                self._resync()
+            return
+        conn = self.conns.get(conn_id)
+        if conn is None:
+            return
+        if t == "joined":
+            room = body["room"]
+            conn.rooms.add(room)
+            self.rooms.setdefault(room, {})[conn.id] = conn
+            self.room_seq.setdefault(room, body["seq"])
+        elif t == "parted":
+            room = body["room"]
+            conn.rooms.discard(room)
+            members = self.rooms.get(room)
+            if members is not None:
+                members.pop(conn.id, None)
+                if not members:
+                    del self.rooms[room]
+            self._unsubscribe(conn, room)
+        elif t == "welcome":
+            conn.ready = True
+            conn.nick = body["nick"]
+            conn.hello_done.set()
+        elif t == "renamed":
+            conn.nick = body["nick"]
+        elif t == "error" and body.get("ref") == "hello" and not conn.ready:
+            for room in list(conn.sub_rooms):
+                self._unsubscribe(conn, room)
+            conn.hello_done.set()
+        conn.send(conn.codec.encode(body))
+
+    def _resync(self) -> None:
+        """The hub forgot us (it restarted): tell it who is here and in which rooms."""
+        clients = [
+            [c.id, c.nick, {room: self.room_seq.get(room, 0) for room in c.rooms}]
+            for c in self.conns.values()
+            if c.ready and c.nick
+        ]
+        log.warning("hub asked for a resync; re-announcing %d client(s)", len(clients))
+        self._send_up([{"op": "sync", "clients": clients}, {"op": "hb"}])
+
+    def _fan_out(self, room: str, items: list[list[Any]]) -> None:
+        """Deliver one room batch: encode once per (dialect, variant), send once per member."""
+        for body, _w, _c, _id in items:
+            if body.get("t") == "msg":
+                self.room_seq[room] = body["seq"]
+        members = self.rooms.get(room)
+        if not members:
+            return
+        authored: dict[int, list[int]] = {}
+        for idx, item in enumerate(items):
+            if item[1] == self.id and item[2] is not None:
+                authored.setdefault(item[2], []).append(idx)
+        cache: dict[tuple[type, Hashable], tuple[list[bytes], bytes]] = {}
+        delivered = 0
+        for conn in list(members.values()):
+            codec = conn.codec
+            cls = type(codec)
+            key = (cls, codec.fanout_key(room))
+            encoded = cache.get(key)
+            if encoded is None:
+                chunks = [cls.encode_fanout(item[0], key[1]) for item in items]
+                encoded = cache[key] = (chunks, b"".join(chunks))
+            mine = authored.get(conn.id)
+            if mine is None:
+                data = encoded[1]
+            else:
+                chunks = list(encoded[0])
+                for idx in mine:
+                    chunks[idx] = codec.encode_own(items[idx][0], items[idx][3])
+                data = b"".join(chunks)
+            conn.send(data)
+            delivered += 1
+        self.delivered += delivered * len(items)
+
+    # Closing -----------------------------------------------------------------------
+
+    def _next_close(self) -> float:
+        if not self._closing:
+            return float("inf")
+        grace = self.settings.slow_consumer_grace
+        return min((c.close_at or 0.0) + grace for c in self._closing.values())
+
+    def _close_due(self, poller: zmq.Poller, watched: set[int]) -> None:
+        """Close connections that flushed their last words or ran out of grace."""
+        if not self._closing:
+            return
+        now = time.monotonic()
+        grace = self.settings.slow_consumer_grace
+        for cid, conn in list(self._closing.items()):
+            if conn.pending and now < (conn.close_at or now) + grace:
+                continue
+            if conn.slow:
+                self.slow_cuts += 1
+                log.info("cut %s (%s): slow consumer", conn.nick or conn.id, conn.addr)
+            conn.shutdown()
+            if conn.fd in watched:
+                poller.unregister(conn.fd)
+                watched.discard(conn.fd)
+                self._by_fd.pop(conn.fd, None)
+            del self._closing[cid]
+
+    def _shutdown_clients(self, poller: zmq.Poller) -> None:
+        """SIGTERM: tell everyone, flush what we can within the grace, close."""
+        conns = list(self.conns.values())
+        for conn in conns:
+            conn.finish(
+                {"t": "error", "code": "shutting_down", "text": "the relay is shutting down"},
+                "shutting_down",
+            )
+        deadline = time.monotonic() + self.settings.shutdown_grace
+        pending = [c for c in conns if c.pending and not c.flush()]
+        while pending and time.monotonic() < deadline:
+            flusher = zmq.Poller()
+            for conn in pending:
+                flusher.register(conn.fd, zmq.POLLOUT)
+            flusher.poll(int((deadline - time.monotonic()) * 1000) + 1)
+            pending = [c for c in pending if not c.flush()]
+        for conn in conns:
+            conn.shutdown()
