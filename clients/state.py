@@ -1,0 +1,278 @@
+"""Sans-I/O client state: our nick, our rooms, and what the user already saw.
+
+Rules this module keeps (read before changing it):
+
+- Per room, `last` is the highest seq delivered to the user. Every `msg` is
+  delivered at most once and in seq order: a seq <= `last` is a duplicate.
+- A seq > `last` + 1 is a gap. Live messages past the gap are held back, a
+  `history` query (our own, a "fill") asks for the missing ones, and when its
+  page arrives the missing messages are delivered, then the held ones.
+  Whatever history can no longer give is reported once, with its count, as a
+  `Missed` event; the user is never silently short of a message.
+- A reconnect resumes from `last` (`resume_map()`). What was held or asked
+  for on the old connection is forgotten: the relay replays after `last`.
+- `history` pages the user asked for pass through untouched; pages we asked
+  for are consumed here. Pages come back per room in the order asked.
+
+Feed every relay event to `receive()`; deliver what it returns; send what
+`outgoing()` returns. Nothing here touches a socket or a clock.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from transports.events import (
+    ClientEvent,
+    Error,
+    HistoryPage,
+    HistoryQuery,
+    Joined,
+    Msg,
+    Parted,
+    RelayEvent,
+    Renamed,
+    Say,
+    Welcome,
+)
+from transports.validate import HISTORY_MAX_LIMIT, nick_key
+
+# Live messages held back behind one unfilled gap before we give the gap up.
+MAX_HELD = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class LocalEvent:
+    """An event the client library makes itself (never on the wire)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Missed(LocalEvent):
+    """Messages `first`..`last` of `room` are gone: history no longer reaches them.
+
+    `count` is None when the relay did not say how many (a resume whose room
+    seq we never learnt).
+    """
+
+    room: str
+    count: int | None
+    first: int | None = None
+    last: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionLost(LocalEvent):
+    """The connection dropped; the client is reconnecting (with auto-reconnect on)."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Reconnected(LocalEvent):
+    """A new connection is up and every room was resumed."""
+
+    nick: str
+
+
+Incoming = RelayEvent | LocalEvent
+
+
+@dataclass(slots=True)
+class RoomState:
+    last: int
+    held: dict[int, Msg] = field(default_factory=dict)
+    filling: bool = False
+    joined_seq: int | None = None
+
+
+class ClientState:
+    """Everything a client must remember across frames and reconnects."""
+
+    def __init__(self, nick: str | None = None) -> None:
+        self.nick = nick
+        self.rooms: dict[str, RoomState] = {}
+        # Per room, one entry per history query in flight: True = a fill (ours).
+        self._history_tags: dict[str, deque[bool]] = {}
+        self._out: list[ClientEvent] = []
+        # Says not yet seen coming back: id -> (room, text).
+        self.unacked: dict[Any, tuple[str, str]] = {}
+
+    # Outgoing ---------------------------------------------------------------
+
+    def resume_map(self) -> dict[str, int]:
+        """{room: last delivered seq} for the `resume` key of a reconnect hello."""
+        return {room: rs.last for room, rs in self.rooms.items()}
+
+    def outgoing(self) -> list[ClientEvent]:
+        """Queries the state wants sent (history fills); empties the list."""
+        out, self._out = self._out, []
+        return out
+
+    def sent(self, event: ClientEvent) -> None:
+        """Note an event the user sends: their history queries and says."""
+        if isinstance(event, HistoryQuery):
+            self._history_tags.setdefault(event.room, deque()).append(False)
+        elif isinstance(event, Say) and event.id is not None:
+            self.unacked[event.id] = (event.room, event.text)
+
+    def connection_lost(self) -> None:
+        """Forget what the old connection owed us; keep `last` for the resume."""
+        for rs in self.rooms.values():
+            rs.held.clear()
+            rs.filling = False
+            rs.joined_seq = None
+        self._history_tags.clear()
+        self._out.clear()
+
+    # Incoming ---------------------------------------------------------------
+
+    def receive(self, event: RelayEvent) -> list[Incoming]:
+        """Update the state with one relay event; return what to deliver, in order."""
+        if isinstance(event, Msg):
+            return self._on_msg(event)
+        if isinstance(event, HistoryPage):
+            return self._on_page(event)
+        if isinstance(event, Joined):
+            self._on_joined(event)
+        elif isinstance(event, Parted):
+            self.rooms.pop(event.room, None)
+            self._history_tags.pop(event.room, None)
+        elif isinstance(event, (Welcome, Renamed)):
+            self.nick = event.nick
+        elif isinstance(event, Error):
+            return self._on_error(event)
+        return [event]
+
+    def _on_joined(self, ev: Joined) -> None:
+        rs = self.rooms.get(ev.room)
+        if rs is None:
+            # A fresh join: nothing before it is ours to deliver.
+            self.rooms[ev.room] = RoomState(last=ev.seq, joined_seq=ev.seq)
+            return
+        rs.joined_seq = ev.seq
+        if ev.seq < rs.last:
+            # The room's numbering restarted (a relay without our history):
+            # follow it rather than drop everything as duplicates.
+            rs.last = ev.seq
+            rs.held.clear()
+
+    def _on_msg(self, m: Msg) -> list[Incoming]:
+        rs = self.rooms.get(m.room)
+        if rs is None:
+            return [m]  # not a room we track: nothing to order it against
+        if m.seq <= rs.last or m.seq in rs.held:
+            return []
+        self._ack(m)
+        if m.seq == rs.last + 1 and not rs.held:
+            rs.last = m.seq
+            return [m]
+        rs.held[m.seq] = m
+        out = self._drain(rs)
+        if len(rs.held) > MAX_HELD:
+            out += self._give_up(m.room, rs)
+        elif rs.held and not rs.filling:
+            self._request_fill(m.room, rs)
+        return out
+
+    def _ack(self, m: Msg) -> None:
+        if not self.unacked or self.nick is None or nick_key(m.sender) != nick_key(self.nick):
+            return
+        if m.id is not None and m.id in self.unacked:
+            del self.unacked[m.id]
+            return
+        # A replay from history carries no id: match the oldest same say.
+        for key, value in self.unacked.items():
+            if value == (m.room, m.text):
+                del self.unacked[key]
+                return
+
+    def _drain(self, rs: RoomState) -> list[Incoming]:
+        out: list[Incoming] = []
+        while rs.last + 1 in rs.held:
+            rs.last += 1
+            out.append(rs.held.pop(rs.last))
+        return out
+
+    def _request_fill(self, room: str, rs: RoomState) -> None:
+        missing = min(rs.held) - rs.last - 1
+        self._out.append(
+            HistoryQuery(room=room, after=rs.last, limit=min(HISTORY_MAX_LIMIT, missing))
+        )
+        self._history_tags.setdefault(room, deque()).append(True)
+        rs.filling = True
+
+    def _give_up(self, room: str, rs: RoomState) -> list[Incoming]:
+        """History cannot fill the gap before the held messages: say so, move on."""
+        rs.filling = False
+        if not rs.held:
+            return []
+        first_held = min(rs.held)
+        out: list[Incoming] = []
+        if first_held > rs.last + 1:
+            out.append(Missed(room, first_held - rs.last - 1, rs.last + 1, first_held - 1))
+            rs.last = first_held - 1
+        return out + self._drain(rs)
+
+    def _pop_tag(self, room: str) -> bool | None:
+        tags = self._history_tags.get(room)
+        return tags.popleft() if tags else None
+
+    def _on_page(self, page: HistoryPage) -> list[Incoming]:
+        tag = self._pop_tag(page.room)
+        rs = self.rooms.get(page.room)
+        if tag is False or rs is None:
+            return [page]  # the user's own query: theirs to read as they like
+        if tag:
+            rs.filling = False
+        out: list[Incoming] = []
+        for m in sorted(page.messages, key=lambda m: m.seq):
+            if m.seq <= rs.last:
+                continue
+            out += self._drain(rs)
+            if m.seq > rs.last + 1:
+                out.append(Missed(page.room, m.seq - rs.last - 1, rs.last + 1, m.seq - 1))
+            rs.held.pop(m.seq, None)
+            rs.last = m.seq
+            self._ack(m)
+            out.append(m)
+        out += self._drain(rs)
+        if rs.held and not rs.filling:
+            if tag and (not page.more or not page.messages):
+                out += self._give_up(page.room, rs)
+            else:
+                self._request_fill(page.room, rs)
+        return out
+
+    def _on_error(self, err: Error) -> list[Incoming]:
+        if err.ref == "say" and self.unacked:
+            # A refused say never comes back; forget the oldest one of that room.
+            for key, (said_in, _text) in self.unacked.items():
+                if err.room is None or err.room == said_in:
+                    del self.unacked[key]
+                    break
+        room = err.room
+        if room is None:
+            return [err]
+        rs = self.rooms.get(room)
+        if err.ref == "history" or (err.code == "history_gap" and self._history_tags.get(room)):
+            tag = self._pop_tag(room)
+            if tag and rs is not None:
+                return self._give_up(room, rs)  # our fill failed: report, go on
+            return [err]
+        if err.code == "history_gap":
+            # A resume that history no longer reaches: the relay joined us at
+            # `joined_seq`; what lies between is gone.
+            if rs is None:
+                return [Missed(room, None)]
+            if rs.joined_seq is None or rs.joined_seq <= rs.last:
+                return [Missed(room, None)]
+            out: list[Incoming] = [
+                Missed(room, rs.joined_seq - rs.last, rs.last + 1, rs.joined_seq)
+            ]
+            rs.last = rs.joined_seq
+            for seq in [s for s in rs.held if s <= rs.last]:
+                del rs.held[seq]
+            return out + self._drain(rs)
+        return [err]
