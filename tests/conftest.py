@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.relayproc import RelayProcess  # noqa: E402
+
+RelayFactory = Callable[..., RelayProcess]
+
+
+@pytest.fixture
+def relay_factory() -> Iterator[RelayFactory]:
+    started: list[RelayProcess] = []
+
+    def make(workers: int = 2, args: list[str] | None = None, **kw: object) -> RelayProcess:
+        relay = RelayProcess(workers=workers, args=args or ["--rate-limit", "0"], **kw)  # type: ignore[arg-type]
+        started.append(relay)
+        return relay.start()
+
+    yield make
+    for relay in started:
+        relay.stop()
+
+
+@pytest.fixture
+def relay(relay_factory: RelayFactory) -> RelayProcess:
+    return relay_factory(workers=2)

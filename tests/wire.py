@@ -1,0 +1,160 @@
+"""Raw-socket test peers: a native client and a text (nc-style) client.
+
+They speak bytes on real sockets and wait on conditions with deadlines, so a
+missing reply fails the test instead of hanging it.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+import psutil
+
+from tests.relayproc import UNIT
+from transports.native import FrameDecoder, frame
+
+Body = dict[str, Any]
+
+
+class NativePeer:
+    def __init__(self, port: int, host: str = "127.0.0.1") -> None:
+        self.sock = socket.create_connection((host, port), timeout=5 * UNIT)
+        self.decoder = FrameDecoder(16 * 1024 * 1024)
+        self.inbox: list[Any] = []
+        self.closed = False
+
+    @classmethod
+    def joined(cls, port: int, nick: str, rooms: list[str] | None = None, **hello: Any
+               ) -> NativePeer:
+        """Connect, say hello and wait for welcome plus one `joined` per room."""
+        peer = cls(port)
+        rooms = ["lobby"] if rooms is None else rooms
+        peer.send({"t": "hello", "v": 1, "nick": nick, "rooms": rooms, **hello})
+        peer.expect(lambda b: b.get("t") == "welcome")
+        for room in list(rooms) + list(hello.get("resume", {})):
+            peer.expect(lambda b, r=room: b.get("t") == "joined" and b["room"] == r)
+        return peer
+
+    @property
+    def local_port(self) -> int:
+        return int(self.sock.getsockname()[1])
+
+    def send(self, body: Body) -> None:
+        self.sock.sendall(frame(body))
+
+    def send_raw(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def _pump(self, timeout: float) -> bool:
+        self.sock.settimeout(max(0.001, timeout))
+        try:
+            data = self.sock.recv(1 << 20)
+        except TimeoutError:
+            return False
+        except OSError:
+            data = b""
+        if not data:
+            self.closed = True
+            return False
+        self.inbox.extend(self.decoder.feed(data))
+        return True
+
+    def expect(self, pred: Callable[[Body], bool], timeout: float = 5.0) -> Body:
+        """Return (and remove) the first received body matching `pred`."""
+        deadline = time.monotonic() + timeout * UNIT
+        while True:
+            for i, body in enumerate(self.inbox):
+                if isinstance(body, dict) and pred(body):
+                    return self.inbox.pop(i)  # type: ignore[no-any-return]
+            left = deadline - time.monotonic()
+            if left <= 0 or self.closed:
+                raise AssertionError(f"no matching frame; got {self.inbox[-10:]!r}")
+            self._pump(left)
+
+    def expect_error(self, code: str, timeout: float = 5.0) -> Body:
+        return self.expect(lambda b: b.get("t") == "error" and b.get("code") == code, timeout)
+
+    def msgs(self, room: str, count: int, timeout: float = 10.0) -> list[Body]:
+        """Collect `count` msg frames of `room`, in arrival order."""
+        out = []
+        for _ in range(count):
+            out.append(self.expect(lambda b: b.get("t") == "msg" and b["room"] == room,
+                                   timeout))
+        return out
+
+    def drain(self, quiet: float = 0.2) -> list[Any]:
+        """Everything that arrives until the line stays quiet for `quiet` seconds."""
+        while self._pump(quiet * UNIT):
+            pass
+        out, self.inbox = self.inbox, []
+        return out
+
+    def wait_closed(self, timeout: float = 5.0) -> None:
+        deadline = time.monotonic() + timeout * UNIT
+        while not self.closed:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError("connection still open")
+            self._pump(left)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class TextPeer:
+    """Talks like nc: raw lines in, raw lines out."""
+
+    def __init__(self, port: int, host: str = "127.0.0.1") -> None:
+        self.sock = socket.create_connection((host, port), timeout=5 * UNIT)
+        self.buf = b""
+        self.lines: list[str] = []
+        self.closed = False
+
+    def send_line(self, line: str | bytes) -> None:
+        data = line.encode() if isinstance(line, str) else line
+        self.sock.sendall(data + b"\n")
+
+    def expect(self, pred: Callable[[str], bool], timeout: float = 5.0) -> str:
+        deadline = time.monotonic() + timeout * UNIT
+        while True:
+            for i, line in enumerate(self.lines):
+                if pred(line):
+                    return self.lines.pop(i)
+            left = deadline - time.monotonic()
+            if left <= 0 or self.closed:
+                raise AssertionError(f"no matching line; got {self.lines[-10:]!r}")
+            self.sock.settimeout(left)
+            try:
+                data = self.sock.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError:
+                data = b""
+            if not data:
+                self.closed = True
+                continue
+            self.buf += data
+            *done, self.buf = self.buf.split(b"\n")
+            self.lines.extend(d.decode("utf-8", "replace") for d in done)
+
+    def expect_text(self, fragment: str, timeout: float = 5.0) -> str:
+        return self.expect(lambda line: fragment in line, timeout)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def worker_of(relay_pid: int, local_port: int) -> int:
+    """Which worker process serves the client whose local port is `local_port`."""
+    for child in psutil.Process(relay_pid).children(recursive=True):
+        try:
+            conns = child.net_connections(kind="tcp")
+        except psutil.NoSuchProcess:
+            continue
+        for c in conns:
+            if c.raddr and c.raddr.port == local_port:
+                return int(child.pid)
+    raise LookupError(f"no worker serves port {local_port}")
