@@ -1,0 +1,146 @@
+"""chat-bench HOST PORT: load a chat relay open-loop and measure what arrives.
+
+    chat-bench 127.0.0.1 8081 -n 100 -s 10 -r 2000 -d 10
+    chat-bench 192.168.1.20 8081 --sweep --plot sweep.png --json sweep.json
+    chat-bench 127.0.0.1 8081 --idle 20000
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any
+
+from rich.console import Console
+
+from benchmarks import plot, report, sweep
+from benchmarks.dialects import DIALECTS
+from benchmarks.idle import run_idle
+from benchmarks.runner import RunConfig, RunError, run_once
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="chat-bench", description=__doc__.split("\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 epilog=__doc__.split("\n", 2)[2])
+    ap.add_argument("host")
+    ap.add_argument("port", type=int)
+    ap.add_argument("-n", "--receivers", type=int, default=100, help="receiving connections")
+    ap.add_argument("-s", "--senders", type=int, default=10, help="sending connections")
+    ap.add_argument("-r", "--rate", type=float, default=1000.0,
+                    help="total messages/s offered, paced open loop (default 1000)")
+    ap.add_argument("--size", type=int, default=100, help="message text bytes (default 100)")
+    ap.add_argument("-d", "--duration", type=float, default=10.0, help="measured seconds")
+    ap.add_argument("--warmup", type=float, default=2.0, help="seconds before measuring")
+    ap.add_argument("--rooms", type=int, default=1, help="rooms to spread connections over")
+    ap.add_argument("--dialect", choices=DIALECTS, default="native")
+    ap.add_argument("--no-greeting", action="store_true",
+                    help="text dialect without greeting or rooms (bare line relays, the seed)")
+    ap.add_argument("-c", "--concurrency", type=int, default=200,
+                    help="connections being opened at once (default 200)")
+    ap.add_argument("-p", "--procs", type=int, default=os.cpu_count() or 1,
+                    help="load processes (default: CPU count)")
+    ap.add_argument("--drain", type=float, default=5.0,
+                    help="seconds to wait for stragglers after the last send")
+    ap.add_argument("--json", metavar="FILE", help="write every figure here")
+    ap.add_argument("--plot", metavar="FILE.png", help="plot the sweep (needs matplotlib)")
+    ap.add_argument("--sweep", action="store_true", help="raise the rate to find capacity")
+    ap.add_argument("--sweep-start", type=float, default=500.0)
+    ap.add_argument("--sweep-factor", type=float, default=1.5)
+    ap.add_argument("--sweep-max", type=float, default=1_000_000.0)
+    ap.add_argument("--sweep-steps", type=int, default=20)
+    ap.add_argument("--p99-limit", type=float, default=100.0,
+                    help="ms; a sweep step with a higher p99 is not sustained (default 100)")
+    ap.add_argument("--idle", type=int, metavar="N", help="hold N idle connections instead")
+    ap.add_argument("--idle-hold", type=float, default=3.0, help="seconds to hold them")
+    ap.add_argument("--relay-pid", type=int, action="append",
+                    help="relay PID for RSS figures (default: whoever listens on PORT)")
+    return ap
+
+
+def config_from(args: argparse.Namespace) -> RunConfig:
+    return RunConfig(
+        host=args.host, port=args.port, dialect=args.dialect, receivers=args.receivers,
+        senders=args.senders, rate=args.rate, size=args.size, duration=args.duration,
+        warmup=args.warmup, rooms=args.rooms, concurrency=args.concurrency, procs=args.procs,
+        greeting=not args.no_greeting, drain=args.drain,
+    )
+
+
+def run_sweep(cfg: RunConfig, args: argparse.Namespace, console: Console) -> dict[str, Any]:
+    steps: list[dict[str, Any]] = []
+    for rate in sweep.ladder(args.sweep_start, args.sweep_factor, args.sweep_max,
+                             args.sweep_steps):
+        cfg.rate = rate
+        with report.Progress(console, cfg.receivers) as prog:
+            result = run_once(cfg, prog.update)
+        steps.append(result)
+        lat = result["latency_ms"]
+        mark = "ok " if sweep.step_ok(result, args.p99_limit) else "FAIL"
+        console.print(f"{mark} {rate:>10,.0f} msgs/s  {result['deliveries_per_s']:>12,.0f} "
+                      f"deliveries/s  lost {result['lost']:,}  p99 {lat['p99']:.2f} ms  "
+                      f"gen CPU {max(result['generator']['busy']):.0%}")
+        if sweep.should_stop(steps, args.p99_limit):
+            break
+    best = sweep.highest_sustained(steps, args.p99_limit)
+    return {"steps": steps, "best": best, "p99_limit_ms": args.p99_limit}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    console = Console(stderr=False)
+    cfg = config_from(args)
+    out: dict[str, Any] = {"environment": report.environment(), "argv": sys.argv[1:]}
+    try:
+        if args.idle:
+            res = run_idle(cfg, args.idle, args.idle_hold, args.relay_pid)
+            con = res["connect"]
+            console.print(f"{con['connected']:,} idle connections ({con['failed']:,} failed) "
+                          f"in {con['seconds']:.2f} s: {con['rate_per_s']:,.0f} connections/s")
+            if res["rss_per_connection"] is not None:
+                console.print(f"relay RSS {res['relay_rss_before'] / 2**20:,.1f} -> "
+                              f"{res['relay_rss_after'] / 2**20:,.1f} MiB: "
+                              f"{res['rss_per_connection'] / 1024:,.1f} KiB per connection")
+            for w in res["warnings"]:
+                console.print(f"[bold red]warning:[/bold red] {w}")
+            out["idle"] = res
+        elif args.sweep:
+            res = run_sweep(cfg, args, console)
+            best = res["best"]
+            if best is None:
+                console.print("[red]no step was sustained[/red]")
+            else:
+                console.print(f"highest sustained: {best['offered_rate']:,.0f} msgs/s = "
+                              f"{best['deliveries_per_s']:,.0f} deliveries/s "
+                              f"(p99 {best['latency_ms']['p99']:.2f} ms, "
+                              f"limit {args.p99_limit:.0f} ms)")
+                report.print_result(console, best)
+            out["sweep"] = res
+            if args.plot:
+                if plot.available():
+                    plot.sweep_png({f"{cfg.dialect} N={cfg.receivers}": res["steps"]},
+                                   args.plot, f"chat-bench sweep {args.host}:{args.port}")
+                    console.print(f"plot written to {args.plot}")
+                else:
+                    console.print("[yellow]--plot needs matplotlib: "
+                                  "pip install 'chat-relay[plot]'[/yellow]")
+        else:
+            with report.Progress(console, cfg.receivers) as prog:
+                res = run_once(cfg, prog.update)
+            report.print_result(console, res)
+            out["run"] = res
+    except (RunError, OSError) as exc:
+        console.print(f"[bold red]chat-bench: {exc}[/bold red]")
+        return 2
+    except KeyboardInterrupt:
+        console.print("interrupted")
+        return 130
+    if args.json:
+        report.write_json(args.json, out)
+        console.print(f"figures written to {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

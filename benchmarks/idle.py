@@ -1,0 +1,96 @@
+"""--idle N: open N connections that only say hello, then weigh the relay.
+
+RSS per connection is (relay RSS with N idle clients - RSS before) / N,
+summed over the relay's whole process tree (supervisor, hub, workers), so a
+design that moves memory between processes is not flattered. It needs the
+relay on this host: found by the PIDs given, else by who listens on the port.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from benchmarks.runner import Run, RunConfig
+
+
+def relay_tree(port: int, pids: list[int] | None = None) -> list[int]:
+    """PIDs of the relay's process tree (empty when not local or psutil is missing)."""
+    try:
+        import psutil
+    except ImportError:
+        return []
+    roots: set[int] = set(pids or [])
+    if not roots:
+        try:
+            for conn in psutil.net_connections("tcp"):
+                if conn.status == "LISTEN" and conn.laddr and conn.laddr.port == port and conn.pid:
+                    roots.add(conn.pid)
+        except (psutil.AccessDenied, OSError):
+            return []
+    if not roots:
+        return []
+    # Climb to the topmost ancestor that is still one of ours (same command line).
+    tops: set[int] = set()
+    for pid in roots:
+        try:
+            p = psutil.Process(pid)
+            parent = p.parent()
+            while parent is not None and parent.cmdline()[:1] == p.cmdline()[:1]:
+                p, parent = parent, parent.parent()
+            tops.add(p.pid)
+        except psutil.Error:
+            continue
+    tree: set[int] = set()
+    for pid in tops:
+        try:
+            top = psutil.Process(pid)
+            tree.add(pid)
+            tree.update(c.pid for c in top.children(recursive=True))
+        except psutil.Error:
+            continue
+    return sorted(tree)
+
+
+def rss_bytes(pids: list[int]) -> int:
+    import psutil
+
+    total = 0
+    for pid in pids:
+        try:
+            total += psutil.Process(pid).memory_info().rss
+        except psutil.Error:
+            continue
+    return total
+
+
+def run_idle(cfg: RunConfig, count: int, hold: float, pids: list[int] | None) -> dict[str, Any]:
+    """Open `count` idle connections, hold them `hold` seconds, report rates and RSS."""
+    cfg.receivers, cfg.senders = count, 0
+    tree = relay_tree(cfg.port, pids)
+    before = rss_bytes(tree) if tree else 0
+    run = Run(cfg)
+    try:
+        connect = run.connect()
+        for conn in run.pipes:
+            conn.send(("idle", {}))
+        time.sleep(min(hold, 1.0))  # let the relay's allocator settle before weighing
+        after = rss_bytes(tree) if tree else 0
+        deadline = time.monotonic() + max(0.0, hold - 1.0)
+        while time.monotonic() < deadline:
+            time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
+    finally:
+        run.stop()
+    per_conn = (after - before) / connect["connected"] if tree and connect["connected"] else None
+    return {
+        "idle": count,
+        "connect": connect,
+        "relay_pids": tree,
+        "relay_rss_before": before,
+        "relay_rss_after": after,
+        "rss_per_connection": per_conn,
+        "params": {"host": cfg.host, "port": cfg.port, "dialect": cfg.dialect,
+                   "procs": cfg.procs, "concurrency": cfg.concurrency, "hold": hold},
+        "warnings": run.warnings + ([] if tree else [
+            "relay not found on this host (or psutil missing): RSS not measured"]),
+    }

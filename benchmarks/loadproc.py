@@ -1,0 +1,404 @@
+"""One load process: many connections in one selector loop, no threads.
+
+The parent (`runner.py`) starts several of these with the spawn method and
+talks to each over a Pipe whose end sits in the same selector as the
+sockets, so control messages never wait behind a blocking call. Phases:
+
+1. connect every assigned receiver and sender (at most `concurrency` at once)
+   and report `ready` with connect times;
+2. on `go`, send from an absolute schedule while receiving, reporting
+   `progress` (counts and the interval's latency histogram) twice a second;
+3. report `sent` (messages per room) when the schedule is done, and on
+   `expect` (totals per room, from all processes) drain until every receiver
+   has everything or the drain deadline passes, then report `final`.
+
+Every wait is bounded by `hard_deadline_ns`.
+"""
+
+from __future__ import annotations
+
+import errno
+import resource
+import selectors
+import socket
+import time
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from typing import Any
+
+from benchmarks import histo, payload
+from benchmarks.dialects import Peer, make_peer
+from benchmarks.pacing import Schedule
+from benchmarks.seqcheck import Tally
+
+RECV_SIZE = 256 * 1024
+PROGRESS_NS = 500_000_000
+
+
+@dataclass(slots=True)
+class ProcPlan:
+    """What one load process does; plain data so it pickles under spawn."""
+
+    index: int
+    host: str
+    port: int
+    dialect: str
+    size: int
+    receivers: list[tuple[str, str]]  # (nick, room)
+    senders: list[tuple[int, str, str]]  # (sender id, nick, room)
+    concurrency: int = 100
+    greeting: bool = True
+    connect_timeout: float = 30.0
+    hard_limit_s: float = 600.0
+
+
+@dataclass(slots=True)
+class Conn:
+    sock: socket.socket
+    peer: Peer
+    sender_id: int = -1
+    out: bytearray = field(default_factory=bytearray)
+    t_start_ns: int = 0
+    counter: int = 0
+    connected: bool = False
+
+
+def cpu_seconds() -> float:
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
+class LoadProcess:
+    def __init__(self, plan: ProcPlan, ctrl: Connection) -> None:
+        self.plan = plan
+        self.ctrl = ctrl
+        self.sel = selectors.DefaultSelector()
+        self.sel.register(ctrl.fileno(), selectors.EVENT_READ, None)
+        self.conns: list[Conn] = []
+        self.receivers: list[Conn] = []
+        self.senders: list[Conn] = []
+        self.connect_hist = histo.new_histogram()
+        self.lat_hist = histo.new_histogram()
+        self.connect_failures: list[str] = []
+        self.hard_deadline_ns = time.monotonic_ns() + int(plan.hard_limit_s * 1e9)
+        self.window = (0, 0)
+        self.window_deliveries = 0
+        self.closed_by_peer = 0
+
+    # Connection setup -----------------------------------------------------
+
+    def _open(self, peer: Peer, sender_id: int) -> Conn:
+        sock = socket.socket(socket.AF_INET6 if ":" in self.plan.host else socket.AF_INET)
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        c = Conn(sock, peer, sender_id, t_start_ns=time.monotonic_ns())
+        err = sock.connect_ex((self.plan.host, self.plan.port))
+        if err not in (0, errno.EINPROGRESS):
+            sock.close()
+            name = errno.errorcode.get(err, str(err))
+            raise OSError(err, f"connect to {self.plan.host}:{self.plan.port}: {name}")
+        self.sel.register(sock, selectors.EVENT_WRITE, c)
+        return c
+
+    def connect_all(self) -> None:
+        plan = self.plan
+        todo: list[tuple[Peer, int]] = [
+            (make_peer(plan.dialect, nick, room, plan.size, True, plan.greeting), -1)
+            for nick, room in plan.receivers
+        ] + [
+            (make_peer(plan.dialect, nick, room, plan.size, False, plan.greeting), sid)
+            for sid, nick, room in plan.senders
+        ]
+        todo.reverse()
+        pending: set[int] = set()
+        deadline = time.monotonic_ns() + int(plan.connect_timeout * 1e9)
+        while (todo or pending) and time.monotonic_ns() < deadline:
+            while todo and len(pending) < plan.concurrency:
+                peer, sid = todo.pop()
+                try:
+                    c = self._open(peer, sid)
+                except OSError as exc:
+                    self.connect_failures.append(str(exc))
+                    continue
+                pending.add(id(c))
+                self.conns.append(c)
+            for key, _mask in self.sel.select(0.05):
+                c = key.data
+                if c is None or not isinstance(c, Conn):
+                    continue
+                if not c.connected:
+                    err = c.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                    if err:
+                        self._fail(c, pending, f"connect: {errno.errorcode.get(err, err)}")
+                        continue
+                    c.connected = True
+                    self.sel.modify(c.sock, selectors.EVENT_READ, c)
+                    c.sock.sendall(c.peer.start())
+                    if c.peer.ready:
+                        self._ready(c, pending)
+                    continue
+                self._read(c, time.monotonic_ns())
+                if c.peer.error or c.sock.fileno() < 0:
+                    self._fail(c, pending, c.peer.error or "closed during handshake")
+                elif c.peer.ready and id(c) in pending:
+                    self._ready(c, pending)
+        for c in list(self.conns):
+            if id(c) in pending:
+                self._fail(c, pending, "handshake timed out")
+        self.receivers = [c for c in self.conns if c.peer.checking]
+        self.senders = [c for c in self.conns if not c.peer.checking]
+
+    def _ready(self, c: Conn, pending: set[int]) -> None:
+        pending.discard(id(c))
+        us = max(1, (time.monotonic_ns() - c.t_start_ns) // 1000)
+        self.connect_hist.record_value(min(us, histo.HIGHEST_US))
+
+    def _fail(self, c: Conn, pending: set[int], why: str) -> None:
+        pending.discard(id(c))
+        self.connect_failures.append(why)
+        self._close(c)
+        if c in self.conns:
+            self.conns.remove(c)
+
+    def _close(self, c: Conn) -> None:
+        if c.sock.fileno() >= 0:
+            try:
+                self.sel.unregister(c.sock)
+            except (KeyError, ValueError):
+                pass
+            c.sock.close()
+
+    # I/O ------------------------------------------------------------------
+
+    def _read(self, c: Conn, now_ns: int) -> None:
+        try:
+            data = c.sock.recv(RECV_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            c.peer.error = c.peer.error or f"recv: {exc}"
+            self.closed_by_peer += 1
+            self._close(c)
+            return
+        if not data:
+            c.peer.error = c.peer.error or "closed by relay"
+            self.closed_by_peer += 1
+            self._close(c)
+            return
+        before = c.peer.delivered
+        reply = c.peer.feed(data, now_ns)
+        if self.window[0] <= now_ns <= self.window[1]:
+            self.window_deliveries += c.peer.delivered - before
+        if reply:
+            self._write(c, reply)
+
+    def _write(self, c: Conn, data: bytes) -> None:
+        if c.sock.fileno() < 0:
+            return
+        if c.out:
+            c.out += data
+            return
+        try:
+            n = c.sock.send(data)
+        except (BlockingIOError, InterruptedError):
+            n = 0
+        except OSError as exc:
+            c.peer.error = f"send: {exc}"
+            self._close(c)
+            return
+        if n < len(data):
+            c.out += data[n:]
+            self.sel.modify(c.sock, selectors.EVENT_READ | selectors.EVENT_WRITE, c)
+
+    def _flush(self, c: Conn) -> None:
+        try:
+            n = c.sock.send(c.out)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            c.peer.error = f"send: {exc}"
+            self._close(c)
+            return
+        del c.out[:n]
+        if not c.out:
+            self.sel.modify(c.sock, selectors.EVENT_READ, c)
+
+    def _poll(self, timeout: float) -> Any:
+        """One select round; returns the control message if one arrived."""
+        msg = None
+        events = self.sel.select(timeout)
+        now = time.monotonic_ns()
+        for key, mask in events:
+            c = key.data
+            if c is None:
+                msg = self.ctrl.recv()
+                continue
+            if mask & selectors.EVENT_READ:
+                self._read(c, now)
+            if mask & selectors.EVENT_WRITE and c.out and c.sock.fileno() >= 0:
+                self._flush(c)
+        return msg
+
+    # Load -----------------------------------------------------------------
+
+    def _flush_latencies(self) -> str:
+        h = self.lat_hist
+        top = histo.HIGHEST_US
+        for c in self.receivers:
+            for us, n in c.peer.drain_latencies().items():
+                h.record_value(min(max(us, 1), top), n)
+        enc = histo.encode(h)
+        h.reset()
+        return enc
+
+    def _counts(self) -> dict[str, Any]:
+        delivered = 0
+        gaps = 0
+        for c in self.receivers:
+            delivered += c.peer.delivered
+            t = c.peer.tally()
+            gaps += t.gaps
+        return {"delivered": delivered, "gaps": gaps, "window_deliveries": self.window_deliveries}
+
+    def run_load(self, go: dict[str, Any]) -> None:
+        plan = self.plan
+        measure_from = int(go["measure_from_ns"])
+        self.window = (measure_from, int(go["measure_to_ns"]))
+        for c in self.receivers:
+            c.peer.measure_from_ns = measure_from
+        senders = [c for c in self.senders if c.sock.fileno() >= 0]
+        sched = Schedule(int(go["t0_ns"]), float(go["rate"]), int(go["count"]))
+        sent_per_room: dict[str, int] = {}
+        cpu0, wall0 = cpu_seconds(), time.monotonic_ns()
+        next_progress = time.monotonic_ns() + PROGRESS_NS
+        size = plan.size
+        ns = len(senders)
+        expect: dict[str, int] | None = None
+        drain_deadline = 0
+        sent_reported = False
+        busy_cpu, busy_wall = 0.0, 0.0
+        while True:
+            now = time.monotonic_ns()
+            if now > self.hard_deadline_ns:
+                break
+            if ns and not sched.done():
+                n = sched.take_due(now)
+                if n:
+                    batch: dict[int, list[bytes]] = {}
+                    first = sched.next_index - n
+                    for i in range(first, first + n):
+                        c = senders[i % ns]
+                        c.counter += 1
+                        # The intended send time, not the actual one: a late
+                        # generator must not hide queueing (coordinated omission).
+                        text = payload.make(sched.due_ns(i), c.sender_id, c.counter, size)
+                        batch.setdefault(i % ns, []).append(c.peer.say(text))
+                        sent_per_room[c.peer.room] = sent_per_room.get(c.peer.room, 0) + 1
+                    for k, frames in batch.items():
+                        self._write(senders[k], b"".join(frames))
+            elif not sent_reported:
+                sent_reported = True
+                busy_cpu = cpu_seconds() - cpu0
+                busy_wall = (time.monotonic_ns() - max(wall0, sched.t0_ns)) / 1e9
+                self.ctrl.send(("sent", {"per_room": sent_per_room, "late": sched.late,
+                                         "max_lag_ms": sched.max_lag_ns / 1e6,
+                                         "sent": sched.next_index if ns else 0}))
+            if expect is not None:
+                if now > drain_deadline or self._complete(expect):
+                    break
+            wait = sched.wait_ns(now) if ns else None
+            timeout = 0.05 if wait is None else min(0.05, wait / 1e9)
+            msg = self._poll(timeout)
+            if msg is not None:
+                kind, body = msg
+                if kind == "expect":
+                    expect = body["per_room"]
+                    drain_deadline = time.monotonic_ns() + int(body["drain_s"] * 1e9)
+                elif kind == "stop":
+                    break
+            if time.monotonic_ns() >= next_progress:
+                next_progress += PROGRESS_NS
+                counts = self._counts()
+                counts["sent"] = sched.next_index if ns else 0
+                self.ctrl.send(("progress", {**counts, "hist": self._flush_latencies()}))
+        if not sent_reported:
+            busy_cpu = cpu_seconds() - cpu0
+            busy_wall = (time.monotonic_ns() - max(wall0, sched.t0_ns)) / 1e9
+            self.ctrl.send(("sent", {"per_room": sent_per_room, "late": sched.late,
+                                     "max_lag_ms": sched.max_lag_ns / 1e6,
+                                     "sent": sched.next_index if ns else 0}))
+        # Busy is judged over the sending phase; the drain that follows is idle waiting.
+        self._final(expect or {}, busy_cpu, max(busy_wall, 1e-9), sched)
+
+    def _complete(self, expect: dict[str, int]) -> bool:
+        for c in self.receivers:
+            if c.sock.fileno() >= 0 and c.peer.unique() < expect.get(c.peer.room, 0):
+                return False
+        return True
+
+    def _final(self, expect: dict[str, int], cpu: float, wall: float, sched: Schedule) -> None:
+        total = Tally()
+        expected = 0
+        lost = 0
+        errors: dict[str, int] = {}
+        for c in self.receivers:
+            t = c.peer.tally()
+            total.merge(t)
+            e = expect.get(c.peer.room, 0)
+            expected += e
+            lost += c.peer.checker.lost(e) if hasattr(c.peer, "checker") else max(
+                0, e - c.peer.unique())
+            if c.peer.error:
+                errors[c.peer.error] = errors.get(c.peer.error, 0) + 1
+        for c in self.senders:
+            if c.peer.error:
+                errors["sender: " + c.peer.error] = errors.get("sender: " + c.peer.error, 0) + 1
+        self.ctrl.send(("final", {
+            "delivered": total.delivered, "unique": total.unique, "expected": expected,
+            "lost": lost, "duplicates": total.duplicates, "reorders": total.reorders,
+            "corrupt": total.corrupt, "window_deliveries": self.window_deliveries,
+            "cpu_s": cpu, "wall_s": wall, "busy": cpu / wall if wall > 0 else 0.0,
+            "errors": errors, "hist": self._flush_latencies(),
+            "late": sched.late, "max_lag_ms": sched.max_lag_ns / 1e6,
+        }))
+
+    def close_all(self) -> None:
+        for c in self.conns:
+            self._close(c)
+
+
+def hold_idle(lp: LoadProcess) -> None:
+    """--idle: keep the connections open until the parent says stop (bounded)."""
+    while time.monotonic_ns() < lp.hard_deadline_ns:
+        msg = lp._poll(0.2)
+        if msg is not None and msg[0] == "stop":
+            return
+
+
+def main(plan: ProcPlan, ctrl: Connection) -> None:
+    """Entry point of a spawned load process."""
+    lp = LoadProcess(plan, ctrl)
+    try:
+        t0 = time.monotonic()
+        lp.connect_all()
+        ctrl.send(("ready", {
+            "connected": len(lp.conns), "failures": lp.connect_failures[:20],
+            "failed": len(lp.connect_failures), "connect_s": time.monotonic() - t0,
+            "connect_hist": histo.encode(lp.connect_hist),
+        }))
+        while time.monotonic_ns() < lp.hard_deadline_ns:
+            msg = lp._poll(0.2)  # keep reading (presence, joins) while others connect
+            if msg is None:
+                continue
+            kind, body = msg
+            if kind == "go":
+                lp.run_load(body)
+                break
+            if kind == "idle":
+                hold_idle(lp)
+                break
+            if kind == "stop":
+                break
+    finally:
+        lp.close_all()
+        ctrl.close()

@@ -1,0 +1,73 @@
+"""PNG plots (matplotlib is the optional `plot` extra; imported only here)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def available() -> bool:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def sweep_png(series: dict[str, list[dict[str, Any]]], path: str, title: str) -> None:
+    """Latency percentiles and delivered rate against offered load, one line per series."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for name, steps in series.items():
+        steps = sorted(steps, key=lambda s: float(s["offered_rate"]))
+        x = [float(s["offered_rate"]) for s in steps]
+        for key, style in (("p50", ":"), ("p99", "-"), ("p99_9", "--")):
+            ax1.plot(x, [s["latency_ms"][key] for s in steps], style, marker=".",
+                     label=f"{name} {key.replace('_', '.')}")
+        ax2.plot(x, [s["deliveries_per_s"] for s in steps], marker="o", label=name)
+    ax1.set_xscale("log")
+    ax1.set_yscale("log")
+    ax1.set_xlabel("offered load (msgs/s)")
+    ax1.set_ylabel("end-to-end latency (ms)")
+    ax1.legend(fontsize=7)
+    ax1.grid(True, which="both", alpha=0.3)
+    ax2.set_xscale("log")
+    ax2.set_xlabel("offered load (msgs/s)")
+    ax2.set_ylabel("deliveries/s")
+    ax2.legend(fontsize=7)
+    ax2.grid(True, which="both", alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def bars_png(rows: list[dict[str, Any]], path: str, title: str) -> None:
+    """Peak deliveries/s per server, grouped by receiver count."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    servers = list(dict.fromkeys(r["server"] for r in rows))
+    ns = sorted({int(r["receivers"]) for r in rows})
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    width = 0.8 / max(1, len(servers))
+    for k, server in enumerate(servers):
+        vals = []
+        for n in ns:
+            hit = [r for r in rows if r["server"] == server and int(r["receivers"]) == n]
+            vals.append(hit[0]["deliveries_per_s"] if hit else 0.0)
+        ax.bar([i + k * width for i in range(len(ns))], vals, width, label=server)
+    ax.set_xticks([i + width * (len(servers) - 1) / 2 for i in range(len(ns))])
+    ax.set_xticklabels([f"N={n}" for n in ns])
+    ax.set_ylabel("peak sustained deliveries/s")
+    ax.legend(fontsize=8)
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

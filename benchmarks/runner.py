@@ -1,0 +1,260 @@
+"""The parent side of one benchmark run: plan, start load processes, merge.
+
+Connections are dealt round-robin to rooms and to load processes, so every
+process carries the same share of receivers and senders and the total rate
+splits evenly. The parent only merges: counts add, HDR histograms add
+(`histo.merge_encoded`), CPU figures are kept per process so one saturated
+process is not hidden by an idle one.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from multiprocessing.connection import Connection, wait
+from typing import Any
+
+from benchmarks import histo
+from benchmarks.limits import raise_nofile
+from benchmarks.loadproc import ProcPlan
+from benchmarks.loadproc import main as proc_main
+
+BUSY_WARN = 0.9
+
+
+@dataclass(slots=True)
+class RunConfig:
+    host: str = "127.0.0.1"
+    port: int = 8081
+    dialect: str = "native"
+    receivers: int = 100
+    senders: int = 10
+    rate: float = 1000.0
+    size: int = 100
+    duration: float = 10.0
+    warmup: float = 2.0
+    rooms: int = 1
+    concurrency: int = 200
+    procs: int = 0  # 0: CPU count
+    greeting: bool = True
+    drain: float = 5.0
+    connect_timeout: float = 60.0
+
+
+class RunError(RuntimeError):
+    """The run could not be carried out (no relay, every connection refused...)."""
+
+
+def plan_processes(cfg: RunConfig, run_id: str) -> list[ProcPlan]:
+    """Deal receivers and senders to rooms and processes, round-robin."""
+    nprocs = max(1, cfg.procs or os.cpu_count() or 1)
+    nprocs = min(nprocs, max(1, cfg.receivers + cfg.senders))
+    rooms = [f"bench{run_id}{k}" for k in range(max(1, cfg.rooms))]
+    plans = [
+        ProcPlan(
+            index=p, host=cfg.host, port=cfg.port, dialect=cfg.dialect, size=cfg.size,
+            receivers=[], senders=[], concurrency=max(1, cfg.concurrency // nprocs),
+            greeting=cfg.greeting, connect_timeout=cfg.connect_timeout,
+            hard_limit_s=cfg.connect_timeout + cfg.warmup + cfg.duration + cfg.drain + 60,
+        )
+        for p in range(nprocs)
+    ]
+    for i in range(cfg.receivers):
+        plans[i % nprocs].receivers.append((f"b{run_id}r{i}", rooms[i % len(rooms)]))
+    for j in range(cfg.senders):
+        plans[j % nprocs].senders.append((j, f"b{run_id}s{j}", rooms[j % len(rooms)]))
+    return plans
+
+
+def process_rate(total_rate: float, senders_here: int, senders_total: int) -> float:
+    """A process's share of the total rate, in proportion to its senders."""
+    if senders_total <= 0 or senders_here <= 0:
+        return 0.0
+    return total_rate * senders_here / senders_total
+
+
+class Run:
+    """Starts, drives and merges one run; `progress` is called about twice a second."""
+
+    def __init__(self, cfg: RunConfig,
+                 progress: Callable[[dict[str, Any]], None] | None = None) -> None:
+        self.cfg = cfg
+        self.progress = progress
+        self.run_id = secrets.token_hex(2)
+        self.procs: list[Any] = []
+        self.pipes: list[Connection] = []
+        self.warnings: list[str] = []
+
+    def _start(self, plans: list[ProcPlan]) -> None:
+        ctx = mp.get_context("spawn")
+        for plan in plans:
+            parent, child = ctx.Pipe()
+            p = ctx.Process(target=proc_main, args=(plan, child), daemon=True,
+                            name=f"chat-bench-load-{plan.index}")
+            p.start()
+            child.close()
+            self.procs.append(p)
+            self.pipes.append(parent)
+
+    def _collect(self, kind: str, timeout: float) -> list[dict[str, Any]]:
+        """Wait for one `kind` message from every process (others go to _other)."""
+        got: dict[int, dict[str, Any]] = {}
+        deadline = time.monotonic() + timeout
+        while len(got) < len(self.pipes):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise RunError(f"load processes did not report {kind!r} within {timeout:.0f} s")
+            for conn in wait([p for i, p in enumerate(self.pipes) if i not in got], left):
+                assert isinstance(conn, Connection)
+                i = self.pipes.index(conn)
+                try:
+                    k, body = conn.recv()
+                except EOFError as exc:
+                    raise RunError(f"load process {i} died (see its traceback above)") from exc
+                if k == kind:
+                    got[i] = body
+                else:
+                    self._other(i, k, body)
+        return [got[i] for i in range(len(self.pipes))]
+
+    def stop(self) -> None:
+        for conn in self.pipes:
+            try:
+                conn.send(("stop", {}))
+            except OSError:
+                pass
+        for p in self.procs:
+            p.join(5)
+            if p.is_alive():
+                p.terminate()  # our own child, by its handle (its pid)
+                p.join(2)
+        for conn in self.pipes:
+            conn.close()
+
+    def connect(self) -> dict[str, Any]:
+        """Start the processes and open every connection; returns connect figures."""
+        cfg = self.cfg
+        want = cfg.receivers + cfg.senders + 64
+        limit, warning = raise_nofile(want)
+        if warning:
+            self.warnings.append(warning)
+        self.plans = plan_processes(cfg, self.run_id)
+        self._start(self.plans)
+        t0 = time.monotonic()
+        ready = self._collect("ready", cfg.connect_timeout + 30)
+        wall = time.monotonic() - t0
+        hist = histo.merge_encoded(histo.new_histogram(), [r["connect_hist"] for r in ready])
+        connected = sum(r["connected"] for r in ready)
+        failed = sum(r["failed"] for r in ready)
+        phase = max(r["connect_s"] for r in ready)
+        failures = [f for r in ready for f in r["failures"]][:10]
+        return {
+            "connected": connected, "failed": failed, "failures": failures,
+            "seconds": phase, "wall_seconds": wall, "nofile_limit": limit,
+            "rate_per_s": connected / phase if phase > 0 else 0.0,
+            "latency_ms": histo.summary_ms(hist),
+        }
+
+    def load(self) -> dict[str, Any]:
+        """Drive the timed phase and return the merged figures."""
+        cfg = self.cfg
+        start = time.monotonic_ns() + 300_000_000
+        measure_from = start + int(cfg.warmup * 1e9)
+        measure_to = measure_from + int(cfg.duration * 1e9)
+        total_s = cfg.warmup + cfg.duration
+        for plan, conn in zip(self.plans, self.pipes, strict=True):
+            rate = process_rate(cfg.rate, len(plan.senders), cfg.senders)
+            conn.send(("go", {"t0_ns": start, "rate": rate or 1.0,
+                              "count": int(rate * total_s),
+                              "measure_from_ns": measure_from, "measure_to_ns": measure_to}))
+        self.hist = histo.new_histogram()
+        self.latest: dict[int, dict[str, Any]] = {}
+        self.t_start = start
+        sent = self._collect("sent", total_s + 60)
+        per_room: dict[str, int] = {}
+        for s in sent:
+            for room, n in s["per_room"].items():
+                per_room[room] = per_room.get(room, 0) + n
+        for conn in self.pipes:
+            conn.send(("expect", {"per_room": per_room, "drain_s": cfg.drain}))
+        finals = self._collect("final", cfg.drain + 60)
+        histo.merge_encoded(self.hist, [f["hist"] for f in finals])
+        return self._merge(sent, finals)
+
+    def _other(self, i: int, kind: str, body: dict[str, Any]) -> None:
+        if kind != "progress":
+            return
+        self.latest[i] = body
+        histo.merge_encoded(self.hist, [body["hist"]])
+        if self.progress is not None:
+            elapsed = (time.monotonic_ns() - self.t_start) / 1e9
+            self.progress({
+                "elapsed": elapsed,
+                "sent": sum(b["sent"] for b in self.latest.values()),
+                "delivered": sum(b["delivered"] for b in self.latest.values()),
+                "gaps": sum(b["gaps"] for b in self.latest.values()),
+                "p99_ms": histo.summary_ms(self.hist)["p99"],
+            })
+
+    def _merge(self, sent: list[dict[str, Any]], finals: list[dict[str, Any]]) -> dict[str, Any]:
+        cfg = self.cfg
+        total_sent = sum(s["sent"] for s in sent)
+        expected = sum(f["expected"] for f in finals)
+        lost = sum(f["lost"] for f in finals)
+        busy = [round(f["busy"], 3) for f in finals]
+        errors: dict[str, int] = {}
+        for f in finals:
+            for k, v in f["errors"].items():
+                errors[k] = errors.get(k, 0) + v
+        window = sum(f["window_deliveries"] for f in finals)
+        late = sum(f["late"] for f in finals)
+        max_lag = max(f["max_lag_ms"] for f in finals)
+        bottleneck = max(busy) > BUSY_WARN or max_lag > 100.0
+        if bottleneck:
+            self.warnings.append(
+                f"the load generator was the bottleneck (busiest load process "
+                f"{max(busy):.0%} CPU, max send lag {max_lag:.0f} ms): these figures "
+                "understate the relay; use more --procs or another host")
+        return {
+            "sent": total_sent,
+            "offered_rate": cfg.rate,
+            "expected": expected,
+            "delivered": sum(f["delivered"] for f in finals),
+            "unique": sum(f["unique"] for f in finals),
+            "lost": lost,
+            "loss_ratio": lost / expected if expected else 0.0,
+            "duplicates": sum(f["duplicates"] for f in finals),
+            "reorders": sum(f["reorders"] for f in finals),
+            "corrupt": sum(f["corrupt"] for f in finals),
+            "deliveries_per_s": window / cfg.duration if cfg.duration else 0.0,
+            "latency_ms": histo.summary_ms(self.hist),
+            "generator": {"busy": busy, "cpu_s": [round(f["cpu_s"], 3) for f in finals],
+                          "late_sends": late, "max_send_lag_ms": max_lag,
+                          "bottleneck": bottleneck},
+            "errors": errors,
+        }
+
+
+def run_once(cfg: RunConfig,
+             progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Connect, load, merge; always stops the load processes it started."""
+    run = Run(cfg, progress)
+    try:
+        connect = run.connect()
+        if connect["connected"] == 0:
+            raise RunError(f"no connection to {cfg.host}:{cfg.port} succeeded: "
+                           f"{'; '.join(connect['failures'][:3])}")
+        result = run.load()
+    finally:
+        run.stop()
+    result["connect"] = connect
+    result["params"] = asdict(cfg)
+    result["warnings"] = run.warnings
+    result["ok"] = (result["lost"] == 0 and result["duplicates"] == 0
+                    and result["reorders"] == 0 and result["corrupt"] == 0
+                    and connect["failed"] == 0)
+    return result
