@@ -472,6 +472,15 @@ class Client:
     def connected(self) -> bool:
         return self._connected.is_set()
 
+    @property
+    def local_port(self) -> int | None:
+        """Our end's TCP port (None while disconnected): names the connection."""
+        sock = self._sock
+        try:
+            return int(sock.getsockname()[1]) if sock is not None else None
+        except OSError:
+            return None
+
     # Closing ----------------------------------------------------------------
 
     def close(self, timeout: float = 2.0) -> None:
