@@ -45,6 +45,7 @@ class Connection:
         # Set by the bus thread from hub replies:
         self.ready = False
         self.hello_done = threading.Event()
+        self.bye_done = threading.Event()
         self.nick: str | None = None
         self.rooms: set[str] = set()      # rooms the hub confirmed (fan-out members)
         self.sub_rooms: set[str] = set()  # rooms this connection holds a subscription for
@@ -127,15 +128,16 @@ class Connection:
     # Closing ------------------------------------------------------------------
 
     def finish(self, last: dict[str, Any] | None = None, reason: str = "closed") -> None:
-        """Send a final body (an error), stop accepting output, close once flushed."""
+        """Send a final body (an error) and accept no more output.
+
+        The caller then closes: a reader thread with `linger_close()`, the bus
+        thread (shutdown) once the outbox is flushed.
+        """
         if last is not None:
             self.send(self.codec.encode(last))
         with self._lock:
             self.closing = True
             self.close_reason = self.close_reason or reason
-            if self.close_at is None:
-                self.close_at = time.monotonic()
-        self._want_write(self)
 
     def wait_drained(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -147,11 +149,38 @@ class Connection:
                 self.drained.wait(left)
             return True
 
-    def shutdown(self) -> None:
-        """Wake the reader thread (its recv returns) and end the TCP stream."""
+    def shutdown(self, hard: bool = False) -> None:
+        """End our side of the stream: FIN after queued data, or (hard) cut both ways.
+
+        A hard cut also wakes the reader thread blocked in recv(); it is for
+        slow consumers, which are not reading anyway.
+        """
         with self._lock:
             self.closing = True
         try:
-            self.sock.shutdown(socket.SHUT_RDWR)
+            self.sock.shutdown(socket.SHUT_RDWR if hard else socket.SHUT_WR)
+        except OSError:
+            pass
+
+    def linger_close(self, drain: float, linger: float = 1.0) -> None:
+        """Flush, half-close, then read until the peer closes (bounded).
+
+        Closing a socket with unread input makes the kernel send RST, which can
+        destroy the error line we just sent before the peer reads it.
+        """
+        self.wait_drained(drain)
+        self.shutdown()
+        deadline = time.monotonic() + linger
+        budget = 1 << 20
+        try:
+            while budget > 0:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self.sock.settimeout(left)
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    break
+                budget -= len(chunk)
         except OSError:
             pass

@@ -8,6 +8,7 @@ the workers do that once per dialect.
 
 from __future__ import annotations
 
+import errno
 import logging
 import signal
 import time
@@ -87,7 +88,7 @@ class Hub:
             try:
                 ready = dict(poller.poll(int(HEARTBEAT * 1000)))
             except zmq.ZMQError as exc:
-                if exc.errno == zmq.EINTR:
+                if exc.errno == errno.EINTR:
                     continue
                 raise
             out: Out = []

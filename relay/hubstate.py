@@ -352,6 +352,10 @@ class HubState:
         key = (worker, int(req.get("c", -1)))
         self._remove_client(key, out)
 
+    def _op_bye(self, worker: str, req: dict[str, Any], out: Out) -> None:
+        """A barrier: by the time `_bye` reaches the worker, everything due before it has."""
+        self._to(out, (worker, int(req.get("c", -1))), {"t": "_bye"})
+
     def _op_worker_gone(self, worker: str, req: dict[str, Any], out: Out) -> None:
         self.drop_worker(str(req.get("w", "")), out)
 
@@ -385,6 +389,7 @@ class HubState:
         "history": _op_history,
         "rooms": _op_rooms,
         "gone": _op_gone,
+        "bye": _op_bye,
         "worker_gone": _op_worker_gone,
         "sync": _op_sync,
     }

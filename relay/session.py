@@ -29,8 +29,8 @@ from transports.events import (
     Ping,
     Pong,
     Say,
-    Who,
     Whisper,
+    Who,
 )
 from transports.registry import SERVER_CODECS
 from transports.sniff import SNIFF_MAX_BYTES, SNIFF_TIMEOUT, sniff
@@ -76,11 +76,24 @@ class Session:
             log.exception("connection %s from %s failed; closing it", self.cid, self.addr)
         finally:
             if self.conn is not None:
-                self.conn.shutdown()
+                if not self.conn.slow:
+                    self.conn.linger_close(self.settings.shutdown_grace)
                 self.worker.bus.submit(self.conn, {"op": "_close"})
             else:
+                self._linger_raw()
                 self.sock.close()
             self.worker.connection_closed(self.addr)
+
+    def _linger_raw(self) -> None:
+        """The no-codec path's version of Connection.linger_close()."""
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+            self.sock.settimeout(1.0)
+            for _ in range(16):
+                if not self.sock.recv(65536):
+                    break
+        except OSError:
+            pass
 
     def _sniff(self) -> bytes:
         prefix = b""
@@ -118,7 +131,6 @@ class Session:
         refusal = self.worker.refusal(self.addr)
         if refusal:
             conn.finish(_error("too_many_connections", refusal), "refused")
-            conn.wait_drained(1.0)
             return
         self.sock.settimeout(None)
         hello_deadline = time.monotonic() + s.hello_timeout
@@ -129,7 +141,6 @@ class Session:
             if data:
                 self._feed(data)
                 if conn.closing:
-                    conn.wait_drained(s.shutdown_grace)
                     return
             timeout = s.ping_interval if conn.ready else hello_deadline - time.monotonic()
             if timeout <= 0:
@@ -204,6 +215,9 @@ class Session:
                                         else {"t": "pong"}))
             return
         if isinstance(ev, Bye):
+            # Round-trip through the hub so replies to earlier frames arrive first.
+            self.worker.bus.submit(conn, {"op": "bye"})
+            conn.bye_done.wait(self.settings.shutdown_grace)
             conn.finish(None, "bye")
             return
         if not self._allowed(ev):

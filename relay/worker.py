@@ -51,6 +51,7 @@ class Worker:
         self.max_per_ip = max(1, -(-settings.max_per_ip // workers))
         self._auth_fail: dict[str, deque[float]] = {}
         self._blocked: dict[str, float] = {}
+        self._all_closed = threading.Condition(self._lock)
         self._stop_r, self._stop_w = os.pipe()
         self.stopping = False
 
@@ -62,7 +63,8 @@ class Worker:
         with self._lock:
             until = self._blocked.get(ip)
             if until is not None and until > time.monotonic():
-                return f"{ip} is blocked for {until - time.monotonic():.0f} s after failed passwords"
+                left = until - time.monotonic()
+                return f"{ip} is blocked for {left:.0f} s after failed passwords"
             if self.total > self.max_total:
                 return f"the relay is full ({self.settings.max_connections} connections)"
             if self.per_ip[ip] > self.max_per_ip:
@@ -92,6 +94,8 @@ class Worker:
             self.per_ip[ip] -= 1
             if self.per_ip[ip] <= 0:
                 del self.per_ip[ip]
+            if self.total <= 0:
+                self._all_closed.notify_all()
 
     # Main loop -------------------------------------------------------------------
 
@@ -152,6 +156,9 @@ class Worker:
     def shutdown(self) -> None:
         self.bus.stop()
         self.bus.stopped.wait(self.settings.shutdown_grace + 2.0)
+        # Give peers a moment to read our last words and close first (no RST).
+        with self._lock:
+            self._all_closed.wait_for(lambda: self.total <= 0, timeout=1.0)
         self.listener.close()
         self.ctx.term()
 

@@ -142,7 +142,7 @@ class WorkerBus:
                     conn = self._writers.popleft()
                     if conn.id not in self.conns:
                         continue  # already released; its fd may belong to someone else now
-                    if conn.closing:
+                    if conn.slow:
                         self._closing[conn.id] = conn
                     if conn.fd in watched:
                         continue
@@ -279,6 +279,9 @@ class WorkerBus:
         conn = self.conns.get(conn_id)
         if conn is None:
             return
+        if t == "_bye":
+            conn.bye_done.set()
+            return
         if t == "joined":
             room = body["room"]
             conn.rooms.add(room)
@@ -369,7 +372,7 @@ class WorkerBus:
             if conn.slow:
                 self.slow_cuts += 1
                 log.info("cut %s (%s): slow consumer", conn.nick or conn.id, conn.addr)
-            conn.shutdown()
+            conn.shutdown(hard=conn.slow)
             if conn.fd in watched:
                 poller.unregister(conn.fd)
                 watched.discard(conn.fd)
@@ -393,4 +396,4 @@ class WorkerBus:
             flusher.poll(int((deadline - time.monotonic()) * 1000) + 1)
             pending = [c for c in pending if not c.flush()]
         for conn in conns:
-            conn.shutdown()
+            conn.shutdown()  # FIN after the flushed data; readers see the peers close

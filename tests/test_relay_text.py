@@ -1,0 +1,72 @@
+"""The text dialect the way nc speaks it, and text + native in one room."""
+
+from __future__ import annotations
+
+import re
+import signal
+
+from tests.conftest import RelayFactory
+from tests.relayproc import RelayProcess
+from tests.wire import NativePeer, TextPeer
+
+
+def test_nc_style_session(relay: RelayProcess) -> None:
+    t = TextPeer(relay.port)
+    greet = t.expect_text("welcome")
+    nick = re.search(r"you are (\S+);", greet)
+    assert nick and "/help" in greet
+    guest = nick.group(1)
+    t.expect_text("you joined lobby")
+    t.send_line("/help")
+    t.expect_text("/join")
+    native = NativePeer.joined(relay.port, "nat")
+    t.expect_text("nat joined lobby")
+    t.send_line("hello from nc")
+    m = native.msgs("lobby", 1)[0]
+    assert (m["from"], m["text"]) == (guest, "hello from nc")
+    native.send({"t": "say", "room": "lobby", "text": "hello text"})
+    assert t.expect(lambda line: line.startswith("<nat>")) == "<nat> hello text"
+    t.send_line("/nick textuser")
+    t.expect_text("you are now known as textuser")
+    native.expect(lambda b: b.get("t") == "presence" and b.get("new") == "textuser")
+    t.send_line("/msg nat secret")
+    w = native.expect(lambda b: b.get("t") == "whisper")
+    assert (w["from"], w["text"]) == ("textuser", "secret")
+    t.expect_text("-> *nat* secret")
+    t.send_line("/join dev")
+    t.expect_text("you joined dev")
+    t.send_line("in dev now")
+    native.send({"t": "join", "room": "dev"})
+    native.expect(lambda b: b.get("t") == "joined" and b["room"] == "dev")
+    native.send({"t": "say", "room": "lobby", "text": "back in lobby"})
+    t.expect(lambda line: line == "[lobby] <nat> back in lobby")
+    t.send_line("/rooms")
+    t.expect(lambda line: line.startswith("* rooms:") and "dev" in line)
+    t.send_line("/quit")
+    native.expect(lambda b: b.get("t") == "presence" and b["event"] == "part"
+                  and b["nick"] == "textuser")
+
+
+def test_own_lines_not_echoed_to_text_clients(relay: RelayProcess) -> None:
+    t = TextPeer(relay.port)
+    t.expect_text("you joined lobby")
+    t.send_line("one")
+    t.send_line("/ping")
+    t.expect_text("pong")
+    assert not any("one" in line for line in t.lines)
+
+
+def test_sigterm_tells_every_dialect_shutting_down(relay_factory: RelayFactory) -> None:
+    relay = relay_factory(workers=2)
+    natives = [NativePeer.joined(relay.port, f"n{i}") for i in range(4)]
+    texts = [TextPeer(relay.port) for _ in range(4)]
+    for t in texts:
+        t.expect_text("you joined lobby")
+    children = relay.children()
+    assert relay.stop(signal.SIGTERM) == 0
+    for n in natives:
+        n.expect_error("shutting_down")
+        n.wait_closed()
+    for t in texts:
+        t.expect(lambda line: line.startswith("* error:") and "shutting down" in line)
+    assert not [c for c in children if c.is_running() and c.status() != "zombie"]
