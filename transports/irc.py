@@ -1,0 +1,712 @@
+"""IRC dialect: the RFC 2812 subset that irssi, weechat and HexChat need.
+
+Mapping (PROTOCOL.md "IRC dialect"):
+
+- Registration: `PASS`, `NICK`, `USER` and `CAP LS/REQ/END` (no capability
+  is offered, so `CAP LS` holds registration until `CAP END`). Once NICK and
+  USER are in, the codec emits `Hello(nick, rooms=())`: IRC clients join
+  their channels themselves. `welcome` becomes 001-005 and 422 (no MOTD).
+- Channel `#name` is room `name`. JOIN/PART/PRIVMSG/NOTICE/NAMES/WHO/LIST
+  become relay events; TOPIC, MODE, PING, WHOIS, USERHOST, AWAY and ISON are
+  answered here, harmlessly, because the relay has nothing to say about them.
+- Relay errors become the RFC numerics that clients act on (433 lets a
+  client pick another nick during registration) or a server NOTICE.
+
+Several IRC commands map to one relay request (`NAMES` and `WHO` both ask
+`who`), so the codec remembers, per room and in order, which command asked,
+and answers the relay's `members` in that command's numerics.
+
+The relay calls `encode()` from its bus thread while the reader thread calls
+`receive_data()`; both touch the state below, so both hold `_lock`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable, Hashable
+from typing import Any, Final
+
+from transports.base import Decoded, ServerCodec
+from transports.errors import ProtocolError
+from transports.events import (
+    Bye,
+    Hello,
+    Join,
+    ListRooms,
+    NickChange,
+    Part,
+    Pong,
+    Say,
+    Whisper,
+    Who,
+)
+from transports.irc_lines import (
+    HOST,
+    SERVER_NAME,
+    IrcMessage,
+    build,
+    clean,
+    decode_line,
+    parse_line,
+    text_lines,
+    user_prefix,
+    word_lines,
+)
+from transports.validate import check_text, is_valid_nick, is_valid_room, nick_key
+
+_log = logging.getLogger("transports.irc")
+
+# Commands a client may send before 001; anything else gets 451.
+_PRE_REGISTRATION: Final = frozenset({"PASS", "NICK", "USER", "CAP", "PING", "PONG", "QUIT"})
+# How far past the relay's text limit a line may go (command, target, tags).
+LINE_OVERHEAD: Final = 512
+_PENDING_MAX: Final = 64  # bound on remembered requests per kind
+
+
+def room_to_channel(room: str) -> str:
+    return "#" + room
+
+
+def _privmsg(sender: str, target: str, text: str) -> bytes:
+    return text_lines(user_prefix(sender), "PRIVMSG", target, text).encode("utf-8", "replace")
+
+
+class IrcServerCodec(ServerCodec):
+    """The relay side of one IRC connection."""
+
+    name = "irc"
+
+    def __init__(self, max_frame: int = 65536, max_text: int = 4096) -> None:
+        super().__init__(max_frame, max_text)
+        self.max_line = max_text + LINE_OVERHEAD
+        self._lock = threading.RLock()
+        self._buf = bytearray()
+        self._discarding = False  # inside an overlong line, until its LF
+        self._out: list[str] = []
+        # Registration
+        self.registered = False
+        self._password: str | None = None
+        self._want_nick: str | None = None
+        self._user_seen = False
+        self._cap_open = False
+        self._hello_nick: str | None = None  # a Hello is in flight with this nick
+        # What the relay told us
+        self.rooms: dict[str, None] = {}
+        # Requests whose answers need to know who asked
+        self._members_for: dict[str, deque[str]] = {}  # room -> "names" | "who"
+        self._list_filters: deque[frozenset[str] | None] = deque(maxlen=_PENDING_MAX)
+        self._whisper_to: deque[str] = deque(maxlen=_PENDING_MAX)
+        self._nick_to: deque[str] = deque(maxlen=_PENDING_MAX)
+        self._ping_ids: dict[str, Any] = {}
+
+    @property
+    def me(self) -> str:
+        """The nick numerics are addressed to ("*" before registration)."""
+        return self.nick or "*"
+
+    # Output helpers -------------------------------------------------------------
+
+    def _numeric(self, code: str, *params: str, text: str | None = None) -> str:
+        return build(SERVER_NAME, code, (self.me, *params), text)
+
+    def _reply(self, code: str, *params: str, text: str | None = None) -> None:
+        self._out.append(self._numeric(code, *params, text=text))
+
+    def _server_notice(self, text: str) -> str:
+        return text_lines(SERVER_NAME, "NOTICE", self.me, text or "-")
+
+    def data_to_send(self) -> bytes:
+        with self._lock:
+            if not self._out:
+                return b""
+            data = "".join(self._out).encode("utf-8", "replace")
+            self._out.clear()
+            return data
+
+    # Bytes in -----------------------------------------------------------------
+
+    def receive_data(self, data: bytes) -> list[Decoded]:
+        out: list[Decoded] = []
+        with self._lock:
+            if self.closed:
+                return out
+            if not data:
+                self.closed = True
+                return out
+            try:
+                self._receive(data, out)
+                self._try_register(out)
+            except Exception:  # a bug costs this connection only
+                _log.exception("irc codec failed; closing the connection")
+                self._out.append("ERROR :Closing Link: internal error\r\n")
+                self.closed = True
+        return out
+
+    def _receive(self, data: bytes, out: list[Decoded]) -> None:
+        buf = self._buf
+        buf += data
+        start = 0
+        while not self.closed:
+            end = buf.find(b"\n", start)
+            if end < 0:
+                break
+            raw = bytes(buf[start:end])
+            start = end + 1
+            if self._discarding:
+                self._discarding = False
+                continue
+            if len(raw) > self.max_line:
+                self._too_long(len(raw))
+                continue
+            message = parse_line(decode_line(raw.rstrip(b"\r")))
+            if message is not None:
+                self._dispatch(message, out)
+        del buf[:start]
+        if self.closed:
+            buf.clear()
+        elif len(buf) > self.max_line:
+            if not self._discarding:
+                self._too_long(len(buf))
+            self._discarding = True
+            buf.clear()
+
+    def _too_long(self, size: int) -> None:
+        self._reply(
+            "417",
+            text=f"Input line was too long ({size} bytes, the limit is {self.max_line})",
+        )
+
+    def _dispatch(self, m: IrcMessage, out: list[Decoded]) -> None:
+        handler = _HANDLERS.get(m.command)
+        if not self.registered and m.command not in _PRE_REGISTRATION:
+            self._reply("451", text="You have not registered")
+            return
+        if handler is None:
+            self._reply("421", clean(m.command)[:32], text="Unknown command")
+            return
+        handler(self, m.params, out)
+
+    def _need(self, command: str, params: tuple[str, ...], count: int) -> bool:
+        if len(params) >= count and all(params[:count]):
+            return True
+        self._reply("461", command, text="Not enough parameters")
+        return False
+
+    def _channel_room(self, channel: str) -> str | None:
+        """The room for `#name`, or None after replying 403/479."""
+        if not channel.startswith("#"):
+            self._reply("403", channel[:64], text="No such channel (channels start with #)")
+            return None
+        room = channel[1:]
+        if not is_valid_room(room):
+            self._reply(
+                "479",
+                channel[:64],
+                text="Illegal channel name: 1-64 characters of A-Z a-z 0-9 _ . # - after the #",
+            )
+            return None
+        return room
+
+    # Registration -------------------------------------------------------------
+
+    def _try_register(self, out: list[Decoded]) -> None:
+        if (
+            not self.registered
+            and not self.closed
+            and self._want_nick is not None
+            and self._user_seen
+            and not self._cap_open
+            and self._hello_nick is None
+        ):
+            self._hello_nick = self._want_nick
+            out.append(Hello(nick=self._want_nick, rooms=(), password=self._password))
+
+    def _cmd_pass(self, params: tuple[str, ...], out: list[Decoded]) -> None:
+        if self.registered:
+            self._reply("462", text="You may not reregister")
+        elif self._need("PASS", params, 1):
+            self._password = params[0]
+
+    def _cmd_nick(self, params: tuple[str, ...], out: list[Decoded]) -> None:
+        if not params or not params[0]:
+            self._reply("431", text="No nickname given")
+            return
+        nick = params[0]
+        if not is_valid_nick(nick):
+            self._reply(
+                "432", clean(nick)[:40], text="Erroneous nickname: 1-32 of A-Z a-z 0-9 _ -"
+            )
+            return
+        if not self.registered:
+            self._want_nick = nick
+            return
+        if nick == self.nick:
+            return
+        self._nick_to.append(nick)
+        out.append(NickChange(nick))
+
+    def _cmd_user(self, params: tuple[str, ...], out: list[Decoded]) -> None:
+        if self.registered:
+            self._reply("462", text="You may not reregister")
+        elif self._need("USER", params, 4):
+            self._user_seen = True
+
+    def _cmd_cap(self, params: tuple[str, ...], out: list[Decoded]) -> None:
+        sub = params[0].upper() if params else ""
+        if sub == "LS":
+            self._cap_open = not self.registered
+            self._out.append(build(SERVER_NAME, "CAP", [self.me, "LS"], ""))
+        elif sub == "LIST":
+            self._out.append(build(SERVER_NAME, "CAP", [self.me, "LIST"], ""))
+        elif sub == "REQ":
+            self._cap_open = not self.registered
+            asked = params[1] if len(params) > 1 else ""
+            self._out.append(build(SERVER_NAME, "CAP", [self.me, "NAK"], asked[:400]))
+        elif sub == "END":
+            self._cap_open = False
+        else:
+            self._reply("410", clean(sub)[:20] or "*", text="Invalid CAP command")
+
+    def _cmd_ping(self, params: tuple[str, ...], out: list[Decoded]) -> None:
+        if not params:
+            self._reply("409", text="No origin specified")
+            return
+        self._out.append(build(SERVER_NAME, "PONG", [SERVER_NAME], params[-1][:200]))
+
+    def _cmd_pong(self, params: tuple[str, ...], out: list[Decoded]) -> None:
+        if params and params[-1] in self._ping_ids:
+            out.append(Pong(self._ping_ids.pop(params[-1])))
+
+    def _cmd_quit(self, params: tuple[str, ...], out: list[Decoded]) -> None:
+        reason = params[0][:200] if params else "Client quit"
+        self._out.append(f"ERROR :Closing Link: {self.me} (Quit: {clean(reason)})\r\n")
+        out.append(Bye())
+        self.closed = True
+
+    # Channels and messages ----------------------------------------------------
+
+    def _cmd_join(self, params: tuple[str, ...], out: list[Decoded]) -> None:
+        if not self._need("JOIN", params, 1):
+            return
+        if params[0] == "0":  # RFC 2812: JOIN 0 leaves every channel
+            out.extend(Part(room) for room in self.rooms)
+            return
+        for channel in params[0].split(","):
+            room = self._channel_room(channel)
+            if room is not None:
+                out.append(Join(room))
+
+    def _cmd_part(self, params: tuple[str, ...], out: list[Decoded]) -> None:
+        if not self._need("PART", params, 1):
+            return
+        for channel in params[0].split(","):
+            room = self._channel_room(channel)
+            if room is not None:
+                out.append(Part(room))
+
+    def _cmd_privmsg(self, params: tuple[str, ...], out: list[Decoded]) -> None:
+        self._message("PRIVMSG", params, out)
+
+    def _cmd_notice(self, params: tuple[str, ...], out: list[Decoded]) -> None:
+        self._message("NOTICE", params, out)
+
+    def _message(self, command: str, params: tuple[str, ...], out: list[Decoded]) -> None:
+        # RFC 2812 3.3.2: a NOTICE never gets an automatic reply.
+        quiet = command == "NOTICE"
+        if not params or not params[0]:
+            if not quiet:
+                self._reply("411", text=f"No recipient given ({command})")
+            return
+        if len(params) < 2 or not params[1]:
+            if not quiet:
+                self._reply("412", text="No text to send")
+            return
+        text = params[1]
+        for target in params[0].split(",")[:8]:
+            if target.startswith("#"):
+                room = target[1:]
+                if not is_valid_room(room):
+                    if not quiet:
+                        self._reply("403", clean(target)[:64], text="No such channel")
+                    continue
+                ref = "say"
+            elif is_valid_nick(target):
+                room = None
+                ref = "whisper"
+            else:
+                if not quiet:
+                    self._reply("401", clean(target)[:64] or "*", text="No such nick/channel")
+                continue
+            try:
+                check_text(text, self.max_text, ref)
+            except ProtocolError as err:
+                if not quiet:
+                    out.append(err)
+                continue
+            if room is not None:
+                out.append(Say(room, text))
+            else:
+                self._whisper_to.append(target)
+                out.append(Whisper(target, text))
+
+    def _ask_members(self, room: str, kind: str, out: list[Decoded]) -> None:
+        queue = self._members_for.setdefault(room, deque(maxlen=_PENDING_MAX))
+        queue.append(kind)
+        out.append(Who(room))
+
+    def _cmd_names(self, params: tuple[str, ...], out: list[Decoded]) -> None:
+        if not params:
+            self._reply("366", "*", text="End of /NAMES list")
+            return
+        for channel in params[0].split(",")[:8]:
+            room = channel[1:] if channel.startswith("#") else ""
+            if is_valid_room(room):
+                self._ask_members(room, "names", out)
+            else:
+                self._reply("366", clean(channel)[:64] or "*", text="End of /NAMES list")
+
+    def _cmd_who(self, params: tuple[str, ...], out: list[Decoded]) -> None:
+        mask = params[0] if params else "*"
+        room = mask[1:] if mask.startswith("#") else ""
+        if is_valid_room(room):
+            self._ask_members(room, "who", out)
+        else:
+            self._reply("315", clean(mask)[:64] or "*", text="End of WHO list")
+
+    def _cmd_list(self, params: tuple[str, ...], out: list[Decoded]) -> None:
+        wanted: frozenset[str] | None = None
+        if params and params[0].startswith("#"):
+            wanted = frozenset(c[1:] for c in params[0].split(",") if c.startswith("#"))
+        self._list_filters.append(wanted)
+        out.append(ListRooms())
+
+    def _cmd_topic(self, params: tuple[str, ...], out: list[Decoded]) -> None:
+        if not self._need("TOPIC", params, 1):
+            return
+        room = self._channel_room(params[0])
+        if room is None:
+            return
+        channel = room_to_channel(room)
+        if room not in self.rooms:
+            self._reply("442", channel, text="You're not on that channel")
+        elif len(params) > 1:
+            self._reply("482", channel, text="Topics are not kept by this relay")
+        else:
+            self._reply("331", channel, text="No topic is set")
+
+    def _cmd_mode(self, params: tuple[str, ...], out: list[Decoded]) -> None:
+        if not self._need("MODE", params, 1):
+            return
+        target = params[0]
+        if target.startswith("#"):
+            room = self._channel_room(target)
+            if room is None:
+                return
+            channel = room_to_channel(room)
+            flags = params[1].lstrip("+") if len(params) > 1 else ""
+            if not flags:
+                self._out.append(self._numeric("324", channel, "+"))
+            elif flags == "b":
+                self._reply("368", channel, text="End of channel ban list")
+            elif flags == "e":
+                self._reply("349", channel, text="End of channel exception list")
+            elif flags == "I":
+                self._reply("347", channel, text="End of channel invite list")
+            else:
+                self._reply("482", channel, text="Channel modes are not kept by this relay")
+        elif self.nick is not None and nick_key(target) == nick_key(self.nick):
+            self._out.append(self._numeric("221", "+"))
+        else:
+            self._reply("502", text="Can't change mode for other users")
+
+    def _cmd_whois(self, params: tuple[str, ...], out: list[Decoded]) -> None:
+        if not self._need("WHOIS", params, 1):
+            return
+        target = params[-1].split(",")[0]
+        if self.nick is not None and nick_key(target) == nick_key(self.nick):
+            self._reply("311", self.nick, self.nick, HOST, "*", text=self.nick)
+        self._reply("318", clean(target)[:64] or "*", text="End of /WHOIS list")
+
+    def _cmd_userhost(self, params: tuple[str, ...], out: list[Decoded]) -> None:
+        found = [
+            f"{self.nick}=+{self.nick}@{HOST}"
+            for p in params[:5]
+            if self.nick is not None and nick_key(p) == nick_key(self.nick)
+        ]
+        self._reply("302", text=" ".join(found))
+
+    def _cmd_away(self, params: tuple[str, ...], out: list[Decoded]) -> None:
+        if params and params[0]:
+            self._reply("306", text="You have been marked as being away")
+        else:
+            self._reply("305", text="You are no longer marked as being away")
+
+    def _cmd_ison(self, params: tuple[str, ...], out: list[Decoded]) -> None:
+        self._reply("303", text="")
+
+    # Bodies out ---------------------------------------------------------------
+
+    def encode(self, body: dict[str, Any]) -> bytes:
+        with self._lock:
+            try:
+                handler = _ENCODERS.get(str(body.get("t")))
+                text = handler(self, body) if handler is not None else ""
+            except Exception:  # a malformed body must not cost the relay a thread
+                _log.exception("irc codec could not encode %r", body.get("t"))
+                return b""
+            return text.encode("utf-8", "replace")
+
+    def _enc_welcome(self, body: dict[str, Any]) -> str:
+        self.registered = True
+        self.nick = str(body["nick"])
+        self._hello_nick = None
+        self._want_nick = self.nick
+        version = clean(str(body.get("server", SERVER_NAME))).replace(" ", "_") or SERVER_NAME
+        me = self.nick
+        lines = [
+            self._numeric("001", text=f"Welcome to the chat-relay IRC gateway {user_prefix(me)}"),
+            self._numeric("002", text=f"Your host is {SERVER_NAME}, running version {version}"),
+            self._numeric("003", text="This server speaks chat-relay protocol v1"),
+            self._numeric("004", SERVER_NAME, version, "i", "nt"),
+            self._numeric(
+                "005",
+                "CHANTYPES=#",
+                "NICKLEN=32",
+                "CHANNELLEN=65",
+                "CASEMAPPING=ascii",
+                f"NETWORK={SERVER_NAME}",
+                text="are supported by this server",
+            ),
+            self._numeric("422", text="MOTD File is missing"),
+        ]
+        return "".join(lines)
+
+    def _enc_error(self, body: dict[str, Any]) -> str:
+        code = str(body.get("code", ""))
+        text = str(body.get("text", ""))
+        ref = body.get("ref")
+        room = body.get("room")
+        channel = room_to_channel(room) if isinstance(room, str) else "*"
+        if code in ("nick_taken", "nick_invalid") and (ref == "hello" or not self.registered):
+            failed = self._hello_nick or str(body.get("nick", "*"))
+            self._hello_nick = None
+            if self._want_nick == failed:
+                self._want_nick = None
+            return self._nick_error(code, str(body.get("nick") or failed))
+        if code in ("nick_taken", "nick_invalid"):
+            attempted = self._nick_to.popleft() if self._nick_to else "*"
+            return self._nick_error(code, str(body.get("nick") or attempted))
+        if code == "auth_failed":
+            self._hello_nick = None
+            return self._numeric("464", text=f"Password incorrect: {text}")
+        if code == "no_such_nick":
+            target = self._whisper_to.popleft() if self._whisper_to else "*"
+            nick = str(body.get("nick") or target)
+            return self._numeric("401", nick, text="No such nick/channel")
+        if ref == "whisper" and self._whisper_to:
+            self._whisper_to.popleft()
+        if code == "not_in_room":
+            if ref == "who":
+                kind = self._pop_members_kind(str(room)) if isinstance(room, str) else "names"
+                if kind == "who":
+                    return self._numeric("315", channel, text="End of WHO list")
+                return self._numeric("366", channel, text="End of /NAMES list")
+            if ref == "say":
+                return self._numeric("404", channel, text="Cannot send to channel (join it first)")
+            return self._numeric("442", channel, text="You're not on that channel")
+        if code == "room_invalid":
+            return self._numeric("479", channel, text=f"Illegal channel name: {text}")
+        if code == "not_ready":
+            return self._numeric("451", text="You have not registered")
+        if code == "text_too_long":
+            return self._numeric("417", text=text)
+        if code in ("frame_too_large", "slow_consumer", "shutting_down", "too_many_connections"):
+            self.closed = True
+            return f"ERROR :Closing Link: {self.me} ({clean(code)}: {clean(text)})\r\n"
+        return self._server_notice(f"error {code}: {text}")
+
+    def _nick_error(self, code: str, nick: str) -> str:
+        if code == "nick_taken":
+            return self._numeric("433", nick, text="Nickname is already in use")
+        return self._numeric("432", nick, text="Erroneous nickname: 1-32 of A-Z a-z 0-9 _ -")
+
+    def _pop_members_kind(self, room: str) -> str:
+        queue = self._members_for.get(room)
+        if not queue:
+            return "names"
+        kind = queue.popleft()
+        if not queue:
+            del self._members_for[room]
+        return kind
+
+    def _names(self, room: str, members: list[str]) -> str:
+        channel = room_to_channel(room)
+        prefix = f":{SERVER_NAME} 353 {self.me} = {channel} :"
+        return "".join(word_lines(prefix, [clean(m) for m in members])) + self._numeric(
+            "366", channel, text="End of /NAMES list"
+        )
+
+    def _enc_joined(self, body: dict[str, Any]) -> str:
+        room = str(body["room"])
+        already = room in self.rooms
+        self.rooms[room] = None
+        join = "" if already else f":{user_prefix(self.me)} JOIN {room_to_channel(room)}\r\n"
+        return join + self._names(room, list(body.get("members", ())))
+
+    def _enc_parted(self, body: dict[str, Any]) -> str:
+        room = str(body["room"])
+        self.rooms.pop(room, None)
+        return f":{user_prefix(self.me)} PART {room_to_channel(room)}\r\n"
+
+    def _enc_renamed(self, body: dict[str, Any]) -> str:
+        old, new = self.me, str(body["nick"])
+        self.nick = new
+        if self._nick_to:
+            self._nick_to.popleft()
+        return f":{user_prefix(old)} NICK :{clean(new)}\r\n"
+
+    def _enc_members(self, body: dict[str, Any]) -> str:
+        room = str(body["room"])
+        members = [clean(str(m)) for m in body.get("members", ())]
+        if self._pop_members_kind(room) == "names":
+            return self._names(room, members)
+        channel = room_to_channel(room)
+        lines = [
+            self._numeric("352", channel, m, HOST, SERVER_NAME, m, "H", text=f"0 {m}")
+            for m in members
+        ]
+        return "".join(lines) + self._numeric("315", channel, text="End of WHO list")
+
+    def _enc_rooms(self, body: dict[str, Any]) -> str:
+        wanted = self._list_filters.popleft() if self._list_filters else None
+        rooms = body.get("rooms") or {}
+        lines = [self._numeric("321", "Channel", text="Users  Name")]
+        for room, count in sorted(rooms.items()):
+            if wanted is None or room in wanted:
+                lines.append(self._numeric("322", room_to_channel(str(room)), str(count), text=""))
+        lines.append(self._numeric("323", text="End of /LIST"))
+        return "".join(lines)
+
+    def _enc_msg(self, body: dict[str, Any]) -> str:
+        sender = body.get("from")
+        if self.nick is not None and isinstance(sender, str):
+            if nick_key(sender) == nick_key(self.nick):
+                return ""
+        return self.encode_fanout(body, None).decode("utf-8", "replace")
+
+    def _enc_whisper(self, body: dict[str, Any]) -> str:
+        sender = str(body.get("from", ""))
+        if self.nick is not None and nick_key(sender) == nick_key(self.nick):
+            if self._whisper_to:
+                self._whisper_to.popleft()
+            return ""  # IRC does not echo a client's own messages
+        return text_lines(user_prefix(sender), "PRIVMSG", self.me, str(body.get("text", "")))
+
+    def _enc_presence(self, body: dict[str, Any]) -> str:
+        if self._about_me(body):
+            return ""
+        return self.encode_fanout(body, None).decode("utf-8", "replace")
+
+    def _enc_history(self, body: dict[str, Any]) -> str:
+        return "".join(self._enc_msg(m) for m in body.get("messages", ()) if isinstance(m, dict))
+
+    def _enc_ping(self, body: dict[str, Any]) -> str:
+        msg_id = body.get("id")
+        token = clean(str(msg_id if msg_id is not None else SERVER_NAME)).replace(" ", "_")[:64]
+        if len(self._ping_ids) >= 16:
+            self._ping_ids.clear()
+        self._ping_ids[token] = msg_id
+        return f"PING :{token}\r\n"
+
+    def _enc_notice(self, body: dict[str, Any]) -> str:
+        return self._server_notice(str(body.get("text", "")))
+
+    def _about_me(self, body: dict[str, Any]) -> bool:
+        """Whether a presence is this client's own join/part/rename, which
+        `joined`/`parted`/`renamed` already showed it."""
+        if self.nick is None:
+            return False
+        me = nick_key(self.nick)
+        nick, new = body.get("nick"), body.get("new")
+        return (isinstance(nick, str) and nick_key(nick) == me) or (
+            isinstance(new, str) and nick_key(new) == me
+        )
+
+    # Fan-out ------------------------------------------------------------------
+
+    def fanout_key(self, room: str) -> Hashable:
+        return None
+
+    @classmethod
+    def encode_fanout(cls, body: dict[str, Any], key: Hashable) -> bytes:
+        t = body.get("t")
+        try:
+            if t == "msg":
+                return _privmsg(
+                    str(body["from"]), room_to_channel(str(body["room"])), str(body["text"])
+                )
+            if t == "presence":
+                nick = clean(str(body["nick"]))
+                channel = room_to_channel(clean(str(body["room"])))
+                event = body.get("event")
+                if event == "join":
+                    return f":{user_prefix(nick)} JOIN {channel}\r\n".encode()
+                if event == "part":
+                    return f":{user_prefix(nick)} PART {channel}\r\n".encode()
+                if event == "nick" and body.get("new"):
+                    return f":{user_prefix(nick)} NICK :{clean(str(body['new']))}\r\n".encode()
+        except (KeyError, TypeError):
+            _log.warning("irc fan-out got a malformed %r body", t)
+        return b""
+
+    def encode_own(self, body: dict[str, Any], msg_id: Any) -> bytes:
+        """IRC clients show their own lines themselves, and their own joins,
+        parts and renames come from `joined`/`parted`/`renamed`."""
+        with self._lock:
+            if body.get("t") == "msg" or self._about_me(body):
+                return b""
+        return self.encode_fanout(body, None)
+
+
+_Handler = Callable[[IrcServerCodec, tuple[str, ...], list[Decoded]], None]
+_HANDLERS: Final[dict[str, _Handler]] = {
+    "PASS": IrcServerCodec._cmd_pass,
+    "NICK": IrcServerCodec._cmd_nick,
+    "USER": IrcServerCodec._cmd_user,
+    "CAP": IrcServerCodec._cmd_cap,
+    "PING": IrcServerCodec._cmd_ping,
+    "PONG": IrcServerCodec._cmd_pong,
+    "QUIT": IrcServerCodec._cmd_quit,
+    "JOIN": IrcServerCodec._cmd_join,
+    "PART": IrcServerCodec._cmd_part,
+    "PRIVMSG": IrcServerCodec._cmd_privmsg,
+    "NOTICE": IrcServerCodec._cmd_notice,
+    "NAMES": IrcServerCodec._cmd_names,
+    "WHO": IrcServerCodec._cmd_who,
+    "LIST": IrcServerCodec._cmd_list,
+    "TOPIC": IrcServerCodec._cmd_topic,
+    "MODE": IrcServerCodec._cmd_mode,
+    "WHOIS": IrcServerCodec._cmd_whois,
+    "USERHOST": IrcServerCodec._cmd_userhost,
+    "AWAY": IrcServerCodec._cmd_away,
+    "ISON": IrcServerCodec._cmd_ison,
+}
+
+_Encoder = Callable[[IrcServerCodec, dict[str, Any]], str]
+_ENCODERS: Final[dict[str, _Encoder]] = {
+    "welcome": IrcServerCodec._enc_welcome,
+    "error": IrcServerCodec._enc_error,
+    "joined": IrcServerCodec._enc_joined,
+    "parted": IrcServerCodec._enc_parted,
+    "renamed": IrcServerCodec._enc_renamed,
+    "members": IrcServerCodec._enc_members,
+    "rooms": IrcServerCodec._enc_rooms,
+    "msg": IrcServerCodec._enc_msg,
+    "whisper": IrcServerCodec._enc_whisper,
+    "presence": IrcServerCodec._enc_presence,
+    "history": IrcServerCodec._enc_history,
+    "ping": IrcServerCodec._enc_ping,
+    "notice": IrcServerCodec._enc_notice,
+}

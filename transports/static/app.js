@@ -1,0 +1,364 @@
+// chat-relay web chat: speaks the native bodies as JSON over /ws
+// (subprotocol chat-relay.v1.json). No build step, no dependencies.
+// Every room remembers the last seq it showed, so a reconnect resumes with
+// hello.resume and a seq gap shows a "missed N messages" marker that can
+// fetch the gap with `history`.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const SUBPROTOCOL = "chat-relay.v1.json";
+const HISTORY_MAX = 500;
+
+const state = {
+  ws: null,
+  nick: null,          // confirmed by welcome/renamed
+  wanted: null,        // nick asked for in hello
+  password: null,
+  welcomed: false,     // at least one welcome on this page: reconnect on close
+  quitting: false,
+  retry: 0,
+  current: null,
+  rooms: new Map(),    // name -> {lastSeq, members:Set, el, unread, gapEl}
+};
+
+// Rendering --------------------------------------------------------------------
+
+function el(tag, cls, text) {
+  const e = document.createElement(tag);
+  if (cls) e.className = cls;
+  if (text !== undefined) e.textContent = text;
+  return e;
+}
+
+function clock(ts) {
+  const d = ts ? new Date(ts) : new Date();
+  return d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+}
+
+function room(name) {
+  let r = state.rooms.get(name);
+  if (!r) {
+    const box = el("div", "room-log");
+    box.hidden = true;
+    $("messages").appendChild(box);
+    r = { lastSeq: null, members: new Set(), el: box, unread: 0, gapEls: [] };
+    state.rooms.set(name, r);
+  }
+  return r;
+}
+
+function scrolledDown() {
+  const m = $("messages");
+  return m.scrollHeight - m.scrollTop - m.clientHeight < 40;
+}
+
+function append(name, node, before) {
+  const r = room(name);
+  const stick = scrolledDown();
+  if (before) r.el.insertBefore(node, before); else r.el.appendChild(node);
+  if (name === state.current) {
+    if (stick) $("messages").scrollTop = $("messages").scrollHeight;
+  } else if (node.classList.contains("msg")) {
+    r.unread += 1;
+    renderRooms();
+  }
+}
+
+function line(cls, text, ts) {
+  const p = el("div", "line " + cls);
+  p.appendChild(el("time", "", clock(ts)));
+  p.appendChild(document.createTextNode(text));
+  return p;
+}
+
+function info(name, text) {
+  append(name || state.current || "lobby", line("info", text));
+}
+
+function msgLine(m) {
+  const p = el("div", "line msg" + (m.from === state.nick ? " mine" : ""));
+  p.appendChild(el("time", "", clock(m.ts)));
+  p.appendChild(el("span", "from", m.from));
+  p.appendChild(document.createTextNode(m.text));
+  p.title = "#" + m.seq;
+  return p;
+}
+
+function renderRooms() {
+  const ul = $("room-list");
+  ul.replaceChildren();
+  for (const [name, r] of state.rooms) {
+    const li = el("li", name === state.current ? "current" : "");
+    li.appendChild(el("span", "", "#" + name));
+    if (r.unread) li.appendChild(el("span", "unread", String(r.unread)));
+    li.onclick = () => { show(name); $("rooms-pane").classList.remove("open"); };
+    ul.appendChild(li);
+  }
+}
+
+function renderMembers() {
+  const ul = $("member-list");
+  ul.replaceChildren();
+  const r = state.rooms.get(state.current);
+  if (!r) return;
+  for (const nick of [...r.members].sort((a, b) => a.localeCompare(b))) {
+    ul.appendChild(el("li", nick === state.nick ? "me" : "", nick));
+  }
+}
+
+function show(name) {
+  state.current = name;
+  for (const [n, r] of state.rooms) r.el.hidden = n !== name;
+  const r = state.rooms.get(name);
+  if (r) r.unread = 0;
+  $("title").textContent = name ? "#" + name : "chat-relay";
+  renderRooms();
+  renderMembers();
+  $("messages").scrollTop = $("messages").scrollHeight;
+}
+
+function setStatus(text, offline) {
+  $("status").textContent = text;
+  $("status").classList.toggle("offline", !!offline);
+}
+
+// Messages and gaps ----------------------------------------------------------
+
+function showMsg(m, before) {
+  const r = room(m.room);
+  if (r.lastSeq !== null && m.seq <= r.lastSeq && !before) return; // already shown
+  if (r.lastSeq !== null && m.seq > r.lastSeq + 1 && !before) {
+    gapMarker(m.room, r.lastSeq, m.seq - r.lastSeq - 1);
+  }
+  append(m.room, msgLine(m), before);
+  if (!before && (r.lastSeq === null || m.seq > r.lastSeq)) r.lastSeq = m.seq;
+}
+
+function gapMarker(name, after, missed) {
+  const r = room(name);
+  const g = el("div", "gap");
+  g.appendChild(document.createTextNode(`missed ${missed} message${missed === 1 ? "" : "s"} `));
+  const b = el("button", "", "load");
+  b.onclick = () => {
+    b.disabled = true;
+    g.dataset.pending = "1";
+    send({ t: "history", room: name, after: after, limit: Math.min(missed, HISTORY_MAX) });
+  };
+  g.appendChild(b);
+  g.dataset.after = String(after);
+  r.gapEls.push(g);
+  append(name, g);
+}
+
+function fillGap(h) {
+  const r = room(h.room);
+  const g = r.gapEls.find((e) => e.dataset.pending === "1");
+  if (!g) { for (const m of h.messages) showMsg(m); return; }
+  for (const m of h.messages) append(h.room, msgLine(m), g);
+  r.gapEls = r.gapEls.filter((e) => e !== g);
+  g.remove();
+}
+
+// Connection -----------------------------------------------------------------
+
+function send(body) {
+  if (state.ws && state.ws.readyState === WebSocket.OPEN) state.ws.send(JSON.stringify(body));
+}
+
+function hello() {
+  const body = { t: "hello", v: 1, nick: state.wanted, rooms: [] };
+  const resume = {};
+  for (const [name, r] of state.rooms) {
+    if (r.lastSeq !== null) resume[name] = r.lastSeq; else body.rooms.push(name);
+  }
+  if (Object.keys(resume).length) body.resume = resume;
+  if (!body.rooms.length && !body.resume) body.rooms = ["lobby"];
+  if (state.password) body.password = state.password;
+  send(body);
+}
+
+function connect() {
+  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+  setStatus("connecting…");
+  const ws = new WebSocket(`${scheme}//${location.host}/ws`, SUBPROTOCOL);
+  state.ws = ws;
+  ws.onopen = () => { setStatus("online"); hello(); };
+  ws.onmessage = (ev) => {
+    let body;
+    try { body = JSON.parse(ev.data); } catch (e) { return; }
+    handle(body);
+  };
+  ws.onclose = () => {
+    if (state.ws !== ws) return;
+    state.ws = null;
+    state.nick = null;
+    for (const r of state.rooms.values()) r.members.clear();
+    renderMembers();
+    if (state.quitting || !state.welcomed) {
+      setStatus("offline", true);
+      return;
+    }
+    const delay = Math.min(30, 2 ** state.retry);
+    state.retry += 1;
+    setStatus(`offline: reconnecting in ${delay}s`, true);
+    setTimeout(connect, delay * 1000);
+  };
+}
+
+function handle(b) {
+  switch (b.t) {
+    case "welcome":
+      state.nick = b.nick;
+      state.welcomed = true;
+      state.retry = 0;
+      try { localStorage.setItem("chat-relay.nick", b.nick); } catch (e) { /* private mode */ }
+      $("login").hidden = true;
+      $("chat").hidden = false;
+      $("say").focus();
+      break;
+    case "joined": {
+      const r = room(b.room);
+      r.members = new Set(b.members);
+      if (r.lastSeq === null) r.lastSeq = b.seq; // a fresh join starts at the room's seq
+      if (!state.current || !state.rooms.has(state.current)) show(b.room);
+      renderRooms();
+      renderMembers();
+      break;
+    }
+    case "parted": {
+      const r = state.rooms.get(b.room);
+      if (r) { r.el.remove(); state.rooms.delete(b.room); }
+      if (state.current === b.room) show(state.rooms.keys().next().value || null);
+      renderRooms();
+      break;
+    }
+    case "presence": {
+      const r = room(b.room);
+      if (b.event === "join") { r.members.add(b.nick); info(b.room, `${b.nick} joined`); }
+      else if (b.event === "part") { r.members.delete(b.nick); info(b.room, `${b.nick} left`); }
+      else if (b.event === "nick") {
+        r.members.delete(b.nick); r.members.add(b.new);
+        info(b.room, `${b.nick} is now known as ${b.new}`);
+      }
+      if (b.room === state.current) renderMembers();
+      break;
+    }
+    case "renamed":
+      state.nick = b.nick;
+      state.wanted = b.nick;
+      info(null, `you are now ${b.nick}`);
+      renderMembers();
+      break;
+    case "msg":
+      showMsg(b);
+      break;
+    case "history":
+      fillGap(b);
+      break;
+    case "whisper": {
+      const text = b.from === state.nick ? `→ ${b.to}: ${b.text}` : `← ${b.from}: ${b.text}`;
+      append(state.current || "lobby", line("whisper", text, b.ts));
+      break;
+    }
+    case "members": {
+      const r = room(b.room);
+      r.members = new Set(b.members);
+      info(b.room, `members of #${b.room}: ${b.members.join(", ")}`);
+      renderMembers();
+      break;
+    }
+    case "rooms":
+      info(null, "rooms: " + Object.entries(b.rooms || {})
+        .map(([n, c]) => `#${n} (${c})`).join(", "));
+      break;
+    case "notice":
+      info(null, b.text);
+      break;
+    case "ping":
+      send({ t: "pong", id: b.id });
+      break;
+    case "error":
+      onError(b);
+      break;
+    default:
+      break;
+  }
+}
+
+function onError(b) {
+  if (!state.nick && (b.code === "nick_taken" || b.code === "nick_invalid" ||
+                      b.code === "auth_failed")) {
+    if (state.welcomed) {
+      // Reconnecting while the old session still holds the nick: try again later.
+      if (state.ws) state.ws.close();
+      return;
+    }
+    $("login-error").textContent = b.text; // the same socket takes another hello
+    $("login").hidden = false;
+    $("chat").hidden = true;
+    return;
+  }
+  if (b.code === "history_gap") {
+    info(b.room, `history no longer reaches that far: ${b.text}`);
+    return;
+  }
+  append(b.room || state.current || "lobby", line("err", `error ${b.code}: ${b.text}`));
+}
+
+// Input ----------------------------------------------------------------------
+
+function command(text) {
+  const [cmd, ...rest] = text.slice(1).split(" ");
+  const arg = rest.join(" ").trim();
+  switch (cmd.toLowerCase()) {
+    case "nick": send({ t: "nick", nick: arg }); break;
+    case "join": case "j": send({ t: "join", room: arg.replace(/^#/, "") }); break;
+    case "part": case "leave": send({ t: "part", room: arg.replace(/^#/, "") || state.current }); break;
+    case "msg": case "w": {
+      const [to, ...words] = rest;
+      send({ t: "whisper", to: to, text: words.join(" ") });
+      break;
+    }
+    case "who": send({ t: "who", room: arg.replace(/^#/, "") || state.current }); break;
+    case "rooms": case "list": send({ t: "rooms" }); break;
+    case "quit": state.quitting = true; send({ t: "bye" }); break;
+    default: info(null, "commands: /nick NAME, /join ROOM, /part [ROOM], /msg NICK TEXT, " +
+                        "/who [ROOM], /rooms, /quit");
+  }
+}
+
+$("login").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  $("login-error").textContent = "";
+  state.wanted = $("nick").value.trim();
+  state.password = $("password").value || null;
+  state.quitting = false;
+  if (!state.welcomed) {
+    for (const name of $("rooms").value.split(",")) {
+      const n = name.trim().replace(/^#/, "");
+      if (n) room(n);
+    }
+  }
+  if (state.ws) hello(); else connect();
+});
+
+$("say-form").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  const text = $("say").value;
+  if (!text.trim()) return;
+  if (text.startsWith("/") && !text.startsWith("//")) command(text);
+  else if (state.current) send({ t: "say", room: state.current, text: text.replace(/^\//, "") });
+  $("say").value = "";
+});
+
+$("join-form").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  const name = $("join-room").value.trim().replace(/^#/, "");
+  if (name) send({ t: "join", room: name });
+  $("join-room").value = "";
+});
+
+$("toggle-rooms").onclick = () => $("rooms-pane").classList.toggle("open");
+$("toggle-members").onclick = () => $("members-pane").classList.toggle("open");
+
+try { $("nick").value = localStorage.getItem("chat-relay.nick") || ""; } catch (e) { /* ok */ }

@@ -1,0 +1,294 @@
+"""WebSocket dialect: native bodies as JSON text or msgpack binary messages.
+
+The RFC 6455 work (HTTP upgrade, masking, fragmentation, ping/pong, the
+closing handshake) is done by `websockets.server.ServerProtocol`, which is
+sans-I/O like every codec here: this module only routes the HTTP request
+(`/ws` upgrades, the web page, 404), turns complete messages into
+`ClientEvent`s and bodies into frames.
+
+Two subprotocols, chosen in the handshake:
+
+- `chat-relay.v1.json` (also when the client asks for none): one JSON object
+  per text message;
+- `chat-relay.v1.msgpack`: one msgpack map per binary message.
+
+Server frames are built here from the body and the subprotocol alone, never
+by the per-connection `ServerProtocol`: fan-out encodes a batch once per
+subprotocol and sends the same bytes to every member. That is also why
+permessage-deflate is never negotiated (its compressor state is per
+connection).
+"""
+
+from __future__ import annotations
+
+import http
+import json
+import logging
+import re
+from collections.abc import Hashable, Sequence
+from typing import Any, Final
+
+from websockets.exceptions import NegotiationError, PayloadTooBig
+from websockets.frames import Close, CloseCode, Frame, Opcode
+from websockets.http11 import Request
+from websockets.server import ServerProtocol
+from websockets.typing import Subprotocol
+
+from transports.base import Decoded, ServerCodec
+from transports.errors import FatalProtocolError, ProtocolError
+from transports.events import Bye, parse_client_body
+from transports.native import pack_body, unpack_body
+from transports.ws_http import WS_PATH, page_response, route, text_response
+
+JSON_SUBPROTOCOL: Final = Subprotocol("chat-relay.v1.json")
+MSGPACK_SUBPROTOCOL: Final = Subprotocol("chat-relay.v1.msgpack")
+SUBPROTOCOLS: Final = (JSON_SUBPROTOCOL, MSGPACK_SUBPROTOCOL)
+
+_log = logging.getLogger("transports.websocket")
+
+# A \\uD800-\\uDFFF escape may leave a lone surrogate that no encoder accepts.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+# Close codes for the errors after which the relay closes the connection.
+_CLOSE_CODES: Final = {
+    "frame_too_large": CloseCode.MESSAGE_TOO_BIG,
+    "shutting_down": CloseCode.GOING_AWAY,
+    "slow_consumer": CloseCode.POLICY_VIOLATION,
+    "too_many_connections": CloseCode.TRY_AGAIN_LATER,
+}
+
+
+def _select_subprotocol(
+    protocol: ServerProtocol, offered: Sequence[Subprotocol]
+) -> Subprotocol | None:
+    """The client's first supported choice; None (meaning JSON) when it asks for none.
+
+    Answering a subprotocol the client did not offer would make browsers fail
+    the handshake, so the default is implicit.
+    """
+    if not offered:
+        return None
+    for name in offered:
+        if name in SUBPROTOCOLS:
+            return name
+    raise NegotiationError(
+        f"no supported subprotocol among {len(offered)} offered; "
+        f"this relay speaks {', '.join(SUBPROTOCOLS)}"
+    )
+
+
+def _json_default(value: object) -> object:
+    # Bodies come from msgpack, which may carry bin; JSON has no bytes.
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value).decode("utf-8", "replace")
+    return str(value)
+
+
+def encode_json(body: dict[str, Any]) -> bytes:
+    """The compact UTF-8 JSON text of one body."""
+    return json.dumps(
+        body, ensure_ascii=False, separators=(",", ":"), default=_json_default
+    ).encode("utf-8", "surrogatepass")
+
+
+def server_frame(opcode: Opcode, payload: bytes) -> bytes:
+    """One unmasked, unfragmented server frame (the same bytes for every receiver)."""
+    return Frame(opcode, payload).serialize(mask=False)
+
+
+def close_frame(code: int, reason: str = "") -> bytes:
+    return server_frame(Opcode.CLOSE, Close(code, reason[:120]).serialize())
+
+
+class WebSocketServerCodec(ServerCodec):
+    """The relay side of `GET /` and `GET /ws` (one HTTP request per connection)."""
+
+    name = "ws"
+
+    def __init__(self, max_frame: int = 65536, max_text: int = 4096) -> None:
+        super().__init__(max_frame, max_text)
+        # max_size bounds a whole (possibly fragmented) message, not one frame.
+        self._ws = ServerProtocol(
+            subprotocols=list(SUBPROTOCOLS),
+            select_subprotocol=_select_subprotocol,
+            max_size=max_frame,
+            logger=_log,
+        )
+        self.subprotocol: Subprotocol = JSON_SUBPROTOCOL
+        self.is_open = False  # True once the 101 response went out
+        self._out = bytearray()
+        self._fragments: list[bytes] = []
+        self._fragment_opcode: Opcode | None = None
+        self._close_sent = False
+        self._too_big = False
+
+    # Bytes in -----------------------------------------------------------------
+
+    def receive_data(self, data: bytes) -> list[Decoded]:
+        out: list[Decoded] = []
+        if self.closed:
+            return out
+        try:
+            if data:
+                self._ws.receive_data(data)
+            else:
+                self._ws.receive_eof()
+                self.closed = True
+            for event in self._ws.events_received():
+                if isinstance(event, Request):
+                    self._answer_request(event)
+                elif isinstance(event, Frame) and self.is_open:
+                    self._receive_frame(event, out)
+            self._collect_writes(out)
+        except Exception:  # a bug here costs this connection only
+            _log.exception("websocket codec failed; closing the connection")
+            self.closed = True
+        return out
+
+    def _answer_request(self, request: Request) -> None:
+        if route(request) == WS_PATH:
+            response = self._ws.accept(request)
+            if response.status_code == 426:
+                # A browser opening /ws as a page: say what the path is for.
+                response = text_response(
+                    http.HTTPStatus.UPGRADE_REQUIRED,
+                    "426: /ws is the relay's WebSocket endpoint; open / for the web chat\n",
+                )
+                response.headers["Upgrade"] = "websocket"
+        else:
+            response = page_response(request)
+        self._ws.send_response(response)
+        if response.status_code == 101:
+            self.is_open = True
+            self.subprotocol = self._ws.subprotocol or JSON_SUBPROTOCOL
+
+    def _receive_frame(self, frame: Frame, out: list[Decoded]) -> None:
+        # Control frames (ping, pong, close) are answered by ServerProtocol.
+        if frame.opcode is Opcode.TEXT or frame.opcode is Opcode.BINARY:
+            if frame.fin:
+                self._receive_message(frame.opcode, bytes(frame.data), out)
+            else:
+                self._fragment_opcode = frame.opcode
+                self._fragments = [bytes(frame.data)]
+        elif frame.opcode is Opcode.CONT and self._fragment_opcode is not None:
+            self._fragments.append(bytes(frame.data))
+            if frame.fin:
+                data = b"".join(self._fragments)
+                opcode, self._fragment_opcode, self._fragments = self._fragment_opcode, None, []
+                self._receive_message(opcode, data, out)
+
+    def _receive_message(self, opcode: Opcode, data: bytes, out: list[Decoded]) -> None:
+        try:
+            body = self._decode_body(opcode, data)
+            event = parse_client_body(body, self.max_text)
+        except ProtocolError as err:
+            out.append(err)
+            return
+        out.append(event)
+        if isinstance(event, Bye):
+            # Close cleanly right away; the relay flushes and closes the socket.
+            self._send_close(CloseCode.NORMAL_CLOSURE, "bye")
+
+    def _decode_body(self, opcode: Opcode, data: bytes) -> Any:
+        """One message's body; raises ProtocolError(bad_frame) saying what is wrong."""
+        if self.subprotocol == MSGPACK_SUBPROTOCOL:
+            if opcode is not Opcode.BINARY:
+                raise ProtocolError(
+                    "bad_frame", f"{MSGPACK_SUBPROTOCOL} carries binary messages, got text"
+                )
+            try:
+                body = unpack_body(data)
+            except Exception as exc:  # msgpack raises many types; all mean the same
+                raise ProtocolError(
+                    "bad_frame", f"message of {len(data)} bytes is not msgpack: {exc}"
+                ) from None
+            what = "a msgpack map"
+        else:
+            if opcode is not Opcode.TEXT:
+                raise ProtocolError(
+                    "bad_frame", f"{JSON_SUBPROTOCOL} carries text messages, got binary"
+                )
+            try:
+                text = data.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise ProtocolError(
+                    "bad_frame", f"text message is not UTF-8 at byte {exc.start} of {len(data)}"
+                ) from None
+            try:
+                body = json.loads(text)
+                if _SURROGATE_ESCAPE.search(text):
+                    encode_json(body).decode("utf-8")  # rejects lone surrogates
+            except (ValueError, RecursionError) as exc:
+                raise ProtocolError(
+                    "bad_frame", f"text message is not JSON: {str(exc)[:80]}"
+                ) from None
+            what = "a JSON object"
+        if not isinstance(body, dict) or not isinstance(body.get("t"), str):
+            raise ProtocolError("bad_frame", f"a message must be {what} with a string 't'")
+        return body
+
+    def _collect_writes(self, out: list[Decoded]) -> None:
+        writes = self._ws.data_to_send()
+        if isinstance(self._ws.parser_exc, PayloadTooBig) and not self._too_big:
+            # ServerProtocol already queued its close frame; drop it so the
+            # error frame goes first (encode() of the error adds the close).
+            while writes and (writes[-1] == b"" or writes[-1][:1] == b"\x88"):
+                writes.pop()
+            out.append(
+                FatalProtocolError(
+                    "frame_too_large",
+                    f"message exceeds the limit of {self.max_frame} bytes",
+                )
+            )
+            self._too_big = True
+            self.closed = True
+        for chunk in writes:
+            if chunk:
+                self._out += chunk
+            else:  # SEND_EOF: ServerProtocol is done with this connection
+                self.closed = True
+
+    def data_to_send(self) -> bytes:
+        data = bytes(self._out)
+        self._out.clear()
+        return data
+
+    def _send_close(self, code: int, reason: str) -> None:
+        if not self._close_sent:
+            self._close_sent = True
+            self._out += close_frame(code, reason)
+        self.closed = True
+
+    # Bodies out ---------------------------------------------------------------
+
+    def encode(self, body: dict[str, Any]) -> bytes:
+        if not self.is_open or self._close_sent:
+            return b""
+        t = body.get("t")
+        if t in ("welcome", "renamed"):
+            self.nick = body.get("nick", self.nick)
+        data = self.encode_fanout(body, self.subprotocol)
+        if t == "error":
+            code = _CLOSE_CODES.get(str(body.get("code")))
+            if code is not None:
+                self._close_sent = True
+                self.closed = True
+                data += close_frame(code, str(body.get("code")))
+        return data
+
+    def fanout_key(self, room: str) -> Hashable:
+        return self.subprotocol
+
+    @classmethod
+    def encode_fanout(cls, body: dict[str, Any], key: Hashable) -> bytes:
+        if key == MSGPACK_SUBPROTOCOL:
+            return server_frame(Opcode.BINARY, pack_body(body))
+        return server_frame(Opcode.TEXT, encode_json(body))
+
+    def encode_own(self, body: dict[str, Any], msg_id: Any) -> bytes:
+        if self._close_sent:
+            return b""
+        if msg_id is not None:
+            body = dict(body)
+            body["id"] = msg_id
+        return self.encode_fanout(body, self.subprotocol)
