@@ -36,6 +36,13 @@ HELP = {
     "shutdown_grace": "seconds to flush outboxes when stopping",
     "bus_hwm": "zmq high-water mark (messages) on every bus socket",
     "password": "password every client must give (also $CHAT_RELAY_PASSWORD)",
+    "tls_cert": "PEM certificate file: the port then speaks TLS 1.2+ for every dialect",
+    "tls_key": "PEM private key file for --tls-cert",
+    "keys": "CURVE key directory for a TCP bus (made by `chat-relay keys generate DIR`)",
+    "history_db": "SQLite file that keeps history, seq and epoch across restarts",
+    "metrics": "HOST:PORT to serve Prometheus metrics on",
+    "log_format": "text or json",
+    "oper_password": "operator password: lets a client kick, ban and mute",
 }
 
 

@@ -38,6 +38,14 @@ class Settings:
     shutdown_grace: float = 3.0       # seconds to flush outboxes on SIGTERM
     bus_hwm: int = 100000             # zmq high-water marks on every bus socket
     password: str = ""
+    # Security and operations.
+    tls_cert: str = ""                # PEM certificate: TLS 1.2+ for every dialect
+    tls_key: str = ""
+    keys: str = ""                    # CURVE key directory (chat-relay keys generate)
+    history_db: str = ""              # SQLite file: history, seq and epoch survive restarts
+    metrics: str = ""                 # HOST:PORT for Prometheus text metrics
+    log_format: str = "text"          # text or json
+    oper_password: str = ""           # lets a client /kick, /ban, /mute
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
