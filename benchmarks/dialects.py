@@ -138,7 +138,7 @@ class LinePeer(Peer):
         streams = self.streams
         size = self.size
         for line in lines:
-            i = line.find(b"~b")
+            i = line.find(payload.MARK_B)
             if i < 0:
                 reply = self.control(line.rstrip(b"\r"))
                 if reply:

@@ -2,7 +2,7 @@
 
 Layout (ASCII, so the text and IRC dialects carry it untouched):
 
-    ~b<20-digit send time ns> <sender id> <counter> xxxx...   (padded to `size`)
+    ~=<20-digit send time ns> <sender id> <counter> xxxx...   (padded to `size`)
 
 The send time comes first at a fixed width so the native receiver, which
 already has the room's seq, reads it with one slice; text and IRC receivers,
@@ -11,8 +11,8 @@ which have no seq, also split out the sender id and counter.
 
 from __future__ import annotations
 
-MARK = "~b"
-MARK_B = b"~b"
+MARK = "~="
+MARK_B = b"~="
 TS_DIGITS = 20
 HEADER_MIN = len(MARK) + TS_DIGITS + 1
 
