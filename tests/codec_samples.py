@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from transports.errors import ProtocolError
 
@@ -25,6 +25,9 @@ class Feedable(Protocol):
     def receive_data(self, data: bytes) -> Sequence[Any]: ...
 
     def data_to_send(self) -> bytes: ...
+
+
+F = TypeVar("F", bound=Feedable)
 
 
 @dataclass(frozen=True)
@@ -64,13 +67,13 @@ def feed_bytewise(codec: Feedable, data: bytes) -> tuple[list[Any], bytes]:
 
 
 def tr(
-    factory: Callable[[], Feedable],
+    factory: Callable[[], F],
     data: bytes,
     expected: Sequence[Any],
     *,
     follow: Follow | None = None,
     sent: bytes | None = None,
-) -> Feedable:
+) -> F:
     """Check one sample fed whole, byte by byte, and with trailing data.
 
     Args:

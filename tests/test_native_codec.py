@@ -178,7 +178,7 @@ def test_encode_is_a_frame() -> None:
 NICKS = st.from_regex(r"[A-Za-z0-9_-]{1,32}", fullmatch=True)
 ROOMS = st.from_regex(r"[A-Za-z0-9_.#-]{1,64}", fullmatch=True)
 TEXTS = st.text(
-    st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=300
+    st.characters(exclude_categories=["Cs"]), min_size=1, max_size=300
 ).filter(lambda s: len(s.encode()) <= 4096)
 IDS = st.none() | st.integers(min_value=-(2**63), max_value=2**64 - 1) | st.text(max_size=20)
 SEQS = st.integers(min_value=0, max_value=2**63)

@@ -212,7 +212,7 @@ def test_eof_with_nothing_pending() -> None:
 # Properties ------------------------------------------------------------------
 
 _line_text = st.text(
-    alphabet=st.characters(blacklist_characters="\n\r", blacklist_categories=("Cs",)),
+    alphabet=st.characters(exclude_characters="\n\r", exclude_categories=["Cs"]),
     min_size=1,
 ).filter(lambda s: not s.startswith("/") and s.strip() != "" and len(s.encode()) <= LIMIT)
 
