@@ -1,0 +1,263 @@
+"""chat-client: a terminal chat for the relay, interactive on a TTY, plain in a pipe.
+
+Interactive (stdin is a TTY): a prompt_toolkit prompt keeps the input line
+intact while messages print above it; nicks are coloured. Pipe mode: each
+stdin line is sent (commands work too), arriving events print as plain
+lines, and after EOF the client waits (bounded) until its own messages came
+back before it says bye. Both reconnect with backoff and resume rooms.
+
+Nothing is echoed locally: a message shows once, when the relay sends it
+back, so the screen shows what the room saw, in the room's order.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ssl
+import sys
+import threading
+from collections.abc import Callable
+from typing import TextIO
+
+from clients.aio import AsyncClient, connect
+from clients.commands import parse
+from clients.errors import CannotConnect, ConnectionClosed, HandshakeError
+from clients.render import SERVER_STYLE, Line, View, clock, plain, render
+from clients.state import Incoming, Reconnected
+from transports.events import Error, Joined, Parted, Renamed, Say, Whisper
+
+# After stdin ends, how long pipe mode waits for its own messages to come back.
+ACK_WAIT = 5.0
+CLOSE_WAIT = 2.0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="chat-client",
+        description="Chat on a chat-relay. On a terminal: interactive; in a pipe: "
+        "each input line is sent and what arrives is printed.",
+    )
+    p.add_argument("host", help="relay address, e.g. 127.0.0.1")
+    p.add_argument("port", type=int, help="relay port, e.g. 8081")
+    p.add_argument("--nick", help="your nick (default: a guest nick)")
+    p.add_argument("--room", default="lobby", help="room to join first (default: lobby)")
+    p.add_argument("--password", help="the relay's password, if it has one")
+    p.add_argument("--tls", action="store_true", help="connect with TLS")
+    p.add_argument("--ca", metavar="FILE", help="CA bundle to trust for TLS (implies --tls)")
+    p.add_argument("--timeout", type=float, default=10.0, help="connect timeout in seconds")
+    return p
+
+
+def tls_context(args: argparse.Namespace) -> ssl.SSLContext | None:
+    if not (args.tls or args.ca):
+        return None
+    return ssl.create_default_context(cafile=args.ca)
+
+
+class Ui:
+    """Shows events and carries out input lines; the same for both modes."""
+
+    def __init__(self, client: AsyncClient, room: str, out: Callable[[Line], None]) -> None:
+        self.client = client
+        self.out = out
+        self.view = View(client.nick_name, room, dict.fromkeys(client.joined_rooms))
+        self._rooms = self.view.rooms
+        self._before_join: str | None = room
+
+    def note(self, text: str) -> None:
+        for line in text.splitlines():
+            self.out([(SERVER_STYLE, f"{clock()} * {line}")])
+
+    def show(self, ev: Incoming) -> None:
+        # The view follows the events as shown, not the client's state, which
+        # may already be further along.
+        view = self.view
+        if isinstance(ev, (Renamed, Reconnected)):
+            view.nick = ev.nick
+        if isinstance(ev, Reconnected):
+            view.resuming = set(self._rooms)
+        elif isinstance(ev, Joined):
+            self._rooms[ev.room] = None
+        elif isinstance(ev, Parted):
+            self._rooms.pop(ev.room, None)
+            if ev.room == view.room:
+                view.room = next(iter(self._rooms), None)
+        elif isinstance(ev, Error) and ev.ref == "join" and ev.room == view.room:
+            view.room = self._before_join  # the join failed: back where we were
+        for line in render(ev, view):
+            self.out(line)
+
+    async def pump(self) -> str | None:
+        """Show events until the connection is gone; returns why, if not by us."""
+        async for ev in self.client:
+            self.show(ev)
+        return self.client.closed_reason
+
+    async def handle(self, line: str) -> bool:
+        """Carry out one input line; False when it asks to quit."""
+        action = parse(line, self.view.room)
+        if action.local:
+            self.note(action.local)
+        if action.quit:
+            return False
+        event = action.send
+        if event is None:
+            return True
+        if action.switch_to is not None:
+            # Like the text dialect: the room is current at once, so the next
+            # line goes there (the relay handles our frames in order).
+            self._before_join = self.view.room
+            self.view.room = action.switch_to
+            if action.switch_to in self._rooms:
+                return True
+        try:
+            if isinstance(event, Say):
+                await self.client.say(event.room, event.text)
+            elif isinstance(event, Whisper):
+                await self.client.whisper(event.to, event.text)
+            else:
+                await self.client.send(event)
+        except (ConnectionClosed, TimeoutError) as exc:
+            self.note(f"error: not sent: {exc}")
+        return True
+
+    async def finish(self, pump: asyncio.Task[str | None], wait_acks: bool) -> None:
+        """Wait (bounded) for our messages to come back, then say bye."""
+        if wait_acks and self.client.closed_reason is None:
+            await self.client.flush(ACK_WAIT)
+            with contextlib.suppress(Exception):
+                await self.client.ping(CLOSE_WAIT)  # answers to earlier commands are in
+        await self.client.close(CLOSE_WAIT)
+        with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+            await asyncio.wait_for(pump, CLOSE_WAIT)
+
+
+def _stdin_lines(stream: TextIO) -> asyncio.Queue[str | None]:
+    """Lines of `stream` from a daemon thread (None at EOF): works for any pipe or file."""
+    loop = asyncio.get_running_loop()
+    lines: asyncio.Queue[str | None] = asyncio.Queue()
+
+    def read() -> None:
+        try:
+            for line in stream:
+                loop.call_soon_threadsafe(lines.put_nowait, line)
+        except (OSError, ValueError):
+            pass
+        with contextlib.suppress(RuntimeError):  # the loop may be gone already
+            loop.call_soon_threadsafe(lines.put_nowait, None)
+
+    threading.Thread(target=read, name="chat-client-stdin", daemon=True).start()
+    return lines
+
+
+async def run_pipe(client: AsyncClient, room: str) -> int:
+    def out(line: Line) -> None:
+        print(plain(line), flush=True)
+
+    ui = Ui(client, room, out)
+    pump = asyncio.create_task(ui.pump())
+    lines = _stdin_lines(sys.stdin)
+    while True:
+        get = asyncio.create_task(lines.get())
+        await asyncio.wait({get, pump}, return_when=asyncio.FIRST_COMPLETED)
+        if not get.done():
+            get.cancel()
+            break  # the connection is gone for good
+        line = get.result()
+        if line is None or not await ui.handle(line):
+            break
+    lost = pump.done() and client.closed_reason is not None
+    await ui.finish(pump, wait_acks=not lost)
+    if lost:
+        print(f"* disconnected: {client.closed_reason}", file=sys.stderr)
+        return 1
+    return 0
+
+
+async def run_interactive(client: AsyncClient, room: str) -> int:
+    from prompt_toolkit import PromptSession, print_formatted_text
+    from prompt_toolkit.formatted_text import FormattedText
+    from prompt_toolkit.patch_stdout import patch_stdout
+
+    def out(line: Line) -> None:
+        print_formatted_text(FormattedText(line))
+
+    ui = Ui(client, room, out)
+    session: PromptSession[str] = PromptSession(erase_when_done=True)
+
+    def prompt() -> str:
+        return f"[{ui.view.room or '-'}] {ui.view.nick}> "
+
+    ui.note(f"connected to {client.host}:{client.port} as {client.nick_name}; /help for commands")
+    lost = False
+    with patch_stdout(raw=True):
+        pump = asyncio.create_task(ui.pump())
+        while True:
+            ask = asyncio.create_task(session.prompt_async(prompt))
+            await asyncio.wait({ask, pump}, return_when=asyncio.FIRST_COMPLETED)
+            if not ask.done():
+                ask.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await ask
+                lost = True
+                break
+            try:
+                line = ask.result()
+            except (EOFError, KeyboardInterrupt):
+                break
+            if not await ui.handle(line):
+                break
+        await ui.finish(pump, wait_acks=False)
+    if lost:
+        print(f"* disconnected: {client.closed_reason}", file=sys.stderr)
+        return 1
+    return 0
+
+
+async def run(args: argparse.Namespace) -> int:
+    try:
+        client = await connect(
+            args.host,
+            args.port,
+            args.nick,
+            rooms=(args.room,),
+            password=args.password,
+            timeout=args.timeout,
+            tls=tls_context(args),
+            reconnect=True,
+        )
+    except (CannotConnect, HandshakeError, ConnectionClosed, TimeoutError, ValueError) as exc:
+        print(_connect_error(args, exc), file=sys.stderr)
+        return 1
+    if sys.stdin.isatty():
+        return await run_interactive(client, args.room)
+    return await run_pipe(client, args.room)
+
+
+def _connect_error(args: argparse.Namespace, exc: BaseException) -> str:
+    if isinstance(exc, CannotConnect):
+        return str(exc)
+    if isinstance(exc, HandshakeError):
+        return f"{args.host}:{args.port} refused us: {exc}"
+    if isinstance(exc, ValueError):
+        return f"bad argument: {exc}"
+    return f"cannot connect to {args.host}:{args.port}: {exc}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return asyncio.run(run(args))
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # Our reader went away (`chat-client ... | head`): nothing left to do.
+        with contextlib.suppress(OSError):
+            sys.stdout = open("/dev/null", "w")  # noqa: SIM115 - silence the exit flush
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,165 @@
+"""How chat-client shows events: one line each, as styled fragments or plain text.
+
+Pure functions over a small `View` (who we are, which room is current), so
+the terminal and pipe modes show the same words and tests need no terminal.
+A fragment is a prompt_toolkit (style, text) pair; `plain()` drops styles.
+"""
+
+from __future__ import annotations
+
+import time
+import zlib
+from dataclasses import dataclass, field
+
+from clients.state import ConnectionLost, Incoming, Missed, Reconnected
+from transports.events import (
+    Error,
+    HistoryPage,
+    Joined,
+    Members,
+    Msg,
+    Notice,
+    Parted,
+    PongReply,
+    Presence,
+    Renamed,
+    RoomList,
+    Welcome,
+    WhisperMsg,
+)
+from transports.validate import nick_key
+
+Fragment = tuple[str, str]
+Line = list[Fragment]
+
+# Readable on dark and light terminals; bright variants double the choice.
+NICK_COLOURS = (
+    "ansired",
+    "ansigreen",
+    "ansiyellow",
+    "ansiblue",
+    "ansimagenta",
+    "ansicyan",
+    "ansibrightred",
+    "ansibrightgreen",
+    "ansibrightyellow",
+    "ansibrightblue",
+    "ansibrightmagenta",
+    "ansibrightcyan",
+)
+SERVER_STYLE = "ansibrightblack"
+ERROR_STYLE = "ansired bold"
+
+
+def nick_colour(nick: str) -> str:
+    """The same colour for a nick in every session (a hash, not an allocation)."""
+    return NICK_COLOURS[zlib.crc32(nick_key(nick).encode("utf-8")) % len(NICK_COLOURS)]
+
+
+def clock(ts_ms: int | None = None) -> str:
+    """HH:MM:SS local time of a relay timestamp (ms), or of now."""
+    seconds = time.time() if ts_ms is None else ts_ms / 1000
+    return time.strftime("%H:%M:%S", time.localtime(seconds))
+
+
+@dataclass(slots=True)
+class View:
+    """What rendering needs to know about us."""
+
+    nick: str
+    room: str | None = None
+    # The rooms we are in, as far as the events shown so far tell; with more
+    # than one, every message names its room.
+    rooms: dict[str, None] = field(default_factory=dict)
+    # Rooms whose `joined` after a reconnect is routine, not news.
+    resuming: set[str] = field(default_factory=set)
+
+    def is_me(self, nick: str) -> bool:
+        return nick_key(nick) == nick_key(self.nick)
+
+
+def plain(line: Line) -> str:
+    return "".join(text for _style, text in line)
+
+
+def _server(text: str) -> Line:
+    return [(SERVER_STYLE, f"{clock()} * {text}")]
+
+
+def _nick(nick: str) -> Fragment:
+    return (nick_colour(nick) + " bold", nick)
+
+
+def _members(members: tuple[str, ...]) -> str:
+    n = len(members)
+    return f"{n} member{'s' if n != 1 else ''}: {', '.join(members)}"
+
+
+def render_msg(m: Msg, view: View) -> Line:
+    line: Line = [("", f"{clock(m.ts)} ")]
+    if len(view.rooms) > 1 or m.room not in view.rooms:
+        line.append(("bold", f"[{m.room}] "))
+    line += [("", "<"), _nick(m.sender), ("", f"> {m.text}")]
+    return line
+
+
+def render(ev: Incoming, view: View) -> list[Line]:
+    """The lines to show for one event (none for those not worth a line)."""
+    if isinstance(ev, Msg):
+        return [render_msg(ev, view)]
+    if isinstance(ev, WhisperMsg):
+        if view.is_me(ev.sender) and not view.is_me(ev.to):
+            return [[("", f"{clock(ev.ts)} -> *"), _nick(ev.to), ("", f"* {ev.text}")]]
+        return [[("", f"{clock(ev.ts)} *"), _nick(ev.sender), ("", f"* {ev.text}")]]
+    if isinstance(ev, Presence):
+        return _presence(ev, view)
+    if isinstance(ev, Joined):
+        if ev.room in view.resuming:
+            view.resuming.discard(ev.room)
+            return []
+        return [_server(f"you joined {ev.room} ({_members(ev.members)})")]
+    if isinstance(ev, Parted):
+        return [_server(f"you left {ev.room}")]
+    if isinstance(ev, Renamed):
+        return [_server(f"you are now known as {ev.nick}")]
+    if isinstance(ev, Members):
+        return [_server(f"{ev.room}: {_members(ev.members)}")]
+    if isinstance(ev, RoomList):
+        if not ev.rooms:
+            return [_server("no rooms")]
+        rooms = ", ".join(f"{name} ({count})" for name, count in sorted(ev.rooms.items()))
+        return [_server(f"rooms: {rooms}")]
+    if isinstance(ev, HistoryPage):
+        lines = [_server(f"history of {ev.room}: {len(ev.messages)} messages")]
+        lines += [render_msg(m, view) for m in ev.messages]
+        if ev.more:
+            lines.append(_server("(more history before these)"))
+        return lines
+    if isinstance(ev, Notice):
+        return [_server(ev.text)]
+    if isinstance(ev, Error):
+        return [[(ERROR_STYLE, f"{clock()} * error: {ev.code}: {ev.text}")]]
+    if isinstance(ev, PongReply):
+        return [_server("pong")]
+    if isinstance(ev, Welcome):
+        return [_server(f"welcome, {ev.nick} ({ev.server})")]
+    if isinstance(ev, ConnectionLost):
+        return [[(ERROR_STYLE, f"{clock()} * connection lost, reconnecting...")]]
+    if isinstance(ev, Reconnected):
+        return [_server("reconnected")]
+    if isinstance(ev, Missed):
+        if ev.count is None:
+            return [_server(f"missed messages in {ev.room} (history no longer reaches)")]
+        return [_server(f"missed {ev.count} messages in {ev.room}")]
+    return []
+
+
+def _presence(ev: Presence, view: View) -> list[Line]:
+    if ev.event == "nick":
+        if view.is_me(ev.nick) or (ev.new is not None and view.is_me(ev.new)):
+            return []  # our own rename: `renamed` already said it
+        return [_server(f"{ev.nick} is now known as {ev.new} (in {ev.room})")]
+    if view.is_me(ev.nick):
+        return []  # our own join/part: `joined` / `parted` already said it
+    verb = "joined" if ev.event == "join" else "left" if ev.event == "part" else ev.event
+    return [_server(f"{ev.nick} {verb} {ev.room}")]
