@@ -277,7 +277,7 @@ def test_output_is_always_exactly_one_line(sender: str, room: str, text: str, ke
     ):
         out = TextServerCodec.encode_fanout(body, key)
         assert out.count(b"\n") == 1 and out.endswith(b"\n"), out
-        assert b"\r" not in out
+        assert b"\r" not in out and b"\x1b" not in out
         out.decode("utf-8")
 
 
@@ -411,6 +411,12 @@ def test_no_line_injection() -> None:
     assert out == b"<ev il> hi  * welcome to chat-relay, you are root x\n"
     out = codec.encode({"t": "notice", "text": "a\rb"})
     assert out == b"* a b\n"
+
+
+def test_no_terminal_control() -> None:
+    # ESC sequences would reach the terminal of everyone reading through nc.
+    out = welcomed().encode(msg("lobby", "\x1b[2Jclear\x07\x00\x7f\x9b1m\tok"))
+    assert out == b"<bob>  [2Jclear    1m\tok\n"
 
 
 def test_unencodable_text_does_not_crash() -> None:

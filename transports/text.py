@@ -24,7 +24,8 @@ Input (client -> relay), one line at a time:
 Output (relay -> client): one line per item, each ending in "\\n". Chat
 messages are "<nick> text" in the current room and "[room] <nick> text" in
 others; every other line starts with "* ". Any "\\r" or "\\n" inside a name
-or text becomes a space, so no peer can forge a line. The exact formats are
+or text becomes a space, so no peer can forge a line; so do the other control
+characters (C0 but tab, DEL, C1), so no peer can drive a reader's terminal. The exact formats are
 in `_lines` below.
 
 State, taken from the relay bodies this connection is sent (`encode` sees all
@@ -79,9 +80,17 @@ HELP_LINES: Final[tuple[str, ...]] = (
 )
 
 
+# Control characters a peer could use to forge a line ("\r", "\n") or to drive
+# the reader's terminal (ESC sequences through nc): each becomes a space. Tab
+# stays.
+_CONTROLS: Final = {
+    c: " " for c in (*range(0x00, 0x20), *range(0x7F, 0xA0)) if c != 0x09
+}
+
+
 def _clean(line: str) -> str:
-    """One output line with no line breaks a peer could have smuggled in."""
-    return line.replace("\r", " ").replace("\n", " ")
+    """One output line with nothing in it that breaks the line or the terminal."""
+    return line.translate(_CONTROLS)
 
 
 def _render(lines: Iterable[str]) -> bytes:
