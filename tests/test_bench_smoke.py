@@ -1,0 +1,61 @@
+"""chat-bench end to end against a real relay and the seed baseline (a few seconds)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks.runner import RunConfig, run_once
+from tests.relayproc import RelayProcess
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _tiny(port: int, dialect: str, **kw: object) -> RunConfig:
+    return RunConfig(port=port, dialect=dialect, receivers=6, senders=2, rate=200.0,
+                     duration=0.8, warmup=0.2, procs=2, drain=3.0, connect_timeout=10.0,
+                     **kw)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("dialect", ["native", "text"])
+def test_chat_bench_against_relay_loses_nothing(dialect: str) -> None:
+    with RelayProcess(workers=2, args=["--rate-limit", "0"]) as relay:
+        result = run_once(_tiny(relay.port, dialect))
+    assert result["connect"]["connected"] == 8 and result["connect"]["failed"] == 0
+    assert result["sent"] == 200  # 200 msgs/s for 1.0 s, paced, none skipped
+    assert result["expected"] == 6 * 200
+    assert result["delivered"] == result["expected"]
+    assert result["lost"] == result["duplicates"] == result["reorders"] == 0
+    assert result["ok"]
+    lat = result["latency_ms"]
+    assert 0 < lat["p50"] <= lat["p99"] <= lat["max"]
+    assert lat["count"] > 0
+
+
+def test_chat_bench_against_seed_baseline_via_cli(tmp_path: Path) -> None:
+    seed = subprocess.Popen([sys.executable, "-m", "benchmarks.baselines.seed_server",
+                             "--port", "0"], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert seed.stdout is not None
+        line = seed.stdout.readline()
+        port = int(line.rsplit(":", 1)[1])
+        out = tmp_path / "r.json"
+        proc = subprocess.run(
+            [sys.executable, "-m", "benchmarks.cli", "127.0.0.1", str(port), "--dialect",
+             "text", "--no-greeting", "-n", "4", "-s", "1", "-r", "100", "-d", "0.5",
+             "--warmup", "0.1", "-p", "1", "--json", str(out)],
+            cwd=ROOT, capture_output=True, text=True, timeout=40)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert "deliveries/s" in proc.stdout
+        import json
+
+        data = json.loads(out.read_text())
+        assert data["run"]["expected"] == 4 * 60
+        assert data["run"]["lost"] == 0
+        assert data["environment"]["cpu_count"] >= 1
+    finally:
+        seed.terminate()  # the process this test started, by its handle
+        seed.wait(5)
