@@ -173,7 +173,8 @@ def test_histograms_merge_across_processes_exactly() -> None:
             h.record_value(v)
             whole.record_value(v)
         parts.append(histo.encode(h))
-    merged = histo.merge_encoded(histo.new_histogram(), parts + [histo.encode(histo.new_histogram())])
+    empty = histo.encode(histo.new_histogram())
+    merged = histo.merge_encoded(histo.new_histogram(), parts + [empty])
     assert histo.summary_ms(merged) == histo.summary_ms(whole)
     assert merged.get_total_count() == 4000
     assert abs(histo.summary_ms(merged)["p50"] - 2.0) < 0.01
