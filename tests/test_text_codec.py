@@ -143,14 +143,30 @@ def test_quit_closes_and_ignores_the_rest() -> None:
     assert codec.receive_data(b"again\n") == []
 
 
+def roomless() -> TextServerCodec:
+    codec = welcomed()
+    codec.encode({"t": "parted", "room": "lobby"})
+    return codec
+
+
 def test_no_current_room() -> None:
     not_in_room = ("not_in_room", "you are in no room: /join ROOM first")
-    tr(TextServerCodec, b"hi\n", [err(*not_in_room, "say")])
-    tr(TextServerCodec, b"/part\n", [err(*not_in_room, "/part")])
-    tr(TextServerCodec, b"/who\n", [err(*not_in_room, "/who")])
-    tr(TextServerCodec, b"/history\n", [err(*not_in_room, "/history")])
+    tr(roomless, b"hi\n", [err(*not_in_room, "say")])
+    tr(roomless, b"/part\n", [err(*not_in_room, "/part")])
+    tr(roomless, b"/who\n", [err(*not_in_room, "/who")])
+    tr(roomless, b"/history\n", [err(*not_in_room, "/history")])
     # Naming the room works without a current one.
-    tr(TextServerCodec, b"/who lobby\n", [Who("lobby")])
+    tr(roomless, b"/who lobby\n", [Who("lobby")])
+
+
+def test_lines_before_joined_go_to_lobby() -> None:
+    # The relay's auto-hello joins lobby; its `joined` may be encoded after
+    # the client's first line was read (printf 'hi\n' | nc).
+    codec = tr(TextServerCodec, b"hi\n", [Say("lobby", "hi")])
+    assert codec.current_room == "lobby" and codec.rooms == []
+    codec.encode({"t": "welcome", "v": 1, "nick": "guest1", "server": "x"})
+    codec.encode({"t": "joined", "room": "lobby", "members": ["guest1"], "seq": 0})
+    assert codec.current_room == "lobby" and codec.rooms == ["lobby"]
 
 
 def test_unknown_command_echo_is_cut() -> None:
@@ -292,7 +308,7 @@ def lines(codec: TextServerCodec, body: dict[str, Any]) -> list[str]:
 
 def test_welcome_and_joined_set_state() -> None:
     codec = TextServerCodec()
-    assert codec.nick is None and codec.current_room is None and codec.rooms == []
+    assert codec.nick is None and codec.rooms == []
     assert lines(codec, {"t": "welcome", "v": 1, "nick": "guest7", "server": "x"}) == [
         "* welcome to chat-relay, you are guest7; type /help for commands"
     ]

@@ -32,7 +32,9 @@ State, taken from the relay bodies this connection is sent (`encode` sees all
 of them, in order): `nick` from welcome/renamed; `rooms` (oldest join first)
 from joined/parted; `current_room` is the room plain lines go to: the first
 room joined, then each /join, and after leaving it the most recently joined
-room still held (or None).
+room still held (or None). It starts as "lobby", where the relay's hello
+puts a text client, so `printf 'hi\\n' | nc` works however fast the line
+arrives.
 """
 
 from __future__ import annotations
@@ -123,6 +125,10 @@ class TextServerCodec(ServerCodec):
 
     def __init__(self, max_frame: int = 65536, max_text: int = DEFAULT_MAX_TEXT) -> None:
         super().__init__(max_frame, max_text)
+        # The relay's hello for us joins lobby (PROTOCOL.md: "The client is in
+        # lobby"). Lines typed before its `joined` is encoded go there too:
+        # the relay hands them to the hub after the hello, so they are valid.
+        self.current_room = "lobby"
         self.rooms: list[str] = []
         self._buf = bytearray()
         # While a line is too long to keep: how many of its bytes were
