@@ -471,3 +471,8 @@ def test_own_messages_are_not_echoed() -> None:
     codec = welcomed()
     assert codec.encode_own(msg("lobby", "mine", "alice"), None) == b""
     assert codec.encode_own(msg("lobby", "mine", "alice"), 7) == b""
+    for event in ("join", "part", "nick"):
+        body = {"t": "presence", "room": "lobby", "nick": "alice", "event": event, "new": "al"}
+        assert codec.encode_own(body, None) == b""
+    notice = {"t": "notice", "text": "x"}
+    assert codec.encode_own(notice, None) == codec.encode(notice) == b"* x\n"

@@ -342,8 +342,10 @@ class TextServerCodec(ServerCodec):
         return _render(cls._lines(body, bool(key), None))
 
     def encode_own(self, body: dict[str, Any], msg_id: Any) -> bytes:
-        # PROTOCOL.md: a text client's own lines are not echoed back.
-        if body.get("t") == "msg":
+        # PROTOCOL.md: a text client's own lines are not echoed back. Its own
+        # presence is told already by "you joined/left ..." and "you are now
+        # known as ...", so it is not repeated either.
+        if body.get("t") in ("msg", "presence"):
             return b""
         return super().encode_own(body, msg_id)
 
