@@ -18,6 +18,18 @@ def _register_optional() -> None:
         SERVER_CODECS["text"] = TextServerCodec
     except ImportError:
         pass
+    try:
+        from transports.websocket import WebSocketServerCodec
+
+        SERVER_CODECS["ws"] = WebSocketServerCodec
+    except ImportError:
+        pass
+    try:
+        from transports.irc import IrcServerCodec
+
+        SERVER_CODECS["irc"] = IrcServerCodec
+    except ImportError:
+        pass
 
 
 _register_optional()
