@@ -213,12 +213,19 @@ class Run:
         window = sum(f["window_deliveries"] for f in finals)
         late = sum(f["late"] for f in finals)
         max_lag = max(f["max_lag_ms"] for f in finals)
-        bottleneck = max(busy) > BUSY_WARN or max_lag > 100.0
-        if bottleneck:
+        starved = max_lag > 100.0
+        bottleneck = max(busy) > BUSY_WARN or starved
+        if max(busy) > BUSY_WARN:
             self.warnings.append(
                 f"the load generator was the bottleneck (busiest load process "
-                f"{max(busy):.0%} CPU, max send lag {max_lag:.0f} ms): these figures "
-                "understate the relay; use more --procs or another host")
+                f"{max(busy):.0%} CPU): these figures understate the relay; "
+                "use more --procs or run chat-bench on another host")
+        elif starved:
+            self.warnings.append(
+                f"senders fell {max_lag:.0f} ms behind schedule while the busiest load "
+                f"process used only {max(busy):.0%} CPU: the CPUs are oversubscribed "
+                f"(load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs), so "
+                "latency includes time the generator waited for a CPU")
         return {
             "sent": total_sent,
             "offered_rate": cfg.rate,
@@ -236,6 +243,7 @@ class Run:
                           "late_sends": late, "max_send_lag_ms": max_lag,
                           "bottleneck": bottleneck},
             "errors": errors,
+            "loadavg": os.getloadavg()[0],
         }
 
 

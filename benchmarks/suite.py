@@ -1,0 +1,255 @@
+"""`make bench`: every server side by side, on loopback, in one run.
+
+Servers: chat-relay with --workers 1 and with the CPU count, the seed design
+(`baselines/seed_server.py`, text dialect) and ngIRCd (IRC, when it can be
+installed). For each receiver count it sweeps the offered rate upwards in
+deliveries/s and keeps the highest step with no loss, no reordering and p99
+under the limit; then one fixed-rate latency point (1,000 msgs/s, N=100)
+and the idle-connection test. Writes results/<date>.json, .md and PNGs.
+
+Every server is started here and stopped here, by its PID.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from benchmarks import plot, report, sweep
+from benchmarks.baselines import ngircd
+from benchmarks.idle import run_idle
+from benchmarks.runner import RunConfig, RunError, run_once
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+RESULTS = HERE / "results"
+BANNER = re.compile(r"listening on \[?([0-9a-fA-F.:]+)\]?:(\d+)")
+
+
+@contextmanager
+def banner_process(cmd: list[str], timeout: float = 30.0) -> Iterator[tuple[int, int]]:
+    """Run `cmd`, wait for its `listening on HOST:PORT` line; yields (pid, port)."""
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    try:
+        assert proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        port = 0
+        seen: list[str] = []
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            seen.append(line)
+            m = BANNER.search(line)
+            if m:
+                port = int(m.group(2))
+                break
+        if not port:
+            raise RunError(f"{' '.join(cmd[:5])} did not start:\n{''.join(seen)[-2000:]}")
+        # Keep draining its output so a chatty server never blocks on a full pipe.
+        import threading
+
+        threading.Thread(target=lambda: [None for _ in proc.stdout or []], daemon=True).start()
+        yield proc.pid, port
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait(5)
+
+
+def relay_cmd(workers: int) -> list[str]:
+    return [sys.executable, "-m", "relay", "start", "--host", "127.0.0.1", "--port", "0",
+            "--workers", str(workers), "--rate-limit", "0", "--max-per-ip", "1000000",
+            "--max-connections", "1000000", "--log-level", "WARNING"]
+
+
+@contextmanager
+def server(name: str) -> Iterator[tuple[int, int, str, bool]]:
+    """Yields (pid, port, dialect, greeting) for one named server."""
+    if name.startswith("chat-relay"):
+        workers = int(name.split("w")[-1])
+        with banner_process(relay_cmd(workers)) as (pid, port):
+            yield pid, port, "native", True
+    elif name == "seed":
+        cmd = [sys.executable, "-m", "benchmarks.baselines.seed_server", "--port", "0"]
+        with banner_process(cmd) as (pid, port):
+            yield pid, port, "text", False
+    elif name == "ngircd":
+        path, why = ngircd.ensure_installed()
+        if path is None:
+            raise RunError(why)
+        with ngircd.Ngircd(path) as irc:
+            yield irc.pid, irc.port, "irc", True
+    else:
+        raise ValueError(name)
+
+
+def peak(name: str, n: int, args: argparse.Namespace, console: Console) -> dict[str, Any]:
+    """Sweep deliveries/s upwards for one server and receiver count."""
+    steps: list[dict[str, Any]] = []
+    targets = sweep.ladder(args.start_deliveries, 2.0, args.max_deliveries, 12)
+    with server(name) as (pid, port, dialect, greeting):
+        for target in targets:
+            cfg = RunConfig(port=port, dialect=dialect, greeting=greeting, receivers=n,
+                            senders=args.senders, rate=max(1.0, target / n),
+                            duration=args.duration, warmup=args.warmup, size=args.size,
+                            drain=3.0, connect_timeout=60.0)
+            try:
+                r = run_once(cfg)
+            except RunError as exc:
+                console.print(f"  [red]{name} N={n}: {exc}[/red]")
+                break
+            steps.append(r)
+            ok = sweep.step_ok(r, args.p99_limit)
+            console.print(
+                f"  {name:<14} N={n:<5} offered {cfg.rate:>9,.0f} msgs/s -> "
+                f"{r['deliveries_per_s']:>11,.0f} deliveries/s  lost {r['lost']:<7,} "
+                f"reord {r['reorders']:<4} p99 {r['latency_ms']['p99']:8.2f} ms  "
+                f"gen CPU {max(r['generator']['busy']):.0%} {'ok' if ok else 'FAIL'}")
+            if not ok:
+                break
+    best = sweep.highest_sustained(steps, args.p99_limit)
+    return {
+        "server": name, "receivers": n, "steps": steps,
+        "deliveries_per_s": best["deliveries_per_s"] if best else 0.0,
+        "offered_rate": best["offered_rate"] if best else 0.0,
+        "p99_ms": best["latency_ms"]["p99"] if best else None,
+        "max_delivered_per_s": max((s["deliveries_per_s"] for s in steps), default=0.0),
+        "generator_bottleneck": bool(best and best["generator"]["bottleneck"]),
+        "first_failure": next(({"offered_rate": s["offered_rate"], "lost": s["lost"],
+                                "reorders": s["reorders"], "corrupt": s["corrupt"],
+                                "p99_ms": s["latency_ms"]["p99"], "errors": s["errors"]}
+                               for s in steps if not sweep.step_ok(s, args.p99_limit)), None),
+    }
+
+
+def latency_point(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    with server(name) as (pid, port, dialect, greeting):
+        cfg = RunConfig(port=port, dialect=dialect, greeting=greeting, receivers=100,
+                        senders=args.senders, rate=1000.0, duration=args.duration * 2,
+                        warmup=args.warmup, size=args.size)
+        return run_once(cfg)
+
+
+def idle_point(count: int) -> dict[str, Any]:
+    workers = os.cpu_count() or 1
+    with banner_process(relay_cmd(workers)) as (pid, port):
+        cfg = RunConfig(port=port, dialect="native", concurrency=400, connect_timeout=120.0)
+        return run_idle(cfg, count, 3.0, [pid])
+
+
+def markdown(data: dict[str, Any]) -> str:
+    env = data["environment"]
+    peaks = data["peaks"]
+    servers = list(dict.fromkeys(p["server"] for p in peaks))
+    ns = sorted({p["receivers"] for p in peaks})
+    lines = [
+        f"Machine: {env['cpu_model'] or env['machine']}, {env['cpu_count']} CPUs, "
+        f"Python {env['python']}, {env['platform']}; {env['time']}.",
+        "Load generator and servers share these CPUs (loopback).",
+        "",
+        "Peak sustained deliveries/s (no loss, no reordering, p99 <= "
+        f"{data['p99_limit_ms']:.0f} ms; `*` = load generator was the bottleneck):",
+        "",
+        "| server | " + " | ".join(f"N={n}" for n in ns) + " | p99 at 1k msg/s, N=100 |",
+        "|---" * (len(ns) + 2) + "|",
+    ]
+    for s in servers:
+        cells = []
+        for n in ns:
+            hit = [p for p in peaks if p["server"] == s and p["receivers"] == n]
+            if not hit:
+                cells.append("-")
+                continue
+            p = hit[0]
+            star = "*" if p["generator_bottleneck"] else ""
+            cells.append(f"{p['deliveries_per_s'] / 1e3:,.0f}k{star}")
+        lat = data["latency"].get(s)
+        lat_cell = f"{lat['latency_ms']['p99']:.1f} ms" if lat else "-"
+        lines.append(f"| {s} | " + " | ".join(cells) + f" | {lat_cell} |")
+    for s, why in data.get("skipped", {}).items():
+        lines.append(f"\n{s} skipped: {why}")
+    idle = data.get("idle")
+    if idle and idle.get("connect"):
+        per = idle.get("rss_per_connection")
+        lines.append(
+            f"\nIdle: {idle['connect']['connected']:,} connections held "
+            f"({idle['connect']['failed']:,} failed), {idle['connect']['rate_per_s']:,.0f} "
+            "connects/s" + (f", relay RSS {per / 1024:,.1f} KiB per connection." if per else "."))
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.suite", description=__doc__)
+    ap.add_argument("--servers", default="chat-relay-w1,chat-relay-w{cpus},seed,ngircd")
+    ap.add_argument("--receivers", default="10,100,1000")
+    ap.add_argument("--senders", type=int, default=4)
+    ap.add_argument("--size", type=int, default=100)
+    ap.add_argument("--duration", type=float, default=2.0)
+    ap.add_argument("--warmup", type=float, default=0.5)
+    ap.add_argument("--start-deliveries", type=float, default=25_000)
+    ap.add_argument("--max-deliveries", type=float, default=4_000_000)
+    ap.add_argument("--p99-limit", type=float, default=100.0)
+    ap.add_argument("--idle", type=int, default=20_000, help="idle connections (0: skip)")
+    ap.add_argument("--out", default=str(RESULTS))
+    args = ap.parse_args(argv)
+    console = Console()
+    cpus = os.cpu_count() or 1
+    names = [s.format(cpus=cpus) for s in args.servers.split(",") if s]
+    names = list(dict.fromkeys(names))
+    ns = [int(n) for n in args.receivers.split(",")]
+    data: dict[str, Any] = {"environment": report.environment(), "params": vars(args),
+                            "p99_limit_ms": args.p99_limit, "peaks": [], "latency": {},
+                            "skipped": {}}
+    for name in names:
+        console.rule(name)
+        try:
+            for n in ns:
+                data["peaks"].append(peak(name, n, args, console))
+            data["latency"][name] = latency_point(name, args)
+        except RunError as exc:
+            console.print(f"[yellow]{name} skipped: {exc}[/yellow]")
+            data["skipped"][name] = str(exc)
+    if args.idle:
+        console.rule(f"idle x{args.idle}")
+        try:
+            data["idle"] = idle_point(args.idle)
+        except RunError as exc:
+            data["idle"] = {"error": str(exc)}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y-%m-%d")
+    report.write_json(str(out / f"{stamp}.json"), data)
+    md = markdown(data)
+    (out / f"{stamp}.md").write_text(md, encoding="utf-8")
+    (out / "latest.md").write_text(md, encoding="utf-8")
+    if plot.available() and data["peaks"]:
+        plot.bars_png(data["peaks"], str(out / f"{stamp}-peak.png"),
+                      f"peak sustained deliveries/s ({cpus} CPUs, loopback)")
+        series = {p["server"]: p["steps"] for p in data["peaks"] if p["receivers"] == 100}
+        if series:
+            plot.sweep_png(series, str(out / f"{stamp}-sweep-n100.png"),
+                           "latency and delivered rate vs offered load, N=100")
+    console.print(md)
+    console.print(f"results in {out}/{stamp}.*")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
