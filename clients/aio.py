@@ -57,6 +57,10 @@ class _Closed:
 _CLOSED = _Closed()
 
 
+class _Retry(Exception):
+    """A call met a broken connection; try it again on the next one."""
+
+
 async def connect(
     host: str,
     port: int,
@@ -278,20 +282,30 @@ class AsyncClient:
     async def _call(
         self, event: ClientEvent, request: Request | None = None, timeout: float | None = None
     ) -> Any:
-        """Send `event`; with a request, wait for and return its answer."""
+        """Send `event`; with a request, wait for and return its answer.
+
+        With auto-reconnect a call that met a broken connection is tried again
+        on the next one, within `timeout` (see sync.Client._call).
+        """
         timeout = self.timeout if timeout is None else timeout
+        attempt: Request | None = None
         try:
             async with asyncio.timeout(timeout):
-                return await self._call_inner(event, request)
+                while True:
+                    attempt = request.fresh() if request is not None else None
+                    try:
+                        return await self._call_once(event, attempt)
+                    except _Retry:
+                        continue
         except TimeoutError:
-            if request is not None:
-                self.session.cancel(request)
-                self._waiters.pop(request, None)
+            if attempt is not None:
+                self.session.cancel(attempt)
+                self._waiters.pop(attempt, None)
             if self.closed_reason is not None:
                 raise ConnectionClosed(self.closed_reason) from None
             raise TimeoutError(f"no answer to {event.T!r} within {timeout:g} s") from None
 
-    async def _call_inner(self, event: ClientEvent, request: Request | None) -> Any:
+    async def _call_once(self, event: ClientEvent, request: Request | None) -> Any:
         if self.closed_reason is not None:
             raise ConnectionClosed(self.closed_reason)
         await self._connected.wait()
@@ -304,14 +318,31 @@ class AsyncClient:
             if request is not None:
                 self._waiters[request] = fut
             try:
+                if writer.is_closing():
+                    raise ConnectionResetError("connection lost")
                 writer.write(data)
                 await writer.drain()
             except (OSError, ssl.SSLError) as exc:
+                if request is not None:
+                    self.session.cancel(request)
+                    self._waiters.pop(request, None)
+                if self._may_retry():
+                    if writer is self._writer:
+                        self._connected.clear()  # the reader sees the loss and reconnects
+                    raise _Retry() from exc
                 raise ConnectionClosed(f"send failed: {describe_os_error(exc)}") from exc
         if request is None:
             return None
         await fut
-        return request.result()
+        try:
+            return request.result()
+        except ConnectionClosed:
+            if self._may_retry():
+                raise _Retry() from None
+            raise
+
+    def _may_retry(self) -> bool:
+        return self.reconnect and not self._closing.is_set() and self.closed_reason is None
 
     async def send(self, event: ClientEvent) -> None:
         """Send any client event as is; its answer arrives through `recv()`."""

@@ -78,6 +78,10 @@ class Request:
         room = getattr(ev, "room", None)
         return self.room is None or room == self.room
 
+    def fresh(self) -> Request:
+        """The same call, unanswered: for sending it again on a new connection."""
+        return Request(self.kind, self.room, self.key)
+
     def result(self) -> RelayEvent:
         """The answer, or raise what the relay said (RelayError) or the loss."""
         if self.error is not None:
@@ -117,6 +121,8 @@ class Session:
         self._awaiting: set[str] = set()
         self._resuming = False
         self._ids = itertools.count(1)
+        # Keepalive pings answered (visible to tests and curious callers).
+        self.keepalives = 0
 
     # Handshake --------------------------------------------------------------
 
@@ -186,6 +192,7 @@ class Session:
                 continue
             if isinstance(item, KeepalivePing):
                 out.append(Pong(item.id))
+                self.keepalives += 1
                 continue
             if not self.welcomed and self._handshake_event(item, batch):
                 continue

@@ -65,6 +65,10 @@ class _Closed:
 _CLOSED = _Closed()
 
 
+class _Retry(Exception):
+    """A call met a broken connection; try it again on the next one."""
+
+
 def guest_nick() -> str:
     return f"guest{random.randint(1000, 99999)}"
 
@@ -332,24 +336,48 @@ class Client:
     def _call(
         self, event: ClientEvent, request: Request | None = None, timeout: float | None = None
     ) -> Any:
-        """Send `event`; with a request, wait for and return its answer."""
+        """Send `event`; with a request, wait for and return its answer.
+
+        With auto-reconnect, a send that fails because the connection broke,
+        or a call whose answer the broken connection took along, is tried
+        again on the next connection (within `timeout`): each frame is sent
+        whole or not at all, and the calls are safe to repeat.
+        """
         timeout = self.timeout if timeout is None else timeout
         deadline = time.monotonic() + timeout
-        if not self._connected.wait(timeout):
+        while True:
+            attempt = request.fresh() if request is not None else None
+            try:
+                return self._call_once(event, attempt, deadline, timeout)
+            except _Retry:
+                continue
+
+    def _call_once(
+        self, event: ClientEvent, request: Request | None, deadline: float, timeout: float
+    ) -> Any:
+        if not self._connected.wait(max(0.0, deadline - time.monotonic())):
             if self.closed_reason is not None:
                 raise ConnectionClosed(self.closed_reason)
             raise TimeoutError(f"not connected to {self.host}:{self.port} within {timeout:g} s")
         waiter = threading.Event()
         with self._send_lock:
-            if self.closed_reason is not None or self._sock is None:
+            sock = self._sock
+            if self.closed_reason is not None or sock is None:
                 raise ConnectionClosed(self.closed_reason or "not connected")
             with self._lock:
                 data = self.session.send(event, request)
                 if request is not None:
                     self._waiters[request] = waiter
             try:
-                self._sock.sendall(data)
+                sock.sendall(data)
             except OSError as exc:
+                with self._lock:
+                    if request is not None:
+                        self.session.cancel(request)
+                        self._waiters.pop(request, None)
+                if self._may_retry():
+                    self._connected.clear()  # the reader sees the loss and reconnects
+                    raise _Retry() from exc
                 raise ConnectionClosed(f"send failed: {describe_os_error(exc)}") from exc
         if request is None:
             return None
@@ -358,7 +386,15 @@ class Client:
                 self.session.cancel(request)
                 self._waiters.pop(request, None)
             raise TimeoutError(f"no answer to {event.T!r} within {timeout:g} s")
-        return request.result()
+        try:
+            return request.result()
+        except ConnectionClosed:
+            if self._may_retry():
+                raise _Retry() from None
+            raise
+
+    def _may_retry(self) -> bool:
+        return self.reconnect and not self._closing.is_set() and self.closed_reason is None
 
     def send(self, event: ClientEvent) -> None:
         """Send any client event as is; its answer arrives through `recv()`."""
