@@ -38,7 +38,7 @@ class WsPeer:
             subprotocols=[subprotocol] if subprotocol else None,  # type: ignore[list-item]
             open_timeout=5 * UNIT,
             compression=None,
-            close_timeout=1 * UNIT,  # see the report: the relay ignores codec.closed
+            close_timeout=1 * UNIT,  # the relay does not yet end TCP on codec.closed
         ).__enter__()
         self.inbox: list[Body] = []
 

@@ -467,3 +467,14 @@ def test_random_commands_never_raise_and_replies_stay_within_512(
     codec.receive_data(data)
     for line in codec.data_to_send().split(b"\r\n")[:-1]:
         assert len(line) + 2 <= MAX_LINE and b"\n" not in line and b"\r" not in line
+
+
+def test_a_bot_may_pipeline_commands_after_registration() -> None:
+    codec = IrcServerCodec()
+    events = codec.receive_data(
+        b"NICK bot\r\nUSER bot 0 * :bot\r\nJOIN #a\r\nPRIVMSG #a :hi\r\nNICK bot2\r\n"
+    )
+    assert events == [Hello(nick="bot", rooms=()), Join("a"), Say("a", "hi"), NickChange("bot2")]
+    assert codec.data_to_send() == b""
+    # Had the hello failed, the relay answers the rest with not_ready: 451 each.
+    assert numerics(codec.encode({"t": "error", "code": "not_ready", "text": "x"})) == ["451"]

@@ -137,7 +137,7 @@ class IrcServerCodec(ServerCodec):
                 return out
             try:
                 self._receive(data, out)
-                self._try_register(out)
+                self._try_register(out)  # a NICK that followed a refused hello
             except Exception:  # a bug costs this connection only
                 _log.exception("irc codec failed; closing the connection")
                 self._out.append("ERROR :Closing Link: internal error\r\n")
@@ -180,13 +180,19 @@ class IrcServerCodec(ServerCodec):
 
     def _dispatch(self, m: IrcMessage, out: list[Decoded]) -> None:
         handler = _HANDLERS.get(m.command)
-        if not self.registered and m.command not in _PRE_REGISTRATION:
+        # Once a Hello is out, later commands follow it in order: the relay
+        # acts on them after the hello's outcome (a bot may send NICK, USER
+        # and JOIN in one go).
+        in_flight = self._hello_nick is not None
+        if not (self.registered or in_flight) and m.command not in _PRE_REGISTRATION:
             self._reply("451", text="You have not registered")
             return
         if handler is None:
             self._reply("421", clean(m.command)[:32], text="Unknown command")
             return
         handler(self, m.params, out)
+        if m.command in ("NICK", "USER", "CAP"):
+            self._try_register(out)
 
     def _need(self, command: str, params: tuple[str, ...], count: int) -> bool:
         if len(params) >= count and all(params[:count]):
@@ -239,16 +245,16 @@ class IrcServerCodec(ServerCodec):
                 "432", clean(nick)[:40], text="Erroneous nickname: 1-32 of A-Z a-z 0-9 _ -"
             )
             return
-        if not self.registered:
+        if not self.registered and self._hello_nick is None:
             self._want_nick = nick
             return
-        if nick == self.nick:
+        if nick == (self.nick or self._hello_nick):
             return
         self._nick_to.append(nick)
         out.append(NickChange(nick))
 
     def _cmd_user(self, params: tuple[str, ...], out: list[Decoded]) -> None:
-        if self.registered:
+        if self.registered or self._hello_nick is not None:
             self._reply("462", text="You may not reregister")
         elif self._need("USER", params, 4):
             self._user_seen = True
