@@ -98,6 +98,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         settings = _settings(args)
         setup_logging(settings.log_level)
+        if settings.history_db and not settings.hub:
+            # Fail here, in words, rather than in a hub the supervisor keeps restarting.
+            from relay.historydb import HistoryStore, HistoryStoreError
+
+            try:
+                HistoryStore.open(settings.history_db, settings.history).close()
+            except HistoryStoreError as exc:
+                print(f"chat-relay: {exc}", file=sys.stderr)
+                return 1
         return supervisor.main(settings)
     if args.command == "_hub":
         from relay import hub

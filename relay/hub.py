@@ -19,6 +19,7 @@ import zmq
 from relay import __version__
 from relay.bus import ANNOUNCE, REQUEST, GapCounter, pack, tune, unpack
 from relay.config import Settings
+from relay.historydb import HistoryStore
 from relay.hubstate import HubState, Out
 
 log = logging.getLogger("chat_relay.hub")
@@ -36,11 +37,18 @@ class Hub:
         self.sock.bind(bind)
         self.endpoint = bind
         self.epoch = time.time_ns() // 1_000_000
+        # With --history-db the epoch, every room's seq and its history come
+        # back from the file, so a restart looks like no restart to clients.
+        self.store: HistoryStore | None = None
+        if settings.history_db:
+            self.store = HistoryStore.open(settings.history_db, settings.history)
+            self.epoch = self.store.epoch(self.epoch)
         self.origin = f"hub-{self.epoch}"
         self.state = HubState(
             epoch=self.epoch,
             history_len=settings.history,
             server=f"chat-relay/{__version__}",
+            store=self.store,
         )
         self.topic_seq: dict[bytes, int] = {}
         self.gaps = GapCounter()
@@ -60,6 +68,18 @@ class Hub:
             items = [item for _, item in out[i:j]]
             send([topic, pack([self.origin, self.epoch, seq]), pack(items)], copy=False)
             i = j
+
+    def save(self) -> None:
+        """Commit the batch's messages to the history db (one transaction)."""
+        assert self.store is not None
+        if not self.store.staged and not self.store.due:
+            return
+        try:
+            self.store.commit()
+        except Exception as exc:
+            # Keep serving from memory; the staged messages are retried next batch.
+            log.error("history db %s: write failed (%s); %d message(s) waiting",
+                      self.store.path, exc, self.store.staged)
 
     def handle_frames(self, frames: list[bytes], out: Out, mono: float) -> None:
         if len(frames) != 3 or frames[0] != REQUEST:
@@ -104,8 +124,13 @@ class Hub:
                 next_beat = mono + HEARTBEAT
                 out.extend(self.state.expire_workers(mono))
                 out.append((ANNOUNCE, {"t": "_hub", "epoch": self.epoch}))
+            if self.store is not None:
+                self.save()  # before publishing: a seq a client saw is never reused
             if out:
                 self.publish(out)
+        if self.store is not None:
+            self.save()
+            self.store.close()
         self.sock.close(linger=200)
         self.ctx.term()
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from relay.bus import room_topic, worker_topic
+from relay.historydb import HistoryStore
 from transports.validate import HISTORY_MAX_LIMIT, nick_key
 
 Out = list[tuple[bytes, Any]]
@@ -76,6 +77,7 @@ class HubState:
         server: str = "chat-relay",
         worker_timeout: float = 3.0,
         clock: Callable[[], int] = now_ms,
+        store: HistoryStore | None = None,
     ) -> None:
         self.epoch = epoch
         self.history_len = history_len
@@ -88,6 +90,13 @@ class HubState:
         self.workers: dict[str, float] = {}  # worker -> last heartbeat (monotonic)
         self._guest = itertools.count(1)
         self.messages = 0  # say requests sequenced, for metrics
+        # Durable history (--history-db): rooms come back with their seq and
+        # newest messages; every msg is staged for the hub's next commit.
+        self.store = store
+        if store is not None:
+            for name, saved in store.load().items():
+                kept = saved.messages[max(0, len(saved.messages) - history_len):]
+                self.rooms[name] = Room(name, history_len, saved.seq, history=deque(kept))
 
     # Dispatch ---------------------------------------------------------------
 
@@ -266,6 +275,8 @@ class HubState:
         body = {"t": "msg", "room": room.name, "seq": room.seq, "ts": self.clock(),
                 "from": self.clients[key].nick, "text": req["text"]}
         room.history.append(body)
+        if self.store is not None:
+            self.store.stage(body)
         if len(room.history) > room.history_len:
             room.history.popleft()
         out.append((room_topic(room.name), [body, key[0], key[1], req.get("id")]))

@@ -1,0 +1,265 @@
+"""Durable history (`--history-db PATH`): rooms, seq and epoch survive a restart.
+
+The hub keeps history in memory (HubState's rings) and this store is a
+write-behind copy of it in SQLite, so a hub started on the same file comes
+back with every room's seq and its newest `keep` messages, and with the same
+epoch. A client that resumes across the restart then gets exactly what it
+missed instead of `history_gap`.
+
+Why it is shaped this way:
+
+- The hub sequences thousands of messages a second, so a message is only
+  staged (a list append) when it is sequenced; `commit()` writes every staged
+  message in ONE transaction, once per hub batch. The hub commits *before* it
+  publishes the batch: a message a client has seen is always on disk, so a
+  hub that dies between the two can never hand out the same seq twice.
+- WAL with synchronous=NORMAL: a commit is a sequential append to the WAL
+  without fsync. That survives a killed process (the OS has the bytes); a
+  power cut may lose the last commits, never corrupt the file.
+- EXCLUSIVE locking: a second hub opening the same file fails fast with
+  "database is locked" instead of interleaving seqs with the first.
+- Pruning keeps `keep` messages per room, but not on every commit: rooms
+  written since the last prune are trimmed at most every PRUNE_INTERVAL
+  seconds (one indexed range delete per room).
+- Bodies are stored as msgpack, exactly as the hub holds them (no schema per
+  field: the body is what clients get back).
+
+Errors: `open()` raises `HistoryStoreError` with the path and the reason.
+A write that fails later (disk full) is the caller's to log; the staged
+messages are kept and retried with the next commit, up to MAX_STAGED.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable, Iterable
+from typing import Any, NamedTuple
+
+import msgpack
+
+PRUNE_INTERVAL = 1.0      # seconds between trims of the rooms written since the last one
+MAX_STAGED = 1_000_000    # staged bodies kept while the disk refuses writes, then dropped
+BUSY_TIMEOUT = 2.0        # seconds to wait for a lock (a previous hub still closing)
+
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS rooms (room TEXT PRIMARY KEY, seq INTEGER NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS messages ("
+    " room TEXT NOT NULL, seq INTEGER NOT NULL, body BLOB NOT NULL,"
+    " PRIMARY KEY (room, seq)) WITHOUT ROWID",
+)
+
+Body = dict[str, Any]
+
+
+class HistoryStoreError(Exception):
+    """The history database cannot be opened or used (path and reason in the text)."""
+
+
+class RoomHistory(NamedTuple):
+    seq: int            # the room's latest seq (0: no message ever)
+    messages: list[Body]  # its newest messages, oldest first, ending at `seq`
+
+
+def _pack(body: Body) -> bytes:
+    return msgpack.packb(body, use_bin_type=True)
+
+
+def _unpack(data: bytes) -> Any:
+    return msgpack.unpackb(data, raw=False, strict_map_key=False)
+
+
+class HistoryStore:
+    """One hub's SQLite history file; use from one thread (the hub's loop)."""
+
+    def __init__(self, db: sqlite3.Connection, path: str, keep: int,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.db = db
+        self.path = path
+        self.keep = max(0, keep)
+        self.clock = clock
+        self._staged: list[Body] = []
+        self._dirty: dict[str, int] = {}  # room -> newest seq written since the last prune
+        self._next_prune = clock() + PRUNE_INTERVAL
+        self.commits = 0
+        self.written = 0
+        self.skipped = 0  # bodies that could not be stored (never seen from a real hub)
+
+    @classmethod
+    def open(cls, path: str, keep: int = 1000, clock: Callable[[], float] = time.monotonic,
+             timeout: float = BUSY_TIMEOUT) -> HistoryStore:
+        """Open (or create) the file at `path`, keeping `keep` messages per room.
+
+        Raises:
+            HistoryStoreError: the file cannot be created, is not a database,
+                or another relay holds it.
+        """
+        try:
+            db = sqlite3.connect(path, timeout=timeout, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise HistoryStoreError(f"cannot open history db {path}: {exc}") from None
+        try:
+            db.execute("PRAGMA locking_mode=EXCLUSIVE")
+            mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise HistoryStoreError(f"history db {path}: cannot use WAL (got {mode})")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("BEGIN IMMEDIATE")  # takes the exclusive lock now, not at first write
+            for stmt in _SCHEMA:
+                db.execute(stmt)
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            db.close()
+            reason = "another relay is using it" if "locked" in str(exc) else str(exc)
+            raise HistoryStoreError(f"cannot use history db {path}: {reason}") from None
+        except HistoryStoreError:
+            db.close()
+            raise
+        return cls(db, path, keep, clock)
+
+    # Epoch -----------------------------------------------------------------------
+
+    def epoch(self, default: int) -> int:
+        """The stored hub epoch; stores `default` if the file has none yet."""
+        row = self.db.execute("SELECT value FROM meta WHERE key='epoch'").fetchone()
+        if row is not None:
+            return int(row[0])
+        self.db.execute("INSERT INTO meta (key, value) VALUES ('epoch', ?)", (default,))
+        return default
+
+    # Reading ---------------------------------------------------------------------
+
+    def load(self) -> dict[str, RoomHistory]:
+        """Every room's seq and newest `keep` messages (oldest first).
+
+        Only the contiguous run of messages that ends at the room's seq is
+        returned: the hub computes where history starts from its length.
+        Trims every room first (`--history` may have shrunk since the last run).
+        """
+        self.prune_all()
+        rooms: dict[str, RoomHistory] = {}
+        for room, seq in self.db.execute("SELECT room, seq FROM rooms").fetchall():
+            rows = self.db.execute(
+                "SELECT seq, body FROM messages WHERE room=? AND seq<=? "
+                "ORDER BY seq DESC LIMIT ?", (room, seq, self.keep)).fetchall()
+            messages: list[Body] = []
+            want = seq
+            for mseq, blob in rows:
+                if mseq != want:
+                    break  # a hole: what lies before it cannot be served as history
+                body = _unpack(blob)
+                if not isinstance(body, dict):
+                    break
+                messages.append(body)
+                want -= 1
+            messages.reverse()
+            rooms[str(room)] = RoomHistory(int(seq), messages)
+        return rooms
+
+    # Writing ---------------------------------------------------------------------
+
+    def stage(self, body: Body) -> None:
+        """Remember one sequenced msg body for the next commit (cheap: a list append)."""
+        self._staged.append(body)
+
+    @property
+    def staged(self) -> int:
+        return len(self._staged)
+
+    @property
+    def due(self) -> bool:
+        """Whether a prune is due (rooms written and PRUNE_INTERVAL passed)."""
+        return bool(self._dirty) and self.clock() >= self._next_prune
+
+    def append(self, bodies: Iterable[Body]) -> None:
+        """Stage `bodies` and commit them in one transaction."""
+        self._staged.extend(bodies)
+        self.commit()
+
+    def commit(self) -> None:
+        """Write every staged body (and each room's new seq) in one transaction.
+
+        Raises:
+            sqlite3.Error: the write failed; the bodies stay staged for the
+                next commit (bounded by MAX_STAGED).
+        """
+        staged = self._staged
+        if staged:
+            rows = self._rows(staged)
+            seqs: dict[str, int] = {}
+            for room, seq, _ in rows:
+                if seq > seqs.get(room, 0):
+                    seqs[room] = seq
+            db = self.db
+            try:
+                db.execute("BEGIN")
+                db.executemany(
+                    "INSERT OR REPLACE INTO messages (room, seq, body) VALUES (?, ?, ?)", rows)
+                db.executemany(
+                    "INSERT INTO rooms (room, seq) VALUES (?, ?) ON CONFLICT(room) "
+                    "DO UPDATE SET seq=max(seq, excluded.seq)", list(seqs.items()))
+                db.execute("COMMIT")
+            except sqlite3.Error:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                if len(staged) > MAX_STAGED:
+                    del staged[: len(staged) - MAX_STAGED]
+                raise
+            staged.clear()
+            self.commits += 1
+            self.written += len(rows)
+            for room, seq in seqs.items():
+                self._dirty[room] = max(seq, self._dirty.get(room, 0))
+        if self.due:
+            self.prune()
+
+    def _rows(self, bodies: list[Body]) -> list[tuple[str, int, bytes]]:
+        """(room, seq, packed body) for each body; one that cannot be stored is counted
+        and skipped, so it can never block every later commit."""
+        rows = []
+        for body in bodies:
+            try:
+                rows.append((str(body["room"]), int(body["seq"]), _pack(body)))
+            except (KeyError, TypeError, ValueError, OverflowError):
+                self.skipped += 1
+        return rows
+
+    def prune(self, rooms: Iterable[str] | None = None) -> int:
+        """Trim rooms to their newest `keep` messages; returns how many rows went.
+
+        Args:
+            rooms: the rooms to trim; None trims those written since the last prune.
+        """
+        if rooms is None:
+            targets = dict(self._dirty)
+        else:
+            wanted = set(rooms)
+            targets = {str(r): int(s) for r, s in
+                       self.db.execute("SELECT room, seq FROM rooms").fetchall() if r in wanted}
+        self._dirty.clear()
+        self._next_prune = self.clock() + PRUNE_INTERVAL
+        if not targets:
+            return 0
+        db = self.db
+        db.execute("BEGIN")
+        before = db.total_changes
+        db.executemany("DELETE FROM messages WHERE room=? AND seq<=?",
+                       [(room, seq - self.keep) for room, seq in targets.items()])
+        removed = db.total_changes - before
+        db.execute("COMMIT")
+        return removed
+
+    def prune_all(self) -> int:
+        """Trim every room (at open: `--history` may have shrunk since the last run)."""
+        names = [str(r) for (r,) in self.db.execute("SELECT room FROM rooms").fetchall()]
+        return self.prune(names)
+
+    def close(self) -> None:
+        """Commit what is staged, fold the WAL into the main file and close."""
+        try:
+            self.commit()
+            self.prune()
+            self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            self.db.close()
