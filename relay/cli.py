@@ -46,9 +46,13 @@ HELP = {
 }
 
 
-def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
+def _add_settings_flags(parser: argparse.ArgumentParser, only: set[str] | None = None) -> None:
+    parser.add_argument("--config", metavar="FILE",
+                        help="TOML file with any of these settings; flags override it")
     defaults = Settings()
     for f in dataclasses.fields(Settings):
+        if only is not None and f.name not in only:
+            continue
         default = getattr(defaults, f.name)
         flag = "--" + f.name.replace("_", "-")
         kind: Any = type(default)
@@ -59,6 +63,15 @@ def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
 
 def _settings(args: argparse.Namespace) -> Settings:
     settings = Settings()
+    if getattr(args, "config", None):  # defaults < file < $CHAT_RELAY_PASSWORD < flags
+        from relay.configfile import ConfigError, load
+
+        try:
+            for name, value in load(args.config).items():
+                setattr(settings, name, value)
+        except ConfigError as exc:
+            print(f"chat-relay: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
     env_password = os.environ.get("CHAT_RELAY_PASSWORD")
     if env_password:
         settings.password = env_password
@@ -71,6 +84,52 @@ def _settings(args: argparse.Namespace) -> Settings:
     return settings
 
 
+HUB_SETTINGS = {"history", "history_db", "bus_hwm", "keys", "log_level", "log_format", "metrics"}
+
+
+def _bus_refused(endpoint: str, keys: str, role: str) -> bool:
+    """A TCP bus without usable CURVE keys is refused, in words (exit code 2)."""
+    from relay.curve import bus_problem
+
+    problem = bus_problem(endpoint, keys, role)
+    if problem:
+        print(f"chat-relay: {problem}", file=sys.stderr)
+    return bool(problem)
+
+
+def _run_hub(args: argparse.Namespace) -> int:
+    """`chat-relay hub`: the hub alone, in the foreground, for relays on other hosts."""
+    import zmq
+
+    from relay import hub
+    from relay.procutil import setup_logging
+
+    settings = _settings(args)
+    setup_logging(settings.log_level, settings.log_format)
+    if _bus_refused(args.bind, settings.keys, "hub"):
+        return 2
+    try:
+        hub.main(settings, args.bind, banner=True)
+    except zmq.ZMQError as exc:
+        print(f"chat-relay: cannot listen on {args.bind}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _generate_keys(directory: str) -> int:
+    from relay.curve import KeyFileError, generate
+
+    try:
+        paths = generate(directory)
+    except (KeyFileError, OSError) as exc:
+        print(f"chat-relay: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {', '.join(p.name for p in paths)} to {directory}\n"
+          f"  hub host:    hub.key, hub.key_secret, node.key\n"
+          f"  relay hosts: hub.key, node.key, node.key_secret (keep *.key_secret private)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="chat-relay", description="A LAN chat relay: native, text (nc), WebSocket, IRC."
@@ -79,6 +138,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     start = sub.add_parser("start", help="run a relay: hub + worker processes on one port")
     _add_settings_flags(start)
+    public_hub = sub.add_parser("hub", help="run only the hub, serving relays on other hosts")
+    public_hub.add_argument("--bind", required=True, help="zmq endpoint, e.g. tcp://0.0.0.0:7070")
+    _add_settings_flags(public_hub, HUB_SETTINGS)
+    keys = sub.add_parser("keys", help="CURVE keys for a bus between hosts")
+    keys.add_argument("action", choices=["generate"])
+    keys.add_argument("dir", help="directory to create (0700) with hub and node key pairs")
     hub = sub.add_parser("_hub", help=argparse.SUPPRESS)
     hub.add_argument("--bind", required=True)
     hub.add_argument("--settings", required=True)
@@ -97,7 +162,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         from relay.procutil import setup_logging
 
         settings = _settings(args)
-        setup_logging(settings.log_level)
+        setup_logging(settings.log_level, settings.log_format)
+        if _bus_refused(settings.hub, settings.keys, "node"):
+            return 2
         if settings.history_db and not settings.hub:
             # Fail here, in words, rather than in a hub the supervisor keeps restarting.
             from relay.historydb import HistoryStore, HistoryStoreError
@@ -114,9 +181,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         settings = Settings.from_json(args.settings)
         die_with_parent()
-        setup_logging(settings.log_level)
+        setup_logging(settings.log_level, settings.log_format)
         hub.main(settings, args.bind)
         return 0
+    if args.command == "hub":
+        return _run_hub(args)
+    if args.command == "keys":
+        return _generate_keys(args.dir)
     if args.command == "_worker":
         from relay import worker
 

@@ -15,8 +15,9 @@ import time
 from typing import Any
 
 import zmq
+from zmq.auth.thread import ThreadAuthenticator
 
-from relay import __version__
+from relay import __version__, curve
 from relay.bus import ANNOUNCE, REQUEST, GapCounter, pack, tune, unpack
 from relay.config import Settings
 from relay.historydb import HistoryStore
@@ -34,8 +35,13 @@ class Hub:
         self.ctx = ctx or zmq.Context()
         self.sock: zmq.Socket[bytes] = self.ctx.socket(zmq.XPUB)
         tune(self.sock, settings.bus_hwm)
+        self.auth: ThreadAuthenticator | None = None  # TCP bus: CURVE behind ZAP
+        if curve.is_tcp(bind):
+            self.auth = curve.start_authenticator(self.ctx, settings.keys)
+            curve.make_server(self.sock, settings.keys)
+            curve.watch_handshakes(self.sock, "hub")
         self.sock.bind(bind)
-        self.endpoint = bind
+        self.endpoint = self.sock.getsockopt_string(zmq.LAST_ENDPOINT) or bind
         self.epoch = time.time_ns() // 1_000_000
         # With --history-db the epoch, every room's seq and its history come
         # back from the file, so a restart looks like no restart to clients.
@@ -132,11 +138,16 @@ class Hub:
             self.save()
             self.store.close()
         self.sock.close(linger=200)
+        if self.auth is not None:
+            self.auth.stop()
         self.ctx.term()
 
 
-def main(settings: Settings, bind: str) -> None:
+def main(settings: Settings, bind: str, banner: bool = False) -> None:
     hub = Hub(settings, bind)
+    if banner:  # the public `chat-relay hub`: say where, as `start` does
+        print(f"chat-relay hub listening on {hub.endpoint}"
+              f"{' (CURVE, keys in ' + settings.keys + ')' if hub.auth else ''}", flush=True)
 
     def stop(signum: int, frame: object) -> None:
         hub.running = False

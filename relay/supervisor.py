@@ -26,7 +26,7 @@ from typing import Any
 
 import zmq
 
-from relay import __version__
+from relay import __version__, curve
 from relay.bus import REQUEST, pack, tune
 from relay.config import Settings
 
@@ -121,6 +121,8 @@ class Supervisor:
             self.ctx = zmq.Context()
             self.notify = self.ctx.socket(zmq.XSUB)
             tune(self.notify, 1000)
+            if curve.is_tcp(self.hub_endpoint):
+                curve.make_client(self.notify, self.settings.keys)
             self.notify.connect(self.hub_endpoint)
         self._notify_seq += 1
         self.notify.send_multipart([

@@ -166,7 +166,7 @@ class Worker:
 def main(settings: Settings, worker_id: str, hub: str, listen_fd: int, status_fd: int,
          workers: int) -> None:
     die_with_parent()
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, settings.log_format)
     threading.stack_size(512 * 1024)  # thousands of client threads: keep stacks small
     worker = Worker(settings, worker_id, hub, listen_fd, workers)
 

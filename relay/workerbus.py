@@ -26,6 +26,7 @@ from typing import Any
 
 import zmq
 
+from relay import curve
 from relay.bus import (
     ANNOUNCE,
     REQUEST,
@@ -104,6 +105,9 @@ class WorkerBus:
     def _run(self) -> None:
         sock: zmq.Socket[bytes] = self.ctx.socket(zmq.XSUB)
         tune(sock, self.settings.bus_hwm)
+        if curve.is_tcp(self.hub):  # across hosts: CURVE, and say why a handshake fails
+            curve.make_client(sock, self.settings.keys)
+            curve.watch_handshakes(sock, "node")
         sock.connect(self.hub)
         self.sock = sock
         sock.send(b"\x01" + self.my_topic)
