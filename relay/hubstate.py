@@ -31,6 +31,7 @@ from relay.historydb import HistoryStore
 from transports.validate import HISTORY_MAX_LIMIT, nick_key
 
 Out = list[tuple[bytes, Any]]
+MAX_STASH = 100_000  # requests held per worker while it re-announces its clients
 ConnKey = tuple[str, int]
 
 
@@ -75,7 +76,7 @@ class HubState:
         epoch: int,
         history_len: int = 1000,
         server: str = "chat-relay",
-        worker_timeout: float = 3.0,
+        worker_timeout: float = 5.0,
         clock: Callable[[], int] = now_ms,
         store: HistoryStore | None = None,
     ) -> None:
@@ -88,6 +89,7 @@ class HubState:
         self.nicks: dict[str, ConnKey] = {}
         self.rooms: dict[str, Room] = {}
         self.workers: dict[str, float] = {}  # worker -> last heartbeat (monotonic)
+        self.awaiting_sync: dict[str, list[dict[str, Any]]] = {}
         self._guest = itertools.count(1)
         self.messages = 0  # say requests sequenced, for metrics
         # Durable history (--history-db): rooms come back with their seq and
@@ -102,16 +104,31 @@ class HubState:
 
     def handle(self, worker: str, req: dict[str, Any], out: Out, mono: float) -> None:
         op = req.get("op")
-        known = worker in self.workers
+        if worker not in self.workers:
+            if op == "hb" and req.get("hello"):
+                pass  # a fresh worker: it has no clients yet
+            elif op == "sync" or op == "worker_gone":
+                pass
+            else:
+                # A worker we do not know has clients we do not know: the hub
+                # restarted (or expired it). Ask it to re-announce them and
+                # hold its requests until it has, so none is lost or refused.
+                stash = self.awaiting_sync.get(worker)
+                if stash is None:
+                    stash = self.awaiting_sync[worker] = []
+                    out.append((worker_topic(worker),
+                                [None, {"t": "_resync", "epoch": self.epoch}]))
+                if op != "hb" and len(stash) < MAX_STASH:
+                    stash.append(req)
+                return
         self.workers[worker] = mono
-        if not known and not (op == "hb" and req.get("hello")) and op != "sync":
-            # A worker we do not know has clients we do not know: the hub
-            # restarted or expired it. Ask it to re-announce them.
-            out.append((worker_topic(worker), [None, {"t": "_resync", "epoch": self.epoch}]))
         handler = self._HANDLERS.get(op) if isinstance(op, str) else None
         if handler is None:
             return  # an unknown op from a newer worker is not our business to crash on
         handler(self, worker, req, out)
+        if op == "sync":
+            for held in self.awaiting_sync.pop(worker, []):
+                self.handle(worker, held, out, mono)
 
     def expire_workers(self, mono: float) -> Out:
         """Forget workers silent for longer than worker_timeout (kill -9, cut link)."""
@@ -123,6 +140,7 @@ class HubState:
 
     def drop_worker(self, worker: str, out: Out) -> None:
         self.workers.pop(worker, None)
+        self.awaiting_sync.pop(worker, None)
         for key in [k for k in self.clients if k[0] == worker]:
             self._remove_client(key, out)
 
@@ -142,8 +160,10 @@ class HubState:
         out.append((worker_topic(key[0]), [key[1], body]))
 
     @staticmethod
-    def _broadcast(out: Out, room: str, body: dict[str, Any]) -> None:
-        out.append((room_topic(room), [body, None, None, None]))
+    def _broadcast(out: Out, room: str, body: dict[str, Any], by: ConnKey | None = None) -> None:
+        """Room-wide body; `by` tags the client that caused it (for `encode_own`)."""
+        w, c = by if by is not None else (None, None)
+        out.append((room_topic(room), [body, w, c, None]))
 
     def _join(self, key: ConnKey, name: str, out: Out, resume: int | None = None) -> None:
         client = self.clients[key]
@@ -157,7 +177,7 @@ class HubState:
             self._replay(key, room, resume, out)
         if not already:
             self._broadcast(out, name, {"t": "presence", "room": name, "nick": client.nick,
-                                        "event": "join"})
+                                        "event": "join"}, key)
 
     def _replay(self, key: ConnKey, room: Room, after: int, out: Out) -> None:
         """Send what a resuming client missed, or say honestly that history is gone."""
@@ -185,7 +205,7 @@ class HubState:
         room.members.pop(key, None)
         client.rooms.pop(name, None)
         self._broadcast(out, name, {"t": "presence", "room": name, "nick": client.nick,
-                                    "event": "part"})
+                                    "event": "part"}, key)
         if not room.members and room.seq == 0:
             del self.rooms[name]  # nothing to remember about an empty, silent room
 
@@ -316,7 +336,7 @@ class HubState:
         self._to(out, key, {"t": "renamed", "nick": new})
         for name in client.rooms:
             self._broadcast(out, name, {"t": "presence", "room": name, "nick": old,
-                                        "event": "nick", "new": new})
+                                        "event": "nick", "new": new}, key)
 
     def _op_who(self, worker: str, req: dict[str, Any], out: Out) -> None:
         key = self._client(worker, req, out)

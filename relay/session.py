@@ -164,11 +164,19 @@ class Session:
             self.pings_unanswered = 0
 
     def _keepalive_expired(self) -> bool:
+        """Ping an idle client; True once two pings went unanswered.
+
+        A dialect that cannot carry a ping (text: nc cannot answer) is left to
+        TCP keepalive, which probes on the same schedule (see worker.py).
+        """
         assert self.conn is not None
+        ping = self.conn.codec.encode({"t": "ping", "id": self.pings_unanswered + 1})
+        if not ping:
+            return False
         if self.pings_unanswered >= 2:
             return True
         self.pings_unanswered += 1
-        self.conn.send(self.conn.codec.encode({"t": "ping", "id": self.pings_unanswered}))
+        self.conn.send(ping)
         return False
 
     # Input -----------------------------------------------------------------------

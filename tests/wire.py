@@ -7,6 +7,7 @@ missing reply fails the test instead of hanging it.
 from __future__ import annotations
 
 import socket
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -25,15 +26,26 @@ class NativePeer:
         self.decoder = FrameDecoder(16 * 1024 * 1024)
         self.inbox: list[Any] = []
         self.closed = False
+        self.nick = ""
 
     @classmethod
     def joined(cls, port: int, nick: str, rooms: list[str] | None = None, **hello: Any
                ) -> NativePeer:
         """Connect, say hello and wait for welcome plus one `joined` per room."""
         peer = cls(port)
+        peer.nick = nick
         rooms = ["lobby"] if rooms is None else rooms
-        peer.send({"t": "hello", "v": 1, "nick": nick, "rooms": rooms, **hello})
-        peer.expect(lambda b: b.get("t") == "welcome")
+        # A nick still held by our own ghost (a worker that just died) frees up
+        # within moments; retry briefly the way the client library does.
+        deadline = time.monotonic() + 3.0 * UNIT
+        while True:
+            peer.send({"t": "hello", "v": 1, "nick": nick, "rooms": rooms, **hello})
+            reply = peer.expect(lambda b: b.get("t") in ("welcome", "error"))
+            if reply["t"] == "welcome":
+                break
+            if reply.get("code") != "nick_taken" or time.monotonic() > deadline:
+                raise AssertionError(f"hello refused: {reply}")
+            threading.Event().wait(0.05)
         for room in list(rooms) + list(hello.get("resume", {})):
             peer.expect(lambda b, r=room: b.get("t") == "joined" and b["room"] == r)
         return peer
@@ -158,3 +170,70 @@ def worker_of(relay_pid: int, local_port: int) -> int:
             if c.raddr and c.raddr.port == local_port:
                 return int(child.pid)
     raise LookupError(f"no worker serves port {local_port}")
+
+
+class Recorder(threading.Thread):
+    """Reads a peer's msgs in the background, noting seq and end-to-end latency.
+
+    Senders put `time.time_ns()` as the text, so latency is arrival minus that.
+    """
+
+    def __init__(self, peer: NativePeer, room: str = "lobby") -> None:
+        super().__init__(daemon=True)
+        self.peer, self.room = peer, room
+        self.seqs: list[int] = []
+        self.latency_ms: list[float] = []
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        while not self.halt.is_set() and not self.peer.closed:
+            if not self.peer._pump(0.05):
+                continue
+            now = time.time_ns()
+            keep = []
+            for body in self.peer.inbox:
+                if isinstance(body, dict) and body.get("t") == "msg" and body["room"] == self.room:
+                    self.seqs.append(body["seq"])
+                    if body["text"].isdigit():
+                        self.latency_ms.append((now - int(body["text"])) / 1e6)
+                else:
+                    keep.append(body)
+            self.peer.inbox = keep
+
+    def wait_seqs(self, count: int, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout * UNIT
+        while len(self.seqs) < count:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"got {len(self.seqs)} of {count} msgs")
+            self.halt.wait(0.01)
+
+    def stop(self) -> None:
+        self.halt.set()
+        self.join()
+
+    def p99(self) -> float:
+        ordered = sorted(self.latency_ms)
+        return ordered[int(len(ordered) * 0.99)] if ordered else 0.0
+
+
+class Ticker(threading.Thread):
+    """Says `time.time_ns()` every `period` seconds, paced from a schedule (bounded)."""
+
+    def __init__(self, peer: NativePeer, period: float = 0.01, limit: int = 3000,
+                 room: str = "lobby") -> None:
+        super().__init__(daemon=True)
+        self.peer, self.period, self.limit, self.room = peer, period, limit, room
+        self.sent = 0
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        start = time.monotonic()
+        while not self.halt.is_set() and self.sent < self.limit:
+            self.peer.send({"t": "say", "room": self.room, "text": str(time.time_ns())})
+            self.sent += 1
+            self.halt.wait(max(0.0, start + self.sent * self.period - time.monotonic()))
+
+    def stop(self) -> int:
+        self.halt.set()
+        self.join()
+        return self.sent

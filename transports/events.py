@@ -130,7 +130,7 @@ class Bye(ClientEvent):
 
 @dataclass(frozen=True, slots=True)
 class ListRooms(ClientEvent):
-    """Extension (docs/protocol.md): `{t:"rooms"}` -> `{t:"rooms", rooms:[...]}`."""
+    """Extension (docs/protocol.md): `{t:"rooms"}` -> `{t:"rooms", rooms:{name: members}}`."""
 
     T: ClassVar[str] = "rooms"
 
@@ -314,10 +314,15 @@ def _hello(body: dict[str, Any], max_text: int) -> Hello:
         for room, seq in resume_raw.items():
             check_room(room, ref)
             if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
-                raise ProtocolError("bad_field", f"resume seq for {room!r} must be an int >= 0", ref)
+                raise ProtocolError(
+                    "bad_field", f"resume seq for {room!r} must be an int >= 0", ref
+                )
             resume[room] = seq
     v = _int(body, "v", ref, PROTOCOL_VERSION)
-    return Hello(nick=nick, rooms=rooms, v=v or PROTOCOL_VERSION, password=password, resume=resume)
+    if v is None or v < 1:
+        raise ProtocolError("bad_field", f"'v' must be a protocol version >= 1, got {v}", ref)
+    # A newer client is welcome: our `welcome` says v1 and it speaks down to us.
+    return Hello(nick=nick, rooms=rooms, v=v, password=password, resume=resume)
 
 
 def parse_client_body(body: Any, max_text: int = DEFAULT_MAX_TEXT) -> ClientEvent:

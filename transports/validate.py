@@ -52,7 +52,12 @@ def check_room(room: object, ref: str | None = None) -> str:
 def check_text(text: object, max_bytes: int, ref: str | None = None) -> str:
     if not isinstance(text, str):
         raise ProtocolError("bad_field", f"text must be a string, got {type(text).__name__}", ref)
-    size = len(text.encode("utf-8", "surrogatepass"))
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise ProtocolError(
+            "bad_field", "text is not valid Unicode (lone surrogate)", ref
+        ) from None
     if size == 0:
         raise ProtocolError("bad_field", "text must not be empty", ref)
     if size > max_bytes:
