@@ -164,8 +164,9 @@ def markdown(data: dict[str, Any]) -> str:
         f"Python {env['python']}, {env['platform']}; {env['time']}.",
         "Load generator and servers share these CPUs (loopback).",
         "",
-        "Peak sustained deliveries/s (no loss, no reordering, p99 <= "
-        f"{data['p99_limit_ms']:.0f} ms; `*` = load generator was the bottleneck):",
+        "Deliveries/s: peak sustained (no loss, no reordering, p99 <= "
+        f"{data['p99_limit_ms']:.0f} ms) / highest delivered in any step; "
+        "`*` = load generator was the bottleneck at the sustained step:",
         "",
         "| server | " + " | ".join(f"N={n}" for n in ns) + " | p99 at 1k msg/s, N=100 |",
         "|---" * (len(ns) + 2) + "|",
@@ -179,10 +180,18 @@ def markdown(data: dict[str, Any]) -> str:
                 continue
             p = hit[0]
             star = "*" if p["generator_bottleneck"] else ""
-            cells.append(f"{p['deliveries_per_s'] / 1e3:,.0f}k{star}")
+            cells.append(f"{p['deliveries_per_s'] / 1e3:,.0f}k{star} / "
+                         f"{p['max_delivered_per_s'] / 1e3:,.0f}k")
         lat = data["latency"].get(s)
         lat_cell = f"{lat['latency_ms']['p99']:.1f} ms" if lat else "-"
         lines.append(f"| {s} | " + " | ".join(cells) + f" | {lat_cell} |")
+    for p in peaks:
+        f = p.get("first_failure")
+        if f:
+            lines.append(f"- {p['server']} N={p['receivers']}: first failing step "
+                         f"{f['offered_rate']:,.0f} msgs/s: lost {f['lost']:,}, "
+                         f"reordered {f['reorders']:,}, corrupt {f['corrupt']:,}, "
+                         f"p99 {f['p99_ms']:.1f} ms")
     for s, why in data.get("skipped", {}).items():
         lines.append(f"\n{s} skipped: {why}")
     idle = data.get("idle")
@@ -193,6 +202,23 @@ def markdown(data: dict[str, Any]) -> str:
             f"({idle['connect']['failed']:,} failed), {idle['connect']['rate_per_s']:,.0f} "
             "connects/s" + (f", relay RSS {per / 1024:,.1f} KiB per connection." if per else "."))
     return "\n".join(lines) + "\n"
+
+
+def write_outputs(data: dict[str, Any], out: Path, stamp: str, console: Console) -> None:
+    """The markdown table (dated and latest.md) and the PNG plots."""
+    md = markdown(data)
+    (out / f"{stamp}.md").write_text(md, encoding="utf-8")
+    (out / "latest.md").write_text(md, encoding="utf-8")
+    cpus = data["environment"]["cpu_count"]
+    if plot.available() and data["peaks"]:
+        plot.bars_png(data["peaks"], str(out / f"{stamp}-peak.png"),
+                      f"peak sustained deliveries/s ({cpus} CPUs, loopback)")
+        series = {p["server"]: p["steps"] for p in data["peaks"] if p["receivers"] == 100}
+        if series:
+            plot.sweep_png(series, str(out / f"{stamp}-sweep-n100.png"),
+                           "latency and delivered rate vs offered load, N=100")
+    console.print(md)
+    console.print(f"results in {out}/{stamp}.*")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -208,7 +234,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--p99-limit", type=float, default=100.0)
     ap.add_argument("--idle", type=int, default=20_000, help="idle connections (0: skip)")
     ap.add_argument("--out", default=str(RESULTS))
+    ap.add_argument("--render", metavar="FILE.json",
+                    help="only rewrite the table and plots from a saved results file")
     args = ap.parse_args(argv)
+    if args.render:
+        import json
+
+        saved = json.loads(Path(args.render).read_text(encoding="utf-8"))
+        write_outputs(saved, Path(args.out), Path(args.render).stem, Console())
+        return 0
     console = Console()
     cpus = os.cpu_count() or 1
     names = [s.format(cpus=cpus) for s in args.servers.split(",") if s]
@@ -232,22 +266,11 @@ def main(argv: list[str] | None = None) -> int:
             data["idle"] = idle_point(args.idle)
         except RunError as exc:
             data["idle"] = {"error": str(exc)}
+    stamp = time.strftime("%Y-%m-%d")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y-%m-%d")
     report.write_json(str(out / f"{stamp}.json"), data)
-    md = markdown(data)
-    (out / f"{stamp}.md").write_text(md, encoding="utf-8")
-    (out / "latest.md").write_text(md, encoding="utf-8")
-    if plot.available() and data["peaks"]:
-        plot.bars_png(data["peaks"], str(out / f"{stamp}-peak.png"),
-                      f"peak sustained deliveries/s ({cpus} CPUs, loopback)")
-        series = {p["server"]: p["steps"] for p in data["peaks"] if p["receivers"] == 100}
-        if series:
-            plot.sweep_png(series, str(out / f"{stamp}-sweep-n100.png"),
-                           "latency and delivered rate vs offered load, N=100")
-    console.print(md)
-    console.print(f"results in {out}/{stamp}.*")
+    write_outputs(data, out, stamp, console)
     return 0
 
 
