@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from relay.tls import ServerTls
 from transports.base import ServerCodec
 
 _DONTWAIT = socket.MSG_DONTWAIT | getattr(socket, "MSG_NOSIGNAL", 0)
@@ -31,6 +32,7 @@ class Connection:
         codec: ServerCodec,
         max_outbox: int,
         want_write: Callable[[Connection], None],
+        tls: ServerTls | None = None,
     ) -> None:
         self.id = cid
         self.sock = sock
@@ -39,6 +41,7 @@ class Connection:
         self.codec = codec
         self.max_outbox = max_outbox
         self._want_write = want_write
+        self.tls = tls
         self._lock = threading.Lock()
         self._outbox = bytearray()
         self.drained = threading.Condition(self._lock)
@@ -64,24 +67,29 @@ class Connection:
         with self._lock:
             if self.closing:
                 return False
-            if self._outbox:
-                self._outbox += data
-            else:
-                try:
-                    sent = self.sock.send(data, _DONTWAIT)
-                except BlockingIOError:
-                    sent = 0
-                except OSError:
-                    self._fail("send failed")
-                    return False
-                if sent == len(data):
-                    return True
-                self._outbox += memoryview(data)[sent:]
-                self._want_write(self)
-            if len(self._outbox) > self.max_outbox:
-                self._slow_consumer()
+            return self._send_locked(data)
+
+    def _send_locked(self, data: bytes) -> bool:
+        if self.tls is not None:
+            data = self.tls.encrypt(data)
+        if self._outbox:
+            self._outbox += data
+        else:
+            try:
+                sent = self.sock.send(data, _DONTWAIT)
+            except BlockingIOError:
+                sent = 0
+            except OSError:
+                self._fail("send failed")
                 return False
-            return True
+            if sent == len(data):
+                return True
+            self._outbox += memoryview(data)[sent:]
+            self._want_write(self)
+        if len(self._outbox) > self.max_outbox:
+            self._slow_consumer()
+            return False
+        return True
 
     def flush(self) -> bool:
         """Send what the kernel takes now (bus thread); True when the outbox is empty."""
@@ -103,10 +111,31 @@ class Connection:
     def pending(self) -> int:
         return len(self._outbox)
 
+    def decrypt(self, raw: bytes) -> bytes:
+        """TLS: wire bytes in, plaintext out (under the send lock: one SSLObject)."""
+        if self.tls is None:
+            return raw
+        with self._lock:
+            plain, reply = self.tls.decrypt(raw)
+            if reply:
+                self._queue_wire(reply)
+            return plain
+
+    def _queue_wire(self, wire: bytes) -> None:
+        if self._outbox:
+            self._outbox += wire
+            return
+        try:
+            sent = self.sock.send(wire, _DONTWAIT)
+        except OSError:
+            sent = 0
+        if sent < len(wire):
+            self._outbox += memoryview(wire)[sent:]
+            self._want_write(self)
+
     def _slow_consumer(self) -> None:
         queued = len(self._outbox)
-        self._outbox.clear()
-        self._outbox += self.codec.encode(
+        error = self.codec.encode(
             {
                 "t": "error",
                 "code": "slow_consumer",
@@ -114,6 +143,13 @@ class Connection:
                 "closing, reconnect and resume from your last seq",
             }
         )
+        if self.tls is None:
+            # What was queued is dropped; the error takes its place.
+            self._outbox.clear()
+            self._outbox += error
+        else:
+            # TLS records cannot be dropped from the middle of the stream.
+            self._outbox += self.tls.encrypt(error)
         self.slow = True
         self.closing = True
         self.close_reason = "slow_consumer"

@@ -41,6 +41,7 @@ HUB = "hub"
 NODE = "node"
 HEARTBEAT_IVL_MS = 1000        # ZMTP pings on TCP: a dead peer is noticed ...
 HEARTBEAT_TIMEOUT_MS = 5000    # ... after this long, and its queue is dropped
+CONNECT_TIMEOUT_MS = 2000      # a connect attempt into a dead network gives up after this
 LOG_REPEAT = 30.0              # seconds before the same handshake complaint is logged again
 
 
@@ -141,6 +142,9 @@ def _heartbeats(sock: zmq.Socket[Any]) -> None:
     sock.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
     sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
     sock.setsockopt(zmq.HEARTBEAT_TTL, HEARTBEAT_TIMEOUT_MS)
+    # A SYN lost while the link was down would otherwise wait out the kernel's
+    # backoff (up to minutes); retry the connect instead, every few seconds.
+    sock.setsockopt(zmq.CONNECT_TIMEOUT, CONNECT_TIMEOUT_MS)
 
 
 def start_authenticator(ctx: zmq.Context[Any], keys_dir: str) -> ThreadAuthenticator:
@@ -206,7 +210,8 @@ def explain(event: int, value: int, endpoint: str, side: str) -> str:
 
 FAILURES = (zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
             | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
-_EVENTS = FAILURES | zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_MONITOR_STOPPED
+_EVENTS = (FAILURES | zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED
+           | zmq.EVENT_MONITOR_STOPPED)
 
 
 def watch_handshakes(sock: zmq.Socket[Any], side: str) -> threading.Thread:
@@ -229,7 +234,7 @@ def _watch(ctx: zmq.Context[Any], addr: str, side: str) -> None:
     pair: zmq.Socket[bytes] = ctx.socket(zmq.PAIR)
     pair.linger = 0
     last: dict[str, float] = {}
-    failing = False
+    failing = connected = False
     try:
         pair.connect(addr)
         while True:
@@ -244,7 +249,14 @@ def _watch(ctx: zmq.Context[Any], addr: str, side: str) -> None:
                 if failing or side == "node":
                     log.info("bus handshake with %s succeeded (CURVE)", endpoint)
                 failing = False
+                connected = side == "node"
                 last.clear()
+                continue
+            if event == zmq.EVENT_DISCONNECTED:
+                if connected:  # a node's link to its hub: worth a line; the hub has many
+                    log.warning("lost the bus connection to the hub at %s; reconnecting",
+                                endpoint)
+                connected = False
                 continue
             failing = True
             text = explain(event, value, endpoint, side)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from relay.connection import Connection
 from relay.ratelimit import TokenBucket
+from relay.tls import TLS_RECORD_HANDSHAKE, ServerTls, TlsClosed
 from transports.errors import ProtocolError
 from transports.events import (
     Bye,
@@ -72,6 +73,8 @@ class Session:
     def run(self) -> None:
         try:
             self._serve()
+        except (TlsClosed, ConnectionError) as exc:
+            log.info("%s: %s", self.addr, exc)
         except Exception:
             log.exception("connection %s from %s failed; closing it", self.cid, self.addr)
         finally:
@@ -95,37 +98,71 @@ class Session:
         except OSError:
             pass
 
-    def _sniff(self) -> bytes:
-        prefix = b""
+    def _recv_plain(self, tls: ServerTls | None, timeout: float) -> bytes | None:
+        """One read before the Connection exists; None on EOF, b"" on timeout."""
+        self.sock.settimeout(max(0.001, timeout))
+        try:
+            raw = self.sock.recv(65536)
+        except TimeoutError:
+            return b""
+        if not raw:
+            return None
+        if tls is None:
+            return raw
+        plain, reply = tls.decrypt(raw)
+        if reply:
+            self.sock.sendall(reply)
+        return plain
+
+    def _sniff(self, tls: ServerTls | None, prefix: bytes) -> bytes:
         deadline = time.monotonic() + SNIFF_TIMEOUT
         while len(prefix) < SNIFF_MAX_BYTES and sniff(prefix) is None:
             left = deadline - time.monotonic()
             if left <= 0:
                 break
-            self.sock.settimeout(left)
-            try:
-                chunk = self.sock.recv(SNIFF_MAX_BYTES - len(prefix))
-            except TimeoutError:
-                break
-            if not chunk:
+            chunk = self._recv_plain(tls, left)
+            if chunk is None:
                 break
             prefix += chunk
         return prefix
 
+    def _start_tls(self) -> tuple[ServerTls | None, bytes]:
+        """With --tls-cert every connection must open with a TLS ClientHello."""
+        ctx = self.worker.tls_ctx
+        if ctx is None:
+            return None, b""
+        self.sock.settimeout(SNIFF_TIMEOUT * 10)
+        try:
+            first = self.sock.recv(1, socket.MSG_PEEK)
+        except TimeoutError:
+            first = b""
+        if first[:1] != bytes([TLS_RECORD_HANDSHAKE]):
+            if first:
+                self.sock.sendall(b"* error: this relay speaks TLS only; connect with TLS "
+                                  b"(chat-client --tls, openssl s_client)\r\n")
+            raise TlsClosed("plaintext client on a TLS port")
+        tls = ServerTls(ctx)
+        return tls, tls.handshake(self.sock, self.settings.hello_timeout)
+
     def _serve(self) -> None:
         s = self.settings
-        prefix = self._sniff()
+        try:
+            tls, early = self._start_tls()
+        except (TlsClosed, TimeoutError) as exc:
+            log.info("%s: %s", self.addr, exc)
+            return
+        prefix = self._sniff(tls, early)
         dialect = sniff(prefix) or "text"
         codec_cls = SERVER_CODECS.get(dialect)
         if codec_cls is None:
-            self.sock.sendall(
+            notice = (
                 f"chat-relay: the {dialect} dialect is not supported yet; connect with the "
-                "native (msgpack) dialect or with plain text lines (nc, telnet)\r\n".encode()
-            )
+                "native (msgpack) dialect or with plain text lines (nc, telnet)\r\n").encode()
+            self.sock.sendall(tls.encrypt(notice) if tls else notice)
             return
         codec = codec_cls(s.max_frame, s.max_text)
         conn = self.conn = Connection(
-            self.cid, self.sock, self.addr, codec, s.max_outbox, self.worker.bus.want_write
+            self.cid, self.sock, self.addr, codec, s.max_outbox, self.worker.bus.want_write, tls
         )
         self.worker.bus.submit(conn, {"op": "_open"})
         refusal = self.worker.refusal(self.addr)
@@ -148,7 +185,7 @@ class Session:
                 return
             self.sock.settimeout(timeout)
             try:
-                data = self.sock.recv(262144)
+                raw = self.sock.recv(262144)
             except TimeoutError:
                 if not conn.ready:
                     continue
@@ -159,9 +196,13 @@ class Session:
                 continue
             except OSError:
                 return
-            if not data:
+            if not raw:
                 return
             self.pings_unanswered = 0
+            try:
+                data = conn.decrypt(raw)
+            except TlsClosed:
+                return
 
     def _keepalive_expired(self) -> bool:
         """Ping an idle client; True once two pings went unanswered.

@@ -17,6 +17,7 @@ import selectors
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -134,6 +135,10 @@ class Supervisor:
 
     def start(self) -> None:
         s = self.settings
+        if s.tls_cert:
+            from relay.tls import server_context
+
+            server_context(s.tls_cert, s.tls_key)  # fail here, clearly, not in every worker
         if self.own_hub:
             self.bus_dir = tempfile.mkdtemp(prefix="chat-relay-")
             os.chmod(self.bus_dir, 0o700)  # the ipc bus is for its owner only
@@ -227,6 +232,10 @@ def main(settings: Settings) -> int:
     try:
         sup.start()
         sup.run()
+    except ssl.SSLError as exc:
+        print(f"chat-relay: cannot use TLS certificate {settings.tls_cert}: {exc}",
+              file=sys.stderr)
+        return 1
     except OSError as exc:
         print(f"chat-relay: cannot listen on {settings.host}:{settings.port}: {exc.strerror}",
               file=sys.stderr)

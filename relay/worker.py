@@ -23,6 +23,7 @@ import zmq
 from relay.config import Settings
 from relay.procutil import die_with_parent, setup_logging
 from relay.session import Session, check_password
+from relay.tls import server_context
 from relay.workerbus import WorkerBus
 
 log = logging.getLogger("chat_relay.worker")
@@ -42,6 +43,8 @@ class Worker:
         self.bus = WorkerBus(self.ctx, worker_id, hub, settings)
         self.listener = socket.socket(fileno=listen_fd)
         self.listener.setblocking(False)
+        self.tls_ctx = (server_context(settings.tls_cert, settings.tls_key)
+                        if settings.tls_cert else None)
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
         self.per_ip: Counter[str] = Counter()

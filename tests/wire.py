@@ -7,6 +7,7 @@ missing reply fails the test instead of hanging it.
 from __future__ import annotations
 
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -20,19 +21,27 @@ from transports.native import FrameDecoder, frame
 Body = dict[str, Any]
 
 
+def connect(host: str, port: int, tls: ssl.SSLContext | None) -> socket.socket:
+    sock = socket.create_connection((host, port), timeout=5 * UNIT)
+    if tls is not None:
+        sock = tls.wrap_socket(sock, server_hostname="localhost")
+    return sock
+
+
 class NativePeer:
-    def __init__(self, port: int, host: str = "127.0.0.1") -> None:
-        self.sock = socket.create_connection((host, port), timeout=5 * UNIT)
+    def __init__(self, port: int, host: str = "127.0.0.1", tls: ssl.SSLContext | None = None
+                 ) -> None:
+        self.sock = connect(host, port, tls)
         self.decoder = FrameDecoder(16 * 1024 * 1024)
         self.inbox: list[Any] = []
         self.closed = False
         self.nick = ""
 
     @classmethod
-    def joined(cls, port: int, nick: str, rooms: list[str] | None = None, **hello: Any
-               ) -> NativePeer:
+    def joined(cls, port: int, nick: str, rooms: list[str] | None = None,
+               tls: ssl.SSLContext | None = None, **hello: Any) -> NativePeer:
         """Connect, say hello and wait for welcome plus one `joined` per room."""
-        peer = cls(port)
+        peer = cls(port, tls=tls)
         peer.nick = nick
         rooms = ["lobby"] if rooms is None else rooms
         # A nick still held by our own ghost (a worker that just died) frees up
@@ -119,8 +128,9 @@ class NativePeer:
 class TextPeer:
     """Talks like nc: raw lines in, raw lines out."""
 
-    def __init__(self, port: int, host: str = "127.0.0.1") -> None:
-        self.sock = socket.create_connection((host, port), timeout=5 * UNIT)
+    def __init__(self, port: int, host: str = "127.0.0.1", tls: ssl.SSLContext | None = None
+                 ) -> None:
+        self.sock = connect(host, port, tls)
         self.buf = b""
         self.lines: list[str] = []
         self.closed = False
