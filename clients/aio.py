@@ -71,9 +71,12 @@ async def connect(
     tls: ssl.SSLContext | None = None,
     *,
     reconnect: bool = False,
+    resume: dict[str, int] | None = None,
 ) -> AsyncClient:
     """Connect, say `hello`, wait until every room is joined (see sync.connect)."""
-    client = AsyncClient(host, port, nick, tuple(rooms), password, timeout, tls, reconnect)
+    client = AsyncClient(
+        host, port, nick, tuple(rooms), password, timeout, tls, reconnect, resume
+    )
     await client.open()
     return client
 
@@ -91,6 +94,7 @@ class AsyncClient:
         timeout: float = DEFAULT_TIMEOUT,
         tls: ssl.SSLContext | None = None,
         reconnect: bool = False,
+        resume: dict[str, int] | None = None,
     ) -> None:
         for room in rooms:
             validate_room(room)
@@ -100,7 +104,9 @@ class AsyncClient:
         self.tls = tls
         self.reconnect = reconnect
         self._guest = nick is None
-        self.session = Session(validate_nick(nick) if nick else guest_nick(), rooms, password)
+        self.session = Session(
+            validate_nick(nick) if nick else guest_nick(), rooms, password, resume
+        )
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._send_lock = asyncio.Lock()

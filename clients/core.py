@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from clients.errors import ConnectionClosed, HandshakeError, RelayError
-from clients.state import ClientState, Incoming
+from clients.state import ClientState, Incoming, RoomState
 from transports.errors import ProtocolError
 from transports.events import (
     ClientEvent,
@@ -68,6 +68,8 @@ class Request:
 
     def matches(self, ev: RelayEvent) -> bool:
         if isinstance(ev, Error):
+            if ev.code == "history_gap":
+                return False  # a notice; the history page still answers the query
             return ev.ref == self.kind and (
                 ev.room is None or self.room is None or ev.room == self.room
             )
@@ -109,8 +111,12 @@ class Session:
         nick: str,
         rooms: tuple[str, ...] = ("lobby",),
         password: str | None = None,
+        resume: dict[str, int] | None = None,
     ) -> None:
         self.state = ClientState(nick)
+        # A resume map saved from an earlier session: continue where it stopped.
+        for room, seq in (resume or {}).items():
+            self.state.rooms[room] = RoomState(last=seq)
         self.wanted_nick = nick
         self.initial_rooms = tuple(dict.fromkeys(rooms))
         self.password = password
@@ -119,7 +125,7 @@ class Session:
         self.welcomed = False
         self.failed: HandshakeError | None = None
         self._awaiting: set[str] = set()
-        self._resuming = False
+        self._resuming = bool(resume)
         self._ids = itertools.count(1)
         # Keepalive pings answered (visible to tests and curious callers).
         self.keepalives = 0

@@ -13,6 +13,9 @@ Rules this module keeps (read before changing it):
   for on the old connection is forgotten: the relay replays after `last`.
 - `history` pages the user asked for pass through untouched; pages we asked
   for are consumed here. Pages come back per room in the order asked.
+- `history_gap` is a notice, not an answer: a `history` page still follows
+  it (after a query) or the replay does (after a resume hello). What history
+  no longer has shows as a jump in seq there, and becomes one `Missed`.
 
 Feed every relay event to `receive()`; deliver what it returns; send what
 `outgoing()` returns. Nothing here touches a socket or a clock.
@@ -85,6 +88,9 @@ class RoomState:
     held: dict[int, Msg] = field(default_factory=dict)
     filling: bool = False
     joined_seq: int | None = None
+    # The relay said history_gap for our resume; the replay's first seq tells
+    # how much is gone.
+    resume_gap: bool = False
 
 
 class ClientState:
@@ -123,6 +129,7 @@ class ClientState:
             rs.held.clear()
             rs.filling = False
             rs.joined_seq = None
+            rs.resume_gap = False
         self._history_tags.clear()
         self._out.clear()
 
@@ -165,11 +172,17 @@ class ClientState:
         if m.seq <= rs.last or m.seq in rs.held:
             return []
         self._ack(m)
+        out: list[Incoming] = []
+        if rs.resume_gap:
+            rs.resume_gap = False
+            if m.seq > rs.last + 1:
+                out.append(Missed(m.room, m.seq - rs.last - 1, rs.last + 1, m.seq - 1))
+                rs.last = m.seq - 1
         if m.seq == rs.last + 1 and not rs.held:
             rs.last = m.seq
-            return [m]
+            return out + [m]
         rs.held[m.seq] = m
-        out = self._drain(rs)
+        out += self._drain(rs)
         if len(rs.held) > MAX_HELD:
             out += self._give_up(m.room, rs)
         elif rs.held and not rs.filling:
@@ -256,23 +269,21 @@ class ClientState:
         if room is None:
             return [err]
         rs = self.rooms.get(room)
-        if err.ref == "history" or (err.code == "history_gap" and self._history_tags.get(room)):
-            tag = self._pop_tag(room)
-            if tag and rs is not None:
+        tags = self._history_tags.get(room)
+        if err.ref == "history" and tags:
+            if err.code == "history_gap":
+                # A notice ahead of the page that still answers the query: our
+                # fill learns what is gone from that page; the user sees it.
+                return [] if tags[0] else [err]
+            if self._pop_tag(room) and rs is not None:
                 return self._give_up(room, rs)  # our fill failed: report, go on
             return [err]
-        if err.code == "history_gap":
-            # A resume that history no longer reaches: the relay joined us at
-            # `joined_seq`; what lies between is gone.
-            if rs is None:
-                return [Missed(room, None)]
-            if rs.joined_seq is None or rs.joined_seq <= rs.last:
-                return [Missed(room, None)]
-            out: list[Incoming] = [
-                Missed(room, rs.joined_seq - rs.last, rs.last + 1, rs.joined_seq)
-            ]
-            rs.last = rs.joined_seq
-            for seq in [s for s in rs.held if s <= rs.last]:
-                del rs.held[seq]
-            return out + self._drain(rs)
+        if err.code == "history_gap" and rs is not None:
+            # A resume that history no longer reaches fully. The relay replays
+            # what it still has right after this; the first replayed seq says
+            # how many are gone (see _on_msg).
+            if rs.joined_seq is not None and rs.joined_seq > rs.last:
+                rs.resume_gap = True
+                return []
+            return [Missed(room, None)]
         return [err]

@@ -105,6 +105,7 @@ def connect(
     tls: ssl.SSLContext | None = None,
     *,
     reconnect: bool = False,
+    resume: dict[str, int] | None = None,
 ) -> Client:
     """Connect, say `hello`, and wait until every room is joined.
 
@@ -113,13 +114,17 @@ def connect(
         timeout: bounds the connect, the handshake and every call's wait.
         tls: an SSLContext to speak TLS (server_hostname is `host`).
         reconnect: reconnect with backoff and resume after a connection loss.
+        resume: `resume_map()` of an earlier session: its rooms are joined and
+            what was said since is replayed (or reported as `Missed`).
 
     Raises:
         CannotConnect: the TCP/TLS connection failed.
         HandshakeError: nick_taken, nick_invalid, auth_failed (see `.code`).
         TimeoutError: the relay did not finish the handshake in `timeout`.
     """
-    client = Client(host, port, nick, tuple(rooms), password, timeout, tls, reconnect)
+    client = Client(
+        host, port, nick, tuple(rooms), password, timeout, tls, reconnect, resume
+    )
     client.open()
     return client
 
@@ -137,6 +142,7 @@ class Client:
         timeout: float = DEFAULT_TIMEOUT,
         tls: ssl.SSLContext | None = None,
         reconnect: bool = False,
+        resume: dict[str, int] | None = None,
     ) -> None:
         for room in rooms:
             validate_room(room)
@@ -146,7 +152,9 @@ class Client:
         self.tls = tls
         self.reconnect = reconnect
         self._guest = nick is None
-        self.session = Session(validate_nick(nick) if nick else guest_nick(), rooms, password)
+        self.session = Session(
+            validate_nick(nick) if nick else guest_nick(), rooms, password, resume
+        )
         self._sock: socket.socket | None = None
         self._lock = threading.Lock()
         self._send_lock = threading.Lock()

@@ -20,7 +20,7 @@ import pytest
 
 from clients import aio
 from clients.errors import CannotConnect, ConnectionClosed, HandshakeError, RelayError
-from clients.state import ConnectionLost, Incoming, Reconnected
+from clients.state import ConnectionLost, Incoming, Missed, Reconnected
 from clients.sync import Client, connect
 from tests.conftest import RelayFactory
 from tests.relayproc import UNIT, RelayProcess
@@ -369,3 +369,24 @@ def test_async_client_reconnects_and_resumes(relay: RelayProcess) -> None:
         await tx.close()
 
     asyncio.run(main())
+
+
+def test_resume_map_replays_and_reports_what_history_lost(relay_factory: RelayFactory) -> None:
+    relay = relay_factory(args=["--rate-limit", "0", "--history", "5"])
+    with connect(HOST, relay.port, "alice") as alice:
+        for i in range(20):
+            alice.say("lobby", f"m{i}")
+        assert alice.flush(5 * UNIT)
+        # A saved resume point inside history: an exact replay.
+        with connect(HOST, relay.port, "bob", rooms=(), resume={"lobby": 17}) as bob:
+            assert [next_event(bob, Msg).seq for _ in range(3)] == [18, 19, 20]
+            assert bob.joined_rooms == ["lobby"]
+        # One that history no longer reaches: an honest count, then what is left.
+        with connect(HOST, relay.port, "carol", rooms=(), resume={"lobby": 1}) as carol:
+            missed = next_event(carol, Missed)
+            assert (missed.count, missed.first, missed.last) == (14, 2, 15)
+            assert [next_event(carol, Msg).seq for _ in range(5)] == [16, 17, 18, 19, 20]
+            # A user's query past history's reach still gets its page.
+            page = carol.history("lobby", after=1, limit=10)
+            assert [m.seq for m in page.messages][:1] == [16]
+            assert next_event(carol, Error).code == "history_gap"

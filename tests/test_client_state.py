@@ -116,13 +116,34 @@ def test_fill_with_more_asks_again() -> None:
     assert s.outgoing() == []
 
 
-def test_history_error_for_a_fill_reports_missed() -> None:
+def test_history_gap_notice_then_partial_page_for_a_fill() -> None:
+    s = joined_state(0)
+    s.receive(msg(1))
+    s.receive(msg(20))
+    s.outgoing()
+    # The relay says 2..15 are gone, then still answers with what it has.
+    assert s.receive(Error("history_gap", "2-15 gone", "history", room="lobby")) == []
+    out = s.receive(HistoryPage("lobby", tuple(msg(i) for i in range(16, 20)), more=False))
+    assert out[0] == Missed("lobby", 14, 2, 15)
+    assert seqs(out) == [16, 17, 18, 19, 20]
+
+
+def test_other_history_error_for_a_fill_gives_the_gap_up() -> None:
     s = joined_state(0)
     s.receive(msg(3))
     s.outgoing()
-    out = s.receive(Error("history_gap", "gone", "history", room="lobby"))
+    out = s.receive(Error("not_in_room", "no", "history", room="lobby"))
     assert out[0] == Missed("lobby", 2, 1, 2)
     assert seqs(out) == [3]
+
+
+def test_user_history_gap_notice_is_shown_and_page_passes() -> None:
+    s = joined_state(20)
+    s.sent(HistoryQuery("lobby", 1, 10))
+    err = Error("history_gap", "2-15 gone", "history", room="lobby")
+    assert s.receive(err) == [err]
+    page = HistoryPage("lobby", (msg(16),), more=False)
+    assert s.receive(page) == [page]
 
 
 def test_user_history_page_passes_through_untouched() -> None:
@@ -159,14 +180,30 @@ def test_resume_map_and_replay_after_reconnect() -> None:
     assert got == [4, 5, 6, 7]
 
 
-def test_resume_history_gap_reports_honest_count() -> None:
+def test_resume_history_gap_counts_from_the_replay() -> None:
     s = joined_state(0)
     s.receive(msg(1))
     s.connection_lost()
-    s.receive(Joined("lobby", ("alice",), 50))
-    out = s.receive(Error("history_gap", "history no longer reaches", room="lobby"))
-    assert out == [Missed("lobby", 49, 2, 50)]
-    assert seqs(s.receive(msg(51))) == [51]
+    s.receive(Joined("lobby", ("alice",), 20))
+    assert s.receive(Error("history_gap", "2-15 gone", "hello", room="lobby")) == []
+    out = s.receive(msg(16))
+    assert out[0] == Missed("lobby", 14, 2, 15)
+    assert seqs(out) == [16]
+    assert s.outgoing() == []  # no fill asked for what is known to be gone
+    for i in range(17, 22):
+        assert seqs(s.receive(msg(i))) == [i]
+
+
+def test_resume_after_relay_restart_reports_missed_without_count() -> None:
+    s = joined_state(0)
+    s.receive(msg(1))
+    s.receive(msg(2))
+    s.connection_lost()
+    s.receive(Joined("lobby", ("alice",), 0))
+    assert s.receive(Error("history_gap", "restarted", "hello", room="lobby")) == [
+        Missed("lobby", None)
+    ]
+    assert seqs(s.receive(msg(1))) == [1]
 
 
 def test_room_numbering_restart_is_followed() -> None:
