@@ -146,6 +146,13 @@ class WebSocketServerCodec(ServerCodec):
         return out
 
     def _answer_request(self, request: Request) -> None:
+        if self._ws.eof_sent:
+            # What followed the request in the same read was not a WebSocket
+            # frame (a pipelined second request, garbage), and ServerProtocol
+            # has already failed the connection: answering would trip its
+            # assertion that EOF goes out once. Close without an answer.
+            self.closed = True
+            return
         if route(request) == WS_PATH:
             response = self._ws.accept(request)
             if response.status_code == 426:
