@@ -71,8 +71,16 @@ function line(cls, text, ts) {
   return p;
 }
 
+// Lines about no particular room go to the room on screen, or stand alone
+// before any room is joined (creating a room here would join it on resume).
+function toScreen(name, node) {
+  const target = name || state.current;
+  if (target) append(target, node);
+  else $("messages").appendChild(node);
+}
+
 function info(name, text) {
-  append(name || state.current || "lobby", line("info", text));
+  toScreen(name, line("info", text));
 }
 
 function msgLine(m) {
@@ -257,7 +265,7 @@ function handle(b) {
       break;
     case "whisper": {
       const text = b.from === state.nick ? `→ ${b.to}: ${b.text}` : `← ${b.from}: ${b.text}`;
-      append(state.current || "lobby", line("whisper", text, b.ts));
+      toScreen(null, line("whisper", text, b.ts));
       break;
     }
     case "members": {
@@ -302,7 +310,8 @@ function onError(b) {
     info(b.room, `history no longer reaches that far: ${b.text}`);
     return;
   }
-  append(b.room || state.current || "lobby", line("err", `error ${b.code}: ${b.text}`));
+  toScreen(b.room && state.rooms.has(b.room) ? b.room : null,
+           line("err", `error ${b.code}: ${b.text}`));
 }
 
 // Input ----------------------------------------------------------------------
