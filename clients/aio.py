@@ -112,6 +112,7 @@ class AsyncClient:
         self._send_lock = asyncio.Lock()
         self._queue: asyncio.Queue[Incoming | _Closed] = asyncio.Queue()
         self._waiters: dict[Request, asyncio.Future[None]] = {}
+        # Clear only while a reconnect is under way: callers wait on it.
         self._connected = asyncio.Event()
         self._closing = asyncio.Event()
         self._acked = asyncio.Event()
@@ -267,6 +268,7 @@ class AsyncClient:
 
     def _finish(self, reason: str) -> bool:
         self.closed_reason = reason
+        self._connected.set()  # wakes callers waiting out a reconnect; they see the close
         self._queue.put_nowait(_CLOSED)
         self._acked.set()
         return False
@@ -456,7 +458,7 @@ class AsyncClient:
 
     @property
     def connected(self) -> bool:
-        return self._connected.is_set()
+        return self._connected.is_set() and self.closed_reason is None
 
     @property
     def local_port(self) -> int | None:
@@ -472,7 +474,7 @@ class AsyncClient:
         if self._closing.is_set():
             return
         self._closing.set()
-        if self._connected.is_set():
+        if self.connected:
             await self._send_raw(self.session.codec.send(Bye()))
         if self._task is not None and self._task is not asyncio.current_task():
             try:

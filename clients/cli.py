@@ -67,8 +67,11 @@ class Ui:
         self._before_join: str | None = room
 
     def note(self, text: str) -> None:
-        for line in text.splitlines():
-            self.out([(SERVER_STYLE, f"{clock()} * {line}")])
+        """A local line (or block, such as /help), shown like the relay's `* ` lines."""
+        first, *rest = text.splitlines() or [""]
+        self.out([(SERVER_STYLE, f"{clock()} * {first}")])
+        for line in rest:
+            self.out([(SERVER_STYLE, line)])
 
     def show(self, ev: Incoming) -> None:
         # The view follows the events as shown, not the client's state, which

@@ -161,6 +161,7 @@ class Client:
         self._acked = threading.Condition(self._lock)
         self._queue: queue.Queue[Incoming | _Closed] = queue.Queue()
         self._waiters: dict[Request, threading.Event] = {}
+        # Clear only while a reconnect is under way: callers wait on it.
         self._connected = threading.Event()
         self._closing = threading.Event()
         self._reader: threading.Thread | None = None
@@ -325,6 +326,7 @@ class Client:
 
     def _finish(self, reason: str) -> bool:
         self.closed_reason = reason
+        self._connected.set()  # wakes callers waiting out a reconnect; they see the close
         self._queue.put(_CLOSED)
         return False
 
@@ -514,7 +516,7 @@ class Client:
 
     @property
     def connected(self) -> bool:
-        return self._connected.is_set()
+        return self._connected.is_set() and self.closed_reason is None
 
     @property
     def local_port(self) -> int | None:
@@ -533,7 +535,7 @@ class Client:
             return
         self._closing.set()
         sock = self._sock
-        if sock is not None and self._connected.is_set():
+        if sock is not None and self.connected:
             with self._lock:
                 data = self.session.codec.send(Bye())
             self._send_raw(data)
