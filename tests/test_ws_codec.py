@@ -408,3 +408,22 @@ def test_random_json_values_decode_or_error(value: Any) -> None:
             codec.encode(item.body()) if isinstance(item, ProtocolError) else
             codec.encode({"t": "pong"}), client)
         assert frame.opcode is Opcode.TEXT
+
+
+@pytest.mark.parametrize("after", [b"GET /x HTTP/1.1\r\n\r\n", b"\x00\xff garbage", b"\x89\x00"])
+def test_bytes_pipelined_after_a_page_request_do_not_spoil_its_answer(after: bytes) -> None:
+    codec = WebSocketServerCodec()
+    assert codec.receive_data(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" + after) == []
+    assert codec.data_to_send().startswith(b"HTTP/1.1 200 OK")
+    assert codec.closed
+
+
+def test_a_ping_pipelined_with_the_upgrade_is_answered_after_the_101() -> None:
+    _, data = _client_bytes()
+    request = data[: data.index(b"\r\n\r\n") + 4]
+    codec = WebSocketServerCodec()
+    # A masked ping with an empty payload, right behind the request.
+    assert codec.receive_data(request + b"\x89\x80abcd") == []
+    out = codec.data_to_send()
+    assert out.startswith(b"HTTP/1.1 101 ")
+    assert out.endswith(b"\x8a\x00")  # the pong comes after the handshake

@@ -43,6 +43,7 @@ from transports.ws_http import WS_PATH, page_response, route, text_response
 JSON_SUBPROTOCOL: Final = Subprotocol("chat-relay.v1.json")
 MSGPACK_SUBPROTOCOL: Final = Subprotocol("chat-relay.v1.msgpack")
 SUBPROTOCOLS: Final = (JSON_SUBPROTOCOL, MSGPACK_SUBPROTOCOL)
+MAX_REQUEST_HEAD: Final = 65536  # request line + headers we hold before parsing
 
 _log = logging.getLogger("transports.websocket")
 
@@ -121,6 +122,11 @@ class WebSocketServerCodec(ServerCodec):
         self._fragment_opcode: Opcode | None = None
         self._close_sent = False
         self._too_big = False
+        # The request head is held back until it is complete: ServerProtocol
+        # would otherwise parse what follows it as frames before we answer
+        # (sending pongs ahead of the 101, or failing on a pipelined request).
+        self._head = bytearray()
+        self._head_done = False
 
     # Bytes in -----------------------------------------------------------------
 
@@ -129,21 +135,44 @@ class WebSocketServerCodec(ServerCodec):
         if self.closed:
             return out
         try:
-            if data:
-                self._ws.receive_data(data)
-            else:
+            if not data:
                 self._ws.receive_eof()
                 self.closed = True
-            for event in self._ws.events_received():
-                if isinstance(event, Request):
-                    self._answer_request(event)
-                elif isinstance(event, Frame) and self.is_open:
-                    self._receive_frame(event, out)
+            elif self._head_done:
+                self._ws.receive_data(data)
+            else:
+                self._receive_head(data, out)
+            self._handle_events(out)
             self._collect_writes(out)
         except Exception:  # a bug here costs this connection only
             _log.exception("websocket codec failed; closing the connection")
             self.closed = True
         return out
+
+    def _receive_head(self, data: bytes, out: list[Decoded]) -> None:
+        """Feed ServerProtocol the request head alone, then (if it upgraded) the rest."""
+        self._head += data
+        end = self._head.find(b"\r\n\r\n")
+        if end < 0:
+            if len(self._head) <= MAX_REQUEST_HEAD:
+                return
+            head, rest = bytes(self._head), b""  # websockets' own limits answer it
+        else:
+            head, rest = bytes(self._head[: end + 4]), bytes(self._head[end + 4 :])
+        self._head.clear()
+        self._head_done = True
+        self._ws.receive_data(head)
+        self._handle_events(out)
+        if rest and self.is_open:
+            self._ws.receive_data(rest)
+        # After a page or an error response, anything pipelined is ignored.
+
+    def _handle_events(self, out: list[Decoded]) -> None:
+        for event in self._ws.events_received():
+            if isinstance(event, Request):
+                self._answer_request(event)
+            elif isinstance(event, Frame) and self.is_open:
+                self._receive_frame(event, out)
 
     def _answer_request(self, request: Request) -> None:
         if self._ws.eof_sent:
