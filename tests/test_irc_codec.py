@@ -24,7 +24,8 @@ from transports.events import (
 from transports.irc import IrcServerCodec
 from transports.irc_lines import MAX_LINE, parse_line, split_utf8
 
-# What the clients send on connect (captured from their source / debug logs).
+# What these clients send on connect, written from their known behaviour (not
+# captured from live runs): CAP LS 302 first, then NICK and USER.
 IRSSI = b"CAP LS 302\r\nNICK alice\r\nUSER alice alice chat-relay :Alice Liddell\r\n"
 WEECHAT = b"CAP LS 302\r\nNICK alice\r\nUSER alice 0 * :alice\r\n"
 HEXCHAT = b"CAP LS 302\r\nPASS sesame\r\nNICK alice\r\nUSER alice 0 * :realname\r\n"
