@@ -118,6 +118,8 @@ class AsyncClient:
         self._acked = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.closed_reason: str | None = None
+        # Hellos repeated while our previous session still held the nick.
+        self.ghost_retries = 0
 
     # Connecting -------------------------------------------------------------
 
@@ -181,6 +183,7 @@ class AsyncClient:
                     if failed is None:
                         continue
                     if failed.code == "nick_taken" and time.monotonic() < ghost_until:
+                        self.ghost_retries += 1
                         await asyncio.sleep(0.25)  # our ghost frees the nick soon
                         writer.write(self.session.hello(new_connection=False))
                         continue

@@ -166,6 +166,8 @@ class Client:
         self._closing = threading.Event()
         self._reader: threading.Thread | None = None
         self.closed_reason: str | None = None
+        # Hellos repeated while our previous session still held the nick.
+        self.ghost_retries = 0
 
     # Connecting -------------------------------------------------------------
 
@@ -237,6 +239,7 @@ class Client:
                     continue
                 if failed.code == "nick_taken" and time.monotonic() < ghost_until:
                     # Our own ghost still holds the nick; the relay frees it soon.
+                    self.ghost_retries += 1
                     if self._closing.wait(0.25):
                         raise ConnectionClosed("closed while reconnecting")
                     with self._lock:

@@ -390,3 +390,76 @@ def test_resume_map_replays_and_reports_what_history_lost(relay_factory: RelayFa
             page = carol.history("lobby", after=1, limit=10)
             assert [m.seq for m in page.messages][:1] == [16]
             assert next_event(carol, Error).code == "history_gap"
+
+
+class CuttableProxy:
+    """A TCP relay-in-the-middle whose cut drops our side at once and the relay's
+    side later: the relay keeps a ghost session holding our nick meanwhile."""
+
+    def __init__(self, port: int) -> None:
+        self.upstream = port
+        self.listener = socket.create_server((HOST, 0))
+        self.port = int(self.listener.getsockname()[1])
+        self.pairs: list[tuple[socket.socket, socket.socket]] = []
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                down, _ = self.listener.accept()
+            except OSError:
+                return
+            up = socket.create_connection((HOST, self.upstream))
+            with self.lock:
+                self.pairs.append((down, up))
+            for a, b in ((down, up), (up, down)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+
+    def cut(self, ghost_for: float) -> None:
+        with self.lock:
+            pairs, self.pairs = self.pairs, []
+        for down, _up in pairs:
+            down.shutdown(socket.SHUT_RDWR)
+            down.close()
+
+        def close_up() -> None:
+            for _down, up in pairs:
+                up.close()
+
+        threading.Timer(ghost_for, close_up).start()
+
+    def close(self) -> None:
+        self.listener.close()
+        self.cut(0)
+
+
+def test_reconnect_waits_for_our_ghost_to_free_the_nick(relay: RelayProcess) -> None:
+    proxy = CuttableProxy(relay.port)
+    try:
+        rx = connect(HOST, proxy.port, "rx", reconnect=True)
+        tx = connect(HOST, relay.port, "tx")
+        for i in range(10):
+            tx.say("lobby", f"a{i}")
+        seqs = [next_event(rx, Msg).seq for _ in range(10)]
+        proxy.cut(ghost_for=1.0)
+        next_event(rx, ConnectionLost)
+        for i in range(10):
+            tx.say("lobby", f"b{i}")
+        next_event(rx, Reconnected, timeout=15)
+        seqs += [next_event(rx, Msg).seq for _ in range(10)]
+        assert seqs == list(range(1, 21))
+        assert rx.ghost_retries >= 1  # the nick was still taken by our ghost at first
+        assert rx.nick_name == "rx"
+        rx.close()
+        tx.close()
+    finally:
+        proxy.close()
