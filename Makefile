@@ -29,5 +29,18 @@ test: lint unit
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.suite
 
+# Codec fuzzing (outside CI): atheris (coverage-guided) when it installs, else the
+# built-in mutation engine. FUZZ_RUNS=N to change the count.
+FUZZ_RUNS ?= 1000000
+fuzz: $(STAMP)
+	-$(BIN)/python -m pip install -q atheris
+	$(BIN)/python -m tests.fuzz.fuzz_codecs --runs $(FUZZ_RUNS)
+
+# Connection churn and traffic against a real relay, then a leak check (RSS, fds,
+# threads). SOAK_MINUTES=N to shorten; JSON lands in benchmarks/results/.
+SOAK_MINUTES ?= 30
+soak: $(STAMP)
+	$(BIN)/python -m tests.soak.soak --minutes $(SOAK_MINUTES)
+
 clean:
 	rm -rf $(VENV) build *.egg-info

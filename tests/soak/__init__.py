@@ -1,0 +1,1 @@
+"""Long-running soak test of a real relay (`make soak`)."""
