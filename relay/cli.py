@@ -25,6 +25,8 @@ HELP = {
     "max_frame": "largest native frame body in bytes",
     "max_text": "largest message text (and text-dialect line) in bytes",
     "max_outbox": "bytes queued for one client before it is cut as a slow consumer",
+    "sndbuf": "kernel send buffer per client socket in bytes (bounds what hides from the "
+    "outbox limit); 0 leaves it to kernel autotuning",
     "history": "messages kept per room for history and resume",
     "rate_limit": "messages per second per client (token bucket); 0 turns the limit off",
     "rate_burst": "burst size of the per-client token bucket",

@@ -27,6 +27,7 @@ class Settings:
     max_frame: int = 65536            # native frame body bytes
     max_text: int = 4096              # text bytes per message / line
     max_outbox: int = 1024 * 1024     # bytes queued for one client before slow_consumer
+    sndbuf: int = 262144              # kernel send buffer per client; 0 = kernel autotuning
     history: int = 1000               # messages kept per room
     rate_limit: float = 20.0          # messages/s per client; 0 = off
     rate_burst: int = 40

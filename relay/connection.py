@@ -17,10 +17,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from relay.sockio import wait_readable
 from relay.tls import ServerTls
 from transports.base import ServerCodec
 
 _DONTWAIT = socket.MSG_DONTWAIT | getattr(socket, "MSG_NOSIGNAL", 0)
+
 
 
 class Connection:
@@ -213,7 +215,8 @@ class Connection:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
-                self.sock.settimeout(left)
+                if not wait_readable(self.sock, left):
+                    break
                 chunk = self.sock.recv(65536)
                 if not chunk:
                     break

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from relay.connection import Connection
 from relay.ratelimit import TokenBucket
+from relay.sockio import wait_readable
 from relay.tls import TLS_RECORD_HANDSHAKE, ServerTls, TlsClosed
 from transports.errors import ProtocolError
 from transports.events import (
@@ -91,20 +92,17 @@ class Session:
         """The no-codec path's version of Connection.linger_close()."""
         try:
             self.sock.shutdown(socket.SHUT_WR)
-            self.sock.settimeout(1.0)
             for _ in range(16):
-                if not self.sock.recv(65536):
+                if not wait_readable(self.sock, 1.0) or not self.sock.recv(65536):
                     break
         except OSError:
             pass
 
     def _recv_plain(self, tls: ServerTls | None, timeout: float) -> bytes | None:
         """One read before the Connection exists; None on EOF, b"" on timeout."""
-        self.sock.settimeout(max(0.001, timeout))
-        try:
-            raw = self.sock.recv(65536)
-        except TimeoutError:
+        if not wait_readable(self.sock, timeout):
             return b""
+        raw = self.sock.recv(65536)
         if not raw:
             return None
         if tls is None:
@@ -131,11 +129,8 @@ class Session:
         ctx = self.worker.tls_ctx
         if ctx is None:
             return None, b""
-        self.sock.settimeout(SNIFF_TIMEOUT * 10)
-        try:
-            first = self.sock.recv(1, socket.MSG_PEEK)
-        except TimeoutError:
-            first = b""
+        first = (self.sock.recv(1, socket.MSG_PEEK)
+                 if wait_readable(self.sock, SNIFF_TIMEOUT * 10) else b"")
         if first[:1] != bytes([TLS_RECORD_HANDSHAKE]):
             if first:
                 self.sock.sendall(b"* error: this relay speaks TLS only; connect with TLS "
@@ -169,10 +164,13 @@ class Session:
         if refusal:
             conn.finish(_error("too_many_connections", refusal), "refused")
             return
-        self.sock.settimeout(None)
         hello_deadline = time.monotonic() + s.hello_timeout
         if codec.auto_hello:
-            self._hello(Hello(nick=None, rooms=("lobby",)))
+            if s.password:
+                conn.send(codec.encode({"t": "notice", "text":
+                                        "this relay needs a password: type /pass PASSWORD"}))
+            else:
+                self._hello(Hello(nick=None, rooms=("lobby",)))
         data = prefix
         while True:
             if data:
@@ -183,10 +181,7 @@ class Session:
             if timeout <= 0:
                 conn.finish(_error("not_ready", f"no hello within {s.hello_timeout:g} s"))
                 return
-            self.sock.settimeout(timeout)
-            try:
-                raw = self.sock.recv(262144)
-            except TimeoutError:
+            if not wait_readable(self.sock, timeout):
                 if not conn.ready:
                     continue
                 if self._keepalive_expired():
@@ -194,6 +189,8 @@ class Session:
                     return
                 data = b""
                 continue
+            try:
+                raw = self.sock.recv(262144)
             except OSError:
                 return
             if not raw:
@@ -237,6 +234,10 @@ class Session:
                 self._reject(item)
             else:
                 self._handle(item)
+        if codec.closed and not conn.closing:
+            # The dialect ended the conversation itself (an HTTP page served,
+            # a WebSocket close): flush and close.
+            conn.finish(None, "closed by dialect")
 
     def _reject(self, err: ProtocolError) -> None:
         conn = self.conn
@@ -276,24 +277,28 @@ class Session:
             self.worker.bus.submit(conn, req)
 
     def _allowed(self, ev: ClientEvent) -> bool:
-        """The flood limit: drop with rate_limited; cut a client flooding 10x for 10 s."""
+        """The flood limit: drop with rate_limited; cut a client flooding 10x for 10 s.
+
+        Drops are counted in windows of FLOOD_WINDOW seconds that start at a
+        drop; a window holding at least half of what 10x the rate would drop
+        means the client never slowed down, and it is closed.
+        """
         if self.bucket.take():
-            self.flood_start = None
-            self.flood_drops = 0
             return True
         conn = self.conn
         assert conn is not None
         now = time.monotonic()
+        rate = self.settings.rate_limit
         if self.flood_start is None:
             self.flood_start, self.flood_drops = now, 0
-        self.flood_drops += 1
-        rate = self.settings.rate_limit
-        if now - self.flood_start >= FLOOD_WINDOW:
-            if self.flood_drops >= (FLOOD_FACTOR - 1) * rate * FLOOD_WINDOW * 0.9:
+        elif now - self.flood_start >= FLOOD_WINDOW:
+            if self.flood_drops >= FLOOD_FACTOR / 2 * rate * FLOOD_WINDOW:
                 log.info("cut %s (%s): flooding", conn.nick, self.addr)
-                conn.finish(_error("rate_limited", "flooding for 10 s; closing", ev.T), "flood")
+                conn.finish(_error("rate_limited", f"flooding for {FLOOD_WINDOW:g} s; closing",
+                                   ev.T), "flood")
                 return False
             self.flood_start, self.flood_drops = now, 0
+        self.flood_drops += 1
         conn.send(conn.codec.encode(_error(
             "rate_limited", f"over {rate:g} messages/s (burst {self.settings.rate_burst}); "
             "this one was dropped", ev.T)))

@@ -147,9 +147,13 @@ class Supervisor:
         self.listener = bind_listener(s.host, s.port)
         workers = [self._start_worker() for _ in range(s.workers)]
         late = self._wait_ready(workers, READY_TIMEOUT)
-        if late:
-            raise RuntimeError(f"{len(late)} worker(s) did not become ready in {READY_TIMEOUT} s")
-        self._banner()
+        if late and not self.stopping:
+            where = ("" if self.own_hub
+                     else f"; is the hub at {self.hub_endpoint} up, with these keys?")
+            raise RuntimeError(f"{len(late)} worker(s) did not become ready in {READY_TIMEOUT} s"
+                               f"{where} (see the log above)")
+        if not self.stopping:
+            self._banner()
 
     def _banner(self) -> None:
         s = self.settings
@@ -239,6 +243,9 @@ def main(settings: Settings) -> int:
     except OSError as exc:
         print(f"chat-relay: cannot listen on {settings.host}:{settings.port}: {exc.strerror}",
               file=sys.stderr)
+        return 1
+    except RuntimeError as exc:
+        print(f"chat-relay: {exc}", file=sys.stderr)
         return 1
     finally:
         sup.stop()

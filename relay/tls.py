@@ -13,6 +13,8 @@ import socket
 import ssl
 import time
 
+from relay.sockio import wait_readable
+
 TLS_RECORD_HANDSHAKE = 0x16
 
 
@@ -55,7 +57,8 @@ class ServerTls:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError("TLS handshake timed out")
-            sock.settimeout(left)
+            if not wait_readable(sock, left):
+                raise TimeoutError("TLS handshake timed out")
             data = sock.recv(65536)
             if not data:
                 raise TlsClosed("peer closed during the TLS handshake")

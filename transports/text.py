@@ -48,6 +48,7 @@ from transports.errors import ProtocolError
 from transports.events import (
     Bye,
     ClientEvent,
+    Hello,
     HistoryQuery,
     Join,
     ListRooms,
@@ -78,6 +79,7 @@ HELP_LINES: Final[tuple[str, ...]] = (
     "*   /rooms                  list the rooms and their sizes",
     "*   /history [ROOM [AFTER]] recent messages of ROOM (after seq AFTER)",
     "*   /ping                   check that the relay answers",
+    "*   /pass PASSWORD          log in to a relay that needs a password",
     "*   /quit                   leave",
 )
 
@@ -139,6 +141,7 @@ class TextServerCodec(ServerCodec):
         self._pending = bytearray()
         self._commands: dict[str, Callable[[str, str], ClientEvent | None]] = {
             "nick": self._nick,
+            "pass": self._pass,
             "join": self._join,
             "part": self._part,
             "msg": self._msg,
@@ -265,6 +268,12 @@ class TextServerCodec(ServerCodec):
         if not arg.strip():
             raise ProtocolError("bad_field", "usage: /nick NAME", ref)
         return NickChange(check_nick(arg.strip(), ref))
+
+    def _pass(self, ref: str, arg: str) -> ClientEvent:
+        """On a relay with a password, the guest's hello waits for this line."""
+        if not arg.strip():
+            raise ProtocolError("bad_field", "usage: /pass PASSWORD", ref)
+        return Hello(nick=None, rooms=("lobby",), password=arg.strip())
 
     def _join(self, ref: str, arg: str) -> ClientEvent:
         if not arg.strip():
