@@ -60,6 +60,8 @@ class WorkerBus:
         self._queue: deque[tuple[Connection | None, dict[str, Any]]] = deque()
         self._writers: deque[Connection] = deque()
         self._by_fd: dict[int, Connection] = {}  # connections waiting for POLLOUT
+        self._out: dict[Connection, list[bytes]] = {}  # bytes due per client this drain
+        self._after_flush: list[threading.Event] = []
         self._closing: dict[int, Connection] = {}  # connections to close once flushed
         self._watched: set[int] = set()
         self._poller = zmq.Poller()
@@ -243,7 +245,33 @@ class WorkerBus:
 
     # Downstream ------------------------------------------------------------------
 
+    def _emit(self, conn: Connection, data: bytes) -> None:
+        """Queue bytes for `conn` until the end of this drain (one send per client)."""
+        if data:
+            chunks = self._out.get(conn)
+            if chunks is None:
+                self._out[conn] = [data]
+            else:
+                chunks.append(data)
+
+    def _flush_out(self) -> None:
+        out, self._out = self._out, {}
+        for conn, chunks in out.items():
+            conn.send(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+        # Readers waiting on a handshake or a bye barrier go on only once what
+        # came before it is on its way (a pong must not overtake a welcome).
+        events, self._after_flush = self._after_flush, []
+        for event in events:
+            event.set()
+
     def _drain_bus(self, sock: zmq.Socket[bytes]) -> None:
+        """Handle every pending bus message, then send each client its share at once."""
+        try:
+            self._drain_bus_messages(sock)
+        finally:
+            self._flush_out()
+
+    def _drain_bus_messages(self, sock: zmq.Socket[bytes]) -> None:
         for _ in range(10000):
             try:
                 topic, header, body = sock.recv_multipart(zmq.NOBLOCK)
@@ -284,7 +312,7 @@ class WorkerBus:
         if conn is None:
             return
         if t == "_bye":
-            conn.bye_done.set()
+            self._after_flush.append(conn.bye_done)
             return
         if t == "joined":
             room = body["room"]
@@ -303,14 +331,14 @@ class WorkerBus:
         elif t == "welcome":
             conn.ready = True
             conn.nick = body["nick"]
-            conn.hello_done.set()
+            self._after_flush.append(conn.hello_done)
         elif t == "renamed":
             conn.nick = body["nick"]
         elif t == "error" and body.get("ref") == "hello" and not conn.ready:
             for room in list(conn.sub_rooms):
                 self._unsubscribe(conn, room)
-            conn.hello_done.set()
-        conn.send(conn.codec.encode(body))
+            self._after_flush.append(conn.hello_done)
+        self._emit(conn, conn.codec.encode(body))
 
     def _resync(self) -> None:
         """The hub forgot us (it restarted): tell it who is here and in which rooms."""
@@ -352,7 +380,7 @@ class WorkerBus:
                 for idx in mine:
                     chunks[idx] = codec.encode_own(items[idx][0], items[idx][3])
                 data = b"".join(chunks)
-            conn.send(data)
+            self._emit(conn, data)
             delivered += 1
         self.delivered += delivered * len(items)
 
