@@ -22,6 +22,7 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 unit: $(STAMP)
+	sh tests/browser/ensure_chromium.sh
 	$(BIN)/python -m pytest -q
 
 test: lint unit

@@ -41,7 +41,7 @@ function room(name) {
     const box = el("div", "room-log");
     box.hidden = true;
     $("messages").appendChild(box);
-    r = { lastSeq: null, members: new Set(), el: box, unread: 0, gapEls: [] };
+    r = { lastSeq: null, members: new Set(), el: box, unread: 0, gapEls: [], gone: false };
     state.rooms.set(name, r);
   }
   return r;
@@ -83,10 +83,20 @@ function info(name, text) {
   toScreen(name, line("info", text));
 }
 
+// Each nick keeps one colour on every page (a hash of its lower-case form).
+function nickColour(nick) {
+  let h = 0;
+  for (const c of nick.toLowerCase()) h = (h * 31 + c.codePointAt(0)) >>> 0;
+  return `hsl(${h % 360}, 55%, 36%)`;
+}
+
 function msgLine(m) {
-  const p = el("div", "line msg" + (m.from === state.nick ? " mine" : ""));
+  const mine = m.from === state.nick;
+  const p = el("div", "line msg" + (mine ? " mine" : ""));
   p.appendChild(el("time", "", clock(m.ts)));
-  p.appendChild(el("span", "from", m.from));
+  const from = el("span", "from", m.from);
+  if (!mine) from.style.color = nickColour(m.from);
+  p.appendChild(from);
   p.appendChild(document.createTextNode(m.text));
   p.title = "#" + m.seq;
   return p;
@@ -108,6 +118,7 @@ function renderMembers() {
   const ul = $("member-list");
   ul.replaceChildren();
   const r = state.rooms.get(state.current);
+  $("member-count").textContent = r ? String(r.members.size) : "";
   if (!r) return;
   for (const nick of [...r.members].sort((a, b) => a.localeCompare(b))) {
     ul.appendChild(el("li", nick === state.nick ? "me" : "", nick));
@@ -132,20 +143,36 @@ function setStatus(text, offline) {
 
 // Messages and gaps ----------------------------------------------------------
 
-function showMsg(m, before) {
+function showMsg(m) {
   const r = room(m.room);
-  if (r.lastSeq !== null && m.seq <= r.lastSeq && !before) return; // already shown
-  if (r.lastSeq !== null && m.seq > r.lastSeq + 1 && !before) {
-    gapMarker(m.room, r.lastSeq, m.seq - r.lastSeq - 1);
-  }
-  append(m.room, msgLine(m), before);
-  if (!before && (r.lastSeq === null || m.seq > r.lastSeq)) r.lastSeq = m.seq;
+  if (r.lastSeq !== null && m.seq <= r.lastSeq) return; // already shown
+  if (r.lastSeq !== null && m.seq > r.lastSeq + 1) gapMarker(m.room, r.lastSeq, m.seq, r.gone);
+  r.gone = false;
+  append(m.room, msgLine(m));
+  r.lastSeq = m.seq;
 }
 
-function gapMarker(name, after, missed) {
+// A gap marker stands for the messages after seq `after` and before seq `upto`.
+// `gone`: the relay said its history no longer has them, so there is nothing to load.
+function gapMarker(name, after, upto, gone) {
   const r = room(name);
   const g = el("div", "gap");
-  g.appendChild(document.createTextNode(`missed ${missed} message${missed === 1 ? "" : "s"} `));
+  r.gapEls.push(g);
+  renderGap(g, name, after, upto, gone);
+  append(name, g);
+}
+
+function renderGap(g, name, after, upto, gone) {
+  const missed = upto - after - 1;
+  const what = `missed ${missed} message${missed === 1 ? "" : "s"}`;
+  g.dataset.after = String(after);
+  g.dataset.upto = String(upto);
+  delete g.dataset.pending;
+  if (gone) {
+    g.replaceChildren(document.createTextNode(`${what}: no longer in the relay's history`));
+    return;
+  }
+  g.replaceChildren(document.createTextNode(what + " "));
   const b = el("button", "", "load");
   b.onclick = () => {
     b.disabled = true;
@@ -153,18 +180,35 @@ function gapMarker(name, after, missed) {
     send({ t: "history", room: name, after: after, limit: Math.min(missed, HISTORY_MAX) });
   };
   g.appendChild(b);
-  g.dataset.after = String(after);
-  r.gapEls.push(g);
-  append(name, g);
 }
 
+// A history page answers the marker whose load is pending: its messages go
+// before the marker, and the marker shrinks to what is still missing.
 function fillGap(h) {
   const r = room(h.room);
   const g = r.gapEls.find((e) => e.dataset.pending === "1");
-  if (!g) { for (const m of h.messages) showMsg(m); return; }
-  for (const m of h.messages) append(h.room, msgLine(m), g);
-  r.gapEls = r.gapEls.filter((e) => e !== g);
-  g.remove();
+  if (!g) return;
+  let after = Number(g.dataset.after);
+  const upto = Number(g.dataset.upto);
+  let first = null;
+  for (const m of h.messages) {
+    if (m.seq <= after || m.seq >= upto) continue;
+    if (first === null) first = m.seq;
+    append(h.room, msgLine(m), g);
+    after = m.seq;
+  }
+  if (after + 1 >= upto) {
+    r.gapEls = r.gapEls.filter((e) => e !== g);
+    g.remove();
+  } else if (first === null || first > Number(g.dataset.after) + 1) {
+    // Some are gone for good (the relay's history starts later): say so.
+    renderGap(g, h.room, Number(g.dataset.after), first === null ? upto : first, true);
+    if (first !== null) { // what came after the hole was inserted above the marker
+      g.parentNode.insertBefore(g, g.parentNode.querySelector(`[title="#${first}"]`));
+    }
+  } else {
+    renderGap(g, h.room, after, upto, false); // a partial page: more to load
+  }
 }
 
 // Connection -----------------------------------------------------------------
@@ -227,7 +271,13 @@ function handle(b) {
     case "joined": {
       const r = room(b.room);
       r.members = new Set(b.members);
-      if (r.lastSeq === null) r.lastSeq = b.seq; // a fresh join starts at the room's seq
+      if (r.lastSeq === null) {
+        r.lastSeq = b.seq; // a fresh join starts at the room's seq
+      } else if (b.seq < r.lastSeq) {
+        // Resumed on a relay that restarted without its history: seq starts over.
+        info(b.room, `the relay restarted: #${b.room} continues from message ${b.seq}`);
+        r.lastSeq = b.seq;
+      }
       if (!state.current || !state.rooms.has(state.current)) show(b.room);
       renderRooms();
       renderMembers();
@@ -307,7 +357,12 @@ function onError(b) {
     return;
   }
   if (b.code === "history_gap") {
-    info(b.room, `history no longer reaches that far: ${b.text}`);
+    // The gap marker (or the restart line) says it where the messages are missing.
+    const r = state.rooms.get(b.room);
+    if (r && b.ref === "hello") r.gone = true;
+    else if (!r || !r.gapEls.some((e) => e.dataset.pending === "1")) {
+      info(b.room, `history no longer reaches that far: ${b.text}`);
+    }
     return;
   }
   toScreen(b.room && state.rooms.has(b.room) ? b.room : null,
@@ -331,7 +386,8 @@ function command(text) {
     case "who": send({ t: "who", room: arg.replace(/^#/, "") || state.current }); break;
     case "rooms": case "list": send({ t: "rooms" }); break;
     case "quit": state.quitting = true; send({ t: "bye" }); break;
-    default: info(null, "commands: /nick NAME, /join ROOM, /part [ROOM], /msg NICK TEXT, " +
+    default: info(null, (cmd.toLowerCase() === "help" ? "" : `unknown command /${cmd}; `) +
+                        "commands: /nick NAME, /join ROOM, /part [ROOM], /msg NICK TEXT, " +
                         "/who [ROOM], /rooms, /quit");
   }
 }

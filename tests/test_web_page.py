@@ -1,0 +1,264 @@
+"""The web chat page (transports/static/) in a real browser against a real relay.
+
+Debian's chromium, headless, driven by Playwright (never a browser Playwright
+downloads). `make test` installs chromium with tests/browser/ensure_chromium.sh;
+where it cannot be installed these tests skip and say why.
+
+Two pages (a desktop-sized one and a phone-sized one) chat with each other
+and with a native client in one room; the run saves screenshots of both to
+docs/screenshots/ for the README.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from tests.relayproc import ROOT, UNIT, RelayProcess
+from tests.wire import NativePeer
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Page
+
+CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
+SKIP_FILE = ROOT / ".venv" / "chromium-unavailable"  # written by ensure_chromium.sh
+SHOTS = ROOT / "docs" / "screenshots"
+# Playwright makes a fresh user-data-dir per launch (it refuses --user-data-dir
+# in args) and every context starts with empty storage.
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+DESKTOP = {"width": 1100, "height": 680}
+PHONE = {"width": 390, "height": 844}
+WAIT_MS = 5000 * UNIT
+
+
+def _unavailable() -> str | None:
+    if not (Path(CHROMIUM).is_file() and os.access(CHROMIUM, os.X_OK)):
+        why = SKIP_FILE.read_text().strip() if SKIP_FILE.exists() else "not installed"
+        return f"BROWSER TEST SKIPPED: no chromium at {CHROMIUM} ({why}); " \
+               "run tests/browser/ensure_chromium.sh as root"
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "BROWSER TEST SKIPPED: the playwright package is missing (pip install -e '.[test]')"
+    return None
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    reason = _unavailable()
+    if reason:
+        pytest.skip(reason)
+    from playwright.sync_api import expect, sync_playwright
+
+    expect.set_options(timeout=WAIT_MS)
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(
+            executable_path=CHROMIUM, args=ARGS, headless=True, timeout=30000 * UNIT
+        )
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+class WebUser:
+    """One page in its own fresh browser context, logged in as `nick`."""
+
+    def __init__(self, browser: Browser, port: int, nick: str, viewport: dict[str, int],
+                 phone: bool = False, rooms: str = "lobby") -> None:
+        self.nick = nick
+        self.context = browser.new_context(
+            viewport=viewport,  # type: ignore[arg-type]
+            is_mobile=phone,
+            has_touch=phone,
+            device_scale_factor=2 if phone else 1,
+        )
+        self.page: Page = self.context.new_page()
+        self.page.set_default_timeout(WAIT_MS)
+        self.errors: list[str] = []
+        self.page.on("pageerror", lambda exc: self.errors.append(str(exc)))
+        self.page.on("console", self._console)
+        self.page.goto(f"http://127.0.0.1:{port}/")
+        self.page.fill("#nick", nick)
+        self.page.fill("#rooms", rooms)
+        self.page.click("#login button[type=submit]")
+        expect = _expect()
+        expect(self.page.locator("#chat")).to_be_visible()
+        expect(self.page.locator("#status")).to_have_text("online")
+        expect(self.members()).to_contain_text([nick])
+
+    def _console(self, msg: Any) -> None:
+        if msg.type == "error":
+            self.errors.append(msg.text)
+
+    def members(self) -> Any:
+        return self.page.locator("#member-list li")
+
+    def messages(self) -> Any:
+        """The message lines of the room on screen."""
+        return self.page.locator(".room-log:not([hidden]) .line.msg")
+
+    def type(self, text: str) -> None:
+        self.page.fill("#say", text)
+        self.page.press("#say", "Enter")
+
+    def close(self) -> None:
+        self.context.close()
+
+
+def _expect() -> Callable[..., Any]:
+    from playwright.sync_api import expect
+
+    return expect
+
+
+def _msg_texts(user: WebUser) -> list[tuple[str, str, int]]:
+    """(from, text, seq) of every message line on screen, top to bottom."""
+    out = []
+    for row in user.messages().evaluate_all(
+        "els => els.map(e => [e.querySelector('.from').textContent, "
+        "e.lastChild.textContent, e.title])"
+    ):
+        out.append((row[0], row[1], int(row[2].lstrip("#"))))
+    return out
+
+
+def _wait(pred: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout * UNIT
+    while not pred():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def people() -> Iterator[list[Any]]:
+    made: list[Any] = []
+    yield made
+    for thing in made:
+        try:
+            thing.close()
+        except Exception:
+            pass
+
+
+def test_two_pages_and_a_native_client_chat(
+    browser: Browser, relay: RelayProcess, people: list[Any]
+) -> None:
+    expect = _expect()
+    ann = WebUser(browser, relay.port, "ann", DESKTOP)
+    people.append(ann)
+    bob = WebUser(browser, relay.port, "bob", PHONE, phone=True)
+    people.append(bob)
+    # Presence: ann sees bob arrive, in the list and as a line.
+    expect(ann.members()).to_have_text(["ann", "bob"])
+    expect(ann.page.locator(".line.info", has_text="bob joined")).to_be_visible()
+
+    nat = NativePeer.joined(relay.port, "nat", ["lobby"])
+    people.append(nat)
+    expect(ann.members()).to_have_text(["ann", "bob", "nat"])
+    expect(bob.members()).to_have_text(["ann", "bob", "nat"])
+
+    ann.type("hi all, from a browser")
+    got = nat.expect(lambda b: b.get("t") == "msg" and b["from"] == "ann")
+    assert got["text"] == "hi all, from a browser"
+    expect(bob.messages().last).to_contain_text("hi all, from a browser")
+    nat.send({"t": "say", "room": "lobby", "text": "hello from the terminal"})
+    bob.type("and one from a phone, ünïcödé ✓")
+    assert nat.expect(lambda b: b.get("t") == "msg" and b["from"] == "bob")["text"] == (
+        "and one from a phone, ünïcödé ✓"
+    )
+    nat.send({"t": "say", "room": "lobby", "text": "all three of us, one room"})
+    for user in (ann, bob):
+        expect(user.messages()).to_have_count(4)
+    # Both pages show the same lines in the relay's seq order.
+    shown = _msg_texts(ann)
+    assert shown == _msg_texts(bob)
+    seqs = [seq for _, _, seq in shown]
+    assert seqs == list(range(seqs[0], seqs[0] + 4)), shown
+    assert [who for who, _, _ in shown] == ["ann", "nat", "bob", "nat"]
+    # A page's own messages are marked as such.
+    expect(ann.page.locator(".line.msg.mine")).to_have_count(1)
+
+    # Whispers both ways between a page and the native client.
+    ann.type("/msg nat psst, only you see this")
+    got = nat.expect(lambda b: b.get("t") == "whisper")
+    assert (got["from"], got["text"]) == ("ann", "psst, only you see this")
+    nat.send({"t": "whisper", "to": "bob", "text": "and a secret for bob"})
+    expect(bob.page.locator(".line.whisper")).to_contain_text("nat: and a secret for bob")
+    expect(ann.page.locator(".line.whisper")).to_contain_text("nat: psst, only you see this")
+
+    # Bad input from the page: a join with an invalid room name shows the error.
+    ann.type("/join bad room!")
+    expect(ann.page.locator(".line.err")).to_contain_text("room_invalid")
+
+    # The phone's member pane slides in on demand.
+    bob.page.click("#toggle-members")
+    expect(bob.page.locator("#members-pane")).to_be_in_viewport()
+    bob.page.click("#toggle-members")
+    expect(bob.page.locator("#members-pane")).not_to_be_in_viewport()
+
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    ann.page.screenshot(path=str(SHOTS / "web-chat.png"))
+    bob.page.screenshot(path=str(SHOTS / "web-chat-phone.png"))
+
+    # /quit leaves cleanly: everyone sees bob go.
+    bob.type("/quit")
+    got = nat.expect(lambda b: b.get("t") == "presence" and b["nick"] == "bob")
+    assert got["event"] == "part"
+    expect(ann.members()).to_have_text(["ann", "nat"])
+    expect(bob.page.locator("#status")).to_have_text("offline")
+    assert ann.errors == [] and bob.errors == [], (ann.errors, bob.errors)
+
+
+def test_reconnect_resumes_and_marks_a_gap(
+    browser: Browser, relay_factory: Callable[..., RelayProcess], people: list[Any]
+) -> None:
+    """A page that was away longer than the room's history shows "missed N messages"."""
+    expect = _expect()
+    relay = relay_factory(workers=1, args=["--rate-limit", "0", "--history", "3"])
+    ann = WebUser(browser, relay.port, "ann", DESKTOP)
+    people.append(ann)
+    nat = NativePeer.joined(relay.port, "nat", ["lobby"])
+    people.append(nat)
+    nat.send({"t": "say", "room": "lobby", "text": "before"})
+    expect(ann.messages()).to_have_count(1)
+
+    # Cut the page's socket; it reconnects by itself (after 1 s) and resumes.
+    ann.page.evaluate("state.ws.close()")
+    expect(ann.page.locator("#status")).to_contain_text("offline")
+    nat.expect(lambda b: b.get("t") == "presence" and b["nick"] == "ann"
+               and b["event"] == "part")
+    for i in range(1, 7):
+        nat.send({"t": "say", "room": "lobby", "text": f"while away {i}"})
+    nat.msgs("lobby", 7)  # "before" and the six
+    expect(ann.page.locator("#status")).to_have_text("online", timeout=10000 * UNIT)
+    gap = ann.page.locator(".gap")
+    # The relay kept the last three: the marker says what is gone (nothing to
+    # load), the three follow it, nothing shows twice.
+    expect(gap).to_have_text("missed 3 messages: no longer in the relay's history")
+    expect(ann.messages()).to_have_count(4)
+    assert [t for _, t, _ in _msg_texts(ann)] == [
+        "before", "while away 4", "while away 5", "while away 6"]
+    order = ann.page.locator(".room-log:not([hidden]) > div").evaluate_all(
+        "els => els.map(e => e.classList.contains('gap') ? 'gap' : e.title)")
+    assert [x for x in order if x][-4:] == ["gap", "#5", "#6", "#7"], order
+    # Live traffic after the gap continues normally.
+    nat.send({"t": "say", "room": "lobby", "text": "welcome back"})
+    expect(ann.messages().last).to_contain_text("welcome back")
+    assert ann.errors == [], ann.errors
+
