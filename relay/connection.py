@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from relay.outbox import Outbox
 from relay.sockio import wait_readable
 from relay.tls import ServerTls
 from transports.base import ServerCodec
@@ -45,7 +46,7 @@ class Connection:
         self._want_write = want_write
         self.tls = tls
         self._lock = threading.Lock()
-        self._outbox = bytearray()
+        self._outbox = Outbox()
         self.drained = threading.Condition(self._lock)
         # Set by the bus thread from hub replies:
         self.ready = False
@@ -75,7 +76,7 @@ class Connection:
         if self.tls is not None:
             data = self.tls.encrypt(data)
         if self._outbox:
-            self._outbox += data
+            self._outbox.append(data)
         else:
             try:
                 sent = self.sock.send(data, _DONTWAIT)
@@ -86,7 +87,7 @@ class Connection:
                 return False
             if sent == len(data):
                 return True
-            self._outbox += memoryview(data)[sent:]
+            self._outbox.append_after_partial_send(data, sent)
             self._want_write(self)
         if len(self._outbox) > self.max_outbox:
             self._slow_consumer()
@@ -98,14 +99,13 @@ class Connection:
         with self._lock:
             while self._outbox:
                 try:
-                    sent = self.sock.send(self._outbox, _DONTWAIT)
+                    self._outbox.send_to(self.sock, _DONTWAIT)
                 except BlockingIOError:
                     return False
                 except OSError:
                     self._outbox.clear()
                     self._fail("send failed")
                     break
-                del self._outbox[:sent]
             self.drained.notify_all()
             return True
 
@@ -125,14 +125,14 @@ class Connection:
 
     def _queue_wire(self, wire: bytes) -> None:
         if self._outbox:
-            self._outbox += wire
+            self._outbox.append(wire)
             return
         try:
             sent = self.sock.send(wire, _DONTWAIT)
         except OSError:
             sent = 0
         if sent < len(wire):
-            self._outbox += memoryview(wire)[sent:]
+            self._outbox.append_after_partial_send(wire, sent)
             self._want_write(self)
 
     def _slow_consumer(self) -> None:
@@ -147,11 +147,12 @@ class Connection:
         )
         if self.tls is None:
             # What was queued is dropped; the error takes its place.
-            self._outbox.clear()
-            self._outbox += error
+            # (a chunk the kernel took part of keeps its tail: frames stay whole).
+            self._outbox.drop_unsent()
+            self._outbox.append(error)
         else:
             # TLS records cannot be dropped from the middle of the stream.
-            self._outbox += self.tls.encrypt(error)
+            self._outbox.append(self.tls.encrypt(error))
         self.slow = True
         self.closing = True
         self.close_reason = "slow_consumer"
