@@ -90,6 +90,7 @@ class HubState:
         self.rooms: dict[str, Room] = {}
         self.workers: dict[str, float] = {}  # worker -> last heartbeat (monotonic)
         self.awaiting_sync: dict[str, list[dict[str, Any]]] = {}
+        self.expired: set[str] = set()  # workers whose clients others saw leave
         self._guest = itertools.count(1)
         self.messages = 0  # say requests sequenced, for metrics
         # Durable history (--history-db): rooms come back with their seq and
@@ -139,7 +140,8 @@ class HubState:
         return out
 
     def drop_worker(self, worker: str, out: Out) -> None:
-        self.workers.pop(worker, None)
+        if self.workers.pop(worker, None) is not None:
+            self.expired.add(worker)
         self.awaiting_sync.pop(worker, None)
         for key in [k for k in self.clients if k[0] == worker]:
             self._remove_client(key, out)
@@ -396,6 +398,8 @@ class HubState:
         Each entry is [conn, nick, {room: last seq seen}]. Seq continues from
         the highest seq any worker saw, so no seq is ever handed out twice.
         """
+        returning = worker in self.expired  # others saw these clients leave
+        self.expired.discard(worker)
         for conn, nick, rooms in req.get("clients", []):
             key = (worker, int(conn))
             if key in self.clients or nick_key(nick) in self.nicks:
@@ -407,6 +411,9 @@ class HubState:
                 room.seq = max(room.seq, int(seq))
                 room.members[key] = None
                 self.clients[key].rooms[name] = None
+                if returning:
+                    self._broadcast(out, name, {"t": "presence", "room": name, "nick": nick,
+                                                "event": "join"}, key)
 
     _HANDLERS: dict[str, Callable[[HubState, str, dict[str, Any], Out], None]] = {
         "hb": _op_hb,

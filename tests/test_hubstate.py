@@ -116,3 +116,20 @@ def test_not_in_room_and_unknown_target() -> None:
     got = bodies(run(s, "A", {"op": "whisper", "c": 1, "to": "nope", "text": "t"}),
                  worker_topic("A"))
     assert got[0]["code"] == "no_such_nick"
+
+
+def test_expired_worker_returning_rejoins_with_presence() -> None:
+    s = hub(worker_timeout=5.0)
+    out: Out = []
+    s.handle("A", {"op": "hb", "hello": True}, out, 0.0)
+    s.handle("A", {"op": "hello", "c": 1, "nick": "back", "rooms": ["r"]}, out, 0.0)
+    s.expire_workers(6.0)
+    out = run(s, "A", {"op": "say", "c": 1, "room": "r", "text": "held"})
+    assert bodies(out, worker_topic("A"))[0]["t"] == "_resync"
+    out = run(s, "A", {"op": "sync", "clients": [[1, "back", {"r": 0}]]})
+    got = bodies(out, room_topic("r"))
+    assert [b["t"] for b in got] == ["presence", "msg"] and got[0]["event"] == "join"
+    # After a hub *restart* nobody saw them leave: no presence.
+    fresh = hub()
+    out = run(fresh, "B", {"op": "sync", "clients": [[1, "stay", {"r": 3}]]})
+    assert bodies(out, room_topic("r")) == []
