@@ -115,6 +115,9 @@ def _run_hub(args: argparse.Namespace) -> int:
     except zmq.ZMQError as exc:
         print(f"chat-relay: cannot listen on {args.bind}: {exc}", file=sys.stderr)
         return 1
+    except RuntimeError as exc:  # --metrics address unusable
+        print(f"chat-relay: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -22,6 +22,7 @@ from relay.bus import ANNOUNCE, REQUEST, GapCounter, pack, tune, unpack
 from relay.config import Settings
 from relay.historydb import HistoryStore
 from relay.hubstate import HubState, Out
+from relay.metrics import HubMetrics
 
 log = logging.getLogger("chat_relay.hub")
 
@@ -59,6 +60,7 @@ class Hub:
         self.topic_seq: dict[bytes, int] = {}
         self.gaps = GapCounter()
         self.running = True
+        self.metrics = HubMetrics() if settings.metrics else None
 
     def publish(self, out: Out) -> None:
         """Send `out` in order, one bus message per run of equal topics."""
@@ -130,6 +132,8 @@ class Hub:
                 next_beat = mono + HEARTBEAT
                 out.extend(self.state.expire_workers(mono))
                 out.append((ANNOUNCE, {"t": "_hub", "epoch": self.epoch}))
+                if self.metrics is not None:
+                    self.metrics.update(self)
             if self.store is not None:
                 self.save()  # before publishing: a seq a client saw is never reused
             if out:
@@ -148,6 +152,11 @@ def main(settings: Settings, bind: str, banner: bool = False) -> None:
     if banner:  # the public `chat-relay hub`: say where, as `start` does
         print(f"chat-relay hub listening on {hub.endpoint}"
               f"{' (CURVE, keys in ' + settings.keys + ')' if hub.auth else ''}", flush=True)
+        if hub.metrics is not None:  # no supervisor here: serve our own registry
+            from relay.metrics import serve
+
+            _server, url = serve(hub.metrics.registry, settings.metrics)
+            print(f"  metrics on {url}", flush=True)
 
     def stop(signum: int, frame: object) -> None:
         hub.running = False

@@ -299,6 +299,7 @@ class Session:
                 return False
             self.flood_start, self.flood_drops = now, 0
         self.flood_drops += 1
+        self.worker.bus.note_rate_limited()
         conn.send(conn.codec.encode(_error(
             "rate_limited", f"over {rate:g} messages/s (burst {self.settings.rate_burst}); "
             "this one was dropped", ev.T)))

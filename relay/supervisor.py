@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +31,7 @@ import zmq
 from relay import __version__, curve
 from relay.bus import REQUEST, pack, tune
 from relay.config import Settings
+from relay.metrics import SupervisorMetrics
 
 log = logging.getLogger("chat_relay.supervisor")
 
@@ -69,6 +71,8 @@ class Supervisor:
         self.ctx: zmq.Context[Any] | None = None
         self.notify: zmq.Socket[bytes] | None = None
         self._notify_seq = 0
+        self.restarts: Counter[str] = Counter()
+        self.metrics: SupervisorMetrics | None = None
 
     # Children ------------------------------------------------------------------
 
@@ -139,6 +143,11 @@ class Supervisor:
             from relay.tls import server_context
 
             server_context(s.tls_cert, s.tls_key)  # fail here, clearly, not in every worker
+        if s.metrics:
+            # Before any child starts: children find the files' dir in their environment.
+            self.metrics = SupervisorMetrics(s.metrics, self._metric_facts)
+            self.metrics.prepare()
+            self.metrics.start()
         if self.own_hub:
             self.bus_dir = tempfile.mkdtemp(prefix="chat-relay-")
             os.chmod(self.bus_dir, 0o700)  # the ipc bus is for its owner only
@@ -154,6 +163,12 @@ class Supervisor:
                                f"{where} (see the log above)")
         if not self.stopping:
             self._banner()
+
+    def _metric_facts(self) -> dict[str, Any]:
+        """Asked by the metrics HTTP thread at each scrape."""
+        workers = [c for c in list(self.children) if c.role == "worker"]
+        return {"restarts": dict(self.restarts),
+                "workers": sum(1 for c in workers if c.proc.poll() is None)}
 
     def _banner(self) -> None:
         s = self.settings
@@ -172,6 +187,8 @@ class Supervisor:
             f"  stop with Ctrl-C",
             flush=True,
         )
+        if self.metrics is not None:
+            print(f"  metrics on {self.metrics.url}", flush=True)
 
     def run(self) -> int:
         """Watch children until asked to stop; restart whatever dies."""
@@ -181,6 +198,9 @@ class Supervisor:
                 if code is None or self.stopping:
                     continue
                 self.children.remove(child)
+                self.restarts[child.role] += 1
+                if self.metrics is not None:
+                    self.metrics.process_dead(child.proc.pid)
                 if child.role == "hub":
                     log.error("hub exited with %s; restarting it", code)
                     self._start_hub()
@@ -223,6 +243,8 @@ class Supervisor:
             self.listener.close()
         if self.bus_dir:
             shutil.rmtree(self.bus_dir, ignore_errors=True)
+        if self.metrics is not None:
+            self.metrics.close()
 
 
 def main(settings: Settings) -> int:

@@ -20,9 +20,9 @@ import logging
 import os
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Hashable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import zmq
 
@@ -40,6 +40,9 @@ from relay.bus import (
 )
 from relay.config import Settings
 from relay.connection import Connection
+
+if TYPE_CHECKING:
+    from relay.metrics import WorkerMetrics
 
 log = logging.getLogger("chat_relay.worker")
 
@@ -75,9 +78,19 @@ class WorkerBus:
         self._up_seq = 0
         self._epoch = time.time_ns() // 1_000_000
         self.thread = threading.Thread(target=self._run, name="bus", daemon=True)
-        # Counters for logs and metrics.
+        # Counters for logs and metrics (plain ints: the metrics heartbeat reads them).
         self.delivered = 0
         self.slow_cuts = 0
+        self.says = 0
+        self.rate_limited = 0  # bumped by client threads, under _tally_lock
+        self._tally_lock = threading.Lock()
+        self.dialects: Counter[str] = Counter()  # open connections by dialect
+        self.opened: Counter[str] = Counter()
+        self.metrics: WorkerMetrics | None = None
+        if settings.metrics:
+            from relay.metrics import WorkerMetrics
+
+            self.metrics = WorkerMetrics(worker_id)
 
     # Called from any thread ----------------------------------------------------
 
@@ -85,6 +98,15 @@ class WorkerBus:
         """Queue a request for the hub (or a local op) and wake the bus thread."""
         self._queue.append((conn, req))
         self._wake()
+
+    def note_rate_limited(self) -> None:
+        with self._tally_lock:
+            self.rate_limited += 1
+
+    def backlog(self) -> tuple[int, int, int]:
+        """(requests queued, outbox bytes behind, connections behind), for metrics."""
+        behind = list(self._by_fd.values())
+        return len(self._queue), sum(c.pending for c in behind), len(behind)
 
     def want_write(self, conn: Connection) -> None:
         self._writers.append(conn)
@@ -125,6 +147,8 @@ class WorkerBus:
                 if now >= next_beat:
                     next_beat = now + HEARTBEAT
                     self._send_up([{"op": "hb", "hello": not self.ready.is_set()}])
+                    if self.metrics is not None:
+                        self.metrics.update(self)
                 timeout = max(0.0, min(next_beat, self._next_close()) - now)
                 events = poller.poll(int(timeout * 1000) + 1)
                 ev = dict(events)
@@ -184,8 +208,11 @@ class WorkerBus:
             if conn is not None:
                 if op == "_open":
                     self.conns[conn.id] = conn
+                    self.dialects[conn.codec.name] += 1
+                    self.opened[conn.codec.name] += 1
                     continue
                 if op == "_close":
+                    self.dialects[conn.codec.name] -= 1
                     self._forget(conn)
                     self._release(conn)
                     batch.append({"op": "gone", "c": conn.id})
@@ -195,6 +222,8 @@ class WorkerBus:
                         self._subscribe(conn, room)
                 elif op == "join":
                     self._subscribe(conn, req["room"])
+                elif op == "say":
+                    self.says += 1
                 req["c"] = conn.id
             batch.append(req)
         if batch:
