@@ -59,6 +59,7 @@ class WorkerBus:
         self.conns: dict[int, Connection] = {}
         self.rooms: dict[str, dict[int, Connection]] = {}  # confirmed local members
         self.subs: dict[str, int] = {}  # room -> local connections holding a subscription
+        self._fresh: set[str] = set()  # subscribed rooms not yet confirmed by a `joined`
         self.room_seq: dict[str, int] = {}  # last msg seq seen per room (for a hub resync)
         self._queue: deque[tuple[Connection | None, dict[str, Any]]] = deque()
         self._writers: deque[Connection] = deque()
@@ -236,6 +237,7 @@ class WorkerBus:
         count = self.subs.get(room, 0)
         if count == 0:
             self.sock.send(b"\x01" + room_topic(room))
+            self._fresh.add(room)
         self.subs[room] = count + 1
 
     def _unsubscribe(self, conn: Connection, room: str) -> None:
@@ -247,6 +249,7 @@ class WorkerBus:
             self.subs.pop(room, None)
             self.sock.send(b"\x00" + room_topic(room))
             self.gaps.forget(room_topic(room))
+            self._fresh.discard(room)
             self.room_seq.pop(room, None)
         else:
             self.subs[room] = count
@@ -309,10 +312,19 @@ class WorkerBus:
             except ValueError:
                 continue
             origin, epoch, seq = unpack(header)
-            missed = self.gaps.check(topic, origin, epoch, seq)
+            kind = topic[:1]
+            if kind == b"r":
+                room = topic_room(topic)
+                if room not in self.subs:
+                    continue  # still in flight when we left the room: not ours, not a gap
+                # Until a `joined` proves our subscription is in place, messages
+                # may be stale ones from an earlier subscription: no baseline yet.
+                fresh = room in self._fresh
+            else:
+                fresh = False
+            missed = 0 if fresh else self.gaps.check(topic, origin, epoch, seq)
             if missed:
                 log.warning("bus gap on %r: %d message(s) from %s lost", topic, missed, origin)
-            kind = topic[:1]
             if kind == b"r":
                 self._fan_out(topic_room(topic), unpack(body))
             elif kind == b"w":
@@ -345,6 +357,9 @@ class WorkerBus:
             return
         if t == "joined":
             room = body["room"]
+            if room in self._fresh:
+                self._fresh.discard(room)
+                self.gaps.forget(room_topic(room))  # counting starts after this point
             conn.rooms.add(room)
             self.rooms.setdefault(room, {})[conn.id] = conn
             self.room_seq.setdefault(room, body["seq"])

@@ -105,7 +105,7 @@ class NativeServerCodec(ServerCodec):
 
     def receive_data(self, data: bytes) -> list[Decoded]:
         out: list[Decoded] = []
-        if not data:
+        if not data or self.closed:
             self.closed = True
             return out
         for body in self._decoder.feed(data):
@@ -143,6 +143,10 @@ class NativeClientCodec:
 
     def send(self, event: ClientEvent) -> bytes:
         return frame(event.to_body())
+
+    def data_to_send(self) -> bytes:
+        """Bytes the codec produced by itself: never any in the native dialect."""
+        return b""
 
     def receive_data(self, data: bytes) -> list[RelayEvent | ProtocolError]:
         out: list[RelayEvent | ProtocolError] = []
