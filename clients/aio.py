@@ -15,7 +15,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from clients.core import Batch, Request, Session
+from clients.core import Batch, Request, Session, codec_factory
 from clients.errors import CannotConnect, ConnectionClosed, HandshakeError, describe_os_error
 from clients.state import ConnectionLost, Incoming, Reconnected
 from clients.sync import (
@@ -72,10 +72,11 @@ async def connect(
     *,
     reconnect: bool = False,
     resume: dict[str, int] | None = None,
+    transport: str = "native",
 ) -> AsyncClient:
     """Connect, say `hello`, wait until every room is joined (see sync.connect)."""
     client = AsyncClient(
-        host, port, nick, tuple(rooms), password, timeout, tls, reconnect, resume
+        host, port, nick, tuple(rooms), password, timeout, tls, reconnect, resume, transport
     )
     await client.open()
     return client
@@ -95,9 +96,12 @@ class AsyncClient:
         tls: ssl.SSLContext | None = None,
         reconnect: bool = False,
         resume: dict[str, int] | None = None,
+        transport: str = "native",
     ) -> None:
         for room in rooms:
             validate_room(room)
+        codec = codec_factory(transport, host, port, tls is not None)
+        self.transport = transport
         self.host = host
         self.port = port
         self.timeout = timeout
@@ -105,7 +109,7 @@ class AsyncClient:
         self.reconnect = reconnect
         self._guest = nick is None
         self.session = Session(
-            validate_nick(nick) if nick else guest_nick(), rooms, password, resume
+            validate_nick(nick) if nick else guest_nick(), rooms, password, resume, codec
         )
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None

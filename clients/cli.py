@@ -46,6 +46,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--password", help="the relay's password, if it has one")
     p.add_argument("--tls", action="store_true", help="connect with TLS")
     p.add_argument("--ca", metavar="FILE", help="CA bundle to trust for TLS (implies --tls)")
+    p.add_argument(
+        "--transport",
+        choices=("native", "ws"),
+        default="native",
+        help="dialect to speak: native msgpack frames, or WebSocket (JSON on /ws, the "
+        "web page's way in: works through HTTP proxies) (default: native)",
+    )
     p.add_argument("--timeout", type=float, default=10.0, help="connect timeout in seconds")
     return p
 
@@ -230,6 +237,7 @@ async def run(args: argparse.Namespace) -> int:
             timeout=args.timeout,
             tls=tls_context(args),
             reconnect=True,
+            transport=args.transport,
         )
     except (CannotConnect, HandshakeError, ConnectionClosed, TimeoutError, ValueError) as exc:
         print(_connect_error(args, exc), file=sys.stderr)

@@ -17,8 +17,9 @@ delivered to `recv()` as well.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from clients.errors import ConnectionClosed, HandshakeError, RelayError
 from clients.state import ClientState, Incoming, RoomState
@@ -40,6 +41,38 @@ from transports.events import (
     Welcome,
 )
 from transports.native import NativeClientCodec
+
+TRANSPORTS = ("native", "ws", "ws-msgpack")
+
+
+class ClientCodec(Protocol):
+    """What a Session needs of a dialect's client side (native, WebSocket)."""
+
+    def send(self, event: ClientEvent) -> bytes: ...
+
+    def receive_data(self, data: bytes) -> list[RelayEvent | ProtocolError]: ...
+
+    def data_to_send(self) -> bytes: ...
+
+
+CodecFactory = Callable[[], ClientCodec]
+
+
+def codec_factory(transport: str, host: str, port: int, tls: bool = False) -> CodecFactory:
+    """A fresh codec per connection for `transport` (one of TRANSPORTS).
+
+    Raises:
+        ValueError: an unknown transport.
+    """
+    if transport == "native":
+        return NativeClientCodec
+    from clients.ws import TRANSPORTS as WS_TRANSPORTS
+    from clients.ws import WebSocketClientCodec
+
+    if transport not in WS_TRANSPORTS:
+        raise ValueError(f"unknown transport {transport!r}; choose one of {', '.join(TRANSPORTS)}")
+    subprotocol = WS_TRANSPORTS[transport]
+    return lambda: WebSocketClientCodec(host, port, tls, subprotocol)
 
 # Codes that end a handshake attempt; the rest are reported but wait on.
 _HELLO_CODES = frozenset(
@@ -112,6 +145,7 @@ class Session:
         rooms: tuple[str, ...] = ("lobby",),
         password: str | None = None,
         resume: dict[str, int] | None = None,
+        codec: CodecFactory = NativeClientCodec,
     ) -> None:
         self.state = ClientState(nick)
         # A resume map saved from an earlier session: continue where it stopped.
@@ -120,7 +154,8 @@ class Session:
         self.wanted_nick = nick
         self.initial_rooms = tuple(dict.fromkeys(rooms))
         self.password = password
-        self.codec = NativeClientCodec()
+        self._new_codec = codec
+        self.codec: ClientCodec = codec()
         self.requests: list[Request] = []
         self.welcomed = False
         self.failed: HandshakeError | None = None
@@ -139,7 +174,7 @@ class Session:
         nick_taken), keeping the codec and whatever it buffered.
         """
         if new_connection:
-            self.codec = NativeClientCodec()
+            self.codec = self._new_codec()
         self.welcomed = False
         self.failed = None
         if self.state.nick is None or not self._resuming:
@@ -195,6 +230,9 @@ class Session:
                 batch.deliver.append(Error(item.code, f"from the relay: {item.text}"))
                 if item.fatal:
                     batch.fatal = item.text
+                    if not self.welcomed and self.failed is None:
+                        # No hello can succeed on this connection (a refused upgrade).
+                        self.failed = HandshakeError(Error(item.code, item.text))
                 continue
             if isinstance(item, KeepalivePing):
                 out.append(Pong(item.id))
@@ -209,7 +247,7 @@ class Session:
                     continue
                 batch.deliver.append(ev)
         out += self.state.outgoing()
-        batch.out = b"".join(self.codec.send(e) for e in out)
+        batch.out = self.codec.data_to_send() + b"".join(self.codec.send(e) for e in out)
         return batch
 
     def _handshake_event(self, ev: RelayEvent, batch: Batch) -> bool:

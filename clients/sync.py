@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from clients.core import Batch, Request, Session
+from clients.core import Batch, Request, Session, codec_factory
 from clients.errors import (
     CannotConnect,
     ConnectionClosed,
@@ -106,6 +106,7 @@ def connect(
     *,
     reconnect: bool = False,
     resume: dict[str, int] | None = None,
+    transport: str = "native",
 ) -> Client:
     """Connect, say `hello`, and wait until every room is joined.
 
@@ -116,14 +117,18 @@ def connect(
         reconnect: reconnect with backoff and resume after a connection loss.
         resume: `resume_map()` of an earlier session: its rooms are joined and
             what was said since is replayed (or reported as `Missed`).
+        transport: "native" (msgpack frames), "ws" (WebSocket, JSON bodies on
+            /ws) or "ws-msgpack" (WebSocket, msgpack bodies); the same events
+            and calls over each.
 
     Raises:
         CannotConnect: the TCP/TLS connection failed.
         HandshakeError: nick_taken, nick_invalid, auth_failed (see `.code`).
         TimeoutError: the relay did not finish the handshake in `timeout`.
+        ValueError: a bad nick, room or transport name.
     """
     client = Client(
-        host, port, nick, tuple(rooms), password, timeout, tls, reconnect, resume
+        host, port, nick, tuple(rooms), password, timeout, tls, reconnect, resume, transport
     )
     client.open()
     return client
@@ -143,9 +148,12 @@ class Client:
         tls: ssl.SSLContext | None = None,
         reconnect: bool = False,
         resume: dict[str, int] | None = None,
+        transport: str = "native",
     ) -> None:
         for room in rooms:
             validate_room(room)
+        codec = codec_factory(transport, host, port, tls is not None)
+        self.transport = transport
         self.host = host
         self.port = port
         self.timeout = timeout
@@ -153,7 +161,7 @@ class Client:
         self.reconnect = reconnect
         self._guest = nick is None
         self.session = Session(
-            validate_nick(nick) if nick else guest_nick(), rooms, password, resume
+            validate_nick(nick) if nick else guest_nick(), rooms, password, resume, codec
         )
         self._sock: socket.socket | None = None
         self._lock = threading.Lock()
