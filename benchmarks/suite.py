@@ -150,7 +150,10 @@ def latency_point(name: str, args: argparse.Namespace) -> dict[str, Any]:
 def idle_point(count: int) -> dict[str, Any]:
     workers = os.cpu_count() or 1
     with banner_process(relay_cmd(workers)) as (pid, port):
-        cfg = RunConfig(port=port, dialect="native", concurrency=400, connect_timeout=120.0)
+        # 100 members a room: 20,000 in one room would measure the join-presence
+        # storm (every join tells every member), not what an idle connection costs.
+        cfg = RunConfig(port=port, dialect="native", concurrency=400, connect_timeout=120.0,
+                        rooms=max(1, count // 100))
         return run_idle(cfg, count, 3.0, [pid])
 
 

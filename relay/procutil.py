@@ -19,6 +19,20 @@ def die_with_parent() -> None:
         pass
 
 
+def raise_fd_limit() -> tuple[int, int]:
+    """Lift the soft open-file limit to the hard one, as servers do; returns (soft, hard)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass
+    return soft, hard
+
+
 def setup_logging(level: str, fmt: str = "text") -> None:
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":

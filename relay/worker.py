@@ -21,10 +21,11 @@ from collections import Counter, deque
 import zmq
 
 from relay.config import Settings
-from relay.procutil import die_with_parent, setup_logging
+from relay.procutil import die_with_parent, raise_fd_limit, setup_logging
 from relay.session import Session, check_password
 from relay.tls import server_context
 from relay.workerbus import WorkerBus
+from transports.validate import ip_key
 
 log = logging.getLogger("chat_relay.worker")
 
@@ -73,6 +74,22 @@ class Worker:
             if self.per_ip[ip] > self.max_per_ip:
                 return f"too many connections from {ip} (limit {self.settings.max_per_ip})"
         return ""
+
+    def banned(self, addr: str) -> str:
+        """Why `addr` is banned (an operator's IP ban, as the hub told us), or ""."""
+        bans = self.bus.banned_ips  # replaced whole by the bus thread, never mutated
+        if not bans:
+            return ""
+        ip = ip_key(addr.rsplit(":", 1)[0])
+        until = bans.get(ip) if ip is not None else None
+        if until is None:
+            return ""
+        left = until - time.time() * 1000
+        if until and left <= 0:
+            return ""
+        span = (f"for {max(1, int(-(-left // 60_000)))} more minute(s)" if until
+                else "by an operator")
+        return f"your address {ip} is banned {span}"
 
     def check_password(self, addr: str, given: str, expected: str) -> bool:
         if check_password(given, expected):
@@ -171,6 +188,7 @@ class Worker:
 def main(settings: Settings, worker_id: str, hub: str, listen_fd: int, status_fd: int,
          workers: int) -> None:
     die_with_parent()
+    raise_fd_limit()
     setup_logging(settings.log_level, settings.log_format)
     threading.stack_size(512 * 1024)  # thousands of client threads: keep stacks small
     worker = Worker(settings, worker_id, hub, listen_fd, workers)
