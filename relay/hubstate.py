@@ -21,17 +21,18 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from relay.bus import room_topic, worker_topic
+from relay.bus import ANNOUNCE, room_topic, worker_topic
 from relay.historydb import HistoryStore
-from transports.validate import HISTORY_MAX_LIMIT, nick_key
+from transports.validate import HISTORY_MAX_LIMIT, ip_key, nick_key
 
 Out = list[tuple[bytes, Any]]
 MAX_STASH = 100_000  # requests held per worker while it re-announces its clients
+MAX_SANCTIONS = 10_000  # bans by nick, bans by IP, mutes: each list holds at most this many
 ConnKey = tuple[str, int]
 
 
@@ -45,6 +46,22 @@ class ClientRec:
     conn: int
     nick: str
     rooms: dict[str, None] = field(default_factory=dict)  # ordered set
+    ip: str = ""  # as ip_key() gives it; "" when unknown (re-announced after a hub restart)
+
+
+@dataclass(slots=True)
+class Sanction:
+    """A ban or mute: until (wall-clock ms, 0 = no expiry), who set it, why."""
+
+    until: int
+    by: str
+    reason: str
+
+    def left(self, now: int) -> str:
+        if not self.until:
+            return "until an operator lifts it"
+        minutes = max(1, -(-(self.until - now) // 60_000))
+        return f"for {minutes} more minute{'' if minutes == 1 else 's'}"
 
 
 @dataclass(slots=True)
@@ -93,6 +110,11 @@ class HubState:
         self.expired: set[str] = set()  # workers whose clients others saw leave
         self._guest = itertools.count(1)
         self.messages = 0  # say requests sequenced, for metrics
+        # Moderation: the hub is the one authority on bans and mutes.
+        self.banned_nicks: dict[str, Sanction] = {}  # nick_key -> ban
+        self.banned_ips: dict[str, Sanction] = {}    # ip_key -> ban
+        self.muted: dict[str, Sanction] = {}         # nick_key -> mute
+        self.moderation: Counter[str] = Counter()    # actions taken, for metrics
         # Durable history (--history-db): rooms come back with their seq and
         # newest messages; every msg is staged for the hub's next commit.
         self.store = store
@@ -201,24 +223,28 @@ class HubState:
         for i in range(start, len(room.history)):
             self._to(out, key, room.history[i])
 
-    def _part(self, key: ConnKey, name: str, out: Out) -> None:
+    def _part(self, key: ConnKey, name: str, out: Out,
+              extra: dict[str, Any] | None = None) -> None:
         client = self.clients[key]
         room = self.rooms[name]
         room.members.pop(key, None)
         client.rooms.pop(name, None)
-        self._broadcast(out, name, {"t": "presence", "room": name, "nick": client.nick,
-                                    "event": "part"}, key)
+        body = {"t": "presence", "room": name, "nick": client.nick, "event": "part"}
+        if extra:
+            body.update(extra)  # an operator's removal: by, reason
+        self._broadcast(out, name, body, key)
         if not room.members and room.seq == 0:
             del self.rooms[name]  # nothing to remember about an empty, silent room
 
-    def _remove_client(self, key: ConnKey, out: Out) -> None:
+    def _remove_client(self, key: ConnKey, out: Out,
+                       extra: dict[str, Any] | None = None) -> None:
         client = self.clients.pop(key, None)
         if client is None:
             return
         self.nicks.pop(nick_key(client.nick), None)
         self.clients[key] = client  # _part needs the record while it broadcasts
         for name in list(client.rooms):
-            self._part(key, name, out)
+            self._part(key, name, out, extra)
         del self.clients[key]
 
     def _client(self, worker: str, req: dict[str, Any], out: Out) -> ConnKey | None:
@@ -244,6 +270,8 @@ class HubState:
     def _op_hb(self, worker: str, req: dict[str, Any], out: Out) -> None:
         if req.get("hello"):
             out.append((worker_topic(worker), [None, {"t": "_ready", "epoch": self.epoch}]))
+            if self.banned_ips:
+                out.append((worker_topic(worker), [None, self._bans_body()]))
 
     def _op_hello(self, worker: str, req: dict[str, Any], out: Out) -> None:
         key = (worker, int(req["c"]))
@@ -251,12 +279,15 @@ class HubState:
             self._to(out, key, _error("bad_field", "already said hello", "hello"))
             return
         nick = req.get("nick")
+        ip = ip_key(str(req.get("ip") or "")) or ""
+        if self._refuse_banned(key, nick, ip, out):
+            return
         if nick is None:
             nick = self._guest_nick()
         elif nick_key(nick) in self.nicks:
             self._to(out, key, _error("nick_taken", f"nick {nick} is taken", "hello", nick=nick))
             return
-        self.clients[key] = ClientRec(worker, key[1], nick)
+        self.clients[key] = ClientRec(worker, key[1], nick, ip=ip)
         self.nicks[nick_key(nick)] = key
         self._to(out, key, {"t": "welcome", "v": 1, "nick": nick, "server": self.server})
         resume: dict[str, int] = req.get("resume") or {}
@@ -269,7 +300,7 @@ class HubState:
     def _guest_nick(self) -> str:
         while True:
             nick = f"guest-{next(self._guest)}"
-            if nick_key(nick) not in self.nicks:
+            if nick_key(nick) not in self.nicks and nick_key(nick) not in self.banned_nicks:
                 return nick
 
     def _op_join(self, worker: str, req: dict[str, Any], out: Out) -> None:
@@ -287,7 +318,8 @@ class HubState:
 
     def _op_say(self, worker: str, req: dict[str, Any], out: Out) -> None:
         key = self._client(worker, req, out)
-        if key is None:
+        if key is None or (self.muted and self._refuse_muted(key, "say", out,
+                                                             room=req.get("room"))):
             return
         room = self._in_room(key, req, "say", out)
         if room is None:
@@ -305,7 +337,8 @@ class HubState:
 
     def _op_whisper(self, worker: str, req: dict[str, Any], out: Out) -> None:
         key = self._client(worker, req, out)
-        if key is None:
+        if key is None or (self.muted and self._refuse_muted(key, "whisper", out,
+                                                             nick=req.get("to"))):
             return
         target = self.nicks.get(nick_key(req["to"]))
         if target is None:
@@ -330,11 +363,21 @@ class HubState:
         if owner is not None and owner != key:
             self._to(out, key, _error("nick_taken", f"nick {new} is taken", "nick", nick=new))
             return
+        ban = self._sanction(self.banned_nicks, nick_key(new)) if self.banned_nicks else None
+        if ban is not None and owner != key:
+            # A banned nick is held by its ban: taken, for anyone who asks.
+            left = ban.left(self.clock())
+            self._to(out, key, _error("nick_taken", f"nick {new} is banned {left}", "nick",
+                                      nick=new))
+            return
         client = self.clients[key]
         old = client.nick
         del self.nicks[nick_key(old)]
         self.nicks[nick_key(new)] = key
         client.nick = new
+        mute = self.muted.pop(nick_key(old), None) if self.muted else None
+        if mute is not None:
+            self.muted[nick_key(new)] = mute  # a mute follows its person
         self._to(out, key, {"t": "renamed", "nick": new})
         for name in client.rooms:
             self._broadcast(out, name, {"t": "presence", "room": name, "nick": old,
@@ -400,6 +443,7 @@ class HubState:
         """
         returning = worker in self.expired  # others saw these clients leave
         self.expired.discard(worker)
+        out.append((worker_topic(worker), [None, self._bans_body()]))  # replaces stale ones
         for conn, nick, rooms in req.get("clients", []):
             key = (worker, int(conn))
             if key in self.clients or nick_key(nick) in self.nicks:
@@ -414,6 +458,173 @@ class HubState:
                 if returning:
                     self._broadcast(out, name, {"t": "presence", "room": name, "nick": nick,
                                                 "event": "join"}, key)
+
+    # Moderation -------------------------------------------------------------
+    #
+    # The worker forwards these only for a connection that proved the operator
+    # password, so the hub acts on them as given. Bans and mutes live here
+    # (memory only: a hub restart lifts them); workers get the IP bans as a
+    # `_bans` item (on ANNOUNCE when they change, on their own topic when they
+    # connect or resync) to refuse new connections before any hello.
+
+    def _sanction(self, table: dict[str, Sanction], key: str) -> Sanction | None:
+        """The active sanction under `key`; an expired one is dropped here."""
+        found = table.get(key)
+        if found is not None and found.until and found.until <= self.clock():
+            del table[key]
+            return None
+        return found
+
+    def _bans_body(self) -> dict[str, Any]:
+        now = self.clock()
+        return {"t": "_bans", "ips": {ip: s.until for ip, s in self.banned_ips.items()
+                                      if not s.until or s.until > now}}
+
+    @staticmethod
+    def _why(by: str, reason: str) -> str:
+        return f" by {by}" + (f": {reason}" if reason else "")
+
+    def _refuse_banned(self, key: ConnKey, nick: str | None, ip: str, out: Out) -> bool:
+        ban, what = None, ""
+        if ip and self.banned_ips:
+            ban, what = self._sanction(self.banned_ips, ip), f"your address {ip}"
+        if ban is None and nick is not None and self.banned_nicks:
+            ban, what = self._sanction(self.banned_nicks, nick_key(nick)), f"the nick {nick}"
+        if ban is None:
+            return False
+        body = _error("banned", f"{what} is banned {ban.left(self.clock())}"
+                      f"{self._why(ban.by, ban.reason)}", "hello", by=ban.by)
+        if ban.reason:
+            body["reason"] = ban.reason
+        self._to(out, key, body)
+        return True
+
+    def _refuse_muted(self, key: ConnKey, ref: str, out: Out, **ctx: Any) -> bool:
+        mute = self._sanction(self.muted, nick_key(self.clients[key].nick))
+        if mute is None:
+            return False
+        self._to(out, key, _error("muted", f"you are muted {mute.left(self.clock())}"
+                                  f"{self._why(mute.by, mute.reason)}; nobody got this", ref,
+                                  **ctx))
+        return True
+
+    def _cut(self, target: ConnKey, code: str, text: str, by: str, reason: str,
+             out: Out) -> None:
+        """Tell a client why it must go and forget it; its worker closes the connection."""
+        extra: dict[str, Any] = {"by": by}
+        if reason:
+            extra["reason"] = reason
+        self._to(out, target, {"t": "error", "code": code, "text": text, **extra})
+        self._remove_client(target, out, extra)
+
+    def _notice(self, out: Out, key: ConnKey, text: str) -> None:
+        if key in self.clients:
+            self._to(out, key, {"t": "notice", "text": text})
+
+    def _store(self, table: dict[str, Sanction], name: str, sanction: Sanction, key: ConnKey,
+               ref: str, out: Out) -> bool:
+        if name not in table and len(table) >= MAX_SANCTIONS:
+            now = self.clock()
+            for k in [k for k, s in table.items() if s.until and s.until <= now]:
+                del table[k]
+            if len(table) >= MAX_SANCTIONS:
+                self._to(out, key, _error("bad_field", f"the {ref} list is full "
+                                          f"({MAX_SANCTIONS} entries); lift one first", ref))
+                return False
+        table[name] = sanction
+        return True
+
+    def _sanction_from(self, key: ConnKey, req: dict[str, Any]) -> Sanction:
+        minutes = req.get("minutes")
+        until = self.clock() + int(minutes) * 60_000 if minutes else 0
+        return Sanction(until, self.clients[key].nick, str(req.get("reason") or ""))
+
+    def _op_kick(self, worker: str, req: dict[str, Any], out: Out) -> None:
+        key = self._client(worker, req, out)
+        if key is None:
+            return
+        target = self.nicks.get(nick_key(str(req.get("nick"))))
+        if target is None:
+            self._to(out, key, _error("no_such_nick", f"no one is called {req.get('nick')}",
+                                      "kick", nick=req.get("nick")))
+            return
+        by, name = self.clients[key].nick, self.clients[target].nick
+        reason = str(req.get("reason") or "")
+        self._cut(target, "kicked", f"you were kicked{self._why(by, reason)}", by, reason, out)
+        self.moderation["kick"] += 1
+        self._notice(out, key, f"kicked {name}")
+
+    def _op_ban(self, worker: str, req: dict[str, Any], out: Out) -> None:
+        key = self._client(worker, req, out)
+        if key is None:
+            return
+        ban = self._sanction_from(key, req)
+        ip = ip_key(str(req["ip"])) if req.get("ip") else None
+        if ip is not None:
+            if not self._store(self.banned_ips, ip, ban, key, "ban", out):
+                return
+            what = f"address {ip}"
+            victims = [k for k, c in self.clients.items() if c.ip == ip and k != key]
+            out.append((ANNOUNCE, self._bans_body()))
+        elif req.get("nick"):
+            nick = str(req["nick"])
+            if not self._store(self.banned_nicks, nick_key(nick), ban, key, "ban", out):
+                return
+            what = f"nick {nick}"
+            holder = self.nicks.get(nick_key(nick))
+            victims = [holder] if holder is not None and holder != key else []
+        else:
+            self._to(out, key, _error("bad_field", "ban takes a nick or an ip", "ban"))
+            return
+        left = ban.left(self.clock())
+        for victim in victims:
+            self._cut(victim, "banned", f"you are banned ({what}) {left}"
+                      f"{self._why(ban.by, ban.reason)}", ban.by, ban.reason, out)
+        self.moderation["ban"] += 1
+        own = ip is not None and self.clients[key].ip == ip
+        self._notice(out, key, f"banned {what} {left}; {len(victims)} connection(s) closed"
+                     + ("; it is your own address: you could not reconnect" if own else ""))
+
+    def _op_unban(self, worker: str, req: dict[str, Any], out: Out) -> None:
+        key = self._client(worker, req, out)
+        if key is None:
+            return
+        ip = ip_key(str(req["ip"])) if req.get("ip") else None
+        if ip is not None:
+            found = self.banned_ips.pop(ip, None)
+            what = f"address {ip}"
+            out.append((ANNOUNCE, self._bans_body()))
+        else:
+            found = self.banned_nicks.pop(nick_key(str(req.get("nick"))), None)
+            what = f"nick {req.get('nick')}"
+        self._notice(out, key, f"unbanned {what}" if found else f"{what} was not banned")
+
+    def _op_mute(self, worker: str, req: dict[str, Any], out: Out) -> None:
+        key = self._client(worker, req, out)
+        if key is None:
+            return
+        nick = str(req.get("nick"))
+        mute = self._sanction_from(key, req)
+        if not self._store(self.muted, nick_key(nick), mute, key, "mute", out):
+            return
+        self.moderation["mute"] += 1
+        left = mute.left(self.clock())
+        target = self.nicks.get(nick_key(nick))
+        if target is not None:
+            self._notice(out, target, f"you are muted {left}{self._why(mute.by, mute.reason)}")
+        self._notice(out, key, f"muted {nick} {left}"
+                     + ("" if target is not None else " (not connected now)"))
+
+    def _op_unmute(self, worker: str, req: dict[str, Any], out: Out) -> None:
+        key = self._client(worker, req, out)
+        if key is None:
+            return
+        nick = str(req.get("nick"))
+        found = self.muted.pop(nick_key(nick), None)
+        target = self.nicks.get(nick_key(nick))
+        if found is not None and target is not None:
+            self._notice(out, target, f"you may speak again ({self.clients[key].nick})")
+        self._notice(out, key, f"unmuted {nick}" if found else f"{nick} was not muted")
 
     _HANDLERS: dict[str, Callable[[HubState, str, dict[str, Any], Out], None]] = {
         "hb": _op_hb,
@@ -430,4 +641,9 @@ class HubState:
         "bye": _op_bye,
         "worker_gone": _op_worker_gone,
         "sync": _op_sync,
+        "kick": _op_kick,
+        "ban": _op_ban,
+        "unban": _op_unban,
+        "mute": _op_mute,
+        "unmute": _op_unmute,
     }

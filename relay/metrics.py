@@ -176,7 +176,7 @@ class HubMetrics(_Updater):
         self.rooms.set(len(state.rooms))
         sync(self.gaps.labels("hub"), hub.gaps.gaps)
         sync(self.missing.labels("hub"), hub.gaps.missing)
-        for action, count in list(getattr(state, "moderation", {}).items()):
+        for action, count in list(state.moderation.items()):
             sync(self.moderation.labels(action), count)
 
 

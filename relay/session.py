@@ -20,6 +20,7 @@ from relay.sockio import wait_readable
 from relay.tls import TLS_RECORD_HANDSHAKE, ServerTls, TlsClosed
 from transports.errors import ProtocolError
 from transports.events import (
+    MODERATION,
     Bye,
     ClientEvent,
     Hello,
@@ -27,6 +28,7 @@ from transports.events import (
     Join,
     ListRooms,
     NickChange,
+    Oper,
     Part,
     Ping,
     Pong,
@@ -46,6 +48,7 @@ log = logging.getLogger("chat_relay.session")
 _PRE_HELLO_CODES = frozenset({"bad_frame", "frame_too_large", "text_too_long"})
 FLOOD_WINDOW = 10.0  # seconds of sustained flooding before the client is cut
 FLOOD_FACTOR = 10    # "flooding" means this many times the allowed rate
+OPER_TRIES = 3       # wrong operator passwords before the connection is closed
 
 
 def _error(code: str, text: str, ref: str | None = None) -> dict[str, Any]:
@@ -68,6 +71,8 @@ class Session:
         self.flood_start: float | None = None
         self.flood_drops = 0
         self.pings_unanswered = 0
+        self.oper = False  # proved the operator password on this connection
+        self.oper_failures = 0
 
     # Thread entry ---------------------------------------------------------------
 
@@ -163,6 +168,10 @@ class Session:
         refusal = self.worker.refusal(self.addr)
         if refusal:
             conn.finish(_error("too_many_connections", refusal), "refused")
+            return
+        ban = self.worker.banned(self.addr)
+        if ban:
+            conn.finish(_error("banned", ban), "banned")
             return
         hello_deadline = time.monotonic() + s.hello_timeout
         if codec.auto_hello:
@@ -272,7 +281,10 @@ class Session:
             return
         if not self._allowed(ev):
             return
-        req = self._request(ev)
+        if isinstance(ev, Oper):
+            self._oper(ev)
+            return
+        req = self._moderate(ev) if isinstance(ev, MODERATION) else self._request(ev)
         if req is not None:
             self.worker.bus.submit(conn, req)
 
@@ -304,6 +316,45 @@ class Session:
             "rate_limited", f"over {rate:g} messages/s (burst {self.settings.rate_burst}); "
             "this one was dropped", ev.T)))
         return False
+
+    def _oper(self, ev: Oper) -> None:
+        """Become an operator: the password is compared in constant time, and
+        failures count toward the IP's block like a wrong relay password."""
+        conn = self.conn
+        assert conn is not None
+        expected = self.settings.oper_password
+        if not expected:
+            conn.send(conn.codec.encode(_error(
+                "auth_failed", "this relay has no operators (it was started without "
+                "--oper-password)", "oper")))
+        elif self.worker.check_password(self.addr, ev.password, expected):
+            self.oper = True
+            log.info("%s (%s) is an operator", conn.nick, self.addr)
+            conn.send(conn.codec.encode({"t": "notice", "text": "you are an operator"}))
+        else:
+            self.oper_failures += 1
+            log.warning("%s (%s): wrong operator password (%d)", conn.nick, self.addr,
+                        self.oper_failures)
+            if self.oper_failures >= OPER_TRIES:
+                conn.finish(_error("auth_failed", f"wrong operator password {OPER_TRIES} "
+                                   "times; closing", "oper"), "oper_failed")
+            else:
+                conn.send(conn.codec.encode(_error("auth_failed", "wrong operator password",
+                                                   "oper")))
+
+    def _moderate(self, ev: ClientEvent) -> dict[str, Any] | None:
+        """An operator's kick/ban/mute goes to the hub as its op; others get not_operator."""
+        conn = self.conn
+        assert conn is not None
+        if not self.oper:
+            conn.send(conn.codec.encode(_error(
+                "not_operator", f"{ev.T} is for operators: send oper with the operator "
+                "password first", ev.T)))
+            return None
+        req = ev.to_body()
+        req["op"] = req.pop("t")
+        log.info("operator %s (%s): %r", conn.nick, self.addr, req)
+        return req
 
     @staticmethod
     def _request(ev: ClientEvent) -> dict[str, Any] | None:
@@ -338,7 +389,7 @@ class Session:
         conn.hello_done.clear()
         self.worker.bus.submit(conn, {
             "op": "hello", "nick": ev.nick, "rooms": list(ev.rooms),
-            "resume": ev.resume or {},
+            "resume": ev.resume or {}, "ip": self.addr.rsplit(":", 1)[0],
         })
         # Wait for the hub's answer so frames pipelined after hello see its outcome.
         conn.hello_done.wait(self.settings.hello_timeout)

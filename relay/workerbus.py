@@ -47,6 +47,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("chat_relay.worker")
 
 HEARTBEAT = 0.5
+_CUT_CODES = frozenset({"kicked", "banned"})  # errors after which we close the client
 
 
 class WorkerBus:
@@ -88,6 +89,9 @@ class WorkerBus:
         self.dialects: Counter[str] = Counter()  # open connections by dialect
         self.opened: Counter[str] = Counter()
         self.metrics: WorkerMetrics | None = None
+        # Operator IP bans from the hub (ip -> until, wall-clock ms, 0 = no expiry).
+        # Replaced whole, never mutated, so client threads read it without a lock.
+        self.banned_ips: dict[str, int] = {}
         if settings.metrics:
             from relay.metrics import WorkerMetrics
 
@@ -256,6 +260,10 @@ class WorkerBus:
 
     def _forget(self, conn: Connection) -> None:
         self.conns.pop(conn.id, None)
+        self._leave_all(conn)
+
+    def _leave_all(self, conn: Connection) -> None:
+        """Take `conn` out of every room's fan-out and drop its subscriptions."""
         for room in list(conn.rooms):
             members = self.rooms.get(room)
             if members is not None:
@@ -335,6 +343,9 @@ class WorkerBus:
                     self._announce(item)
 
     def _announce(self, item: dict[str, Any]) -> None:
+        if item.get("t") == "_bans":
+            self.banned_ips = dict(item.get("ips") or {})
+            return
         epoch = item.get("epoch")
         if self.hub_epoch is not None and epoch != self.hub_epoch:
             log.warning("hub restarted (epoch %s -> %s)", self.hub_epoch, epoch)
@@ -348,6 +359,8 @@ class WorkerBus:
                 self.ready.set()
             elif t == "_resync":
                 self._resync()
+            elif t == "_bans":
+                self.banned_ips = dict(body.get("ips") or {})
             return
         conn = self.conns.get(conn_id)
         if conn is None:
@@ -383,6 +396,20 @@ class WorkerBus:
                 self._unsubscribe(conn, room)
             self._after_flush.append(conn.hello_done)
         self._emit(conn, conn.codec.encode(body))
+        if t == "error" and body.get("code") in _CUT_CODES:
+            self._cut(conn, str(body["code"]))
+
+    def _cut(self, conn: Connection, reason: str) -> None:
+        """An operator removed this client (the hub forgot it already): send what is
+        due with the error last, take no more output, and close once it is out."""
+        chunks = self._out.pop(conn, None)
+        if chunks:
+            conn.send(b"".join(chunks))
+        conn.finish(None, reason)
+        conn.close_at = time.monotonic()
+        self._closing[conn.id] = conn
+        self._leave_all(conn)
+        self._after_flush.append(conn.hello_done)  # a reader waiting on its hello goes on
 
     def _resync(self) -> None:
         """The hub forgot us (it restarted): tell it who is here and in which rooms."""
@@ -448,7 +475,8 @@ class WorkerBus:
             if conn.slow:
                 self.slow_cuts += 1
                 log.info("cut %s (%s): slow consumer", conn.nick or conn.id, conn.addr)
-            conn.shutdown(hard=conn.slow)
+            # Hard (both ways) also wakes the reader thread blocked in recv().
+            conn.shutdown(hard=conn.slow or conn.close_reason in _CUT_CODES)
             if conn.fd in watched:
                 poller.unregister(conn.fd)
                 watched.discard(conn.fd)

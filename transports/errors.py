@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-# Every code PROTOCOL.md names, plus none of our own: extensions reuse these.
+# Every code PROTOCOL.md names, plus the extensions docs/protocol.md records.
 ERROR_CODES: Final = frozenset(
     {
         "bad_frame",
@@ -37,12 +37,18 @@ ERROR_CODES: Final = frozenset(
         "slow_consumer",
         "shutting_down",
         "too_many_connections",
+        # Moderation (docs/protocol.md, extension):
+        "not_operator",
+        "kicked",
+        "banned",
+        "muted",
     }
 )
 
 # Codes after which the relay closes the connection.
 FATAL_CODES: Final = frozenset(
-    {"frame_too_large", "slow_consumer", "shutting_down", "too_many_connections"}
+    {"frame_too_large", "slow_consumer", "shutting_down", "too_many_connections", "kicked",
+     "banned"}
 )
 
 

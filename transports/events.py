@@ -10,7 +10,7 @@ the native msgpack map (PROTOCOL.md keys), `parse_client_body()` and
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Final
 
 from transports.errors import ProtocolError
 from transports.validate import (
@@ -20,6 +20,7 @@ from transports.validate import (
     check_nick,
     check_room,
     check_text,
+    ip_key,
 )
 
 PROTOCOL_VERSION = 1
@@ -141,6 +142,61 @@ class Pong(ClientEvent):
 
     T: ClassVar[str] = "pong"
     id: Any = None
+
+
+# Moderation (extension, docs/protocol.md): `oper` makes a connection an
+# operator; the others need that and act relay-wide (the hub is the authority).
+
+MAX_REASON: Final = 256           # bytes of a kick/ban/mute reason
+MAX_MINUTES: Final = 366 * 24 * 60  # longest timed ban or mute; omit minutes: no expiry
+
+
+@dataclass(frozen=True, slots=True)
+class Oper(ClientEvent):
+    T: ClassVar[str] = "oper"
+    password: str
+
+
+@dataclass(frozen=True, slots=True)
+class Kick(ClientEvent):
+    T: ClassVar[str] = "kick"
+    nick: str
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Ban(ClientEvent):
+    """Exactly one of `nick` and `ip`."""
+
+    T: ClassVar[str] = "ban"
+    nick: str | None = None
+    ip: str | None = None
+    minutes: int | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Unban(ClientEvent):
+    T: ClassVar[str] = "unban"
+    nick: str | None = None
+    ip: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Mute(ClientEvent):
+    T: ClassVar[str] = "mute"
+    nick: str
+    minutes: int | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Unmute(ClientEvent):
+    T: ClassVar[str] = "unmute"
+    nick: str
+
+
+MODERATION: Final = (Kick, Ban, Unban, Mute, Unmute)
 
 
 # Relay -> client -------------------------------------------------------------
@@ -375,7 +431,65 @@ def parse_client_body(body: Any, max_text: int = DEFAULT_MAX_TEXT) -> ClientEven
         return Bye()
     if t == "rooms":
         return ListRooms()
+    if t in _MODERATION_PARSERS:
+        return _MODERATION_PARSERS[t](body, t)
     raise ProtocolError("unknown_type", f"unknown frame type {t[:40]!r}", t[:40])
+
+
+def _reason(body: dict[str, Any], ref: str) -> str | None:
+    reason = body.get("reason")
+    return None if reason is None else check_text(reason, MAX_REASON, ref)
+
+
+def _minutes(body: dict[str, Any], ref: str) -> int | None:
+    minutes = _int(body, "minutes", ref)
+    if minutes is not None and not 1 <= minutes <= MAX_MINUTES:
+        raise ProtocolError("bad_field", f"'minutes' must be 1-{MAX_MINUTES}, got {minutes}", ref)
+    return minutes
+
+
+def _nick_or_ip(body: dict[str, Any], ref: str) -> tuple[str | None, str | None]:
+    nick, ip = body.get("nick"), body.get("ip")
+    if (nick is None) == (ip is None):
+        raise ProtocolError("bad_field", f"{ref} takes exactly one of 'nick' and 'ip'", ref)
+    if ip is not None:
+        key = ip_key(ip) if isinstance(ip, str) else None
+        if key is None:
+            raise ProtocolError("bad_field", f"'ip' must be an IP address, got {ip!r:.60}", ref)
+        return None, key
+    return check_nick(nick, ref), None
+
+
+def _oper(body: dict[str, Any], t: str) -> ClientEvent:
+    return Oper(_str(body, "password", t))
+
+
+def _kick(body: dict[str, Any], t: str) -> ClientEvent:
+    return Kick(check_nick(body.get("nick"), t), _reason(body, t))
+
+
+def _ban(body: dict[str, Any], t: str) -> ClientEvent:
+    nick, ip = _nick_or_ip(body, t)
+    return Ban(nick, ip, _minutes(body, t), _reason(body, t))
+
+
+def _unban(body: dict[str, Any], t: str) -> ClientEvent:
+    nick, ip = _nick_or_ip(body, t)
+    return Unban(nick, ip)
+
+
+def _mute(body: dict[str, Any], t: str) -> ClientEvent:
+    return Mute(check_nick(body.get("nick"), t), _minutes(body, t), _reason(body, t))
+
+
+def _unmute(body: dict[str, Any], t: str) -> ClientEvent:
+    return Unmute(check_nick(body.get("nick"), t))
+
+
+_MODERATION_PARSERS: Final = {
+    "oper": _oper, "kick": _kick, "ban": _ban, "unban": _unban, "mute": _mute,
+    "unmute": _unmute,
+}
 
 
 def _whisper_target(body: dict[str, Any]) -> str:

@@ -31,14 +31,20 @@ from typing import Any, Final
 from transports.base import Decoded, ServerCodec
 from transports.errors import ProtocolError
 from transports.events import (
+    MAX_REASON,
+    Ban,
     Bye,
+    ClientEvent,
     Hello,
     Join,
+    Kick,
     ListRooms,
     NickChange,
+    Oper,
     Part,
     Pong,
     Say,
+    Unban,
     Whisper,
     Who,
 )
@@ -54,7 +60,7 @@ from transports.irc_lines import (
     user_prefix,
     word_lines,
 )
-from transports.validate import check_text, is_valid_nick, is_valid_room, nick_key
+from transports.validate import check_text, ip_key, is_valid_nick, is_valid_room, nick_key
 
 _log = logging.getLogger("transports.irc")
 
@@ -100,6 +106,7 @@ class IrcServerCodec(ServerCodec):
         self._whisper_to: deque[str] = deque(maxlen=_PENDING_MAX)
         self._nick_to: deque[str] = deque(maxlen=_PENDING_MAX)
         self._ping_ids: dict[str, Any] = {}
+        self._oper_pending = False  # an OPER is out: its notice becomes 381
 
     @property
     def me(self) -> str:
@@ -402,10 +409,46 @@ class IrcServerCodec(ServerCodec):
         else:
             self._reply("331", channel, text="No topic is set")
 
+    # Moderation (extension): OPER, KICK and MODE +b/-b map to the relay's
+    # oper, kick, ban and unban, which act relay-wide: a KICK disconnects.
+
+    def _cmd_oper(self, params: tuple[str, ...], out: list[Decoded]) -> None:
+        if not self._need("OPER", params, 1):
+            return
+        self._oper_pending = True
+        out.append(Oper(params[-1]))  # OPER <name> <password>: the name is not used
+
+    def _cmd_kick(self, params: tuple[str, ...], out: list[Decoded]) -> None:
+        if not self._need("KICK", params, 2):
+            return
+        reason = params[2][:MAX_REASON] if len(params) > 2 and params[2] else None
+        for nick in params[1].split(",")[:8]:
+            if is_valid_nick(nick):
+                out.append(Kick(nick, reason))
+            else:
+                self._reply("401", clean(nick)[:64] or "*", text="No such nick/channel")
+
+    def _ban_mask(self, mask: str) -> ClientEvent | None:
+        """`nick`, `nick!*@*` or `*!*@IP` -> the target of a ban; None after a 461."""
+        nick, _, rest = mask.partition("!")
+        host = rest.rpartition("@")[2] if rest else ""
+        ip = ip_key(host) if host not in ("", "*") else None
+        if ip is not None:
+            return Ban(ip=ip)
+        if is_valid_nick(nick):
+            return Ban(nick=nick)
+        self._reply("461", "MODE", text="Ban masks are NICK, NICK!*@* or *!*@IP")
+        return None
+
     def _cmd_mode(self, params: tuple[str, ...], out: list[Decoded]) -> None:
         if not self._need("MODE", params, 1):
             return
         target = params[0]
+        if target.startswith("#") and len(params) > 2 and params[1] in ("+b", "-b", "b"):
+            ban = self._ban_mask(params[2])
+            if isinstance(ban, Ban):
+                out.append(ban if params[1] != "-b" else Unban(ban.nick, ban.ip))
+            return
         if target.startswith("#"):
             room = self._channel_room(target)
             if room is None:
@@ -504,6 +547,17 @@ class IrcServerCodec(ServerCodec):
         if code in ("nick_taken", "nick_invalid"):
             attempted = self._nick_to.popleft() if self._nick_to else "*"
             return self._nick_error(code, str(body.get("nick") or attempted))
+        if code == "not_operator":
+            return self._numeric("481", text=f"Permission Denied- {text}")
+        if code == "muted" and ref == "say":
+            return self._numeric("404", channel, text=f"Cannot send to channel ({text})")
+        if code == "banned":
+            self.closed = True
+            return (self._numeric("465", text=text)
+                    + f"ERROR :Closing Link: {self.me} (banned: {clean(text)})\r\n")
+        if code == "auth_failed" and ref == "oper":
+            self._oper_pending = False
+            return self._numeric("464", text=f"Password incorrect: {text}")
         if code == "auth_failed":
             self._hello_nick = None
             return self._numeric("464", text=f"Password incorrect: {text}")
@@ -528,7 +582,8 @@ class IrcServerCodec(ServerCodec):
             return self._numeric("451", text="You have not registered")
         if code == "text_too_long":
             return self._numeric("417", text=text)
-        if code in ("frame_too_large", "slow_consumer", "shutting_down", "too_many_connections"):
+        if code in ("frame_too_large", "slow_consumer", "shutting_down", "too_many_connections",
+                    "kicked"):
             self.closed = True
             return f"ERROR :Closing Link: {self.me} ({clean(code)}: {clean(text)})\r\n"
         return self._server_notice(f"error {code}: {text}")
@@ -627,7 +682,11 @@ class IrcServerCodec(ServerCodec):
         return f"PING :{token}\r\n"
 
     def _enc_notice(self, body: dict[str, Any]) -> str:
-        return self._server_notice(str(body.get("text", "")))
+        text = str(body.get("text", ""))
+        if self._oper_pending and text == "you are an operator":
+            self._oper_pending = False
+            return self._numeric("381", text="You are now an IRC operator")
+        return self._server_notice(text)
 
     def _about_me(self, body: dict[str, Any]) -> bool:
         """Whether a presence is this client's own join/part/rename, which
@@ -659,6 +718,10 @@ class IrcServerCodec(ServerCodec):
                 event = body.get("event")
                 if event == "join":
                     return f":{user_prefix(nick)} JOIN {channel}\r\n".encode()
+                if event == "part" and body.get("by"):  # an operator removed them
+                    by = clean(str(body["by"]))
+                    return text_lines(user_prefix(by), "KICK", f"{channel} {nick}",
+                                      str(body.get("reason") or by)).encode("utf-8", "replace")
                 if event == "part":
                     return f":{user_prefix(nick)} PART {channel}\r\n".encode()
                 if event == "nick" and body.get("new"):
@@ -698,6 +761,8 @@ _HANDLERS: Final[dict[str, _Handler]] = {
     "USERHOST": IrcServerCodec._cmd_userhost,
     "AWAY": IrcServerCodec._cmd_away,
     "ISON": IrcServerCodec._cmd_ison,
+    "OPER": IrcServerCodec._cmd_oper,
+    "KICK": IrcServerCodec._cmd_kick,
 }
 
 _Encoder = Callable[[IrcServerCodec, dict[str, Any]], str]

@@ -18,8 +18,10 @@ Input (client -> relay), one line at a time:
 - Commands (names case-insensitive): /nick NAME, /join ROOM (also becomes
   the current room at once), /part [ROOM], /msg NICK TEXT, /who [ROOM],
   /rooms, /history [ROOM [AFTER]], /ping, /help (answered by the codec
-  itself, through `data_to_send`), /quit. Errors refer to the command as
-  typed ("/msg"); a plain line's errors refer to "say".
+  itself, through `data_to_send`), /quit; and for operators (extension)
+  /oper PASSWORD, /kick NICK [REASON], /ban NICK|IP [MINUTES] [REASON],
+  /unban NICK|IP, /mute NICK [MINUTES] [REASON], /unmute NICK. Errors refer
+  to the command as typed ("/msg"); a plain line's errors refer to "say".
 
 Output (relay -> client): one line per item, each ending in "\\n". Chat
 messages are "<nick> text" in the current room and "[room] <nick> text" in
@@ -46,20 +48,28 @@ from typing import Any, Final
 from transports.base import Decoded, ServerCodec
 from transports.errors import ProtocolError
 from transports.events import (
+    MAX_MINUTES,
+    MAX_REASON,
+    Ban,
     Bye,
     ClientEvent,
     Hello,
     HistoryQuery,
     Join,
+    Kick,
     ListRooms,
+    Mute,
     NickChange,
+    Oper,
     Part,
     Ping,
     Say,
+    Unban,
+    Unmute,
     Whisper,
     Who,
 )
-from transports.validate import DEFAULT_MAX_TEXT, check_nick, check_room, check_text
+from transports.validate import DEFAULT_MAX_TEXT, check_nick, check_room, check_text, ip_key
 
 # A joined line names at most this many members, then "and N more".
 MAX_LISTED_MEMBERS: Final = 20
@@ -80,6 +90,10 @@ HELP_LINES: Final[tuple[str, ...]] = (
     "*   /history [ROOM [AFTER]] recent messages of ROOM (after seq AFTER)",
     "*   /ping                   check that the relay answers",
     "*   /pass PASSWORD          log in to a relay that needs a password",
+    "*   /oper PASSWORD          become an operator, who may then use:",
+    "*     /kick NICK [REASON]   disconnect NICK",
+    "*     /ban NICK|IP [MINUTES] [REASON]    disconnect and refuse (/unban NICK|IP)",
+    "*     /mute NICK [MINUTES] [REASON]      refuse NICK's messages (/unmute NICK)",
     "*   /quit                   leave",
 )
 
@@ -151,6 +165,12 @@ class TextServerCodec(ServerCodec):
             "help": self._help,
             "ping": lambda ref, arg: Ping(),
             "quit": self._quit,
+            "oper": self._oper,
+            "kick": self._kick,
+            "ban": self._ban,
+            "unban": self._unban,
+            "mute": self._mute,
+            "unmute": self._unmute,
         }
 
     @property
@@ -311,6 +331,63 @@ class TextServerCodec(ServerCodec):
         self._pending += _render((status, *HELP_LINES))
         return None
 
+    # Moderation: the relay answers a non-operator with not_operator.
+
+    def _oper(self, ref: str, arg: str) -> ClientEvent:
+        if not arg.strip():
+            raise ProtocolError("bad_field", "usage: /oper PASSWORD", ref)
+        return Oper(arg.strip())
+
+    def _kick(self, ref: str, arg: str) -> ClientEvent:
+        parts = arg.split(None, 1)
+        if not parts:
+            raise ProtocolError("bad_field", "usage: /kick NICK [REASON]", ref)
+        return Kick(check_nick(parts[0], ref), self._reason(parts[1:], ref))
+
+    def _sanction_args(self, arg: str, usage: str, ref: str) -> tuple[str, int | None, str | None]:
+        """NAME [MINUTES] [REASON] -> (name, minutes, reason)."""
+        parts = arg.split(None, 1)
+        if not parts:
+            raise ProtocolError("bad_field", f"usage: {usage}", ref)
+        rest = parts[1].split(None, 1) if len(parts) > 1 else []
+        minutes = None
+        if rest and rest[0].isdecimal():
+            minutes = int(rest[0])
+            if not 1 <= minutes <= MAX_MINUTES:
+                raise ProtocolError("bad_field", f"MINUTES must be 1-{MAX_MINUTES}", ref)
+            rest = rest[1:]
+        return parts[0], minutes, self._reason(rest, ref)
+
+    @staticmethod
+    def _reason(rest: list[str], ref: str) -> str | None:
+        return check_text(rest[0].strip(), MAX_REASON, ref) if rest and rest[0].strip() else None
+
+    @staticmethod
+    def _target(name: str, ref: str) -> tuple[str | None, str | None]:
+        """A ban's target: an IP address if it is one, else a nick."""
+        ip = ip_key(name)
+        return (None, ip) if ip is not None else (check_nick(name, ref), None)
+
+    def _ban(self, ref: str, arg: str) -> ClientEvent:
+        name, minutes, reason = self._sanction_args(arg, "/ban NICK|IP [MINUTES] [REASON]", ref)
+        nick, ip = self._target(name, ref)
+        return Ban(nick=nick, ip=ip, minutes=minutes, reason=reason)
+
+    def _unban(self, ref: str, arg: str) -> ClientEvent:
+        if len(arg.split()) != 1:
+            raise ProtocolError("bad_field", "usage: /unban NICK|IP", ref)
+        nick, ip = self._target(arg.strip(), ref)
+        return Unban(nick=nick, ip=ip)
+
+    def _mute(self, ref: str, arg: str) -> ClientEvent:
+        name, minutes, reason = self._sanction_args(arg, "/mute NICK [MINUTES] [REASON]", ref)
+        return Mute(check_nick(name, ref), minutes, reason)
+
+    def _unmute(self, ref: str, arg: str) -> ClientEvent:
+        if len(arg.split()) != 1:
+            raise ProtocolError("bad_field", "usage: /unmute NICK", ref)
+        return Unmute(check_nick(arg.strip(), ref))
+
     def _quit(self, ref: str, arg: str) -> ClientEvent:
         self.closed = True
         return Bye()
@@ -375,6 +452,9 @@ class TextServerCodec(ServerCodec):
             who, event = _s(body, "nick"), body.get("event")
             if event == "join":
                 return [f"* {who} joined {room}"]
+            if event == "part" and body.get("by"):
+                reason = f": {_s(body, 'reason')}" if body.get("reason") else ""
+                return [f"* {who} was removed from {room} by {_s(body, 'by')}{reason}"]
             if event == "part":
                 return [f"* {who} left {room}"]
             if event == "nick":

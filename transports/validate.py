@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Final
 
@@ -65,3 +66,18 @@ def check_text(text: object, max_bytes: int, ref: str | None = None) -> str:
             "text_too_long", f"text is {size} bytes, the limit is {max_bytes}", ref
         )
     return text
+
+
+def ip_key(address: str) -> str | None:
+    """An IP address in the one form bans compare by, or None if it is not one.
+
+    IPv4-mapped IPv6 (a dual-stack listener's view of an IPv4 peer,
+    "::ffff:10.0.0.7") becomes plain IPv4, so a ban matches either way.
+    """
+    try:
+        ip = ipaddress.ip_address(address.strip("[]"))
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ip)
