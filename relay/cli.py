@@ -42,7 +42,7 @@ HELP = {
     "tls_key": "PEM private key file for --tls-cert",
     "keys": "CURVE key directory for a TCP bus (made by `chat-relay keys generate DIR`)",
     "history_db": "SQLite file that keeps history, seq and epoch across restarts",
-    "metrics": "HOST:PORT to serve Prometheus metrics on",
+    "metrics": "HOST:PORT to serve Prometheus metrics on (port 0 picks one; the banner says)",
     "log_format": "text or json",
     "oper_password": "operator password: lets a client kick, ban and mute",
 }
