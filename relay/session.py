@@ -18,6 +18,7 @@ from relay.connection import Connection
 from relay.ratelimit import TokenBucket
 from relay.sockio import wait_readable
 from relay.tls import TLS_RECORD_HANDSHAKE, ServerTls, TlsClosed
+from transports.base import Decoded
 from transports.errors import ProtocolError
 from transports.events import (
     MODERATION,
@@ -46,6 +47,7 @@ log = logging.getLogger("chat_relay.session")
 
 # Codes a client may get before its hello; anything else becomes not_ready.
 _PRE_HELLO_CODES = frozenset({"bad_frame", "frame_too_large", "text_too_long"})
+PARTIAL_FLUSH = SNIFF_TIMEOUT  # silence after a newline-less line that ends it
 FLOOD_WINDOW = 10.0  # seconds of sustained flooding before the client is cut
 FLOOD_FACTOR = 10    # "flooding" means this many times the allowed rate
 OPER_TRIES = 3       # wrong operator passwords before the connection is closed
@@ -190,7 +192,13 @@ class Session:
             if timeout <= 0:
                 conn.finish(_error("not_ready", f"no hello within {s.hello_timeout:g} s"))
                 return
+            if codec.partial:
+                timeout = min(timeout, PARTIAL_FLUSH)
             if not wait_readable(self.sock, timeout):
+                if codec.partial:
+                    self._dispatch(codec.flush_partial())
+                    data = b""
+                    continue
                 if not conn.ready:
                     continue
                 if self._keepalive_expired():
@@ -236,6 +244,15 @@ class Session:
         extra = codec.data_to_send()
         if extra:
             conn.send(extra)
+        self._dispatch(decoded)
+        if codec.closed and not conn.closing:
+            # The dialect ended the conversation itself (an HTTP page served,
+            # a WebSocket close): flush and close.
+            conn.finish(None, "closed by dialect")
+
+    def _dispatch(self, decoded: list[Decoded]) -> None:
+        conn = self.conn
+        assert conn is not None
         for item in decoded:
             if conn.closing:
                 return
@@ -243,10 +260,6 @@ class Session:
                 self._reject(item)
             else:
                 self._handle(item)
-        if codec.closed and not conn.closing:
-            # The dialect ended the conversation itself (an HTTP page served,
-            # a WebSocket close): flush and close.
-            conn.finish(None, "closed by dialect")
 
     def _reject(self, err: ProtocolError) -> None:
         conn = self.conn

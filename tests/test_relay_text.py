@@ -70,3 +70,32 @@ def test_sigterm_tells_every_dialect_shutting_down(relay_factory: RelayFactory) 
     for t in texts:
         t.expect(lambda line: line.startswith("* error:") and "shutting down" in line)
     assert not [c for c in children if c.is_running() and c.status() != "zombie"]
+
+
+def test_seed_tutorial_client_without_newlines(relay: RelayProcess) -> None:
+    """The tutorial's client send()s each message with no newline, then waits."""
+    import socket
+
+    native = NativePeer.joined(relay.port, "listener")
+    seed = socket.create_connection(("127.0.0.1", relay.port), timeout=5)
+    greeting = b""
+    while b"you joined lobby" not in greeting:
+        greeting += seed.recv(4096)
+    seed.sendall(b"seedling: hello from the tutorial")
+    m = native.msgs("lobby", 1)[0]
+    assert m["text"] == "seedling: hello from the tutorial"
+    seed.sendall(b"second message")
+    assert native.msgs("lobby", 1)[0]["text"] == "second message"
+    # A line that arrives in pieces, quickly, is still one line.
+    seed.sendall(b"split ")
+    seed.sendall(b"line\n")
+    assert native.msgs("lobby", 1)[0]["text"] == "split line"
+
+
+def test_sigint_like_ctrl_c_stops_everything(relay_factory: RelayFactory) -> None:
+    relay = relay_factory(workers=2)
+    n = NativePeer.joined(relay.port, "ctrlc")
+    children = relay.children()
+    assert relay.stop(signal.SIGINT) == 0
+    n.expect_error("shutting_down")
+    assert not [c for c in children if c.is_running() and c.status() != "zombie"]

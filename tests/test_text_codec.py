@@ -476,3 +476,12 @@ def test_own_messages_are_not_echoed() -> None:
         assert codec.encode_own(body, None) == b""
     notice = {"t": "notice", "text": "x"}
     assert codec.encode_own(notice, None) == codec.encode(notice) == b"* x\n"
+
+
+def test_flush_partial_takes_a_newline_less_line() -> None:
+    codec = TextServerCodec()
+    assert codec.receive_data(b"no newline") == [] and codec.partial
+    (event,) = codec.flush_partial()
+    assert event == Say(room="lobby", text="no newline")
+    assert not codec.partial and codec.flush_partial() == []
+    assert codec.receive_data(b"x" * 5000) == [] and not codec.partial  # overlong: not kept

@@ -52,6 +52,20 @@ class ServerCodec:
     def data_to_send(self) -> bytes:
         return b""
 
+    @property
+    def partial(self) -> bool:
+        """True while an unfinished message sits in the input buffer."""
+        return False
+
+    def flush_partial(self) -> list[Decoded]:
+        """The peer went quiet mid-message: decode what it sent as if complete.
+
+        Only line dialects do anything here: the seed tutorial's client sends
+        each message without a newline, and a line followed by silence is
+        what it means.
+        """
+        return []
+
     def encode(self, body: dict[str, Any]) -> bytes:
         raise NotImplementedError
 

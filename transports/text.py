@@ -220,6 +220,19 @@ class TextServerCodec(ServerCodec):
                 self._line(line, out)
         return out
 
+    @property
+    def partial(self) -> bool:
+        return bool(self._buf) and self._skipped is None and not self.closed
+
+    def flush_partial(self) -> list[Decoded]:
+        """A line the peer sent without "\n" and then went quiet: take it as a line."""
+        out: list[Decoded] = []
+        if self.partial:
+            line = bytes(self._buf)
+            self._buf.clear()
+            self._line(line, out)
+        return out
+
     def data_to_send(self) -> bytes:
         data = bytes(self._pending)
         self._pending.clear()
