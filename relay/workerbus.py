@@ -190,8 +190,11 @@ class WorkerBus:
                     self._shutdown_clients(poller)
                     break
         except Exception:
-            log.exception("bus thread crashed")
-            raise
+            # A worker without its bus thread would accept clients it cannot
+            # serve: exit, and let the supervisor start a fresh one.
+            log.exception("bus thread crashed; exiting so the supervisor replaces this worker")
+            logging.shutdown()
+            os._exit(70)
         finally:
             sock.close(linger=0)
             self.stopped.set()
