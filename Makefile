@@ -1,13 +1,18 @@
 # Every target creates .venv on first use, so a fresh clone needs only `make run` or `make test`.
-PY ?= python3.11
+PY ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .PHONY: run test lint unit bench fuzz soak clean
 
+# Debian's python3 lacks venv until python3-venv is installed; as root, install it.
 $(BIN)/python:
-	$(PY) -m venv $(VENV) || python3 -m venv $(VENV)
+	@$(PY) -m venv $(VENV) 2>/dev/null || { rm -rf $(VENV); \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing python3-venv (apt)"; apt-get update -qq && \
+	    apt-get install -y -qq python3-venv >/dev/null && $(PY) -m venv $(VENV); \
+	  else echo "cannot create .venv: install python3-venv (sudo apt-get install python3-venv)"; exit 1; fi; }
 	$(BIN)/python -m pip install -q --upgrade pip
 
 $(STAMP): $(BIN)/python pyproject.toml
