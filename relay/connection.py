@@ -14,7 +14,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import Any
 
 from relay.outbox import Outbox
@@ -45,6 +45,7 @@ class Connection:
         self.max_outbox = max_outbox
         self._want_write = want_write
         self.tls = tls
+        self.fan_key: tuple[type[ServerCodec], Hashable] | None = None  # cached by fan-out
         self._lock = threading.Lock()
         self._outbox = Outbox()
         self.drained = threading.Condition(self._lock)

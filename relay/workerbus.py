@@ -40,11 +40,16 @@ from relay.bus import (
 )
 from relay.config import Settings
 from relay.connection import Connection
+from transports.base import ServerCodec
 
 if TYPE_CHECKING:
     from relay.metrics import WorkerMetrics
 
 log = logging.getLogger("chat_relay.worker")
+
+
+def _joined(pending: bytes | list[bytes]) -> bytes:
+    return pending if isinstance(pending, bytes) else b"".join(pending)
 
 HEARTBEAT = 0.5
 _CUT_CODES = frozenset({"kicked", "banned"})  # errors after which we close the client
@@ -65,7 +70,8 @@ class WorkerBus:
         self._queue: deque[tuple[Connection | None, dict[str, Any]]] = deque()
         self._writers: deque[Connection] = deque()
         self._by_fd: dict[int, Connection] = {}  # connections waiting for POLLOUT
-        self._out: dict[Connection, list[bytes]] = {}  # bytes due per client this drain
+        # Bytes due per client this drain: one chunk, or a list once there are more.
+        self._out: dict[Connection, bytes | list[bytes]] = {}
         self._after_flush: list[threading.Event] = []
         self._closing: dict[int, Connection] = {}  # connections to close once flushed
         self._watched: set[int] = set()
@@ -291,16 +297,18 @@ class WorkerBus:
     def _emit(self, conn: Connection, data: bytes) -> None:
         """Queue bytes for `conn` until the end of this drain (one send per client)."""
         if data:
-            chunks = self._out.get(conn)
-            if chunks is None:
-                self._out[conn] = [data]
+            pending = self._out.get(conn)
+            if pending is None:
+                self._out[conn] = data
+            elif isinstance(pending, list):
+                pending.append(data)
             else:
-                chunks.append(data)
+                self._out[conn] = [pending, data]
 
     def _flush_out(self) -> None:
         out, self._out = self._out, {}
-        for conn, chunks in out.items():
-            conn.send(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+        for conn, pending in out.items():
+            conn.send(_joined(pending))
         # Readers waiting on a handshake or a bye barrier go on only once what
         # came before it is on its way (a pong must not overtake a welcome).
         events, self._after_flush = self._after_flush, []
@@ -405,9 +413,9 @@ class WorkerBus:
     def _cut(self, conn: Connection, reason: str) -> None:
         """An operator removed this client (the hub forgot it already): send what is
         due with the error last, take no more output, and close once it is out."""
-        chunks = self._out.pop(conn, None)
-        if chunks:
-            conn.send(b"".join(chunks))
+        pending = self._out.pop(conn, None)
+        if pending:
+            conn.send(_joined(pending))
         conn.finish(None, reason)
         conn.close_at = time.monotonic()
         self._closing[conn.id] = conn
@@ -436,27 +444,38 @@ class WorkerBus:
         for idx, item in enumerate(items):
             if item[1] == self.id and item[2] is not None:
                 authored.setdefault(item[2], []).append(idx)
-        cache: dict[tuple[type, Hashable], tuple[list[bytes], bytes]] = {}
-        delivered = 0
-        for conn in list(members.values()):
-            codec = conn.codec
-            cls = type(codec)
-            key = (cls, codec.fanout_key(room))
+        cache: dict[tuple[type[ServerCodec], Hashable], tuple[list[bytes], bytes]] = {}
+        out = self._out
+        # The per-member loop is the relay's hottest code: one dict lookup for
+        # the encoding, one for the outgoing bytes, nothing else in the common case.
+        for conn in members.values():
+            key = conn.fan_key
+            if key is None:
+                codec = conn.codec
+                key = (type(codec), codec.fanout_key(room))
+                if codec.fixed_fanout_key:
+                    conn.fan_key = key
             encoded = cache.get(key)
             if encoded is None:
-                chunks = [cls.encode_fanout(item[0], key[1]) for item in items]
+                chunks = [key[0].encode_fanout(item[0], key[1]) for item in items]
                 encoded = cache[key] = (chunks, b"".join(chunks))
-            mine = authored.get(conn.id)
-            if mine is None:
-                data = encoded[1]
-            else:
+            if authored and conn.id in authored:
                 chunks = list(encoded[0])
-                for idx in mine:
-                    chunks[idx] = codec.encode_own(items[idx][0], items[idx][3])
+                for idx in authored[conn.id]:
+                    chunks[idx] = conn.codec.encode_own(items[idx][0], items[idx][3])
                 data = b"".join(chunks)
-            self._emit(conn, data)
-            delivered += 1
-        self.delivered += delivered * len(items)
+            else:
+                data = encoded[1]
+            if not data:
+                continue
+            pending = out.get(conn)
+            if pending is None:
+                out[conn] = data
+            elif isinstance(pending, list):
+                pending.append(data)
+            else:
+                out[conn] = [pending, data]
+        self.delivered += len(members) * len(items)
 
     # Closing -----------------------------------------------------------------------
 

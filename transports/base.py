@@ -69,6 +69,10 @@ class ServerCodec:
     def encode(self, body: dict[str, Any]) -> bytes:
         raise NotImplementedError
 
+    # True when fanout_key() never changes once the connection is set up (the
+    # relay then caches it per connection instead of asking per delivery).
+    fixed_fanout_key: ClassVar[bool] = False
+
     def fanout_key(self, room: str) -> Hashable:
         return None
 

@@ -701,6 +701,8 @@ class IrcServerCodec(ServerCodec):
 
     # Fan-out ------------------------------------------------------------------
 
+    fixed_fanout_key = True
+
     def fanout_key(self, room: str) -> Hashable:
         return None
 

@@ -98,6 +98,7 @@ class NativeServerCodec(ServerCodec):
     """The relay side of the native dialect."""
 
     name = "native"
+    fixed_fanout_key = True
 
     def __init__(self, max_frame: int = DEFAULT_MAX_FRAME, max_text: int = 4096) -> None:
         super().__init__(max_frame, max_text)

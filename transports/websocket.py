@@ -312,6 +312,8 @@ class WebSocketServerCodec(ServerCodec):
                 data += close_frame(code, str(body.get("code")))
         return data
 
+    fixed_fanout_key = True  # the subprotocol is settled before the first fan-out
+
     def fanout_key(self, room: str) -> Hashable:
         return self.subprotocol
 
