@@ -35,6 +35,14 @@ test: lint unit
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.suite
 
+# Issue 4's bus-gap and fault figures on loopback (a few minutes): 1M messages with
+# no bus gap and a tiny HWM whose gaps are counted; slow consumer, kill -9 of a worker
+# and of the hub. Tables print; JSON lands in benchmarks/results/.
+.PHONY: bench-faults
+bench-faults: $(STAMP)
+	$(BIN)/python -m benchmarks.bus_gaps
+	$(BIN)/python -m benchmarks.faults
+
 # Codec fuzzing (outside CI): atheris (coverage-guided) when it installs, else the
 # built-in mutation engine. FUZZ_RUNS=N to change the count.
 FUZZ_RUNS ?= 1000000

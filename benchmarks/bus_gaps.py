@@ -13,7 +13,8 @@ Two runs against a real relay (`chat-relay start`, 2 workers, loopback):
     worker's RCVHWM and the ipc socket buffers are full); that worker counts
     the jump in the bus seq, logs it and exports it, and its clients see seq
     jumps (never a silent hole). A worker's XSUB also drops upstream at its
-    SNDHWM; the hub counts those (`process="hub"`).
+    SNDHWM; the hub counts those (`process="hub"`). A control run repeats the
+    burst at the default HWM.
 
     python -m benchmarks.bus_gaps                      # both runs
     python -m benchmarks.bus_gaps --only b --hwm 1     # just the tiny-HWM run
@@ -338,6 +339,8 @@ class ClientSpec:
     rooms: list[str]        # says alternate between these rooms
     send: int               # says to send
     window: int             # own says in flight at most; 0 = send all as fast as possible
+    index: int = 0          # our slot in the shared progress array
+    lag: int = 0            # send only while the slowest reader is fewer msgs behind us
     text_bytes: int = 16
     quiet: float = 3.0      # stop this long after the last message once our sends are done
     expect: int = 0         # stop once this many msgs arrived (0: stop on `quiet` only)
@@ -362,7 +365,7 @@ class ClientResult:
     markers_seen: int = 0
 
 
-def fast_client(spec: ClientSpec, pipe: Connection) -> None:
+def fast_client(spec: ClientSpec, progress: Any, pipe: Connection) -> None:
     """Child process: one connection that sends its share and checks every msg it gets."""
     try:
         (sock,) = place(spec.port, spec.relay_pid, spec.worker_pid, 1)
@@ -371,18 +374,24 @@ def fast_client(spec: ClientSpec, pipe: Connection) -> None:
         pipe.send(("ready", joined))
         if not pipe.poll(120) or pipe.recv() != "go":
             return
-        run_client(spec, sock, buf, res, pipe)
+        run_client(spec, sock, buf, res, pipe, progress)
         pipe.send(("done", asdict(res)))
     except Exception as exc:  # report, never hang the parent
         pipe.send(("error", f"{spec.nick}: {exc!r}"))
 
 
 def run_client(spec: ClientSpec, sock: socket.socket, buf: bytearray, res: ClientResult,
-               pipe: Connection) -> None:
+               pipe: Connection, progress: Any) -> None:
     """Send and read. Without `expect`: once our says are out and the line has been
     quiet for `spec.quiet`, tell the parent ("quiet"), then read on until a
     marker message (text "marker") arrived in every room: messages lost at the
-    tail of a burst show up as a seq jump only when a later message comes."""
+    tail of a burst show up as a seq jump only when a later message comes.
+
+    With `spec.lag`, every client publishes how many msgs it has read in the
+    shared `progress` array and sends only while the slowest reader is fewer
+    than `lag` behind it: a reader that the (loaded) machine deschedules then
+    holds everyone back instead of growing an outbox until it is cut as a
+    slow consumer, which would be a true verdict about the load, not the bus."""
     rooms = spec.rooms
     says = [frame({"t": "say", "room": r, "text": "x" * spec.text_bytes}) for r in rooms]
     chunk = 256  # frames per send() call: the relay reads many frames per recv
@@ -413,6 +422,8 @@ def run_client(spec: ClientSpec, sock: socket.socket, buf: bytearray, res: Clien
             room_left = spec.send - res.sent
             if spec.window:
                 room_left = min(room_left, spec.window - (res.sent - res.echoes))
+            if spec.lag:
+                room_left = min(room_left, spec.lag - (res.received - min(progress)))
             n = min(chunk, room_left)
             if n > 0:  # rooms alternate say by say: one bus message per say then
                 out = b"".join(says[(res.sent + k) % len(says)] for k in range(n))
@@ -464,6 +475,8 @@ def run_client(spec: ClientSpec, sock: socket.socket, buf: bytearray, res: Clien
                     markers.add(room)
             elif t == "error":
                 res.errors.append(str(body.get("code")))
+        if spec.lag:
+            progress[spec.index] = res.received
     if not quiet_told:
         res.seconds = last_rx - t0
     res.markers_seen = len(markers)
@@ -537,7 +550,9 @@ def run(label: str, hwm: int | None, rooms: list[str], clients: int, per_client:
         workers = worker_pids(relay.pid)
         expect = per_client * clients if window else 0  # (a): nothing may be lost
         specs = [ClientSpec(f"c{i}", relay.port, relay.pid, workers[i % 2], rooms, per_client,
-                            window, expect=expect, deadline=deadline) for i in range(clients)]
+                            window, index=i, lag=4 * window if window else 0, expect=expect,
+                            deadline=deadline) for i in range(clients)]
+        progress = ctx.RawArray("q", clients)
         pipes: list[Connection] = []
         sinks: list[Connection] = []
         parts = max(1, fanout // 200) if fanout else 0
@@ -550,7 +565,7 @@ def run(label: str, hwm: int | None, rooms: list[str], clients: int, per_client:
             sinks.append(a)
         for spec in specs:
             a, b = ctx.Pipe()
-            p = ctx.Process(target=fast_client, args=(spec, b), daemon=True)
+            p = ctx.Process(target=fast_client, args=(spec, progress, b), daemon=True)
             p.start()
             procs.append(p)
             pipes.append(a)
@@ -676,6 +691,7 @@ def run(label: str, hwm: int | None, rooms: list[str], clients: int, per_client:
         "log_gap_lines": len(gap_lines),
         "log_gap_samples": gap_lines[:5],
         "log_gap_lines_during_setup": len(setup_gaps),
+        "log_gap_samples_during_setup": setup_gaps[:5],
         "log_slow_consumer_lines": len(cuts),
         "per_worker": per_worker,
         "sinks": sink_stats,
@@ -683,17 +699,26 @@ def run(label: str, hwm: int | None, rooms: list[str], clients: int, per_client:
     }
 
 
+def tail_text(tail: dict[str, Any]) -> str:
+    if not tail:
+        return "-"
+    late = tail["bus_missing_after_marker"] - tail["bus_missing_before_marker"]
+    return f"{late} bus msgs" if late else "none"
+
+
 def table(runs: list[dict[str, Any]]) -> str:
     head = ("| run | bus_hwm | says sent | seqs | msgs/s | gaps worker (missing) | "
-            "gaps hub (missing) | gap log lines | client seq jumps (missing) | dup/reorder |")
-    rows = [head, "|" + "---|" * 10]
+            "gaps hub (missing) | gap log lines | client seq jumps (missing) | dup/reorder | "
+            "every client saw every seq | tail loss counted only after a later msg |")
+    rows = [head, "|" + "---|" * 12]
     for r in runs:
         m = r["metrics"]
         rows.append(
             f"| {r['label']} | {r['bus_hwm']} | {r['says_sent']:,} | {r['seqs_assigned']:,} | "
             f"{r['msgs_per_s']:,} | {m['bus_gaps_worker']} ({m['bus_missing_worker']}) | "
             f"{m['bus_gaps_hub']} ({m['bus_missing_hub']}) | {r['log_gap_lines']} | "
-            f"{r['client_jumps']} ({r['client_missing_seqs']}) | {r['client_behind']} |")
+            f"{r['client_jumps']} ({r['client_missing_seqs']}) | {r['client_behind']} | "
+            f"{'yes' if r['every_client_saw_every_seq'] else 'no'} | {tail_text(r['tail'])} |")
     return "\n".join(rows)
 
 
@@ -702,11 +727,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", choices=["a", "b"], default=None)
     ap.add_argument("--messages", type=int, default=1_000_000, help="run (a) total says")
     ap.add_argument("--clients", type=int, default=4, help="sender+reader clients (2 workers)")
-    ap.add_argument("--window", type=int, default=1000, help="own says in flight per client")
+    ap.add_argument("--window", type=int, default=500,
+                    help="own says in flight per client; readers at most 4x this apart")
     ap.add_argument("--hwm", type=int, default=10, help="run (b) --bus-hwm")
     ap.add_argument("--burst", type=int, default=200_000, help="run (b) total says, no window")
     ap.add_argument("--fanout", type=int, default=400,
                     help="run (b) members on the slow worker that read and discard")
+    ap.add_argument("--no-control", action="store_true",
+                    help="skip run (b)'s control: the same burst at the default HWM")
     ap.add_argument("--deadline", type=float, default=600.0)
     args = ap.parse_args(argv)
     started = machine()
@@ -721,10 +749,14 @@ def main(argv: list[str] | None = None) -> int:
         per = args.burst // args.clients
         print(f"(b) --bus-hwm {args.hwm}, burst of {per * args.clients:,} says, "
               f"{args.fanout} read-and-discard members on one worker...", flush=True)
-        runs.append(run(f"b: tiny hwm + fan-out {args.fanout}", args.hwm, [ROOM, ROOM + "2"],
-                        args.clients, per, 0,
-                        args.fanout, ["--max-outbox", str(256 * 1024 * 1024)],
-                        min(args.deadline, 300)))
+        runs.append(run(f"b: hwm {args.hwm}, burst, fan-out {args.fanout}", args.hwm,
+                        [ROOM, ROOM + "2"], args.clients, per, 0, args.fanout,
+                        ["--max-outbox", str(256 * 1024 * 1024)], min(args.deadline, 300)))
+        if not args.no_control:
+            print("(b control) the same burst and fan-out at the default --bus-hwm...", flush=True)
+            runs.append(run(f"b control: default hwm, burst, fan-out {args.fanout}", None,
+                            [ROOM, ROOM + "2"], args.clients, per, 0, args.fanout,
+                            ["--max-outbox", str(256 * 1024 * 1024)], min(args.deadline, 300)))
     result = {"benchmark": "bus_gaps", "machine_start": started, "machine_end": machine(),
               "runs": runs, "note": NOTE}
     path = save("bus-gaps", result)
@@ -737,11 +769,18 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-NOTE = ("Where drops happen: the hub's XPUB drops a bus message for one subscriber when its "
-        "pipe to that worker is full (SNDHWM), which happens only after the worker's XSUB "
-        "RCVHWM and the ipc socket buffers are full, i.e. when the worker's bus thread falls "
-        "behind. A worker's XSUB drops requests upstream at its SNDHWM (counted by the hub). "
-        "Run (b) slows one worker's bus thread with a large local fan-out so the drop occurs.")
+NOTE = """\
+Where drops happen: a worker's XSUB receives with RCVHWM, the hub's XPUB sends with
+SNDHWM; when a worker's bus thread falls behind, its RCVHWM pipe fills, then the ipc
+socket buffers, then the hub's XPUB pipe to that worker, and XPUB drops what no longer
+fits for that subscriber only (it never blocks the hub). A worker's XSUB drops requests
+upstream at its SNDHWM the same way (the hub would count those as process="hub").
+Run (b) makes the hub publish one bus message per say (says alternate between two rooms,
+so no two consecutive items share a topic) and gives one worker a 400-member fan-out;
+on this 2-CPU box both workers' bus threads fall behind the hub during the burst, so
+both count gaps. The control run differs only in --bus-hwm. A burst's tail that is
+dropped shows as a jump only when a later message on that topic arrives: the run sends
+one marker per room after the burst and counts what that revealed."""
 
 
 if __name__ == "__main__":
