@@ -5,6 +5,16 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+# Tests share two CPUs with relay processes (and, in CI, with whatever else
+# runs): judge hypothesis examples by what they find, never by how fast they
+# were generated or ran.
+settings.register_profile(
+    "chat-relay", deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.load_profile("chat-relay")
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 

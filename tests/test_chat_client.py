@@ -252,9 +252,12 @@ def pty_client(relay: RelayProcess, nick: str) -> Iterator[pexpect.spawn]:
         yield child
     finally:
         if child.isalive():
-            child.sendcontrol("d")
+            # Cleanup, not a test of how to quit: /quit, then Ctrl-D if needed.
+            child.send("\x15/quit\r")  # Ctrl-U clears a half-typed line first
             try:
-                child.expect(pexpect.EOF, timeout=10 * UNIT)
+                if child.expect([pexpect.EOF, pexpect.TIMEOUT], timeout=5 * UNIT) == 1:
+                    child.sendcontrol("d")
+                    child.expect(pexpect.EOF, timeout=10 * UNIT)
             finally:
                 child.close(force=True)
 
