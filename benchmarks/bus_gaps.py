@@ -413,10 +413,9 @@ def run_client(spec: ClientSpec, sock: socket.socket, buf: bytearray, res: Clien
             if spec.expect and res.received >= spec.expect:
                 break
             if not spec.expect and not quiet_told and now - last_rx > spec.quiet:
-                res.seconds = last_rx - t0
                 pipe.send(("quiet", None))
                 quiet_told = True
-            if quiet_told and (len(markers) == len(rooms) or now - last_rx > 10.0):
+            if quiet_told and (len(markers) == len(rooms) or now - last_rx > 120.0):
                 break
         if not out and res.sent < spec.send:
             room_left = spec.send - res.sent
@@ -473,12 +472,12 @@ def run_client(spec: ClientSpec, sock: socket.socket, buf: bytearray, res: Clien
                 elif body.get("text") == "marker":
                     res.received -= 1  # not part of the burst
                     markers.add(room)
+                    continue
+                res.seconds = last_rx - t0  # the burst's last msg so far
             elif t == "error":
                 res.errors.append(str(body.get("code")))
         if spec.lag:
             progress[spec.index] = res.received
-    if not quiet_told:
-        res.seconds = last_rx - t0
     res.markers_seen = len(markers)
     sock.close()
 
@@ -503,7 +502,11 @@ def sink(port: int, relay_pid: int, worker_pid: int, count: int, rooms: list[str
         received = 0
         closed = 0
         live = list(socks)
-        while live and not pipe.poll(0):
+        while live:
+            if pipe.poll(0):
+                if pipe.recv() == "stop":
+                    break
+                pipe.send(("bytes", received))  # the parent asks while the burst drains
             rl, _, _ = select.select(live, [], [], 0.1)
             for s in rl:
                 try:
@@ -526,6 +529,15 @@ def sink(port: int, relay_pid: int, worker_pid: int, count: int, rooms: list[str
 
 
 # One run --------------------------------------------------------------------------
+
+
+def expect_msg(pipe: Connection, kind: str, timeout: float = 30.0) -> Any:
+    if not pipe.poll(timeout):
+        raise RuntimeError(f"no {kind!r} from a child in {timeout} s")
+    got, value = pipe.recv()
+    if got != kind:
+        raise RuntimeError(f"child said {got}: {value}")
+    return value
 
 
 def gaps_by_pid(lines: list[str]) -> dict[str, int]:
@@ -589,6 +601,18 @@ def run(label: str, hwm: int | None, rooms: list[str], clients: int, per_client:
                 kind, value = pipe.recv()
                 if kind != "quiet":
                     raise RuntimeError(str(value))
+            # A worker far behind delivers in multi-second bursts, so a client's
+            # silence proves little: wait until the fan-out members' byte counts
+            # stand still too (the slow worker has drained its bus backlog).
+            still, last_bytes = 0.0, -1
+            until = time.monotonic() + 300
+            while still < 3.0 and time.monotonic() < until:
+                for pipe in sinks:
+                    pipe.send("count")
+                now_bytes = sum(int(expect_msg(pipe, "bytes")) for pipe in sinks)
+                still = still + 0.5 if now_bytes == last_bytes else 0.0
+                last_bytes = now_bytes
+                time.sleep(0.5)
             time.sleep(1.2)
             quiet = scrape(url)
             tail["bus_missing_before_marker"] = int(
