@@ -79,5 +79,20 @@ class GapCounter:
             self.missing += missed
         return missed
 
+    def catch_up(self, topic: bytes, origin: str, epoch: int, seq: int) -> int:
+        """The sender says it has sent up to `seq` on `topic`: count what never came.
+
+        This finds a dropped *tail* (nothing after it arrives to show the jump);
+        the seq is recorded so the next message does not count the gap twice.
+        """
+        last = self._last.get(topic)
+        if last is None or last[0] != origin or last[1] != epoch or seq <= last[2]:
+            return 0
+        missed = seq - last[2]
+        self.gaps += 1
+        self.missing += missed
+        self._last[topic] = (origin, epoch, seq)
+        return missed
+
     def forget(self, topic: bytes) -> None:
         self._last.pop(topic, None)

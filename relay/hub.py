@@ -18,7 +18,7 @@ import zmq
 from zmq.auth.thread import ThreadAuthenticator
 
 from relay import __version__, curve
-from relay.bus import ANNOUNCE, REQUEST, GapCounter, pack, tune, unpack
+from relay.bus import ANNOUNCE, REQUEST, GapCounter, pack, topic_room, tune, unpack
 from relay.config import Settings
 from relay.historydb import HistoryStore
 from relay.hubstate import HubState, Out
@@ -58,6 +58,7 @@ class Hub:
             store=self.store,
         )
         self.topic_seq: dict[bytes, int] = {}
+        self._touched: set[bytes] = set()  # topics published since the last heartbeat
         self.gaps = GapCounter()
         self.running = True
         self.metrics = HubMetrics() if settings.metrics else None
@@ -74,8 +75,26 @@ class Hub:
             seq = self.topic_seq.get(topic, 0) + 1
             self.topic_seq[topic] = seq
             items = [item for _, item in out[i:j]]
+            if topic == ANNOUNCE:
+                self._stamp_heartbeat(items)
+            else:
+                self._touched.add(topic)
             send([topic, pack([self.origin, self.epoch, seq]), pack(items)], copy=False)
             i = j
+
+    def _stamp_heartbeat(self, items: list[Any]) -> None:
+        """Tell workers the last bus seq (and room msg seq) of every topic used
+        since the last beat. It travels after those messages, so a worker that
+        is behind knows at once that the bus dropped something, even the tail
+        of a burst after which nothing else comes."""
+        for item in items:
+            if isinstance(item, dict) and item.get("t") == "_hub":
+                seqs = {}
+                for topic in self._touched:
+                    room = self.state.rooms.get(topic_room(topic)) if topic[:1] == b"r" else None
+                    seqs[topic] = [self.topic_seq[topic], room.seq if room else None]
+                item["seqs"] = seqs
+                self._touched.clear()
 
     def save(self) -> None:
         """Commit the batch's messages to the history db (one transaction)."""

@@ -31,6 +31,7 @@ from relay.historydb import HistoryStore
 from transports.validate import HISTORY_MAX_LIMIT, ip_key, nick_key
 
 Out = list[tuple[bytes, Any]]
+FILL_MAX = 1000  # messages resent per fill request
 MAX_STASH = 100_000  # requests held per worker while it re-announces its clients
 MAX_SANCTIONS = 10_000  # bans by nick, bans by IP, mutes: each list holds at most this many
 ConnKey = tuple[str, int]
@@ -428,6 +429,17 @@ class HubState:
         key = (worker, int(req.get("c", -1)))
         self._remove_client(key, out)
 
+    def _op_fill(self, worker: str, req: dict[str, Any], out: Out) -> None:
+        """A worker lost part of a room's stream on the bus: resend it from history."""
+        room = self.rooms.get(str(req.get("room")))
+        if room is None:
+            return
+        after = max(int(req.get("after", 0)), room.first_seq - 1)
+        start = after + 1 - room.first_seq
+        msgs = list(itertools.islice(room.history, start, start + FILL_MAX))
+        out.append((worker_topic(worker), [None, {"t": "_fill", "room": room.name,
+                                                  "messages": msgs}]))
+
     def _op_bye(self, worker: str, req: dict[str, Any], out: Out) -> None:
         """A barrier: by the time `_bye` reaches the worker, everything due before it has."""
         self._to(out, (worker, int(req.get("c", -1))), {"t": "_bye"})
@@ -639,6 +651,7 @@ class HubState:
         "rooms": _op_rooms,
         "gone": _op_gone,
         "bye": _op_bye,
+        "fill": _op_fill,
         "worker_gone": _op_worker_gone,
         "sync": _op_sync,
         "kick": _op_kick,

@@ -66,6 +66,7 @@ class WorkerBus:
         self.rooms: dict[str, dict[int, Connection]] = {}  # confirmed local members
         self.subs: dict[str, int] = {}  # room -> local connections holding a subscription
         self._fresh: set[str] = set()  # subscribed rooms not yet confirmed by a `joined`
+        self._filling: set[str] = set()  # rooms with a fill request on its way
         self.room_seq: dict[str, int] = {}  # last msg seq seen per room (for a hub resync)
         self._queue: deque[tuple[Connection | None, dict[str, Any]]] = deque()
         self._writers: deque[Connection] = deque()
@@ -263,6 +264,7 @@ class WorkerBus:
             self.sock.send(b"\x00" + room_topic(room))
             self.gaps.forget(room_topic(room))
             self._fresh.discard(room)
+            self._filling.discard(room)
             self.room_seq.pop(room, None)
         else:
             self.subs[room] = count
@@ -351,16 +353,55 @@ class WorkerBus:
                     self._reply(conn_id, reply)
             elif topic == ANNOUNCE:
                 for item in unpack(body):
-                    self._announce(item)
+                    self._announce(item, origin, epoch)
 
-    def _announce(self, item: dict[str, Any]) -> None:
+    def _announce(self, item: dict[str, Any], origin: str, bus_epoch: int) -> None:
         if item.get("t") == "_bans":
             self.banned_ips = dict(item.get("ips") or {})
             return
+        self._check_tails(item.get("seqs") or {}, origin, bus_epoch)
         epoch = item.get("epoch")
         if self.hub_epoch is not None and epoch != self.hub_epoch:
             log.warning("hub restarted (epoch %s -> %s)", self.hub_epoch, epoch)
         self.hub_epoch = epoch
+
+    def _check_tails(self, seqs: dict[bytes, list[Any]], origin: str, epoch: int) -> None:
+        """Count bus messages that never came, and ask the hub to resend a room's."""
+        fills = []
+        for topic, (bus_seq, msg_seq) in seqs.items():
+            if topic == self.my_topic:
+                mine = True
+            elif topic[:1] == b"r":
+                room = topic_room(topic)
+                if room not in self.subs or room in self._fresh:
+                    continue
+                mine = False
+            else:
+                continue
+            missed = self.gaps.catch_up(topic, origin, epoch, bus_seq)
+            if missed:
+                log.warning("bus gap on %r: the last %d message(s) from %s were dropped",
+                            topic, missed, origin)
+            if mine or msg_seq is None:
+                continue
+            last = self.room_seq.get(room)
+            if last is not None and msg_seq > last and room in self.rooms \
+                    and room not in self._filling:
+                self._filling.add(room)
+                fills.append({"op": "fill", "room": room, "after": last})
+        if fills:
+            self._send_up(fills)
+
+    def _fill(self, body: dict[str, Any]) -> None:
+        """Messages the bus dropped, resent from history: deliver only what is newer
+        than what members already have (so nothing is ever out of order)."""
+        room = str(body.get("room"))
+        self._filling.discard(room)
+        last = self.room_seq.get(room, 0)
+        missing = [[m, None, None, None] for m in body.get("messages", []) if m["seq"] > last]
+        if missing and room in self.rooms:
+            log.warning("refilled %d message(s) of %s the bus dropped", len(missing), room)
+            self._fan_out(room, missing)
 
     def _reply(self, conn_id: int | None, body: dict[str, Any]) -> None:
         t = body.get("t")
@@ -370,6 +411,8 @@ class WorkerBus:
                 self.ready.set()
             elif t == "_resync":
                 self._resync()
+            elif t == "_fill":
+                self._fill(body)
             elif t == "_bans":
                 self.banned_ips = dict(body.get("ips") or {})
             return

@@ -1,0 +1,142 @@
+"""A dropped tail of a burst is seen within one heartbeat, and refilled from history."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import zmq
+
+from relay.bus import ANNOUNCE, GapCounter, room_topic, unpack, worker_topic
+from relay.config import Settings
+from relay.connection import Connection
+from relay.hub import Hub
+from relay.hubstate import HubState, Out
+from relay.workerbus import WorkerBus
+from transports.native import FrameDecoder, NativeServerCodec
+
+
+def test_catch_up_counts_a_tail_once() -> None:
+    gaps = GapCounter()
+    topic = b"rlobby\x00"
+    assert gaps.check(topic, "hub", 1, 1) == 0
+    assert gaps.check(topic, "hub", 1, 2) == 0
+    assert gaps.catch_up(topic, "hub", 1, 5) == 3  # 3, 4, 5 never came
+    assert gaps.check(topic, "hub", 1, 6) == 0  # not counted twice
+    assert gaps.catch_up(topic, "hub", 1, 6) == 0
+    assert (gaps.gaps, gaps.missing) == (1, 3)
+    assert gaps.catch_up(b"other", "hub", 1, 9) == 0  # no baseline, no claim
+
+
+def test_hub_heartbeat_names_the_last_seq_of_each_topic() -> None:
+    ctx: zmq.Context[Any] = zmq.Context()
+    hub = Hub(Settings(), "inproc://tail-test", ctx)
+    sub = ctx.socket(zmq.XSUB)
+    sub.connect("inproc://tail-test")
+    for topic in (ANNOUNCE, room_topic("lobby")):
+        sub.send(b"\x01" + topic)
+    hub.sock.recv_multipart()  # the subscriptions, as XPUB sees them
+    hub.sock.recv_multipart()
+    out: Out = []
+    hub.state.handle("w1", {"op": "hb", "hello": True}, out, 0.0)
+    hub.state.handle("w1", {"op": "hello", "c": 1, "nick": "a", "rooms": ["lobby"]}, out, 0.0)
+    for i in range(3):
+        hub.state.handle("w1", {"op": "say", "c": 1, "room": "lobby", "text": str(i)}, out, 0.0)
+    out.append((ANNOUNCE, {"t": "_hub", "epoch": hub.epoch}))
+    hub.publish(out)
+    got = []
+    while True:
+        topic, header, body = sub.recv_multipart()
+        got.append((topic, unpack(header), unpack(body)))
+        if topic == ANNOUNCE:
+            break
+    beat = got[-1][2][0]
+    lobby = room_topic("lobby")
+    last_lobby_bus_seq = [h[2] for t, h, _ in got if t == lobby][-1]
+    assert beat["seqs"][lobby] == [last_lobby_bus_seq, 3]  # bus seq, room msg seq
+    assert worker_topic("w1") in beat["seqs"]
+    sub.close(0)
+    hub.sock.close(0)
+    ctx.term()
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.sent: list[list[bytes]] = []
+
+    def send_multipart(self, frames: list[bytes], copy: bool = True) -> None:
+        self.sent.append(frames)
+
+
+@pytest.fixture
+def bus_with_members() -> Iterator[tuple[WorkerBus, list[socket.socket], Recorder]]:
+    ctx: zmq.Context[Any] = zmq.Context()
+    bus = WorkerBus(ctx, "w1", "inproc://unused", Settings())
+    rec = Recorder()
+    bus.sock = rec  # type: ignore[assignment]
+    peers, members = [], {}
+    for i in range(3):
+        a, b = socket.socketpair()
+        b.setblocking(False)
+        conn = Connection(i, a, "x:1", NativeServerCodec(), 1 << 20, lambda c: None)
+        bus.conns[i] = members[i] = conn
+        peers.append(b)
+    bus.rooms["lobby"] = members
+    bus.subs["lobby"] = 3
+    yield bus, peers, rec
+    for p in peers:
+        p.close()
+    ctx.term()
+
+
+def msg(seq: int) -> dict[str, Any]:
+    return {"t": "msg", "room": "lobby", "seq": seq, "ts": 1, "from": "x", "text": f"m{seq}"}
+
+
+def test_worker_refills_a_dropped_tail_in_order(
+        bus_with_members: tuple[WorkerBus, list[socket.socket], Recorder]) -> None:
+    bus, peers, rec = bus_with_members
+    topic = room_topic("lobby")
+    bus.gaps.check(topic, "hub", 7, 1)
+    bus._fan_out("lobby", [[msg(1), None, None, None]])
+    bus._flush_out()
+    # The beat says the bus carried up to bus seq 4 and room seq 4: 3 messages dropped.
+    bus._check_tails({topic: [4, 4]}, "hub", 7)
+    assert bus.gaps.missing == 3
+    (frames,) = rec.sent
+    assert unpack(frames[2]) == [{"op": "fill", "room": "lobby", "after": 1}]
+    bus._check_tails({topic: [4, 4]}, "hub", 7)
+    assert len(rec.sent) == 1  # one fill on its way at a time
+    # History answers with 1..4; members get 2, 3, 4 (never 1 again), in order.
+    bus._fill({"room": "lobby", "messages": [msg(s) for s in range(1, 5)]})
+    bus._flush_out()
+    for p in peers:
+        seqs = [f["seq"] for f in FrameDecoder().feed(p.recv(1 << 16))]
+        assert seqs == [1, 2, 3, 4]
+    assert bus.room_seq["lobby"] == 4
+
+
+def test_fill_never_delivers_what_live_traffic_already_passed(
+        bus_with_members: tuple[WorkerBus, list[socket.socket], Recorder]) -> None:
+    bus, peers, rec = bus_with_members
+    bus._fan_out("lobby", [[msg(1), None, None, None], [msg(5), None, None, None]])
+    bus._fill({"room": "lobby", "messages": [msg(s) for s in range(2, 6)]})
+    bus._flush_out()
+    seqs = [f["seq"] for f in FrameDecoder().feed(peers[0].recv(1 << 16))]
+    assert seqs == [1, 5]  # the client sees the jump and fills it itself
+
+
+def test_hub_fill_answers_from_history() -> None:
+    s = HubState(epoch=1, history_len=3, clock=lambda: 1)
+    out: Out = []
+    s.handle("w1", {"op": "hb", "hello": True}, out, 0.0)
+    s.handle("w1", {"op": "hello", "c": 1, "nick": "a", "rooms": ["r"]}, out, 0.0)
+    for i in range(5):
+        s.handle("w1", {"op": "say", "c": 1, "room": "r", "text": str(i)}, out, 0.0)
+    out = []
+    s.handle("w1", {"op": "fill", "room": "r", "after": 1}, out, 0.0)
+    ((topic, (conn, body)),) = out
+    assert topic == worker_topic("w1") and conn is None and body["t"] == "_fill"
+    assert [m["seq"] for m in body["messages"]] == [3, 4, 5]  # what history still has
