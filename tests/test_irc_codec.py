@@ -479,3 +479,21 @@ def test_a_bot_may_pipeline_commands_after_registration() -> None:
     assert codec.data_to_send() == b""
     # Had the hello failed, the relay answers the rest with not_ready: 451 each.
     assert numerics(codec.encode({"t": "error", "code": "not_ready", "text": "x"})) == ["451"]
+
+
+def test_replies_after_the_hello_wait_for_001() -> None:
+    """A bot sending NICK, USER and more in one write gets 001 before any 421."""
+    codec = IrcServerCodec()
+    events = codec.receive_data(b"NICK bot\r\nUSER bot 0 * :bot\r\nFOO\r\nJOIN #dev\r\n")
+    assert [type(e).__name__ for e in events] == ["Hello", "Join"]
+    assert b"421" not in codec.data_to_send()  # held back
+    welcome = codec.encode({"t": "welcome", "v": 1, "nick": "bot", "server": "chat-relay/0"})
+    text = welcome.decode()
+    assert text.index(" 001 ") < text.index(" 421 ")
+    assert codec.data_to_send() == b""  # released once, with the welcome
+    # Refused hello: the 433 comes first, then what was held.
+    codec = IrcServerCodec()
+    codec.receive_data(b"NICK taken\r\nUSER t 0 * :t\r\nFOO\r\n")
+    reply = codec.encode({"t": "error", "code": "nick_taken", "text": "taken", "ref": "hello",
+                          "nick": "taken"}).decode()
+    assert reply.index(" 433 ") < reply.index(" 421 ")

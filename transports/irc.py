@@ -93,6 +93,7 @@ class IrcServerCodec(ServerCodec):
         self._out: list[str] = []
         # Registration
         self.registered = False
+        self._hold_at: int | None = None  # index in _out where held replies start
         self._password: str | None = None
         self._want_nick: str | None = None
         self._user_seen = False
@@ -126,11 +127,23 @@ class IrcServerCodec(ServerCodec):
 
     def data_to_send(self) -> bytes:
         with self._lock:
-            if not self._out:
+            cut = len(self._out) if self._hold_at is None else self._hold_at
+            if not cut:
                 return b""
-            data = "".join(self._out).encode("utf-8", "replace")
-            self._out.clear()
+            data = "".join(self._out[:cut]).encode("utf-8", "replace")
+            del self._out[:cut]
+            if self._hold_at is not None:
+                self._hold_at = 0
             return data
+
+    def _release_held(self) -> str:
+        """What was held back while the hello was out; it follows the hello's answer."""
+        if self._hold_at is None:
+            return ""
+        held = "".join(self._out[self._hold_at:])
+        del self._out[self._hold_at:]
+        self._hold_at = None
+        return held
 
     # Bytes in -----------------------------------------------------------------
 
@@ -235,6 +248,9 @@ class IrcServerCodec(ServerCodec):
         ):
             self._hello_nick = self._want_nick
             out.append(Hello(nick=self._want_nick, rooms=(), password=self._password))
+            # Replies we make ourselves to commands after this one must not
+            # overtake the relay's answer to the hello (001 comes first).
+            self._hold_at = len(self._out)
 
     def _cmd_pass(self, params: tuple[str, ...], out: list[Decoded]) -> None:
         if self.registered:
@@ -530,9 +546,14 @@ class IrcServerCodec(ServerCodec):
             ),
             self._numeric("422", text="MOTD File is missing"),
         ]
-        return "".join(lines)
+        return "".join(lines) + self._release_held()
 
     def _enc_error(self, body: dict[str, Any]) -> str:
+        if body.get("ref") == "hello":
+            return self._enc_error_now(body) + self._release_held()
+        return self._enc_error_now(body)
+
+    def _enc_error_now(self, body: dict[str, Any]) -> str:
         code = str(body.get("code", ""))
         text = str(body.get("text", ""))
         ref = body.get("ref")
