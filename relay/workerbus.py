@@ -129,6 +129,20 @@ class WorkerBus:
             self._wake_pending = True
             os.eventfd_write(self._wake_fd, 1)
 
+    def _consume_wake(self) -> None:
+        """Take the wake-up; the caller drains the queue right after.
+
+        The eventfd is read *before* the flag is cleared. Cleared first, a
+        producer's write in between would be eaten by this read and leave the
+        flag set with nothing to read, so later requests would wait for the next
+        heartbeat (a lost wake-up: p99 of 500 ms).
+        """
+        try:
+            os.eventfd_read(self._wake_fd)
+        except BlockingIOError:
+            pass
+        self._wake_pending = False
+
     def start(self) -> None:
         self.thread.start()
 
@@ -165,11 +179,7 @@ class WorkerBus:
                 events = poller.poll(int(timeout * 1000) + 1)
                 ev = dict(events)
                 if self._wake_fd in ev:
-                    self._wake_pending = False
-                    try:
-                        os.eventfd_read(self._wake_fd)
-                    except BlockingIOError:
-                        pass
+                    self._consume_wake()
                 if sock in ev:
                     self._drain_bus(sock)
                 for fd, mask in events:

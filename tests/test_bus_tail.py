@@ -140,3 +140,29 @@ def test_hub_fill_answers_from_history() -> None:
     ((topic, (conn, body)),) = out
     assert topic == worker_topic("w1") and conn is None and body["t"] == "_fill"
     assert [m["seq"] for m in body["messages"]] == [3, 4, 5]  # what history still has
+
+
+def test_no_lost_wakeup_when_a_request_arrives_mid_wake(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Invariant: if the wake flag is set, the eventfd is readable (someone will wake)."""
+    import os
+    import select
+
+    ctx: zmq.Context[Any] = zmq.Context()
+    bus = WorkerBus(ctx, "w1", "inproc://unused", Settings())
+    bus.submit(None, {"op": "hb"})  # first request: flag set, eventfd written
+    real_read = os.eventfd_read
+
+    def read_with_a_producer_racing_in(fd: int) -> int:
+        bus.submit(None, {"op": "hb"})  # a client thread queues right now
+        return real_read(fd)
+
+    monkeypatch.setattr(os, "eventfd_read", read_with_a_producer_racing_in)
+    bus._consume_wake()
+    readable = bool(select.select([bus._wake_fd], [], [], 0)[0])
+    assert not bus._wake_pending or readable
+    assert len(bus._queue) == 2  # both requests are there for the drain that follows
+    # And the next request wakes the bus thread again.
+    monkeypatch.setattr(os, "eventfd_read", real_read)
+    bus.submit(None, {"op": "hb"})
+    assert select.select([bus._wake_fd], [], [], 0)[0]
+    ctx.term()
