@@ -15,13 +15,14 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from clients.core import Batch, Request, Session, codec_factory
+from clients.core import Batch, Request
 from clients.errors import CannotConnect, ConnectionClosed, HandshakeError, describe_os_error
 from clients.state import ConnectionLost, Incoming, Reconnected
 from clients.sync import (
     DEFAULT_TIMEOUT,
     GHOST_WAIT,
     GUEST_TRIES,
+    ClientBase,
     backoff_delays,
     guest_nick,
     validate_nick,
@@ -82,7 +83,7 @@ async def connect(
     return client
 
 
-class AsyncClient:
+class AsyncClient(ClientBase):
     """A connected asyncio chat client. Usable as an async context manager."""
 
     def __init__(
@@ -98,19 +99,8 @@ class AsyncClient:
         resume: dict[str, int] | None = None,
         transport: str = "native",
     ) -> None:
-        for room in rooms:
-            validate_room(room)
-        codec = codec_factory(transport, host, port, tls is not None)
-        self.transport = transport
-        self.host = host
-        self.port = port
-        self.timeout = timeout
-        self.tls = tls
-        self.reconnect = reconnect
-        self._guest = nick is None
-        self.session = Session(
-            validate_nick(nick) if nick else guest_nick(), rooms, password, resume, codec
-        )
+        super().__init__(host, port, nick, rooms, password, timeout, tls, reconnect, resume,
+                         transport)
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._send_lock = asyncio.Lock()

@@ -134,7 +134,39 @@ def connect(
     return client
 
 
-class Client:
+class ClientBase:
+    """What the sync and asyncio clients share: settings and the sans-I/O session."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        nick: str | None = None,
+        rooms: tuple[str, ...] = ("lobby",),
+        password: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        tls: ssl.SSLContext | None = None,
+        reconnect: bool = False,
+        resume: dict[str, int] | None = None,
+        transport: str = "native",
+    ) -> None:
+        """Validate the settings and build the session; no I/O happens here."""
+        for room in rooms:
+            validate_room(room)
+        codec = codec_factory(transport, host, port, tls is not None)
+        self.transport = transport
+        self.host = host
+        self.port = port
+        self.timeout = timeout
+        self.tls = tls
+        self.reconnect = reconnect
+        self._guest = nick is None
+        self.session = Session(
+            validate_nick(nick) if nick else guest_nick(), rooms, password, resume, codec
+        )
+
+
+class Client(ClientBase):
     """A connected chat client; see `connect()`. Usable as a context manager."""
 
     def __init__(
@@ -150,19 +182,8 @@ class Client:
         resume: dict[str, int] | None = None,
         transport: str = "native",
     ) -> None:
-        for room in rooms:
-            validate_room(room)
-        codec = codec_factory(transport, host, port, tls is not None)
-        self.transport = transport
-        self.host = host
-        self.port = port
-        self.timeout = timeout
-        self.tls = tls
-        self.reconnect = reconnect
-        self._guest = nick is None
-        self.session = Session(
-            validate_nick(nick) if nick else guest_nick(), rooms, password, resume, codec
-        )
+        super().__init__(host, port, nick, rooms, password, timeout, tls, reconnect, resume,
+                         transport)
         self._sock: socket.socket | None = None
         self._lock = threading.Lock()
         self._send_lock = threading.Lock()
