@@ -86,6 +86,8 @@ async def connect(
 class AsyncClient(ClientBase):
     """A connected asyncio chat client. Usable as an async context manager."""
 
+    _connected: asyncio.Event
+
     def __init__(
         self,
         host: str,
@@ -444,18 +446,6 @@ class AsyncClient(ClientBase):
                 yield item
 
     # State ------------------------------------------------------------------
-
-    @property
-    def nick_name(self) -> str:
-        return self.session.state.nick or self.session.wanted_nick
-
-    @property
-    def joined_rooms(self) -> list[str]:
-        return list(self.session.state.rooms)
-
-    @property
-    def connected(self) -> bool:
-        return self._connected.is_set() and self.closed_reason is None
 
     @property
     def local_port(self) -> int | None:

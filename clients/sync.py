@@ -18,7 +18,7 @@ import ssl
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Protocol
 
 from clients.core import Batch, Request, Session, codec_factory
 from clients.errors import (
@@ -134,6 +134,10 @@ def connect(
     return client
 
 
+class _Flag(Protocol):
+    def is_set(self) -> bool: ...
+
+
 class ClientBase:
     """What the sync and asyncio clients share: settings and the sans-I/O session."""
 
@@ -166,8 +170,27 @@ class ClientBase:
         )
 
 
+    # Set by the I/O subclasses: their "connected" event and why they closed.
+    _connected: _Flag
+    closed_reason: str | None
+
+    @property
+    def nick_name(self) -> str:
+        return self.session.state.nick or self.session.wanted_nick
+
+    @property
+    def joined_rooms(self) -> list[str]:
+        return list(self.session.state.rooms)
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set() and self.closed_reason is None
+
+
 class Client(ClientBase):
     """A connected chat client; see `connect()`. Usable as a context manager."""
+
+    _connected: threading.Event
 
     def __init__(
         self,
@@ -537,18 +560,6 @@ class Client(ClientBase):
                 yield item
 
     # State ------------------------------------------------------------------
-
-    @property
-    def nick_name(self) -> str:
-        return self.session.state.nick or self.session.wanted_nick
-
-    @property
-    def joined_rooms(self) -> list[str]:
-        return list(self.session.state.rooms)
-
-    @property
-    def connected(self) -> bool:
-        return self._connected.is_set() and self.closed_reason is None
 
     @property
     def local_port(self) -> int | None:
