@@ -32,12 +32,9 @@ import os
 import platform
 import re
 import select
-import signal
 import socket
 import struct
-import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from dataclasses import asdict, dataclass, field
@@ -48,13 +45,13 @@ from typing import Any
 import msgpack
 import psutil
 
+from benchmarks.relayproc import RelayProcess
 from relay.config import Settings
 from transports.native import frame
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 METRICS_URL = re.compile(r"metrics on (http://\S+)")
-BANNER = re.compile(r"listening on \[?[0-9a-fA-F.:]+\]?:(\d+)")
 _LEN = struct.Struct(">I")
 ROOM = "bench"
 
@@ -75,82 +72,6 @@ def machine() -> dict[str, Any]:
 
 def today() -> str:
     return time.strftime("%Y-%m-%d")
-
-
-class RelayProcess:
-    """`chat-relay start --port 0` as a child; readiness from its banner line.
-
-    Keeps every line it prints (hub and worker logs included: children share
-    its stdout). `stop()` signals only this process, then kills only the
-    children it had, if any outlived it.
-    """
-
-    def __init__(self, workers: int, args: list[str]) -> None:
-        self.cmd = [sys.executable, "-m", "relay", "start", "--host", "127.0.0.1", "--port", "0",
-                    "--workers", str(workers), *args]
-        self.proc: subprocess.Popen[str] | None = None
-        self.output: list[str] = []
-        self.port = 0
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def start(self, timeout: float = 30.0) -> RelayProcess:
-        self.proc = subprocess.Popen(self.cmd, cwd=ROOT, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True, bufsize=1)
-        found = threading.Event()
-
-        def pump() -> None:
-            assert self.proc is not None and self.proc.stdout is not None
-            for line in self.proc.stdout:
-                self.output.append(line)
-                m = BANNER.search(line)
-                if m and not self.port:
-                    self.port = int(m.group(1))
-                    found.set()
-            found.set()
-
-        threading.Thread(target=pump, daemon=True).start()
-        if not found.wait(timeout) or not self.port:
-            self.stop()
-            raise RuntimeError("relay did not start:\n" + "".join(self.output[-40:]))
-        return self
-
-    def children(self) -> list[psutil.Process]:
-        try:
-            return list(psutil.Process(self.pid).children(recursive=True))
-        except psutil.NoSuchProcess:
-            return []
-
-    def role_pids(self, role: str) -> list[int]:
-        """Pids of live children started as `_hub` or `_worker`."""
-        pids = []
-        for child in self.children():
-            try:
-                if role in child.cmdline() and child.status() != psutil.STATUS_ZOMBIE:
-                    pids.append(child.pid)
-            except psutil.NoSuchProcess:
-                continue
-        return sorted(pids)
-
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        children = self.children()
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        for child in children:  # only ours, and only if they outlived the supervisor
-            try:
-                child.kill()
-            except psutil.NoSuchProcess:
-                pass
 
 
 def start_relay(workers: int, args: list[str]) -> tuple[RelayProcess, str]:

@@ -40,7 +40,6 @@ from typing import Any
 
 from benchmarks.bus_gaps import (
     ROOT,
-    RelayProcess,
     machine,
     percentile,
     place,
@@ -49,6 +48,7 @@ from benchmarks.bus_gaps import (
     served_by,
     worker_pids,
 )
+from benchmarks.relayproc import RelayProcess
 from relay.config import Settings
 from transports.native import frame
 
@@ -605,6 +605,7 @@ def hub_kill(n_watchers: int, rate: float, seconds: float, kill_at: float) -> di
         checks.append({
             "went_back": sum(1 for a, b in zip(seqs, seqs[1:], strict=False) if b <= a),
             "jumps": sum(1 for a, b in zip(seqs, seqs[1:], strict=False) if b > a + 1),
+            "where": [(a, b) for a, b in zip(seqs, seqs[1:], strict=False) if b != a + 1][:10],
             "count": len(seqs), "first": seqs[0] if seqs else 0, "last": seqs[-1] if seqs else 0,
         })
     before = [s for s, ns in echoes if ns / 1e9 < t_kill]
@@ -620,6 +621,7 @@ def hub_kill(n_watchers: int, rate: float, seconds: float, kill_at: float) -> di
         "last_seq_before_kill": max(before, default=0),
         "final_seq": final,
         "seq_continued": all(c["went_back"] == 0 and c["jumps"] == 0 for c in checks),
+        "watchers_checked": checks,
         "watchers_seq": checks,
         "hub_log": [e["msg"] for e in events if e["t"] >= t_kill - 0.5
                     and e.get("level") in ("warning", "error")][:8],

@@ -81,7 +81,7 @@ def test_hub_kill9_restarted_delivery_resumes_seq_continues(relay_factory: Relay
     hub = relay.hub_pid()
     os.kill(hub, signal.SIGKILL)
     t_kill = time.monotonic()
-    relay.wait_for(lambda: relay._role_pids("_hub") not in ([], [hub]), timeout=1.0)
+    relay.wait_for(lambda: relay.role_pids("_hub") not in ([], [hub]), timeout=1.0)
     restarted_ms = (time.monotonic() - t_kill) * 1000
     seen_at_kill = len(rec.seqs)
     rec.wait_seqs(seen_at_kill + 10, timeout=2.0)
