@@ -52,6 +52,7 @@ def _joined(pending: bytes | list[bytes]) -> bytes:
     return pending if isinstance(pending, bytes) else b"".join(pending)
 
 HEARTBEAT = 0.5
+FILL_WAIT = 2.0  # seconds a room's live traffic may wait behind a fill from history
 _CUT_CODES = frozenset({"kicked", "banned"})  # errors after which we close the client
 
 
@@ -67,6 +68,8 @@ class WorkerBus:
         self.subs: dict[str, int] = {}  # room -> local connections holding a subscription
         self._fresh: set[str] = set()  # subscribed rooms not yet confirmed by a `joined`
         self._filling: set[str] = set()  # rooms with a fill request on its way
+        # Rooms whose live batches wait behind a fill: (give-up time, batches).
+        self._held: dict[str, tuple[float, list[list[list[Any]]]]] = {}
         self.room_seq: dict[str, int] = {}  # last msg seq seen per room (for a hub resync)
         self._queue: deque[tuple[Connection | None, dict[str, Any]]] = deque()
         self._writers: deque[Connection] = deque()
@@ -175,6 +178,8 @@ class WorkerBus:
                     self._send_up([{"op": "hb", "hello": not self.ready.is_set()}])
                     if self.metrics is not None:
                         self.metrics.update(self)
+                    if self._held:
+                        self._release_stale_holds()
                 timeout = max(0.0, min(next_beat, self._next_close()) - now)
                 events = poller.poll(int(timeout * 1000) + 1)
                 ev = dict(events)
@@ -275,6 +280,7 @@ class WorkerBus:
             self.gaps.forget(room_topic(room))
             self._fresh.discard(room)
             self._filling.discard(room)
+            self._held.pop(room, None)
             self.room_seq.pop(room, None)
         else:
             self.subs[room] = count
@@ -357,7 +363,7 @@ class WorkerBus:
             if missed:
                 log.warning("bus gap on %r: %d message(s) from %s lost", topic, missed, origin)
             if kind == b"r":
-                self._fan_out(topic_room(topic), unpack(body))
+                self._room_batch(topic_room(topic), unpack(body))
             elif kind == b"w":
                 for conn_id, reply in unpack(body):
                     self._reply(conn_id, reply)
@@ -402,9 +408,35 @@ class WorkerBus:
         if fills:
             self._send_up(fills)
 
+    def _room_batch(self, room: str, items: list[list[Any]]) -> None:
+        """A room batch off the bus: deliver it, or hold it behind a gap being filled.
+
+        A batch whose first msg skips seqs (the bus dropped some, or a restarted
+        hub published before our subscription was back) is held, the hub is
+        asked for the missing messages from history, and the fill is delivered
+        first, so members still see every seq in order. A hold lasts at most
+        FILL_WAIT; then what is held goes out with the gap in it.
+        """
+        held = self._held.get(room)
+        if held is not None:
+            held[1].append(items)
+            return
+        last = self.room_seq.get(room)
+        first = next((i[0]["seq"] for i in items if i[0].get("t") == "msg"), None)
+        if (last is not None and first is not None and first > last + 1
+                and room in self.rooms and room not in self._filling):
+            log.warning("%s jumped from seq %d to %d on the bus; filling from history",
+                        room, last, first)
+            self._held[room] = (time.monotonic() + FILL_WAIT, [items])
+            self._filling.add(room)
+            self._send_up([{"op": "fill", "room": room, "after": last}])
+            return
+        self._fan_out(room, items)
+
     def _fill(self, body: dict[str, Any]) -> None:
         """Messages the bus dropped, resent from history: deliver only what is newer
-        than what members already have (so nothing is ever out of order)."""
+        than what members already have (so nothing is ever out of order), then
+        whatever was held behind the gap."""
         room = str(body.get("room"))
         self._filling.discard(room)
         last = self.room_seq.get(room, 0)
@@ -412,6 +444,29 @@ class WorkerBus:
         if missing and room in self.rooms:
             log.warning("refilled %d message(s) of %s the bus dropped", len(missing), room)
             self._fan_out(room, missing)
+        self._release_held(room)
+
+    def _release_held(self, room: str) -> None:
+        held = self._held.pop(room, None)
+        if held is None:
+            return
+        for items in held[1]:
+            last = self.room_seq.get(room, 0)
+            # The fill may already have delivered the first messages held here.
+            fresh = [i for i in items if i[0].get("t") != "msg" or i[0]["seq"] > last]
+            if fresh:
+                self._fan_out(room, fresh)
+
+    def _release_stale_holds(self) -> None:
+        """A fill that never came (the hub died again) must not stall a room."""
+        now = time.monotonic()
+        for room, (deadline, _) in list(self._held.items()):
+            if now >= deadline:
+                log.warning("no fill for %s within %.1f s; delivering with the gap", room,
+                            FILL_WAIT)
+                self._filling.discard(room)
+                self._release_held(room)
+                self._flush_out()
 
     def _reply(self, conn_id: int | None, body: dict[str, Any]) -> None:
         t = body.get("t")

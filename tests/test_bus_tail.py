@@ -166,3 +166,41 @@ def test_no_lost_wakeup_when_a_request_arrives_mid_wake(monkeypatch: pytest.Monk
     bus.submit(None, {"op": "hb"})
     assert select.select([bus._wake_fd], [], [], 0)[0]
     ctx.term()
+
+
+def test_a_jump_holds_live_traffic_until_the_fill_in_order(
+        bus_with_members: tuple[WorkerBus, list[socket.socket], Recorder]) -> None:
+    bus, peers, rec = bus_with_members
+    bus._room_batch("lobby", [[msg(1), None, None, None]])
+    bus._flush_out()
+    # 2..4 never came (a restarted hub published before we re-subscribed).
+    bus._room_batch("lobby", [[msg(5), None, None, None]])
+    bus._room_batch("lobby", [[msg(6), None, None, None]])
+    (frames,) = rec.sent
+    assert unpack(frames[2]) == [{"op": "fill", "room": "lobby", "after": 1}]
+    bus._flush_out()
+    for p in peers:  # nothing past the gap went out
+        assert [f["seq"] for f in FrameDecoder().feed(p.recv(1 << 16))] == [1]
+    # History answers 2..5 (5 arrived meanwhile): members get 2..6 once each, in order.
+    bus._fill({"room": "lobby", "messages": [msg(s) for s in range(2, 6)]})
+    bus._flush_out()
+    for p in peers:
+        assert [f["seq"] for f in FrameDecoder().feed(p.recv(1 << 16))] == [2, 3, 4, 5, 6]
+    bus._room_batch("lobby", [[msg(7), None, None, None]])
+    assert "lobby" not in bus._held
+
+
+def test_a_fill_that_never_comes_releases_the_hold(
+        bus_with_members: tuple[WorkerBus, list[socket.socket], Recorder],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    bus, peers, rec = bus_with_members
+    bus._room_batch("lobby", [[msg(1), None, None, None]])
+    bus._room_batch("lobby", [[msg(4), None, None, None]])
+    assert "lobby" in bus._held
+    deadline = bus._held["lobby"][0]
+    import relay.workerbus as wb
+
+    monkeypatch.setattr(wb.time, "monotonic", lambda: deadline + 0.01)
+    bus._release_stale_holds()
+    assert "lobby" not in bus._held and "lobby" not in bus._filling
+    assert [f["seq"] for f in FrameDecoder().feed(peers[0].recv(1 << 16))] == [1, 4]
