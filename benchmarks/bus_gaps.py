@@ -199,34 +199,53 @@ def read_frames(buf: bytearray) -> list[Any]:
     return out
 
 
-def hello(sock: socket.socket, nick: str, rooms: list[str], timeout: float = 20.0
-          ) -> tuple[dict[str, int], bytearray]:
-    """Say hello and wait for welcome and every `joined`; returns {room: seq} and leftovers."""
+def join(sock: socket.socket, nick: str, rooms: list[str], resume: dict[str, int] | None = None,
+         timeout: float = 10.0) -> tuple[dict[str, int], bytearray, list[Any]]:
+    """hello (after place()'s first byte) and wait for welcome and each `joined`.
+
+    Returns each room's joined seq, unparsed leftovers and frames that came
+    after (a resume replays history right behind its `joined`).
+    """
+    body: dict[str, Any] = {"t": "hello", "v": 1, "nick": nick, "rooms": rooms}
+    if resume:
+        body["resume"] = resume
     sock.settimeout(timeout)
-    body = frame({"t": "hello", "v": 1, "nick": nick, "rooms": rooms})
-    sock.sendall(body[1:])  # place() sent byte 0
+    sock.sendall(frame(body)[1:])
+    want = set(rooms) | set(resume or {})
     buf = bytearray()
     joined: dict[str, int] = {}
+    rest: list[Any] = []
     welcomed = False
     deadline = time.monotonic() + timeout
-    rest: list[Any] = []
-    while not (welcomed and len(joined) == len(rooms)):
+    while not (welcomed and want <= set(joined)):
         if time.monotonic() > deadline:
             raise RuntimeError(f"{nick}: no welcome/joined in {timeout} s")
         data = sock.recv(1 << 16)
         if not data:
             raise RuntimeError(f"{nick}: closed during hello")
         buf += data
-        for body in read_frames(buf):
-            t = body.get("t") if isinstance(body, dict) else None
+        for b in read_frames(buf):
+            t = b.get("t") if isinstance(b, dict) else None
             if t == "welcome":
                 welcomed = True
             elif t == "joined":
-                joined[body["room"]] = int(body["seq"])
-            elif t == "error":
-                raise RuntimeError(f"{nick}: hello refused: {body}")
-            else:
-                rest.append(body)
+                joined[b["room"]] = int(b["seq"])
+            elif t == "error" and not welcomed:
+                raise NickTaken(str(b)) if b.get("code") == "nick_taken" else RuntimeError(
+                    f"{nick}: hello refused: {b}")
+            elif welcomed:
+                rest.append(b)
+    return joined, buf, rest
+
+
+class NickTaken(RuntimeError):
+    pass
+
+
+def hello(sock: socket.socket, nick: str, rooms: list[str], timeout: float = 20.0
+          ) -> tuple[dict[str, int], bytearray]:
+    """Say hello and wait for welcome and every `joined`; returns {room: seq} and leftovers."""
+    joined, buf, _ = join(sock, nick, rooms, timeout=timeout)
     return joined, buf
 
 

@@ -40,6 +40,8 @@ from typing import Any
 
 from benchmarks.bus_gaps import (
     ROOT,
+    NickTaken,
+    join,
     machine,
     percentile,
     place,
@@ -56,49 +58,6 @@ ROOM = "faults"
 
 
 # Clients --------------------------------------------------------------------------
-
-
-def join(sock: socket.socket, nick: str, rooms: list[str], resume: dict[str, int] | None = None,
-         timeout: float = 10.0) -> tuple[dict[str, int], bytearray, list[Any]]:
-    """hello (after place()'s first byte) and wait for welcome and each `joined`.
-
-    Returns each room's joined seq, unparsed leftovers and frames that came
-    after (a resume replays history right behind its `joined`).
-    """
-    body: dict[str, Any] = {"t": "hello", "v": 1, "nick": nick, "rooms": rooms}
-    if resume:
-        body["resume"] = resume
-    sock.settimeout(timeout)
-    sock.sendall(frame(body)[1:])
-    want = set(rooms) | set(resume or {})
-    buf = bytearray()
-    joined: dict[str, int] = {}
-    rest: list[Any] = []
-    welcomed = False
-    deadline = time.monotonic() + timeout
-    while not (welcomed and want <= set(joined)):
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{nick}: no welcome/joined in {timeout} s")
-        data = sock.recv(1 << 16)
-        if not data:
-            raise RuntimeError(f"{nick}: closed during hello")
-        buf += data
-        for b in read_frames(buf):
-            t = b.get("t") if isinstance(b, dict) else None
-            if t == "welcome":
-                welcomed = True
-            elif t == "joined":
-                joined[b["room"]] = int(b["seq"])
-            elif t == "error" and not welcomed:
-                raise NickTaken(str(b)) if b.get("code") == "nick_taken" else RuntimeError(
-                    f"{nick}: hello refused: {b}")
-            elif welcomed:
-                rest.append(b)
-    return joined, buf, rest
-
-
-class NickTaken(RuntimeError):
-    pass
 
 
 def stamp_text(size: int) -> tuple[str, str]:
