@@ -12,7 +12,6 @@ import shutil
 import stat
 import subprocess
 import sys
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import pytest
 
 from tests.hubproc import Proc, free_port, make_keys, start_hub
 from tests.relayproc import ROOT, RelayProcess
-from tests.wire import NativePeer
+from tests.wire import NativePeer, assert_one_order
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -64,24 +63,7 @@ def test_one_room_one_order_across_relays(hub: str, relay_on: RelayOn) -> None:
     senders = [peers[0], peers[3]]  # one on each relay
     per_sender = 50
 
-    def blast(peer: NativePeer) -> None:
-        for i in range(per_sender):
-            peer.send({"t": "say", "room": "lobby", "text": f"{peer.local_port}:{i}"})
-
-    threads = [threading.Thread(target=blast, args=(s,)) for s in senders]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    total = per_sender * len(senders)
-    streams = [[(m["seq"], m["from"], m["text"]) for m in p.msgs("lobby", total)]
-               for p in peers]
-    assert [seq for seq, _, _ in streams[0]] == list(range(1, total + 1))
-    for stream in streams[1:]:
-        assert stream == streams[0]
-    for s in senders:
-        mine = [t for _, _, t in streams[0] if t.startswith(f"{s.local_port}:")]
-        assert mine == [f"{s.local_port}:{i}" for i in range(per_sender)]
+    assert_one_order(peers, senders, per_sender)
 
 
 def test_nick_unique_and_presence_across_relays(hub: str, relay_on: RelayOn) -> None:

@@ -2,48 +2,19 @@
 
 from __future__ import annotations
 
-import threading
-
 from tests.conftest import RelayFactory
 from tests.relayproc import RelayProcess
-from tests.wire import NativePeer, worker_of
-
-
-def spread_clients(relay: RelayProcess, prefix: str, count: int,
-                   rooms: list[str] | None = None) -> list[NativePeer]:
-    """Connect until both workers serve at least one of the clients (bounded)."""
-    peers: list[NativePeer] = []
-    for i in range(count):
-        peers.append(NativePeer.joined(relay.port, f"{prefix}{i}", rooms))
-    return peers
+from tests.wire import NativePeer, assert_one_order, worker_of
 
 
 def test_fan_out_across_workers_same_order_for_everyone(relay: RelayProcess) -> None:
-    peers = spread_clients(relay, "u", 24)
+    peers = [NativePeer.joined(relay.port, f"u{i}") for i in range(24)]
     workers = {worker_of(relay.pid, p.local_port) for p in peers}
     assert len(workers) == 2, "clients should land on both worker processes"
     senders = peers[:4]
     per_sender = 60
 
-    def blast(peer: NativePeer, n: int) -> None:
-        for i in range(n):
-            peer.send({"t": "say", "room": "lobby", "text": f"{peer.local_port}:{i}"})
-
-    threads = [threading.Thread(target=blast, args=(s, per_sender)) for s in senders]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    total = per_sender * len(senders)
-    streams = [[(m["seq"], m["from"], m["text"]) for m in p.msgs("lobby", total)]
-               for p in peers]
-    assert [s for s, _, _ in streams[0]] == list(range(1, total + 1))
-    for stream in streams[1:]:
-        assert stream == streams[0]
-    # Each sender's own messages arrive in the order it sent them.
-    for s in senders:
-        mine = [t for _, _, t in streams[0] if t.startswith(f"{s.local_port}:")]
-        assert mine == [f"{s.local_port}:{i}" for i in range(per_sender)]
+    assert_one_order(peers, senders, per_sender)
 
 
 def test_nick_unique_across_workers_case_insensitive(relay: RelayProcess) -> None:

@@ -252,3 +252,26 @@ class Ticker(threading.Thread):
         self.halt.set()
         self.join()
         return self.sent
+
+
+def assert_one_order(peers: list[NativePeer], senders: list[NativePeer], per_sender: int,
+                     room: str = "lobby") -> None:
+    """Senders say at once; every peer sees one seq order, each sender's in its order."""
+
+    def blast(peer: NativePeer) -> None:
+        for i in range(per_sender):
+            peer.send({"t": "say", "room": room, "text": f"{peer.local_port}:{i}"})
+
+    threads = [threading.Thread(target=blast, args=(s,)) for s in senders]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    total = per_sender * len(senders)
+    streams = [[(m["seq"], m["from"], m["text"]) for m in p.msgs(room, total)] for p in peers]
+    assert [seq for seq, _, _ in streams[0]] == list(range(1, total + 1))
+    for stream in streams[1:]:
+        assert stream == streams[0]
+    for s in senders:
+        mine = [t for _, _, t in streams[0] if t.startswith(f"{s.local_port}:")]
+        assert mine == [f"{s.local_port}:{i}" for i in range(per_sender)]
