@@ -239,13 +239,12 @@ class HubState:
 
     def _remove_client(self, key: ConnKey, out: Out,
                        extra: dict[str, Any] | None = None) -> None:
-        client = self.clients.pop(key, None)
+        client = self.clients.get(key)
         if client is None:
             return
-        self.nicks.pop(nick_key(client.nick), None)
-        self.clients[key] = client  # _part needs the record while it broadcasts
         for name in list(client.rooms):
             self._part(key, name, out, extra)
+        self.nicks.pop(nick_key(client.nick), None)
         del self.clients[key]
 
     def _client(self, worker: str, req: dict[str, Any], out: Out) -> ConnKey | None:

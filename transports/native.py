@@ -160,7 +160,3 @@ class NativeClientCodec:
             except ProtocolError as err:
                 out.append(err)
         return out
-
-    def receive_bodies(self, data: bytes) -> list[Any]:
-        """Raw maps, skipping event construction (for the benchmark's hot path)."""
-        return self._decoder.feed(data)
