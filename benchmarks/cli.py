@@ -98,10 +98,17 @@ def main(argv: list[str] | None = None) -> int:
             con = res["connect"]
             console.print(f"{con['connected']:,} idle connections ({con['failed']:,} failed) "
                           f"in {con['seconds']:.2f} s: {con['rate_per_s']:,.0f} connections/s")
+            for why, n in list(con.get("failure_reasons", {}).items())[:5]:
+                console.print(f"  {n:,} failed: {why}")
             if res["rss_per_connection"] is not None:
                 console.print(f"relay RSS {res['relay_rss_before'] / 2**20:,.1f} -> "
                               f"{res['relay_rss_after'] / 2**20:,.1f} MiB: "
                               f"{res['rss_per_connection'] / 1024:,.1f} KiB per connection")
+            if res.get("release_s") is not None:
+                console.print(f"all dropped at once: relay back to its idle threads "
+                              f"in {res['release_s']:.2f} s")
+            elif res["relay_pids"]:
+                console.print("[red]relay still had client threads 120 s after the drop[/red]")
             for w in res["warnings"]:
                 console.print(f"[bold red]warning:[/bold red] {w}")
             out["idle"] = res

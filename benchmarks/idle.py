@@ -64,12 +64,42 @@ def rss_bytes(pids: list[int]) -> int:
     return total
 
 
+def thread_count(pids: list[int]) -> int:
+    import psutil
+
+    total = 0
+    for pid in pids:
+        try:
+            total += psutil.Process(pid).num_threads()
+        except psutil.Error:
+            continue
+    return total
+
+
+def wait_released(pids: list[int], baseline: int, limit_s: float = 120.0) -> float | None:
+    """Seconds until the relay is back to `baseline` threads after a mass disconnect.
+
+    Every idle client is a reader thread in the relay; all of them waking at
+    once when the load processes exit is the hardest moment for a
+    thread-per-client design, so the benchmark times it (None: not within
+    `limit_s`).
+    """
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < limit_s:
+        if thread_count(pids) <= baseline:
+            return time.monotonic() - t0
+        time.sleep(0.1)
+    return None
+
+
 def run_idle(cfg: RunConfig, count: int, hold: float, pids: list[int] | None) -> dict[str, Any]:
     """Open `count` idle connections, hold them `hold` seconds, report rates and RSS."""
     cfg.receivers, cfg.senders = count, 0
     tree = relay_tree(cfg.port, pids)
     before = rss_bytes(tree) if tree else 0
+    threads_before = thread_count(tree) if tree else 0
     run = Run(cfg)
+    released: float | None = None
     try:
         connect = run.connect()
         for conn in run.pipes:
@@ -81,6 +111,8 @@ def run_idle(cfg: RunConfig, count: int, hold: float, pids: list[int] | None) ->
             time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
     finally:
         run.stop()
+    if tree:
+        released = wait_released(tree, threads_before + 2)
     per_conn = (after - before) / connect["connected"] if tree and connect["connected"] else None
     return {
         "idle": count,
@@ -89,6 +121,7 @@ def run_idle(cfg: RunConfig, count: int, hold: float, pids: list[int] | None) ->
         "relay_rss_before": before,
         "relay_rss_after": after,
         "rss_per_connection": per_conn,
+        "release_s": released,
         "params": {"host": cfg.host, "port": cfg.port, "dialect": cfg.dialect,
                    "procs": cfg.procs, "concurrency": cfg.concurrency, "hold": hold},
         "warnings": run.warnings + ([] if tree else [

@@ -22,6 +22,7 @@ import resource
 import selectors
 import socket
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
@@ -97,8 +98,27 @@ class LoadProcess:
             sock.close()
             name = errno.errorcode.get(err, str(err))
             raise OSError(err, f"connect to {self.plan.host}:{self.plan.port}: {name}")
-        self.sel.register(sock, selectors.EVENT_WRITE, c)
+        if self._start_now(c):
+            self.sel.register(sock, selectors.EVENT_READ, c)
+        else:
+            self.sel.register(sock, selectors.EVENT_WRITE, c)
         return c
+
+    def _start_now(self, c: Conn) -> bool:
+        """Send the opening bytes at once if the connection is already up.
+
+        On loopback the handshake completes inside connect(), and a busy load
+        process may otherwise reach its select() only after PROTOCOL.md's
+        300 ms of silence, when the relay has rightly taken it for a text
+        client; a remote relay is still connecting here and waits for select.
+        """
+        try:
+            c.sock.getpeername()  # ENOTCONN while the handshake is in flight
+            c.sock.sendall(c.peer.start())
+        except OSError:
+            return False
+        c.connected = True
+        return True
 
     def connect_all(self) -> None:
         plan = self.plan
@@ -122,6 +142,8 @@ class LoadProcess:
                     continue
                 pending.add(id(c))
                 self.conns.append(c)
+                if c.connected and c.peer.ready:
+                    self._ready(c, pending)
             for key, _mask in self.sel.select(0.05):
                 c = key.data
                 if c is None or not isinstance(c, Conn):
@@ -383,7 +405,9 @@ def main(plan: ProcPlan, ctrl: Connection) -> None:
         lp.connect_all()
         ctrl.send(("ready", {
             "connected": len(lp.conns), "failures": lp.connect_failures[:20],
-            "failed": len(lp.connect_failures), "connect_s": time.monotonic() - t0,
+            "failed": len(lp.connect_failures),
+            "failure_reasons": dict(Counter(lp.connect_failures)),
+            "connect_s": time.monotonic() - t0,
             "connect_hist": histo.encode(lp.connect_hist),
         }))
         while time.monotonic_ns() < lp.hard_deadline_ns:

@@ -13,6 +13,7 @@ import multiprocessing as mp
 import os
 import secrets
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from multiprocessing.connection import Connection, wait
@@ -138,11 +139,13 @@ class Run:
     def connect(self) -> dict[str, Any]:
         """Start the processes and open every connection; returns connect figures."""
         cfg = self.cfg
-        want = cfg.receivers + cfg.senders + 64
+        self.plans = plan_processes(cfg, self.run_id)
+        # The limit is per process and the load processes inherit it: each
+        # needs room for its own share of the connections, not the total.
+        want = max(len(p.receivers) + len(p.senders) for p in self.plans) + 64
         limit, warning = raise_nofile(want)
         if warning:
             self.warnings.append(warning)
-        self.plans = plan_processes(cfg, self.run_id)
         self._start(self.plans)
         t0 = time.monotonic()
         ready = self._collect("ready", cfg.connect_timeout + 30)
@@ -152,8 +155,12 @@ class Run:
         failed = sum(r["failed"] for r in ready)
         phase = max(r["connect_s"] for r in ready)
         failures = [f for r in ready for f in r["failures"]][:10]
+        reasons: Counter[str] = Counter()
+        for r in ready:
+            reasons.update(r.get("failure_reasons", {}))
         return {
             "connected": connected, "failed": failed, "failures": failures,
+            "failure_reasons": dict(reasons.most_common()),
             "seconds": phase, "wall_seconds": wall, "nofile_limit": limit,
             "rate_per_s": connected / phase if phase > 0 else 0.0,
             "latency_ms": histo.summary_ms(hist),

@@ -203,7 +203,9 @@ def markdown(data: dict[str, Any]) -> str:
         lines.append(
             f"\nIdle: {idle['connect']['connected']:,} connections held "
             f"({idle['connect']['failed']:,} failed), {idle['connect']['rate_per_s']:,.0f} "
-            "connects/s" + (f", relay RSS {per / 1024:,.1f} KiB per connection." if per else "."))
+            "connects/s" + (f", relay RSS {per / 1024:,.1f} KiB per connection" if per else "")
+            + (f"; all dropped at once, the relay was back to idle in {idle['release_s']:.1f} s."
+               if idle.get("release_s") is not None else "."))
     return "\n".join(lines) + "\n"
 
 
