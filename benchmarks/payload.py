@@ -39,11 +39,21 @@ def parse_line(line: bytes, start: int, size: int) -> tuple[int, bytes, int]:
     Raises:
         ValueError: the bytes there are not one whole, well-formed payload.
     """
-    ts = int(line[start + 2 : start + 2 + TS_DIGITS])
-    rest = line[start + 3 + TS_DIGITS :].split(b" ", 2)
+    return parse_span(line, start, len(line), size)
+
+
+def parse_span(line: bytes, start: int, end: int, size: int) -> tuple[int, bytes, int]:
+    """`parse_line` of `line[:end]`, so that a receiver need not copy a line to drop its CR.
+
+    Raises:
+        ValueError: the bytes there are not one whole, well-formed payload.
+    """
+    rest = line[start + HEADER_MIN : end].split(b" ", 2)
     if len(rest) < 3:
         raise ValueError("payload lacks sender id, counter or padding")
-    head = HEADER_MIN + len(rest[0]) + len(rest[1]) + 2
-    if len(line) - start != max(size, head):
-        raise ValueError(f"payload is {len(line) - start} bytes, expected {max(size, head)}")
-    return ts, rest[0], int(rest[1])
+    sender, counter = rest[0], rest[1]
+    head = HEADER_MIN + len(sender) + len(counter) + 2
+    want = size if size > head else head
+    if end - start != want:
+        raise ValueError(f"payload is {end - start} bytes, expected {want}")
+    return int(line[start + 2 : start + 2 + TS_DIGITS]), sender, int(counter)

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import random
+import struct
 
+import msgpack
 from hypothesis import given
 from hypothesis import strategies as st
 
 from benchmarks import histo, payload, sweep
-from benchmarks.dialects import IrcPeer, NativePeer, TextPeer
+from benchmarks.dialects import MAX_FRAME, IrcPeer, NativePeer, TextPeer
 from benchmarks.pacing import Schedule, split_rate
 from benchmarks.runner import RunConfig, plan_processes, process_rate
 from benchmarks.seqcheck import StreamChecker
-from transports.native import frame
+from transports.native import FrameDecoder, frame, frame_packed
 
 # Pacing ----------------------------------------------------------------------
 
@@ -192,3 +194,204 @@ def test_sweep_picks_last_pass_before_first_failure() -> None:
     assert not sweep.should_stop(steps[:3], 100.0, extra=1)  # type: ignore[arg-type]
     assert sweep.highest_sustained([step(100, 1, 1)], 100.0) is None  # type: ignore[list-item]
     assert sweep.ladder(100, 2, 1000, 10) == [100, 200, 400, 800]
+
+
+# Receive-path parsing: the fast decoders against the plain reference ---------
+
+
+def _native_reference(stream: bytes, room: str, now_ns: int) -> tuple[object, ...]:
+    """What NativePeer must find in `stream`: transports' FrameDecoder, one body at a time."""
+    decoder = FrameDecoder(16 * 1024 * 1024)
+    checker = StreamChecker()
+    delivered = corrupt = 0
+    latencies: dict[int, int] = {}
+    for body in decoder.feed(stream):
+        if type(body) is not dict:
+            corrupt += 1
+            continue
+        if body.get("t") == "msg" and body.get("room") == room:
+            if not isinstance(body.get("seq"), int):
+                corrupt += 1
+                continue
+            checker.see(body["seq"])
+            delivered += 1
+            try:
+                ts = payload.ts_of(body["text"])
+            except (ValueError, KeyError, TypeError):
+                corrupt += 1
+                continue
+            us = (now_ns - ts) // 1000
+            latencies[us] = latencies.get(us, 0) + 1
+        elif body.get("t") == "joined" and body.get("room") == room:
+            checker.next = int(body.get("seq", 0)) + 1
+    return (delivered, corrupt, checker.unique, checker.gaps, checker.duplicates,
+            checker.reorders, latencies)
+
+
+def _native_outcome(p: NativePeer) -> tuple[object, ...]:
+    t = p.tally()
+    return (t.delivered, t.corrupt, t.unique, t.gaps, t.duplicates, t.reorders,
+            p.drain_latencies())
+
+
+def _native_stream() -> bytes:
+    """A join, in-order, gap, late, duplicate and damaged messages, other rooms' too."""
+
+    def msg(seq: object, text: object = None, room: str = "r") -> bytes:
+        return frame({"t": "msg", "room": room, "seq": seq, "ts": 1.5, "from": "s",
+                      "text": payload.make(1_000_000 + 7 * int(str(seq)), 0, 1, 80)
+                      if text is None else text})
+
+    bad_msgpack = struct.pack(">I", 3) + b"\xc1\xc1\xc1"
+    not_a_map = frame_packed(msgpack.packb([1, 2]))
+    return b"".join([
+        frame({"t": "welcome", "v": 1, "nick": "n", "server": "x"}),
+        frame({"t": "joined", "room": "r", "members": ["n"], "seq": 9}),
+        msg(10), msg(11), msg(14), msg(12), msg(11), msg(99, room="other"),
+        bad_msgpack, not_a_map, msg(15, text="no payload here"), msg(16, text=7),
+        frame({"t": "msg", "room": "r", "from": "s", "text": "seq missing"}),
+        frame({"t": "presence", "room": "r", "nick": "x", "joined": True}),
+        msg(17), msg(13),
+    ])
+
+
+def test_native_peer_matches_reference_at_every_split() -> None:
+    stream = _native_stream()
+    want = _native_reference(stream, "r", 5_000_000)
+    # delivered 10 11 14 12 11 15 16 17 13; corrupt: 2 bad bodies, 2 bad texts, 1 no seq
+    assert want[:6] == (9, 5, 8, 0, 1, 2)
+    for cut in range(len(stream) + 1):
+        p = NativePeer("n", "r", 80, True)
+        p.feed(stream[:cut], 5_000_000)
+        p.feed(stream[cut:], 5_000_000)
+        assert p.ready and _native_outcome(p) == want, cut
+    p = NativePeer("n", "r", 80, True)
+    for i in range(len(stream)):
+        p.feed(stream[i : i + 1], 5_000_000)
+    assert _native_outcome(p) == want
+
+
+@given(st.lists(st.integers(min_value=1, max_value=40), min_size=1, max_size=8))
+def test_native_peer_any_chunking(cuts: list[int]) -> None:
+    stream = _native_stream()
+    want = _native_reference(stream, "r", 5_000_000)
+    p = NativePeer("n", "r", 80, True)
+    pos = 0
+    k = 0
+    while pos < len(stream):
+        step = cuts[k % len(cuts)]
+        p.feed(stream[pos : pos + step], 5_000_000)
+        pos += step
+        k += 1
+    assert _native_outcome(p) == want
+
+
+def test_native_peer_oversized_frame_is_fatal_after_the_frames_before_it() -> None:
+    p = NativePeer("n", "r", 64, True)
+    p.feed(frame({"t": "joined", "room": "r", "members": [], "seq": 0}), 0)
+    ok = frame({"t": "msg", "room": "r", "seq": 1, "ts": 0, "from": "s",
+                "text": payload.make(0, 0, 1, 64)})
+    p.feed(ok + struct.pack(">I", MAX_FRAME + 1) + b"junk", 10_000)
+    assert p.error == "frame_too_large" and p.delivered == 1 and p.corrupt == 1
+    p.feed(ok, 10_000)  # no resync after a fatal framing error
+    assert p.delivered == 1 and p.checker.duplicates == 0
+
+
+def test_native_sender_ignores_everything_after_joining() -> None:
+    p = NativePeer("n", "r", 64, False)
+    p.feed(frame({"t": "joined", "room": "r", "members": [], "seq": 3})[:5], 0)
+    assert not p.ready
+    p.feed(frame({"t": "joined", "room": "r", "members": [], "seq": 3})[5:], 0)
+    assert p.ready
+    p.feed(b"\xff" * 50, 0)
+    assert p.corrupt == 0
+
+
+def _old_parse_line(line: bytes, start: int, size: int) -> tuple[int, bytes, int]:
+    """payload.parse_line as it was before parse_span: the reference."""
+    ts = int(line[start + 2 : start + 2 + payload.TS_DIGITS])
+    rest = line[start + 3 + payload.TS_DIGITS :].split(b" ", 2)
+    if len(rest) < 3:
+        raise ValueError("short")
+    head = payload.HEADER_MIN + len(rest[0]) + len(rest[1]) + 2
+    if len(line) - start != max(size, head):
+        raise ValueError("length")
+    return ts, rest[0], int(rest[1])
+
+
+@given(st.integers(0, 10**19), st.integers(0, 10**6), st.integers(1, 10**9),
+       st.integers(0, 300), st.integers(0, 4), st.integers(0, 200), st.binary(max_size=3))
+def test_parse_span_agrees_with_the_old_parser(
+    ts: int, sender: int, counter: int, size: int, prefix: int, cut: int, junk: bytes,
+) -> None:
+    head = b"<x> "[:prefix]
+    good = head + payload.make(ts, sender, counter, size).encode()
+    assert payload.parse_line(good, len(head), size) == (ts, str(sender).encode(), counter)
+    for line in (good, good[:cut], good[:cut] + junk + good[cut:]):
+        s = line.find(payload.MARK_B)
+        if s < 0:
+            continue
+        try:
+            want: object = _old_parse_line(line, s, size)
+        except ValueError:
+            want = ValueError
+        for raw in (line, line + b"\r"):  # a CR past `end` is not part of the payload
+            try:
+                got: object = payload.parse_span(raw, s, len(line), size)
+            except ValueError:
+                got = ValueError
+            assert got == want
+
+
+def test_line_peers_agree_at_every_split() -> None:
+    def run(peer: TextPeer | IrcPeer, stream: bytes, cut: int) -> tuple[object, ...]:
+        peer.feed(stream[:cut], 2_000_000)
+        peer.feed(stream[cut:], 2_000_000)
+        t = peer.tally()
+        return (t.delivered, t.unique, t.corrupt, t.gaps, t.duplicates, t.reorders,
+                sorted(peer.streams), peer.drain_latencies())
+
+    text = b"".join(b"<s> " + _line(s, k) + b"\n" for k in (1, 2, 4, 3, 3) for s in (0, 1))
+    text += b"<s> " + _line(0, 5)[:30] + b"\n* notice\n"
+    irc = b"".join(b":s!~s@h PRIVMSG #r :" + _line(s, k) + b"\r\n"
+                   for k in (1, 2, 3) for s in (0, 7))
+    irc += b":s!~s@h PRIVMSG #r :" + _line(7, 4) + b"x\r\n"
+    # (delivered, unique, corrupt, gaps, duplicates, reorders) of each whole stream
+    for make, stream, counts in (
+            (lambda: TextPeer("n", "r", 64, True, greeting=False), text, (10, 8, 1, 0, 2, 2)),
+            (lambda: _ready_irc(), irc, (6, 6, 1, 0, 0, 0))):
+        want = run(make(), stream, 0)
+        assert want[:6] == counts
+        for cut in range(len(stream) + 1):
+            assert run(make(), stream, cut) == want, cut
+
+
+def _ready_irc() -> IrcPeer:
+    p = IrcPeer("n", "r", 64, True)
+    p.ready = True
+    return p
+
+
+def test_line_peer_counts_an_endless_line_once() -> None:
+    p = TextPeer("n", "r", 64, True, greeting=False)
+    chunk = b"x" * (64 * 1024)
+    for _ in range(17):
+        p.feed(chunk, 0)
+    assert p.corrupt == 1
+    p.feed(b"\n<s> " + _line(0, 1) + b"\n", 2_000_000)  # resyncs at the next newline
+    assert p.unique() == 1 and p.corrupt == 1
+
+
+def test_record_counts_fills_the_same_buckets_as_one_value_at_a_time() -> None:
+    rnd = random.Random(3)
+    counts: dict[int, int] = {}
+    for _ in range(20_000):
+        us = int(rnd.lognormvariate(8, 2.5)) - 3  # some <1 and some over the top
+        counts[us] = counts.get(us, 0) + 1
+    one = histo.new_histogram()
+    for us, n in counts.items():
+        one.record_value(min(max(us, 1), histo.HIGHEST_US), n)
+    bulk = histo.new_histogram()
+    histo.record_counts(bulk, counts)
+    assert histo.encode(bulk) == histo.encode(one)
+    assert list(bulk.counts) == list(one.counts)
