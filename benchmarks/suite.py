@@ -3,7 +3,8 @@
 Servers: chat-relay with --workers 1 and with the CPU count, the seed design
 (`baselines/seed_server.py`, text dialect) and ngIRCd (IRC, when it can be
 installed). For each receiver count it sweeps the offered rate upwards in
-deliveries/s and keeps the highest step with no loss, no reordering and p99
+deliveries/s (x2 a step, then --sweep-refine bisection steps after the first
+failure) and keeps the highest step with no loss, no reordering and p99
 under the limit; then one fixed-rate latency point (1,000 msgs/s, N=100)
 and the idle-connection test. Writes results/<date>.json, .md and PNGs.
 
@@ -103,9 +104,10 @@ def server(name: str) -> Iterator[tuple[int, int, str, bool]]:
 def peak(name: str, n: int, args: argparse.Namespace, console: Console) -> dict[str, Any]:
     """Sweep deliveries/s upwards for one server and receiver count."""
     steps: list[dict[str, Any]] = []
+    history: list[tuple[float, bool]] = []
     targets = sweep.ladder(args.start_deliveries, 2.0, args.max_deliveries, 12)
     with server(name) as (pid, port, dialect, greeting):
-        for target in targets:
+        while (target := sweep.next_rate(history, targets, args.sweep_refine)) is not None:
             cfg = RunConfig(port=port, dialect=dialect, greeting=greeting, receivers=n,
                             senders=args.senders, rate=max(1.0, target / n),
                             duration=args.duration, warmup=args.warmup, size=args.size,
@@ -117,13 +119,12 @@ def peak(name: str, n: int, args: argparse.Namespace, console: Console) -> dict[
                 break
             steps.append(r)
             ok = sweep.step_ok(r, args.p99_limit)
+            history.append((target, ok))
             console.print(
                 f"  {name:<14} N={n:<5} offered {cfg.rate:>9,.0f} msgs/s -> "
                 f"{r['deliveries_per_s']:>11,.0f} deliveries/s  lost {r['lost']:<7,} "
                 f"reord {r['reorders']:<4} p99 {r['latency_ms']['p99']:8.2f} ms  "
                 f"gen CPU {max(r['generator']['busy']):.0%} {'ok' if ok else 'FAIL'}")
-            if not ok:
-                break
     best = sweep.highest_sustained(steps, args.p99_limit)
     return {
         "server": name, "receivers": n, "steps": steps,
@@ -135,7 +136,8 @@ def peak(name: str, n: int, args: argparse.Namespace, console: Console) -> dict[
         "first_failure": next(({"offered_rate": s["offered_rate"], "lost": s["lost"],
                                 "reorders": s["reorders"], "corrupt": s["corrupt"],
                                 "p99_ms": s["latency_ms"]["p99"], "errors": s["errors"]}
-                               for s in steps if not sweep.step_ok(s, args.p99_limit)), None),
+                               for s in sorted(steps, key=lambda s: float(s["offered_rate"]))
+                               if not sweep.step_ok(s, args.p99_limit)), None),
     }
 
 
@@ -237,6 +239,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--start-deliveries", type=float, default=25_000)
     ap.add_argument("--max-deliveries", type=float, default=4_000_000)
     ap.add_argument("--p99-limit", type=float, default=100.0)
+    ap.add_argument("--sweep-refine", type=int, default=3, metavar="K",
+                    help="bisect K steps after the first failure (x2 ladder: peak to 9%%)")
     ap.add_argument("--idle", type=int, default=20_000, help="idle connections (0: skip)")
     ap.add_argument("--out", default=str(RESULTS))
     ap.add_argument("--render", metavar="FILE.json",

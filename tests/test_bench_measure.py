@@ -190,10 +190,61 @@ def test_sweep_picks_last_pass_before_first_failure() -> None:
     steps = [step(100, 0, 5), step(200, 0, 9), step(400, 0, 150), step(800, 0, 50)]
     best = sweep.highest_sustained(steps, 100.0)  # type: ignore[arg-type]
     assert best is not None and best["offered_rate"] == 200
-    assert sweep.should_stop(steps, 100.0)  # type: ignore[arg-type]
-    assert not sweep.should_stop(steps[:3], 100.0, extra=1)  # type: ignore[arg-type]
     assert sweep.highest_sustained([step(100, 1, 1)], 100.0) is None  # type: ignore[list-item]
     assert sweep.ladder(100, 2, 1000, 10) == [100, 200, 400, 800]
+    # Refined steps, run after the ladder, count by rate: 283 passed, 336 failed.
+    steps += [step(283, 0, 20), step(336, 0, 120), step(308, 0, 60)]
+    best = sweep.highest_sustained(steps, 100.0)  # type: ignore[arg-type]
+    assert best is not None and best["offered_rate"] == 308
+
+
+def _sweep(capacity: float, rates: list[float], refine: int, extra: int = 0) -> list[float]:
+    """The rates a sweep offers to a server that sustains exactly up to `capacity`."""
+    history: list[tuple[float, bool]] = []
+    while (rate := sweep.next_rate(history, rates, refine, extra)) is not None:
+        history.append((rate, rate <= capacity))
+        assert len(history) < 50
+    return [r for r, _ in history]
+
+
+def test_sweep_refines_between_last_pass_and_first_failure() -> None:
+    rates = sweep.ladder(25_000, 2, 4_000_000, 12)
+    run = _sweep(130_000, rates, refine=3)
+    # ladder 25k..200k (fails), then geometric midpoints of [100k, 200k]
+    assert run[:4] == [25_000, 50_000, 100_000, 200_000]
+    assert run[4:] == [141_421.356, 118_920.711, 129_683.955]
+    assert len(run) == 7
+    passed = max(r for r in run if r <= 130_000)
+    failed = min(r for r in run if r > 130_000)
+    assert passed == 129_683.955 and failed / passed <= 2 ** (1 / 8) * 1.000001  # 9%
+    # The cli climbs one ladder step past the failure (the knee), then refines.
+    assert _sweep(130_000, rates, refine=3, extra=1)[:5] == [25_000, 50_000, 100_000,
+                                                              200_000, 400_000]
+    assert len(_sweep(130_000, rates, refine=3, extra=1)) == 8
+
+
+@given(st.floats(min_value=1_000, max_value=5_000_000), st.integers(0, 5), st.integers(0, 2))
+def test_sweep_bracket_always_narrows(capacity: float, refine: int, extra: int) -> None:
+    rates = sweep.ladder(10_000, 2, 4_000_000, 12)
+    run = _sweep(capacity, rates, refine, extra)
+    fails = [r for r in run if r > capacity]
+    if not fails:  # the whole ladder passed
+        assert run == rates
+        return
+    if run[0] > capacity:  # nothing passed: no bracket to bisect
+        assert run == rates[: 1 + extra]
+        return
+    lo = max(r for r in run if r <= capacity)
+    assert min(fails) / lo <= 2 ** (1 / 2**refine) * 1.000001
+    assert len(set(run)) == len(run)
+
+
+def test_sweep_without_refine_stops_at_the_first_failure() -> None:
+    rates = [100.0, 200.0, 400.0, 800.0]
+    assert _sweep(250, rates, refine=0) == [100, 200, 400]
+    assert _sweep(250, rates, refine=0, extra=1) == [100, 200, 400, 800]
+    assert _sweep(50, rates, refine=3) == [100]  # nothing passed: nothing to bisect
+    assert _sweep(10_000, rates, refine=3) == rates  # nothing failed
 
 
 # Receive-path parsing: the fast decoders against the plain reference ---------
