@@ -38,6 +38,7 @@ class Settings:
     slow_consumer_grace: float = 0.5  # seconds the slow_consumer error may take to leave
     shutdown_grace: float = 3.0       # seconds to flush outboxes on SIGTERM
     bus_hwm: int = 100000             # zmq high-water marks on every bus socket
+    max_linger: float = 0.02          # seconds a loaded worker may hold output to batch it
     password: str = ""
     # Security and operations.
     tls_cert: str = ""                # PEM certificate: TLS 1.2+ for every dialect

@@ -40,6 +40,7 @@ from relay.bus import (
 )
 from relay.config import Settings
 from relay.connection import Connection
+from relay.rounds import SendRounds
 from transports.base import ServerCodec
 
 if TYPE_CHECKING:
@@ -77,6 +78,7 @@ class WorkerBus:
         # Bytes due per client this drain: one chunk, or a list once there are more.
         self._out: dict[Connection, bytes | list[bytes]] = {}
         self._after_flush: list[threading.Event] = []
+        self._rounds = SendRounds(settings.max_linger)
         self._closing: dict[int, Connection] = {}  # connections to close once flushed
         self._watched: set[int] = set()
         self._poller = zmq.Poller()
@@ -180,7 +182,11 @@ class WorkerBus:
                         self.metrics.update(self)
                     if self._held:
                         self._release_stale_holds()
-                timeout = max(0.0, min(next_beat, self._next_close()) - now)
+                due = self._rounds.due
+                if due is not None and now >= due:
+                    self._flush_out()
+                    due = None
+                timeout = max(0.0, min(next_beat, self._next_close(), due or next_beat) - now)
                 events = poller.poll(int(timeout * 1000) + 1)
                 ev = dict(events)
                 if self._wake_fd in ev:
@@ -308,6 +314,7 @@ class WorkerBus:
             self._watched.discard(conn.fd)
         self._by_fd.pop(conn.fd, None)
         self._closing.pop(conn.id, None)
+        self._out.pop(conn, None)  # output held for a linger has nowhere to go now
         conn.sock.close()
 
     # Downstream ------------------------------------------------------------------
@@ -323,10 +330,22 @@ class WorkerBus:
             else:
                 self._out[conn] = [pending, data]
 
+    def _flush_soon(self) -> None:
+        """Send what this drain produced now, or hold it while the worker is busy
+        (relay/rounds.py). A reader waiting on a handshake or a bye never waits."""
+        if not self._rounds.hold(time.monotonic(), urgent=bool(self._after_flush)):
+            self._flush_out()
+
     def _flush_out(self) -> None:
+        """One send round: every client gets its share of the held output in one send."""
         out, self._out = self._out, {}
+        t0 = time.monotonic()
         for conn, pending in out.items():
             conn.send(_joined(pending))
+        if out:
+            self._rounds.sent(t0, time.monotonic())
+        else:
+            self._rounds.due = None
         # Readers waiting on a handshake or a bye barrier go on only once what
         # came before it is on its way (a pong must not overtake a welcome).
         events, self._after_flush = self._after_flush, []
@@ -338,7 +357,7 @@ class WorkerBus:
         try:
             self._drain_bus_messages(sock)
         finally:
-            self._flush_out()
+            self._flush_soon()
 
     def _drain_bus_messages(self, sock: zmq.Socket[bytes]) -> None:
         for _ in range(10000):
@@ -615,6 +634,7 @@ class WorkerBus:
 
     def _shutdown_clients(self, poller: zmq.Poller) -> None:
         """SIGTERM: tell everyone, flush what we can within the grace, close."""
+        self._flush_out()  # output held for a linger goes before the goodbye
         conns = list(self.conns.values())
         for conn in conns:
             conn.finish(
