@@ -32,6 +32,12 @@ unit: $(STAMP)
 
 test: lint unit
 
+# The README's pictures of the web chat, taken by the browser test.
+.PHONY: screenshots
+screenshots: $(STAMP)
+	sh tests/browser/ensure_chromium.sh
+	CHAT_RELAY_SCREENSHOTS=docs/screenshots $(BIN)/python -m pytest -q tests/test_web_page.py
+
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.suite
 

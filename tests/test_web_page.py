@@ -5,8 +5,10 @@ downloads). `make test` installs chromium with tests/browser/ensure_chromium.sh;
 where it cannot be installed these tests skip and say why.
 
 Two pages (a desktop-sized one and a phone-sized one) chat with each other
-and with a native client in one room; the run saves screenshots of both to
-docs/screenshots/ for the README.
+and with a native client in one room. The run saves screenshots of both to
+$CHAT_RELAY_SCREENSHOTS (`make screenshots` points it at docs/screenshots/ for
+the README), else to pytest's temporary directory, so `make test` leaves the
+tree clean.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ if TYPE_CHECKING:
 
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
 SKIP_FILE = ROOT / ".venv" / "chromium-unavailable"  # written by ensure_chromium.sh
-SHOTS = ROOT / "docs" / "screenshots"
+SHOTS_ENV = "CHAT_RELAY_SCREENSHOTS"
 # Playwright makes a fresh user-data-dir per launch (it refuses --user-data-dir
 # in args) and every context starts with empty storage.
 ARGS = [
@@ -157,7 +159,7 @@ def people() -> Iterator[list[Any]]:
 
 
 def test_two_pages_and_a_native_client_chat(
-    browser: Browser, relay: RelayProcess, people: list[Any]
+    browser: Browser, relay: RelayProcess, people: list[Any], tmp_path: Path
 ) -> None:
     expect = _expect()
     ann = WebUser(browser, relay.port, "ann", DESKTOP)
@@ -212,9 +214,11 @@ def test_two_pages_and_a_native_client_chat(
     bob.page.click("#toggle-members")
     expect(bob.page.locator("#members-pane")).not_to_be_in_viewport()
 
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    ann.page.screenshot(path=str(SHOTS / "web-chat.png"))
-    bob.page.screenshot(path=str(SHOTS / "web-chat-phone.png"))
+    shots = Path(os.environ.get(SHOTS_ENV) or tmp_path)
+    shots.mkdir(parents=True, exist_ok=True)
+    ann.page.screenshot(path=str(shots / "web-chat.png"))
+    bob.page.screenshot(path=str(shots / "web-chat-phone.png"))
+    assert (shots / "web-chat.png").stat().st_size > 0
 
     # /quit leaves cleanly: everyone sees bob go.
     bob.type("/quit")
