@@ -66,12 +66,6 @@ class Peer:
     def tally(self) -> Tally:
         raise NotImplementedError
 
-    def _latency(self, ts: int, now_ns: int) -> None:
-        if ts >= self.measure_from_ns:
-            us = (now_ns - ts) // 1000
-            lat = self.latencies
-            lat[us] = lat.get(us, 0) + 1
-
     def drain_latencies(self) -> dict[int, int]:
         out, self.latencies = self.latencies, {}
         return out

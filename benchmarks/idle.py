@@ -9,6 +9,7 @@ relay on this host: found by the PIDs given, else by who listens on the port.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from benchmarks.runner import Run, RunConfig
@@ -52,28 +53,25 @@ def relay_tree(port: int, pids: list[int] | None = None) -> list[int]:
     return sorted(tree)
 
 
-def rss_bytes(pids: list[int]) -> int:
+def _sum_over(pids: list[int], read: Callable[[Any], int]) -> int:
+    """Sum `read(process)` over the PIDs that still exist."""
     import psutil
 
     total = 0
     for pid in pids:
         try:
-            total += psutil.Process(pid).memory_info().rss
+            total += read(psutil.Process(pid))
         except psutil.Error:
             continue
     return total
+
+
+def rss_bytes(pids: list[int]) -> int:
+    return _sum_over(pids, lambda p: int(p.memory_info().rss))
 
 
 def thread_count(pids: list[int]) -> int:
-    import psutil
-
-    total = 0
-    for pid in pids:
-        try:
-            total += psutil.Process(pid).num_threads()
-        except psutil.Error:
-            continue
-    return total
+    return _sum_over(pids, lambda p: int(p.num_threads()))
 
 
 def wait_released(pids: list[int], baseline: int, limit_s: float = 120.0) -> float | None:

@@ -37,9 +37,10 @@ class SendRounds:
             return False
         if self.due is not None:
             return True  # a round is already scheduled; this output joins it
-        if now - self.last_end >= self.linger():
+        linger = self.linger()
+        if now - self.last_end >= linger:
             return False
-        self.due = self.last_end + self.linger()
+        self.due = self.last_end + linger
         return True
 
     def sent(self, start: float, end: float) -> None:
