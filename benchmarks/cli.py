@@ -57,6 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="ms; a sweep step with a higher p99 is not sustained (default 100)")
     ap.add_argument("--idle", type=int, metavar="N", help="hold N idle connections instead")
     ap.add_argument("--idle-hold", type=float, default=3.0, help="seconds to hold them")
+    ap.add_argument("--engine", choices=("auto", "c", "python"), default="auto",
+                    help="who sends and checks during the timed phase: the C engine "
+                         "(built with cc on first use; ~10x less CPU per message), Python, "
+                         "or C when it builds (default)")
     ap.add_argument("--relay-pid", type=int, action="append",
                     help="relay PID for RSS figures (default: whoever listens on PORT)")
     return ap
@@ -67,7 +71,7 @@ def config_from(args: argparse.Namespace) -> RunConfig:
         host=args.host, port=args.port, dialect=args.dialect, receivers=args.receivers,
         senders=args.senders, rate=args.rate, size=args.size, duration=args.duration,
         warmup=args.warmup, rooms=args.rooms, concurrency=args.concurrency, procs=args.procs,
-        greeting=not args.no_greeting, drain=args.drain,
+        greeting=not args.no_greeting, drain=args.drain, engine=args.engine,
     )
 
 

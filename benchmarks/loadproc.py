@@ -33,13 +33,14 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
 
-from benchmarks import histo, payload
-from benchmarks.dialects import Peer, make_peer
+from benchmarks import engine, histo, payload
+from benchmarks.dialects import LinePeer, NativePeer, Peer, make_peer
 from benchmarks.pacing import Schedule
-from benchmarks.seqcheck import Tally
+from benchmarks.seqcheck import StreamChecker, Tally
 
 RECV_SIZE = 256 * 1024
 PROGRESS_NS = 500_000_000
+SLICE_NS = 50_000_000  # the C engine returns this often to let control messages in
 TICK_EVENTS = 32  # ready sockets handled between clock reads and send checks
 # Level-triggered; HUP and ERR are reported unasked and go to the read path,
 # where recv() returns the end of stream or the error.
@@ -63,6 +64,7 @@ class ProcPlan:
     greeting: bool = True
     connect_timeout: float = 30.0
     hard_limit_s: float = 600.0
+    engine: str = "python"  # "c": the timed phase runs in benchmarks/engine (already built)
 
 
 @dataclass(slots=True)
@@ -106,6 +108,8 @@ class LoadProcess:
         self.window_to = 0
         self.window_deliveries = 0
         self.closed_by_peer = 0
+        self.engine: engine.Engine | None = None  # during a C timed phase
+        self.engine_conns: list[Conn] = []
 
     # Connection setup -----------------------------------------------------
 
@@ -328,12 +332,16 @@ class LoadProcess:
         for c in self.receivers:
             for us, n in c.peer.drain_latencies().items():
                 merged[us] = merged.get(us, 0) + n
+        if self.engine is not None:
+            for us, n in self.engine.drain_latencies().items():
+                merged[us] = merged.get(us, 0) + n
         histo.record_counts(h, merged)
         enc = histo.encode(h)
         h.reset()
         return enc
 
     def _counts(self) -> dict[str, Any]:
+        self._sync_engine()
         delivered = 0
         gaps = 0
         for c in self.receivers:
@@ -367,6 +375,9 @@ class LoadProcess:
             self._write(senders[k], b"".join(frames))
 
     def run_load(self, go: dict[str, Any]) -> None:
+        if self.plan.engine == "c":
+            self.run_load_c(go)
+            return
         measure_from = int(go["measure_from_ns"])
         self.window_from, self.window_to = measure_from, int(go["measure_to_ns"])
         for c in self.receivers:
@@ -420,6 +431,139 @@ class LoadProcess:
                                      "sent": sched.next_index if ns else 0}))
         # Busy is judged over the sending phase; the drain that follows is idle waiting.
         self._final(expect or {}, busy_cpu, max(busy_wall, 1e-9), sched)
+
+    # The timed phase in C ---------------------------------------------------
+
+    def run_load_c(self, go: dict[str, Any]) -> None:
+        """`run_load` with the sending and checking done by benchmarks/engine.
+
+        Python hands over the connected sockets and what each peer knows (the
+        next seq, a partial frame), then runs the engine in SLICE_NS slices,
+        between which it answers control messages and reports progress from
+        the engine's counts; at the end the counts go back into the peers, so
+        `_final` reports exactly as for the Python path.
+        """
+        lib, why = engine.load()
+        if lib is None:
+            raise RuntimeError(f"the C engine is not available: {why}")
+        measure_from = int(go["measure_from_ns"])
+        self.window_from, self.window_to = measure_from, int(go["measure_to_ns"])
+        self.engine_conns = [c for c in self.receivers + self.senders if c.fd >= 0]
+        self.engine = eng = engine.Engine(lib, self.plan.dialect, self.plan.size,
+                                          [self._engine_conn(c) for c in self.engine_conns])
+        # What the peers counted before (handshake frames): the engine's counts add to it.
+        self._bases = [(c.peer.delivered, c.peer.corrupt,
+                        dict(c.peer.streams) if isinstance(c.peer, LinePeer) else {})
+                       for c in self.engine_conns]
+        self.sched = sched = Schedule(int(go["t0_ns"]), float(go["rate"]), int(go["count"]))
+        live_senders = sum(1 for c in self.engine_conns if not c.peer.checking)
+        eng.schedule(sched.t0_ns, sched.rate, sched.count if live_senders else 0, measure_from,
+                     self.window_from, self.window_to)
+        cpu0, wall0 = cpu_seconds(), time.monotonic_ns()
+        next_progress = wall0 + PROGRESS_NS
+        expect: dict[str, int] | None = None
+        drain_deadline = 0
+        sent_reported = False
+        busy_cpu, busy_wall = 0.0, 0.0
+        try:
+            while True:
+                now = time.monotonic_ns()
+                if now > self.hard_deadline_ns:
+                    break
+                complete = eng.run(min(now + SLICE_NS, next_progress, self.hard_deadline_ns))
+                self._engine_totals(sched)
+                if (sched.done() or not live_senders) and not sent_reported:
+                    sent_reported = True
+                    busy_cpu = cpu_seconds() - cpu0
+                    busy_wall = (time.monotonic_ns() - max(wall0, sched.t0_ns)) / 1e9
+                    self._report_sent(sched, live_senders)
+                if expect is not None and (complete or time.monotonic_ns() > drain_deadline):
+                    break
+                stop = False
+                while self.ctrl.poll(0):
+                    kind, body = self.ctrl.recv()
+                    if kind == "expect":
+                        expect = body["per_room"]
+                        eng.expect(expect)
+                        drain_deadline = time.monotonic_ns() + int(body["drain_s"] * 1e9)
+                    elif kind == "stop":
+                        stop = True
+                if stop:
+                    break
+                if time.monotonic_ns() >= next_progress:
+                    next_progress += PROGRESS_NS
+                    counts = self._counts()
+                    counts["sent"] = sched.next_index if live_senders else 0
+                    self.ctrl.send(("progress", {**counts, "hist": self._flush_latencies()}))
+            if not sent_reported:
+                busy_cpu = cpu_seconds() - cpu0
+                busy_wall = (time.monotonic_ns() - max(wall0, sched.t0_ns)) / 1e9
+                self._report_sent(sched, live_senders)
+            self._sync_engine()
+            self._final(expect or {}, busy_cpu, max(busy_wall, 1e-9), sched)
+        finally:
+            self._sync_engine()
+            self.engine = None
+            eng.close()
+
+    @staticmethod
+    def _engine_conn(c: Conn) -> engine.EngineConn:
+        peer = c.peer
+        pending = b""
+        next_seq = 1
+        if isinstance(peer, NativePeer):
+            next_seq = peer.checker.next
+            pending = bytes(peer._buf)
+        elif isinstance(peer, LinePeer):
+            pending = bytes(peer._buf)
+        return engine.EngineConn(fd=c.fd, sender=not peer.checking, room=peer.room,
+                                 sender_id=c.sender_id, next_seq=next_seq, counter=c.counter,
+                                 pending=pending if peer.checking else b"")
+
+    def _engine_totals(self, sched: Schedule) -> None:
+        assert self.engine is not None
+        t = self.engine.totals()
+        sched.next_index, sched.late, sched.max_lag_ns = t.next_index, t.late, t.max_lag_ns
+        self.window_deliveries = t.window_deliveries
+        rooms = zip(self.engine.rooms, t.sent_per_room, strict=True)
+        self.sent_per_room = {room: n for room, n in rooms if n}
+
+    def _report_sent(self, sched: Schedule, live_senders: int) -> None:
+        self.ctrl.send(("sent", {"per_room": self.sent_per_room, "late": sched.late,
+                                 "max_lag_ms": sched.max_lag_ns / 1e6,
+                                 "sent": sched.next_index if live_senders else 0}))
+
+    def _sync_engine(self) -> None:
+        """Copy the engine's counts into the peers (the Python path's bookkeeping)."""
+        eng = self.engine
+        if eng is None:
+            return
+        closed = 0
+        for i, c in enumerate(self.engine_conns):
+            st = eng.conn_stats(i)
+            peer = c.peer
+            if st.error and not peer.error:
+                peer.error = st.error
+            if not st.alive and c.fd >= 0:
+                closed += 1
+                self._close(c)
+            if not peer.checking:
+                c.counter = st.counter
+                continue
+            base_delivered, base_corrupt, base_streams = self._bases[i]
+            peer.delivered = base_delivered + st.delivered
+            peer.corrupt = base_corrupt + st.corrupt
+            if isinstance(peer, NativePeer):
+                chk = peer.checker
+                chk.next = st.next
+            else:
+                assert isinstance(peer, LinePeer)
+                # Tallies only add streams up: one summary stream carries the engine's.
+                chk = StreamChecker()
+                peer.streams = {**base_streams, b"(engine)": chk}
+            chk.unique, chk.duplicates = st.unique, st.duplicates
+            chk.reorders, chk.gaps, chk.overflow = st.reorders, st.gaps, st.overflow
+        self.closed_by_peer += closed
 
     def _complete(self, expect: dict[str, int]) -> bool:
         for c in self.receivers:

@@ -15,11 +15,11 @@ import secrets
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-from benchmarks import histo
+from benchmarks import engine, histo
 from benchmarks.limits import raise_nofile
 from benchmarks.loadproc import ProcPlan
 from benchmarks.loadproc import main as proc_main
@@ -44,6 +44,7 @@ class RunConfig:
     greeting: bool = True
     drain: float = 5.0
     connect_timeout: float = 60.0
+    engine: str = "auto"  # the timed phase in "c" (benchmarks/engine), "python", or "auto"
 
 
 class RunError(RuntimeError):
@@ -61,6 +62,7 @@ def plan_processes(cfg: RunConfig, run_id: str) -> list[ProcPlan]:
             receivers=[], senders=[], concurrency=max(1, cfg.concurrency // nprocs),
             greeting=cfg.greeting, connect_timeout=cfg.connect_timeout,
             hard_limit_s=cfg.connect_timeout + cfg.warmup + cfg.duration + cfg.drain + 60,
+            engine=cfg.engine,
         )
         for p in range(nprocs)
     ]
@@ -69,6 +71,23 @@ def plan_processes(cfg: RunConfig, run_id: str) -> list[ProcPlan]:
     for j in range(cfg.senders):
         plans[j % nprocs].senders.append((j, f"b{run_id}s{j}", rooms[j % len(rooms)]))
     return plans
+
+
+def resolve_engine(choice: str, warnings: list[str]) -> str:
+    """"c" or "python" for the timed phase; builds the C engine here, once, before
+    the load processes start (they only load it). "auto" falls back with a warning."""
+    if choice == "python":
+        return "python"
+    if choice not in ("c", "auto"):
+        raise RunError(f"unknown engine {choice!r}; choose c, python or auto")
+    path, why = engine.build()
+    if path is not None:
+        return "c"
+    if choice == "c":
+        raise RunError(f"the C engine cannot be built: {why}")
+    warnings.append(f"the C load engine is not available ({why}); the Python one checks the "
+                    "same, but uses several times the CPU per message")
+    return "python"
 
 
 def process_rate(total_rate: float, senders_here: int, senders_total: int) -> float:
@@ -89,6 +108,7 @@ class Run:
         self.procs: list[Any] = []
         self.pipes: list[Connection] = []
         self.warnings: list[str] = []
+        self.engine = "python"
 
     def _start(self, plans: list[ProcPlan]) -> None:
         ctx = mp.get_context("spawn")
@@ -139,7 +159,8 @@ class Run:
     def connect(self) -> dict[str, Any]:
         """Start the processes and open every connection; returns connect figures."""
         cfg = self.cfg
-        self.plans = plan_processes(cfg, self.run_id)
+        self.engine = resolve_engine(cfg.engine, self.warnings)
+        self.plans = plan_processes(replace(cfg, engine=self.engine), self.run_id)
         # The limit is per process and the load processes inherit it: each
         # needs room for its own share of the connections, not the total.
         want = max(len(p.receivers) + len(p.senders) for p in self.plans) + 64
@@ -248,7 +269,7 @@ class Run:
             "latency_ms": histo.summary_ms(self.hist),
             "generator": {"busy": busy, "cpu_s": [round(f["cpu_s"], 3) for f in finals],
                           "late_sends": late, "max_send_lag_ms": max_lag,
-                          "bottleneck": bottleneck},
+                          "bottleneck": bottleneck, "engine": self.engine},
             "errors": errors,
             "loadavg": os.getloadavg()[0],
         }
