@@ -20,10 +20,12 @@ def _tiny(port: int, dialect: str, **kw: object) -> RunConfig:
                      **kw)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("dialect", ["native", "text"])
-def test_chat_bench_against_relay_loses_nothing(dialect: str) -> None:
+@pytest.mark.parametrize(("dialect", "engine"), [
+    ("native", "c"), ("native", "python"), ("text", "c"), ("text", "python"), ("irc", "c")])
+def test_chat_bench_against_relay_loses_nothing(dialect: str, engine: str) -> None:
     with RelayProcess(workers=2, args=["--rate-limit", "0"]) as relay:
-        result = run_once(_tiny(relay.port, dialect))
+        result = run_once(_tiny(relay.port, dialect, engine=engine))
+    assert result["generator"]["engine"] == engine
     assert result["connect"]["connected"] == 8 and result["connect"]["failed"] == 0
     assert result["sent"] == 200  # 200 msgs/s for 1.0 s, paced, none skipped
     assert result["expected"] == 6 * 200
