@@ -111,7 +111,7 @@ def peak(name: str, n: int, args: argparse.Namespace, console: Console) -> dict[
             cfg = RunConfig(port=port, dialect=dialect, greeting=greeting, receivers=n,
                             senders=args.senders, rate=max(1.0, target / n),
                             duration=args.duration, warmup=args.warmup, size=args.size,
-                            drain=3.0, connect_timeout=60.0)
+                            drain=3.0, connect_timeout=60.0, engine=args.engine)
             try:
                 r = run_once(cfg)
             except RunError as exc:
@@ -145,7 +145,7 @@ def latency_point(name: str, args: argparse.Namespace) -> dict[str, Any]:
     with server(name) as (pid, port, dialect, greeting):
         cfg = RunConfig(port=port, dialect=dialect, greeting=greeting, receivers=100,
                         senders=args.senders, rate=1000.0, duration=args.duration * 2,
-                        warmup=args.warmup, size=args.size)
+                        warmup=args.warmup, size=args.size, engine=args.engine)
         return run_once(cfg)
 
 
@@ -159,6 +159,13 @@ def idle_point(count: int) -> dict[str, Any]:
         return run_idle(cfg, count, 3.0, [pid])
 
 
+def engine_of(data: dict[str, Any]) -> str:
+    """Which chat-bench engine the runs used ("C" or "Python"; older results: Python)."""
+    used = {step["generator"].get("engine", "python") for p in data["peaks"]
+            for step in p["steps"]}
+    return " and ".join("C" if e == "c" else "Python" for e in sorted(used)) or "Python"
+
+
 def markdown(data: dict[str, Any]) -> str:
     env = data["environment"]
     peaks = data["peaks"]
@@ -167,7 +174,8 @@ def markdown(data: dict[str, Any]) -> str:
     lines = [
         f"Machine: {env['cpu_model'] or env['machine']}, {env['cpu_count']} CPUs, "
         f"Python {env['python']}, {env['platform']}; {env['time']}.",
-        "Load generator and servers share these CPUs (loopback).",
+        f"Load generator: chat-bench with its {engine_of(data)} engine, sharing these CPUs "
+        "with the servers (loopback).",
         "",
         "Deliveries/s: peak sustained (no loss, no reordering, p99 <= "
         f"{data['p99_limit_ms']:.0f} ms) / highest delivered in any step; "
@@ -239,6 +247,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--start-deliveries", type=float, default=25_000)
     ap.add_argument("--max-deliveries", type=float, default=4_000_000)
     ap.add_argument("--p99-limit", type=float, default=100.0)
+    ap.add_argument("--engine", choices=("auto", "c", "python"), default="auto",
+                    help="chat-bench's engine for the timed phase (see chat-bench --help)")
     ap.add_argument("--sweep-refine", type=int, default=3, metavar="K",
                     help="bisect K steps after the first failure (x2 ladder: peak to 9%%)")
     ap.add_argument("--idle", type=int, default=20_000, help="idle connections (0: skip)")
