@@ -400,8 +400,8 @@ class LoadProcess:
                 self._send_due(now)
             elif not sent_reported:
                 sent_reported = True
-                busy_cpu = cpu_seconds() - cpu0
-                busy_wall = (time.monotonic_ns() - max(wall0, sched.t0_ns)) / 1e9
+                if ns:  # a process without senders is busy until the others are done
+                    busy_cpu, busy_wall = self._busy(cpu0, wall0, sched)
                 self.ctrl.send(("sent", {"per_room": sent_per_room, "late": sched.late,
                                          "max_lag_ms": sched.max_lag_ns / 1e6,
                                          "sent": sched.next_index if ns else 0}))
@@ -416,6 +416,8 @@ class LoadProcess:
                 if kind == "expect":
                     expect = body["per_room"]
                     drain_deadline = time.monotonic_ns() + int(body["drain_s"] * 1e9)
+                    if not ns:
+                        busy_cpu, busy_wall = self._busy(cpu0, wall0, sched)
                 elif kind == "stop":
                     break
             if time.monotonic_ns() >= next_progress:
@@ -424,11 +426,11 @@ class LoadProcess:
                 counts["sent"] = sched.next_index if ns else 0
                 self.ctrl.send(("progress", {**counts, "hist": self._flush_latencies()}))
         if not sent_reported:
-            busy_cpu = cpu_seconds() - cpu0
-            busy_wall = (time.monotonic_ns() - max(wall0, sched.t0_ns)) / 1e9
             self.ctrl.send(("sent", {"per_room": sent_per_room, "late": sched.late,
                                      "max_lag_ms": sched.max_lag_ns / 1e6,
                                      "sent": sched.next_index if ns else 0}))
+        if not busy_wall:
+            busy_cpu, busy_wall = self._busy(cpu0, wall0, sched)
         # Busy is judged over the sending phase; the drain that follows is idle waiting.
         self._final(expect or {}, busy_cpu, max(busy_wall, 1e-9), sched)
 
@@ -474,8 +476,8 @@ class LoadProcess:
                 self._engine_totals(sched)
                 if (sched.done() or not live_senders) and not sent_reported:
                     sent_reported = True
-                    busy_cpu = cpu_seconds() - cpu0
-                    busy_wall = (time.monotonic_ns() - max(wall0, sched.t0_ns)) / 1e9
+                    if live_senders:  # without senders: busy until the others are done
+                        busy_cpu, busy_wall = self._busy(cpu0, wall0, sched)
                     self._report_sent(sched, live_senders)
                 if expect is not None and (complete or time.monotonic_ns() > drain_deadline):
                     break
@@ -486,6 +488,8 @@ class LoadProcess:
                         expect = body["per_room"]
                         eng.expect(expect)
                         drain_deadline = time.monotonic_ns() + int(body["drain_s"] * 1e9)
+                        if not live_senders:
+                            busy_cpu, busy_wall = self._busy(cpu0, wall0, sched)
                     elif kind == "stop":
                         stop = True
                 if stop:
@@ -496,9 +500,9 @@ class LoadProcess:
                     counts["sent"] = sched.next_index if live_senders else 0
                     self.ctrl.send(("progress", {**counts, "hist": self._flush_latencies()}))
             if not sent_reported:
-                busy_cpu = cpu_seconds() - cpu0
-                busy_wall = (time.monotonic_ns() - max(wall0, sched.t0_ns)) / 1e9
                 self._report_sent(sched, live_senders)
+            if not busy_wall:
+                busy_cpu, busy_wall = self._busy(cpu0, wall0, sched)
             self._sync_engine()
             self._final(expect or {}, busy_cpu, max(busy_wall, 1e-9), sched)
         finally:
@@ -564,6 +568,12 @@ class LoadProcess:
             chk.unique, chk.duplicates = st.unique, st.duplicates
             chk.reorders, chk.gaps, chk.overflow = st.reorders, st.gaps, st.overflow
         self.closed_by_peer += closed
+
+    @staticmethod
+    def _busy(cpu0: float, wall0: int, sched: Schedule) -> tuple[float, float]:
+        """(CPU s, wall s) of the sending phase so far; the wait for t0 is not in it."""
+        wall = (time.monotonic_ns() - max(wall0, sched.t0_ns)) / 1e9
+        return cpu_seconds() - cpu0, max(wall, 1e-9)
 
     def _complete(self, expect: dict[str, int]) -> bool:
         for c in self.receivers:

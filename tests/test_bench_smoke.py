@@ -15,9 +15,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _tiny(port: int, dialect: str, **kw: object) -> RunConfig:
-    return RunConfig(port=port, dialect=dialect, receivers=6, senders=2, rate=200.0,
-                     duration=0.8, warmup=0.2, procs=2, drain=3.0, connect_timeout=10.0,
-                     **kw)  # type: ignore[arg-type]
+    base: dict[str, object] = dict(port=port, dialect=dialect, receivers=6, senders=2,
+                                   rate=200.0, duration=0.8, warmup=0.2, procs=2, drain=3.0,
+                                   connect_timeout=10.0)
+    return RunConfig(**{**base, **kw})  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(("dialect", "engine"), [
@@ -35,6 +36,17 @@ def test_chat_bench_against_relay_loses_nothing(dialect: str, engine: str) -> No
     lat = result["latency_ms"]
     assert 0 < lat["p50"] <= lat["p99"] <= lat["max"]
     assert lat["count"] > 0
+
+
+@pytest.mark.parametrize("engine", ["c", "python"])
+def test_a_load_process_without_senders_reports_its_real_cpu_share(engine: str) -> None:
+    # One sender, two processes: the second only receives. Its busy share is
+    # over the sending phase too, not over the instant it had nothing to send.
+    with RelayProcess(workers=1, args=["--rate-limit", "0"]) as relay:
+        result = run_once(_tiny(relay.port, "native", senders=1, engine=engine))
+    assert result["lost"] == 0 and result["delivered"] == 6 * 200
+    busy = result["generator"]["busy"]
+    assert len(busy) == 2 and all(0.0 <= b <= 1.5 for b in busy), busy
 
 
 def test_chat_bench_against_seed_baseline_via_cli(tmp_path: Path) -> None:
