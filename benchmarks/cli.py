@@ -59,8 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--idle-hold", type=float, default=3.0, help="seconds to hold them")
     ap.add_argument("--engine", choices=("auto", "c", "python"), default="auto",
                     help="who sends and checks during the timed phase: the C engine "
-                         "(built with cc on first use; ~10x less CPU per message), Python, "
-                         "or C when it builds (default)")
+                         "(built with cc on first use; 2-14x less CPU per message, more "
+                         "the larger the relay's batches), Python, or C when it builds "
+                         "(default)")
     ap.add_argument("--relay-pid", type=int, action="append",
                     help="relay PID for RSS figures (default: whoever listens on PORT)")
     return ap
