@@ -446,3 +446,16 @@ def test_record_counts_fills_the_same_buckets_as_one_value_at_a_time() -> None:
     histo.record_counts(bulk, counts)
     assert histo.encode(bulk) == histo.encode(one)
     assert list(bulk.counts) == list(one.counts)
+
+
+def test_latency_point_reports_the_median_run_and_every_run() -> None:
+    from benchmarks.suite import median_run
+
+    runs = [{"latency_ms": {"p50": p50, "p99": p99}, "tag": tag}
+            for tag, p50, p99 in (("a", 3.0, 66.0), ("b", 1.0, 9.0), ("c", 2.0, 12.0))]
+    chosen = median_run(runs)
+    assert chosen["tag"] == "c"  # p99 12 is the median of 9, 12, 66
+    assert chosen["p99_runs_ms"] == [66.0, 9.0, 12.0]
+    assert chosen["p50_runs_ms"] == [3.0, 1.0, 2.0]
+    assert median_run(runs[:2])["tag"] == "b"  # two runs: the lower one
+    assert median_run(runs[:1])["tag"] == "a"
