@@ -384,7 +384,6 @@ class LoadProcess:
             c.peer.measure_from_ns = measure_from
         self.live_senders = [c for c in self.senders if c.sock.fileno() >= 0]
         self.sched = sched = Schedule(int(go["t0_ns"]), float(go["rate"]), int(go["count"]))
-        sent_per_room = self.sent_per_room
         cpu0, wall0 = cpu_seconds(), time.monotonic_ns()
         next_progress = time.monotonic_ns() + PROGRESS_NS
         ns = len(self.live_senders)
@@ -402,9 +401,7 @@ class LoadProcess:
                 sent_reported = True
                 if ns:  # a process without senders is busy until the others are done
                     busy_cpu, busy_wall = self._busy(cpu0, wall0, sched)
-                self.ctrl.send(("sent", {"per_room": sent_per_room, "late": sched.late,
-                                         "max_lag_ms": sched.max_lag_ns / 1e6,
-                                         "sent": sched.next_index if ns else 0}))
+                self._report_sent(sched, ns)
             if expect is not None:
                 if now > drain_deadline or self._complete(expect):
                     break
@@ -422,13 +419,9 @@ class LoadProcess:
                     break
             if time.monotonic_ns() >= next_progress:
                 next_progress += PROGRESS_NS
-                counts = self._counts()
-                counts["sent"] = sched.next_index if ns else 0
-                self.ctrl.send(("progress", {**counts, "hist": self._flush_latencies()}))
+                self._report_progress(sched, ns)
         if not sent_reported:
-            self.ctrl.send(("sent", {"per_room": sent_per_room, "late": sched.late,
-                                     "max_lag_ms": sched.max_lag_ns / 1e6,
-                                     "sent": sched.next_index if ns else 0}))
+            self._report_sent(sched, ns)
         if not busy_wall:
             busy_cpu, busy_wall = self._busy(cpu0, wall0, sched)
         # Busy is judged over the sending phase; the drain that follows is idle waiting.
@@ -496,9 +489,7 @@ class LoadProcess:
                     break
                 if time.monotonic_ns() >= next_progress:
                     next_progress += PROGRESS_NS
-                    counts = self._counts()
-                    counts["sent"] = sched.next_index if live_senders else 0
-                    self.ctrl.send(("progress", {**counts, "hist": self._flush_latencies()}))
+                    self._report_progress(sched, live_senders)
             if not sent_reported:
                 self._report_sent(sched, live_senders)
             if not busy_wall:
@@ -506,8 +497,7 @@ class LoadProcess:
             self._sync_engine()
             self._final(expect or {}, busy_cpu, max(busy_wall, 1e-9), sched)
         finally:
-            self._sync_engine()
-            self.engine = None
+            self.engine = None  # the sockets stay ours; close_all closes them
             eng.close()
 
     @staticmethod
@@ -536,6 +526,11 @@ class LoadProcess:
         self.ctrl.send(("sent", {"per_room": self.sent_per_room, "late": sched.late,
                                  "max_lag_ms": sched.max_lag_ns / 1e6,
                                  "sent": sched.next_index if live_senders else 0}))
+
+    def _report_progress(self, sched: Schedule, live_senders: int) -> None:
+        counts = self._counts()
+        counts["sent"] = sched.next_index if live_senders else 0
+        self.ctrl.send(("progress", {**counts, "hist": self._flush_latencies()}))
 
     def _sync_engine(self) -> None:
         """Copy the engine's counts into the peers (the Python path's bookkeeping)."""

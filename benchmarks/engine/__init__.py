@@ -23,10 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 SOURCE = Path(__file__).with_name("loadengine.c")
-ABI = 1
+ABI = 2
 DIALECT_CODES = {"native": 0, "text": 1, "irc": 2}
 STATS = 10  # int64s per connection in eng_conn_stats
-TOTALS = 5  # int64s in eng_totals before the per-room counts
+TOTALS = 4  # int64s in eng_totals before the per-room counts
 _HIST_CHUNK = 4096
 
 _I64P = ctypes.POINTER(ctypes.c_int64)
@@ -124,7 +124,6 @@ class Totals:
     late: int
     max_lag_ns: int
     window_deliveries: int
-    closed_by_peer: int
     sent_per_room: list[int]
 
 
@@ -194,7 +193,7 @@ class Engine:
     def totals(self) -> Totals:
         t = self._totals
         self.lib.eng_totals(self.ptr, t)
-        return Totals(t[0], t[1], t[2], t[3], t[4], [t[TOTALS + k] for k in range(len(self.rooms))])
+        return Totals(t[0], t[1], t[2], t[3], [t[TOTALS + k] for k in range(len(self.rooms))])
 
     def drain_latencies(self) -> dict[int, int]:
         """µs -> count since the last drain (values are HDR bucket floors)."""

@@ -171,7 +171,7 @@ typedef struct {
     /* the schedule (benchmarks/pacing.py) */
     int64_t t0, count, next_index, late, max_lag, late_threshold;
     double rate;
-    int64_t measure_from, window_from, window_to, window_deliveries, closed_by_peer;
+    int64_t measure_from, window_from, window_to, window_deliveries;
     uint64_t hist[HIST_BUCKETS];
     char *rbuf;
     size_t rcap;
@@ -313,7 +313,6 @@ static void lost(engine *e, conn *c, const char *why) {
     if (c->alive) {
         epoll_ctl(e->epfd, EPOLL_CTL_DEL, c->fd, NULL);
         c->alive = 0;
-        e->closed_by_peer++;
     }
 }
 
@@ -338,7 +337,6 @@ static void write_conn(engine *e, conn *c, const char *data, size_t len) {
             char why[80];
             snprintf(why, sizeof why, "send: %s", strerror(errno));
             lost(e, c, why);
-            e->closed_by_peer--; /* a failed send is not the relay closing */
             return;
         }
         k = 0;
@@ -360,7 +358,6 @@ static void flush_conn(engine *e, conn *c) {
         char why[80];
         snprintf(why, sizeof why, "send: %s", strerror(errno));
         lost(e, c, why);
-        e->closed_by_peer--;
         return;
     }
     memmove(c->out, c->out + k, c->olen - (size_t)k);
@@ -904,14 +901,13 @@ void eng_conn_stats(const engine *e, int i, int64_t *out) {
 
 const char *eng_conn_error(const engine *e, int i) { return e->conns[i].err; }
 
-/* next_index, late, max_lag_ns, window_deliveries, closed_by_peer; then sent per room */
+/* next_index, late, max_lag_ns, window_deliveries; then sent per room */
 void eng_totals(const engine *e, int64_t *out) {
     out[0] = e->next_index;
     out[1] = e->late;
     out[2] = e->max_lag;
     out[3] = e->window_deliveries;
-    out[4] = e->closed_by_peer;
-    for (int r = 0; r < e->nrooms; r++) out[5 + r] = e->sent_per_room[r];
+    for (int r = 0; r < e->nrooms; r++) out[4 + r] = e->sent_per_room[r];
 }
 
 /* Moves up to `max` (µs, count) pairs out of the latency histogram; returns how
@@ -928,7 +924,7 @@ int eng_drain_hist(engine *e, int64_t *values, int64_t *counts, int max) {
     return got;
 }
 
-int eng_abi(void) { return 1; }
+int eng_abi(void) { return 2; }
 
 /* Bytes a peer received before the engine took over: an incomplete frame or line. */
 int eng_set_pending(engine *e, int i, const char *data, size_t len) {
