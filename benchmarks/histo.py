@@ -1,8 +1,12 @@
 """Latency histograms: one HDR histogram per load process, merged in the parent.
 
 Percentiles cannot be averaged across processes; HDR histograms can be
-added bucket by bucket without losing precision, and travel between
-processes as compact base64 strings (`encode`/`decode`).
+added bucket by bucket without losing precision. Latencies travel from the
+load processes as plain {bucket floor µs: count} dicts (`bucket_counts`),
+which the parent adds into its histogram (`merge_counts`): encoding an HDR
+histogram costs a load process 5-15 ms, a stall in its receive loop that
+showed up as every server's p99. Connect times, sent once, travel as
+compact base64 strings (`encode`/`decode`).
 """
 
 from __future__ import annotations
@@ -38,27 +42,43 @@ def merge_encoded(into: HdrHistogram, encoded: list[str]) -> HdrHistogram:
     return into
 
 
-def record_counts(h: HdrHistogram, counts: dict[int, int]) -> None:
-    """Add a µs -> count dict to `h`, one `record_value` per HDR bucket used.
+# Values below 2**_BUCKET_BITS µs have buckets 1 µs wide; above, 2**k wide
+# (3 significant figures), as in `new_histogram()`.
+_BUCKET_BITS = new_histogram().sub_bucket_half_count_magnitude + 1 + new_histogram().unit_magnitude
 
-    `record_value` is pure Python and costs microseconds; the load processes
-    gather thousands of distinct µs values between flushes, but far fewer
-    buckets (3 significant figures: 1 µs wide below 2048 µs, then 2^k wide).
-    Each value is replaced by the lowest value of its bucket first, which
-    fills the same buckets: counts, percentiles, mean and the max as merged
-    from encoded histograms (which keep only the buckets) are unchanged.
+
+def bucket_counts(counts: dict[int, int]) -> dict[int, int]:
+    """A µs -> count dict folded onto the lowest value of each HDR bucket.
+
+    The load processes gather thousands of distinct µs values between
+    flushes, but far fewer buckets (1 µs wide below 2048 µs, then 2^k wide),
+    so this is what they send. Recording bucket floors fills the same
+    buckets: counts, percentiles, mean and max are those of the raw values
+    as an HDR histogram keeps them.
     """
-    bits = h.sub_bucket_half_count_magnitude + 1 + h.unit_magnitude
-    top = HIGHEST_US
     buckets: dict[int, int] = {}
     for us, n in counts.items():
-        v = min(max(us, LOWEST_US), top)
-        shift = v.bit_length() - bits
+        v = min(max(us, LOWEST_US), HIGHEST_US)
+        shift = v.bit_length() - _BUCKET_BITS
         if shift > 0:
             v = v >> shift << shift
         buckets[v] = buckets.get(v, 0) + n
-    for v, n in buckets.items():
+    return buckets
+
+
+def record_counts(h: HdrHistogram, counts: dict[int, int]) -> HdrHistogram:
+    """Add a µs -> count dict to `h`, one `record_value` per HDR bucket used
+    (`record_value` is pure Python and costs microseconds)."""
+    for v, n in bucket_counts(counts).items():
         h.record_value(v, n)
+    return h
+
+
+def merge_counts(into: HdrHistogram, parts: list[dict[int, int]]) -> HdrHistogram:
+    """Add every process's bucket counts into `into` and return it."""
+    for part in parts:
+        record_counts(into, part)
+    return into
 
 
 def summary_ms(h: HdrHistogram) -> dict[str, float]:

@@ -2,8 +2,8 @@
 
 Connections are dealt round-robin to rooms and to load processes, so every
 process carries the same share of receivers and senders and the total rate
-splits evenly. The parent only merges: counts add, HDR histograms add
-(`histo.merge_encoded`), CPU figures are kept per process so one saturated
+splits evenly. The parent only merges: counts add, latencies add into one
+HDR histogram (`histo.merge_counts`), CPU figures are kept per process so one saturated
 process is not hidden by an idle one.
 """
 
@@ -210,14 +210,14 @@ class Run:
         for conn in self.pipes:
             conn.send(("expect", {"per_room": per_room, "drain_s": cfg.drain}))
         finals = self._collect("final", cfg.drain + 60)
-        histo.merge_encoded(self.hist, [f["hist"] for f in finals])
+        histo.merge_counts(self.hist, [f["latencies"] for f in finals])
         return self._merge(sent, finals)
 
     def _other(self, i: int, kind: str, body: dict[str, Any]) -> None:
         if kind != "progress":
             return
         self.latest[i] = body
-        histo.merge_encoded(self.hist, [body["hist"]])
+        histo.record_counts(self.hist, body["latencies"])
         if self.progress is not None:
             elapsed = (time.monotonic_ns() - self.t_start) / 1e9
             self.progress({

@@ -182,6 +182,25 @@ def test_histograms_merge_across_processes_exactly() -> None:
     assert abs(histo.summary_ms(merged)["p50"] - 2.0) < 0.01
 
 
+def test_latency_counts_merge_across_processes_exactly() -> None:
+    """What load processes send (bucket counts) merges into the same histogram
+    as every raw value recorded in one place."""
+    rnd = random.Random(5)
+    whole = histo.new_histogram()
+    parts = []
+    for _proc in range(3):
+        counts: dict[int, int] = {}
+        for _ in range(5000):
+            us = int(rnd.lognormvariate(7, 2))
+            counts[us] = counts.get(us, 0) + 1
+            whole.record_value(min(max(us, 1), histo.HIGHEST_US))
+        parts.append(histo.bucket_counts(counts))
+        assert len(parts[-1]) < len(counts)  # fewer entries travel than values seen
+    merged = histo.merge_counts(histo.new_histogram(), parts + [{}])
+    assert list(merged.counts) == list(whole.counts)
+    assert histo.summary_ms(merged) == histo.summary_ms(whole)
+
+
 def test_sweep_picks_last_pass_before_first_failure() -> None:
     def step(rate: float, lost: int, p99: float) -> dict[str, object]:
         return {"offered_rate": rate, "lost": lost, "duplicates": 0, "reorders": 0,

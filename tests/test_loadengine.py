@@ -17,7 +17,7 @@ from typing import Any
 import msgpack
 import pytest
 
-from benchmarks import engine, payload
+from benchmarks import engine, histo, payload
 from benchmarks.dialects import IrcPeer, NativePeer, Peer, TextPeer
 from benchmarks.pacing import Schedule
 from transports.native import frame
@@ -236,6 +236,7 @@ def test_latency_is_recorded_from_the_payload_send_time(lib: Any, pair: Any) -> 
     stats, _, lat = receive(lib, pair, "native", data, piece=4096)
     assert stats.delivered == 10 and sum(lat.values()) == 10
     assert all(5_000 <= us < 5_000_000 for us in lat)
+    assert histo.bucket_counts(lat) == lat  # HDR bucket floors: sent on as they are
 
 
 def test_latency_before_measure_from_is_not_recorded(lib: Any, pair: Any) -> None:
