@@ -38,7 +38,8 @@ HELP = {
     "shutdown_grace": "seconds to flush outboxes when stopping",
     "bus_hwm": "zmq high-water mark (messages) on every bus socket",
     "max_linger": "longest a busy worker holds fan-out to send more messages per syscall "
-    "(seconds; it holds twice what its last send round took, up to this); 0 sends at once",
+    "(seconds; it holds a quarter of what its recent send rounds took, up to this); "
+    "0 sends at once",
     "password": "password every client must give (also $CHAT_RELAY_PASSWORD)",
     "tls_cert": "PEM certificate file: the port then speaks TLS 1.2+ for every dialect",
     "tls_key": "PEM private key file for --tls-cert",

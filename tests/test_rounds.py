@@ -29,6 +29,16 @@ def test_busy_worker_holds_for_factor_times_round_cost() -> None:
     assert r.due is None
 
 
+def test_default_linger_is_a_quarter_of_a_round() -> None:
+    r = SendRounds(max_linger=0.02)
+    r.cost = 0.004
+    r.last_end = 1.0
+    assert r.hold(1.0005)
+    assert r.due == pytest.approx(1.001)  # the worker spends at most 80 % in send rounds
+    r.due = None
+    assert not r.hold(1.0011)
+
+
 def test_linger_is_capped_by_max_linger() -> None:
     r = SendRounds(max_linger=0.02, factor=2.0)
     r.cost = 0.5  # a pathological 500 ms round
