@@ -439,6 +439,12 @@ class HubState:
         out.append((worker_topic(worker), [None, {"t": "_fill", "room": room.name,
                                                   "messages": msgs}]))
 
+    def _op_ping(self, worker: str, req: dict[str, Any], out: Out) -> None:
+        key = self._client(worker, req, out)
+        if key is not None:
+            msg_id = req.get("id")
+            self._to(out, key, {"t": "pong"} if msg_id is None else {"t": "pong", "id": msg_id})
+
     def _op_bye(self, worker: str, req: dict[str, Any], out: Out) -> None:
         """A barrier: by the time `_bye` reaches the worker, everything due before it has."""
         self._to(out, (worker, int(req.get("c", -1))), {"t": "_bye"})
@@ -650,6 +656,7 @@ class HubState:
         "rooms": _op_rooms,
         "gone": _op_gone,
         "bye": _op_bye,
+        "ping": _op_ping,
         "fill": _op_fill,
         "worker_gone": _op_worker_gone,
         "sync": _op_sync,

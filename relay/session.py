@@ -1,9 +1,9 @@
 """One client's reader thread: sniff the dialect, decode, check, hand to the hub.
 
 The thread owns nothing but its connection's read side. Everything that must
-be ordered with room traffic (welcome, joined, msg) comes back from the hub
-through the bus thread; only replies that need no hub (pong, errors about the
-client's own input) are written from here.
+be ordered with room traffic (welcome, joined, msg) or with replies to
+earlier requests (pong) comes back from the hub through the bus thread; only
+errors about the client's own input are written from here.
 """
 
 from __future__ import annotations
@@ -287,10 +287,6 @@ class Session:
         if not conn.ready:
             conn.send(conn.codec.encode(_error("not_ready", "say hello first", ev.T)))
             return
-        if isinstance(ev, Ping):
-            conn.send(conn.codec.encode({"t": "pong", "id": ev.id} if ev.id is not None
-                                        else {"t": "pong"}))
-            return
         if isinstance(ev, Bye):
             # Round-trip through the hub so replies to earlier frames arrive first.
             self.worker.bus.submit(conn, {"op": "bye"})
@@ -392,6 +388,10 @@ class Session:
             return {"op": "history", "room": ev.room, "after": ev.after, "limit": ev.limit}
         if isinstance(ev, ListRooms):
             return {"op": "rooms"}
+        if isinstance(ev, Ping):
+            # Through the hub, so the pong comes after the replies to every
+            # request before it: a client pings to know those are all in.
+            return {"op": "ping", "id": ev.id}
         return None
 
     def _hello(self, ev: Hello) -> None:

@@ -347,7 +347,7 @@ class WorkerBus:
         else:
             self._rounds.due = None
         # Readers waiting on a handshake or a bye barrier go on only once what
-        # came before it is on its way (a pong must not overtake a welcome).
+        # came before it is on its way (an error about a later frame must not overtake a welcome).
         events, self._after_flush = self._after_flush, []
         for event in events:
             event.set()

@@ -133,3 +133,17 @@ def test_expired_worker_returning_rejoins_with_presence() -> None:
     fresh = hub()
     out = run(fresh, "B", {"op": "sync", "clients": [[1, "stay", {"r": 3}]]})
     assert bodies(out, room_topic("r")) == []
+
+
+def test_ping_is_answered_after_the_requests_before_it() -> None:
+    s = hub()
+    ready(s, "A")
+    run(s, "A", {"op": "hello", "c": 1, "nick": "ann", "rooms": ["lobby"]})
+    out = run(s, "A", {"op": "who", "c": 1, "room": "lobby"}, {"op": "ping", "c": 1, "id": 7},
+              {"op": "rooms", "c": 1}, {"op": "ping", "c": 1})
+    assert bodies(out, worker_topic("A")) == [
+        {"t": "members", "room": "lobby", "members": ["ann"]},
+        {"t": "pong", "id": 7},
+        {"t": "rooms", "rooms": {"lobby": 1}},
+        {"t": "pong"},
+    ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from tests.conftest import RelayFactory
 from tests.relayproc import RelayProcess
 from tests.wire import NativePeer, assert_one_order, worker_of
+from transports.native import frame
 
 
 def test_fan_out_across_workers_same_order_for_everyone(relay: RelayProcess) -> None:
@@ -143,3 +144,16 @@ def test_resume_beyond_history_says_history_gap(relay_factory: RelayFactory) -> 
     err = b.expect_error("history_gap")
     assert err["room"] == "lobby"
     assert [m["seq"] for m in b.msgs("lobby", 5)] == [8, 9, 10, 11, 12]
+
+
+def test_pong_comes_after_the_replies_to_earlier_requests(relay: RelayProcess) -> None:
+    """A client pings to know that the answers to what it sent before are in
+    (chat-client's pipe mode does, before it says bye)."""
+    a = NativePeer.joined(relay.port, "ann")
+    burst = [{"t": "who", "room": "lobby"}, {"t": "rooms"}, {"t": "history", "room": "lobby"},
+             {"t": "ping", "id": 1}]
+    a.send_raw(b"".join(frame(body) for body in burst))
+    seen: list[str] = []
+    a.expect(lambda m: seen.append(m["t"]) is None and m["t"] == "pong")
+    assert [t for t in seen if t in ("members", "rooms", "history", "pong")] == [
+        "members", "rooms", "history", "pong"]
