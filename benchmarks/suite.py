@@ -272,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="chat-bench's engine for the timed phase (see chat-bench --help)")
     ap.add_argument("--sweep-refine", type=int, default=3, metavar="K",
                     help="bisect K steps after the first failure (x2 ladder: peak to 9%%)")
-    ap.add_argument("--latency-runs", type=int, default=3,
+    ap.add_argument("--latency-runs", type=int, default=5,
                     help="runs of the 1,000 msgs/s latency point per server (median shown)")
     ap.add_argument("--idle", type=int, default=20_000, help="idle connections (0: skip)")
     ap.add_argument("--out", default=str(RESULTS))
