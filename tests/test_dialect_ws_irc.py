@@ -183,6 +183,10 @@ def test_irc_nick_taken_then_another(relay: RelayProcess, cleanup: list[Any]) ->
     assert b":taken_!taken_@relay JOIN #lobby" in buf
     assert b" 352 taken_ #lobby " in buf and b" 315 taken_ #lobby " in buf
     assert b" 322 taken_ #lobby 2 :" in buf
+    # PING answers after the replies to the commands before it, as IRC servers do.
+    sock.sendall(b"WHO #lobby\r\nLIST\r\nPING :barrier\r\n")
+    buf = _read_until(sock, b"PONG chat-relay :barrier")
+    assert buf.index(b" 315 taken_ #lobby ") < buf.index(b" 323 ") < buf.index(b"PONG")
 
 
 def _read_until(sock: socket.socket, marker: bytes, timeout: float = 5.0) -> bytes:

@@ -16,6 +16,7 @@ from transports.events import (
     ListRooms,
     NickChange,
     Part,
+    Ping,
     Pong,
     Say,
     Whisper,
@@ -141,6 +142,13 @@ def test_ping_before_and_after_registration() -> None:
     assert lines(codec.data_to_send()) == [
         ":chat-relay PONG chat-relay :12345", ":chat-relay 409 * :No origin specified"
     ]
+    # Registered, PING goes through the relay (in order with the commands before
+    # it) and the relay's pong comes back as the PONG.
+    codec = registered()
+    assert codec.receive_data(b"WHO #lobby\r\nPING :lag 1\r\n")[-1] == Ping("lag 1")
+    assert codec.data_to_send() == b""
+    assert lines(codec.encode({"t": "pong", "id": "lag 1"})) == [
+        ":chat-relay PONG chat-relay :lag 1"]
 
 
 def test_reregistration_is_refused() -> None:
@@ -407,8 +415,9 @@ def test_notice_from_relay() -> None:
 
 def test_overlong_line_gets_417_and_the_connection_stays() -> None:
     codec = registered()
-    assert codec.receive_data(b"PRIVMSG #a :" + b"x" * 5000 + b"\r\nPING :ok\r\n") == []
-    assert numerics(codec.data_to_send()) == ["417", "PONG"]
+    events = codec.receive_data(b"PRIVMSG #a :" + b"x" * 5000 + b"\r\nPING :ok\r\n")
+    assert events == [Ping("ok")]  # the next line is read as usual
+    assert numerics(codec.data_to_send()) == ["417"]
     # The same, arriving in pieces without a line end: one reply, then back to normal.
     for _ in range(5):
         assert codec.receive_data(b"y" * 2000) == []

@@ -42,6 +42,7 @@ from transports.events import (
     NickChange,
     Oper,
     Part,
+    Ping,
     Pong,
     Say,
     Unban,
@@ -302,7 +303,13 @@ class IrcServerCodec(ServerCodec):
         if not params:
             self._reply("409", text="No origin specified")
             return
-        self._out.append(build(SERVER_NAME, "PONG", [SERVER_NAME], params[-1][:200]))
+        token = params[-1][:200]
+        if self.registered:
+            # Through the relay like any command, so the PONG comes after the
+            # replies to what was sent before it, as an IRC server orders them.
+            out.append(Ping(token))
+            return
+        self._out.append(build(SERVER_NAME, "PONG", [SERVER_NAME], token))
 
     def _cmd_pong(self, params: tuple[str, ...], out: list[Decoded]) -> None:
         if params and params[-1] in self._ping_ids:
@@ -642,6 +649,9 @@ class IrcServerCodec(ServerCodec):
         self.rooms.pop(room, None)
         return f":{user_prefix(self.me)} PART {room_to_channel(room)}\r\n"
 
+    def _enc_pong(self, body: dict[str, Any]) -> str:
+        return build(SERVER_NAME, "PONG", [SERVER_NAME], str(body.get("id") or "")[:200])
+
     def _enc_renamed(self, body: dict[str, Any]) -> str:
         old, new = self.me, str(body["nick"])
         self.nick = new
@@ -802,5 +812,6 @@ _ENCODERS: Final[dict[str, _Encoder]] = {
     "presence": IrcServerCodec._enc_presence,
     "history": IrcServerCodec._enc_history,
     "ping": IrcServerCodec._enc_ping,
+    "pong": IrcServerCodec._enc_pong,
     "notice": IrcServerCodec._enc_notice,
 }
