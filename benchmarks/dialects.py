@@ -6,8 +6,8 @@ bytes to send back (handshake steps, PONGs). Once `ready`, a receiver checks
 every message: native by the room's `seq`, text and IRC (which carry no seq)
 by the per-sender counter in the payload. Latencies go into a plain dict of
 microseconds -> count, because a dict increment is several times cheaper
-than an HDR record in Python; the load process moves them into its HDR
-histogram a few times a second (`drain_latencies`).
+than an HDR record in Python; the load process folds them onto HDR buckets
+and sends those counts to the parent twice a second (`drain_latencies`).
 
 A sender is the same object with `checking=False`: after its handshake it
 throws away what it receives (its own echoes, others' messages), which it
