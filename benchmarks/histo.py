@@ -42,9 +42,14 @@ def merge_encoded(into: HdrHistogram, encoded: list[str]) -> HdrHistogram:
     return into
 
 
-# Values below 2**_BUCKET_BITS µs have buckets 1 µs wide; above, 2**k wide
-# (3 significant figures), as in `new_histogram()`.
-_BUCKET_BITS = new_histogram().sub_bucket_half_count_magnitude + 1 + new_histogram().unit_magnitude
+def _bucket_bits() -> int:
+    """Values below 2**this µs have buckets 1 µs wide; above, 2**k wide
+    (3 significant figures), as in `new_histogram()`."""
+    h = new_histogram()
+    return int(h.sub_bucket_half_count_magnitude + 1 + h.unit_magnitude)
+
+
+_BUCKET_BITS = _bucket_bits()
 
 
 def bucket_counts(counts: dict[int, int]) -> dict[int, int]:

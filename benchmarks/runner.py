@@ -3,8 +3,8 @@
 Connections are dealt round-robin to rooms and to load processes, so every
 process carries the same share of receivers and senders and the total rate
 splits evenly. The parent only merges: counts add, latencies add into one
-HDR histogram (`histo.merge_counts`), CPU figures are kept per process so one saturated
-process is not hidden by an idle one.
+HDR histogram (`histo.merge_counts`), CPU figures are kept per process so
+one saturated process is not hidden by an idle one.
 """
 
 from __future__ import annotations

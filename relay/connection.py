@@ -1,7 +1,7 @@
 """One client connection's write side: never blocks, never reorders, bounded.
 
-Two threads write to a connection: its own reader thread (replies it makes
-itself: errors about the client's input) and the worker's bus thread (fan-out, hub replies). Both
+Two threads write to a connection: its own reader thread (errors about the
+client's input) and the worker's bus thread (fan-out, hub replies). Both
 call `send()`, which tries one non-blocking send and queues only what the
 kernel buffer cannot take; the bus thread flushes the queue when the socket is
 writable. Past `max_outbox` bytes the client is a slow consumer: what was
