@@ -29,6 +29,7 @@ import select
 import socket
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
@@ -82,6 +83,47 @@ class Conn:
 def cpu_seconds() -> float:
     ru = resource.getrusage(resource.RUSAGE_SELF)
     return ru.ru_utime + ru.ru_stime
+
+
+class SendPhase:
+    """What both timed-phase loops (Python and C) do around the sending phase.
+
+    `sent` is reported once, when the schedule is done. The CPU share is
+    taken over the sending phase, not the drain after it (idle waiting); a
+    process without senders is busy until the others are done, which it
+    learns from `expect`. Every method is safe to call more than once.
+    """
+
+    def __init__(self, senders: int, report_sent: Callable[[], None], sched: Schedule) -> None:
+        self.senders = senders
+        self._report_sent = report_sent
+        self._sched = sched
+        self._cpu0, self._wall0 = cpu_seconds(), time.monotonic_ns()
+        self.sent_reported = False
+        self._busy: tuple[float, float] | None = None
+
+    def _take_busy(self) -> None:
+        if self._busy is None:
+            wall = (time.monotonic_ns() - max(self._wall0, self._sched.t0_ns)) / 1e9
+            self._busy = (cpu_seconds() - self._cpu0, max(wall, 1e-9))
+
+    def sending_done(self) -> None:
+        if not self.sent_reported:
+            self.sent_reported = True
+            if self.senders:
+                self._take_busy()
+            self._report_sent()
+
+    def expect_came(self) -> None:
+        if not self.senders:
+            self._take_busy()
+
+    def finish(self) -> tuple[float, float]:
+        """(CPU s, wall s) of the sending phase, reporting `sent` if it never was."""
+        self.sending_done()
+        self._take_busy()
+        assert self._busy is not None
+        return self._busy
 
 
 class LoadProcess:
@@ -385,24 +427,19 @@ class LoadProcess:
             c.peer.measure_from_ns = measure_from
         self.live_senders = [c for c in self.senders if c.sock.fileno() >= 0]
         self.sched = sched = Schedule(int(go["t0_ns"]), float(go["rate"]), int(go["count"]))
-        cpu0, wall0 = cpu_seconds(), time.monotonic_ns()
-        next_progress = time.monotonic_ns() + PROGRESS_NS
         ns = len(self.live_senders)
+        phase = SendPhase(ns, lambda: self._report_sent(sched, ns), sched)
+        next_progress = time.monotonic_ns() + PROGRESS_NS
         expect: dict[str, int] | None = None
         drain_deadline = 0
-        sent_reported = False
-        busy_cpu, busy_wall = 0.0, 0.0
         while True:
             now = time.monotonic_ns()
             if now > self.hard_deadline_ns:
                 break
             if ns and not sched.done():
                 self._send_due(now)
-            elif not sent_reported:
-                sent_reported = True
-                if ns:  # a process without senders is busy until the others are done
-                    busy_cpu, busy_wall = self._busy(cpu0, wall0, sched)
-                self._report_sent(sched, ns)
+            else:
+                phase.sending_done()
             if expect is not None:
                 if now > drain_deadline or self._complete(expect):
                     break
@@ -414,19 +451,14 @@ class LoadProcess:
                 if kind == "expect":
                     expect = body["per_room"]
                     drain_deadline = time.monotonic_ns() + int(body["drain_s"] * 1e9)
-                    if not ns:
-                        busy_cpu, busy_wall = self._busy(cpu0, wall0, sched)
+                    phase.expect_came()
                 elif kind == "stop":
                     break
             if time.monotonic_ns() >= next_progress:
                 next_progress += PROGRESS_NS
                 self._report_progress(sched, ns)
-        if not sent_reported:
-            self._report_sent(sched, ns)
-        if not busy_wall:
-            busy_cpu, busy_wall = self._busy(cpu0, wall0, sched)
-        # Busy is judged over the sending phase; the drain that follows is idle waiting.
-        self._final(expect or {}, busy_cpu, max(busy_wall, 1e-9), sched)
+        busy_cpu, busy_wall = phase.finish()
+        self._final(expect or {}, busy_cpu, busy_wall, sched)
 
     # The timed phase in C ---------------------------------------------------
 
@@ -455,12 +487,10 @@ class LoadProcess:
         live_senders = sum(1 for c in self.engine_conns if not c.peer.checking)
         eng.schedule(sched.t0_ns, sched.rate, sched.count if live_senders else 0, measure_from,
                      self.window_from, self.window_to)
-        cpu0, wall0 = cpu_seconds(), time.monotonic_ns()
-        next_progress = wall0 + PROGRESS_NS
+        phase = SendPhase(live_senders, lambda: self._report_sent(sched, live_senders), sched)
+        next_progress = time.monotonic_ns() + PROGRESS_NS
         expect: dict[str, int] | None = None
         drain_deadline = 0
-        sent_reported = False
-        busy_cpu, busy_wall = 0.0, 0.0
         try:
             while True:
                 now = time.monotonic_ns()
@@ -468,11 +498,8 @@ class LoadProcess:
                     break
                 complete = eng.run(min(now + SLICE_NS, next_progress, self.hard_deadline_ns))
                 self._engine_totals(sched)
-                if (sched.done() or not live_senders) and not sent_reported:
-                    sent_reported = True
-                    if live_senders:  # without senders: busy until the others are done
-                        busy_cpu, busy_wall = self._busy(cpu0, wall0, sched)
-                    self._report_sent(sched, live_senders)
+                if sched.done() or not live_senders:
+                    phase.sending_done()
                 if expect is not None and (complete or time.monotonic_ns() > drain_deadline):
                     break
                 stop = False
@@ -482,8 +509,7 @@ class LoadProcess:
                         expect = body["per_room"]
                         eng.expect(expect)
                         drain_deadline = time.monotonic_ns() + int(body["drain_s"] * 1e9)
-                        if not live_senders:
-                            busy_cpu, busy_wall = self._busy(cpu0, wall0, sched)
+                        phase.expect_came()
                     elif kind == "stop":
                         stop = True
                 if stop:
@@ -491,12 +517,9 @@ class LoadProcess:
                 if time.monotonic_ns() >= next_progress:
                     next_progress += PROGRESS_NS
                     self._report_progress(sched, live_senders)
-            if not sent_reported:
-                self._report_sent(sched, live_senders)
-            if not busy_wall:
-                busy_cpu, busy_wall = self._busy(cpu0, wall0, sched)
+            busy_cpu, busy_wall = phase.finish()
             self._sync_engine()
-            self._final(expect or {}, busy_cpu, max(busy_wall, 1e-9), sched)
+            self._final(expect or {}, busy_cpu, busy_wall, sched)
         finally:
             self.engine = None  # the sockets stay ours; close_all closes them
             eng.close()
@@ -564,12 +587,6 @@ class LoadProcess:
             chk.unique, chk.duplicates = st.unique, st.duplicates
             chk.reorders, chk.gaps, chk.overflow = st.reorders, st.gaps, st.overflow
         self.closed_by_peer += closed
-
-    @staticmethod
-    def _busy(cpu0: float, wall0: int, sched: Schedule) -> tuple[float, float]:
-        """(CPU s, wall s) of the sending phase so far; the wait for t0 is not in it."""
-        wall = (time.monotonic_ns() - max(wall0, sched.t0_ns)) / 1e9
-        return cpu_seconds() - cpu0, max(wall, 1e-9)
 
     def _complete(self, expect: dict[str, int]) -> bool:
         for c in self.receivers:

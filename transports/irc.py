@@ -309,7 +309,7 @@ class IrcServerCodec(ServerCodec):
             # replies to what was sent before it, as an IRC server orders them.
             out.append(Ping(token))
             return
-        self._out.append(build(SERVER_NAME, "PONG", [SERVER_NAME], token))
+        self._out.append(_pong(token))
 
     def _cmd_pong(self, params: tuple[str, ...], out: list[Decoded]) -> None:
         if params and params[-1] in self._ping_ids:
@@ -650,7 +650,7 @@ class IrcServerCodec(ServerCodec):
         return f":{user_prefix(self.me)} PART {room_to_channel(room)}\r\n"
 
     def _enc_pong(self, body: dict[str, Any]) -> str:
-        return build(SERVER_NAME, "PONG", [SERVER_NAME], str(body.get("id") or "")[:200])
+        return _pong(str(body.get("id") or ""))
 
     def _enc_renamed(self, body: dict[str, Any]) -> str:
         old, new = self.me, str(body["nick"])
@@ -797,6 +797,11 @@ _HANDLERS: Final[dict[str, _Handler]] = {
     "OPER": IrcServerCodec._cmd_oper,
     "KICK": IrcServerCodec._cmd_kick,
 }
+
+def _pong(token: str) -> str:
+    """The PONG for a client's PING, from the gateway or the relay's pong."""
+    return build(SERVER_NAME, "PONG", [SERVER_NAME], token[:200])
+
 
 _Encoder = Callable[[IrcServerCodec, dict[str, Any]], str]
 _ENCODERS: Final[dict[str, _Encoder]] = {
