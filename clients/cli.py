@@ -26,7 +26,7 @@ from clients.commands import parse
 from clients.errors import CannotConnect, ConnectionClosed, HandshakeError
 from clients.render import SERVER_STYLE, Line, View, clock, plain, render
 from clients.state import Incoming, Reconnected
-from transports.events import Error, Joined, Parted, Renamed, Say, Whisper
+from transports.events import Error, Joined, Parted, Ping, Renamed, Say, Whisper
 
 # After stdin ends, how long pipe mode waits for its own messages to come back.
 ACK_WAIT = 5.0
@@ -72,6 +72,7 @@ class Ui:
         self.view = View(client.nick_name, room, dict.fromkeys(client.joined_rooms))
         self._rooms = self.view.rooms
         self._before_join: str | None = room
+        self._pings: set[asyncio.Task[None]] = set()  # /ping round trips in flight
 
     def note(self, text: str) -> None:
         """A local line (or block, such as /help), shown like the relay's `* ` lines."""
@@ -122,6 +123,12 @@ class Ui:
             self.view.room = action.switch_to
             if action.switch_to in self._rooms:
                 return True
+        if isinstance(event, Ping):
+            # Measured in the background: a slow relay must not hold up typing.
+            task = asyncio.create_task(self._ping())
+            self._pings.add(task)
+            task.add_done_callback(self._pings.discard)
+            return True
         try:
             if isinstance(event, Say):
                 await self.client.say(event.room, event.text)
@@ -133,12 +140,22 @@ class Ui:
             self.note(f"error: not sent: {exc}")
         return True
 
+    async def _ping(self) -> None:
+        try:
+            rtt = await self.client.ping()
+        except (ConnectionClosed, TimeoutError) as exc:
+            self.note(f"error: ping: {exc}")
+            return
+        self.note(f"pong: {rtt * 1000:.1f} ms round trip")
+
     async def finish(self, pump: asyncio.Task[str | None], wait_acks: bool) -> None:
         """Wait (bounded) for our messages to come back, then say bye."""
         if wait_acks and self.client.closed_reason is None:
             await self.client.flush(ACK_WAIT)
             with contextlib.suppress(Exception):
                 await self.client.ping(CLOSE_WAIT)  # answers to earlier commands are in
+        if self._pings:  # a /ping just typed shows its round trip before we go
+            await asyncio.wait(self._pings, timeout=CLOSE_WAIT)
         await self.client.close(CLOSE_WAIT)
         with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
             await asyncio.wait_for(pump, CLOSE_WAIT)

@@ -140,6 +140,7 @@ def test_pipe_mode_sends_lines_runs_commands_and_exits_after_acks(relay: RelayPr
         lines = [
             "hello from a pipe",
             "/who",
+            "/ping",
             "/msg bob psst",
             "/join dev",
             "said in dev",
@@ -163,6 +164,7 @@ def test_pipe_mode_sends_lines_runs_commands_and_exits_after_acks(relay: RelayPr
         assert len(re.findall(rf"(?m)^{TIME} <alice> hello from a pipe$", out)) == 1
         assert re.search(rf"(?m)^{TIME} \* lobby: 2 members: bob, alice$", out)
         assert re.search(rf"(?m)^{TIME} -> \*bob\* psst$", out)
+        assert re.search(rf"(?m)^{TIME} \* pong: \d+\.\d ms round trip$", out)
         assert re.search(rf"(?m)^{TIME} \[dev\] <alice> said in dev$", out)
         assert re.search(rf"(?m)^{TIME} \* you are now known as alice2$", out)
         assert "never sent" not in out
