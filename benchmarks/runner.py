@@ -267,6 +267,9 @@ class Run:
             "corrupt": sum(f["corrupt"] for f in finals),
             "deliveries_per_s": window / cfg.duration if cfg.duration else 0.0,
             "latency_ms": histo.summary_ms(self.hist),
+            # Every delivery's latency, so several runs' percentiles can be
+            # taken over all their deliveries (benchmarks/suite.py).
+            "latency_hist": histo.encode(self.hist),
             "generator": {"busy": busy, "cpu_s": [round(f["cpu_s"], 3) for f in finals],
                           "late_sends": late, "max_send_lag_ms": max_lag,
                           "bottleneck": bottleneck, "engine": self.engine},

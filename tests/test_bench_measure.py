@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import struct
+from typing import Any
 
 import msgpack
 from hypothesis import given
@@ -478,3 +479,26 @@ def test_latency_point_reports_the_median_run_and_every_run() -> None:
     assert chosen["p50_runs_ms"] == [3.0, 1.0, 2.0]
     assert median_run(runs[:2])["tag"] == "b"  # two runs: the lower one
     assert median_run(runs[:1])["tag"] == "a"
+
+
+def test_pooled_latency_counts_every_run_by_its_deliveries() -> None:
+    """A run with a stall weighs in the pooled p99 by its share of deliveries,
+    which the median run hides."""
+    from benchmarks.suite import median_run
+
+    def run(values_us: list[int]) -> dict[str, Any]:
+        h = histo.new_histogram()
+        for v in values_us:
+            h.record_value(v)
+        return {"latency_ms": histo.summary_ms(h), "latency_hist": histo.encode(h)}
+
+    calm = [1000] * 990 + [5000] * 10           # p99 1 ms
+    stalled = [1000] * 940 + [50_000] * 60      # p99 50 ms: a 6 % stall
+    runs = [run(calm), run(calm), run(stalled)]
+    chosen = median_run(runs)
+    assert chosen["latency_ms"]["p99"] == 1.0
+    pooled = chosen["pooled_ms"]
+    assert pooled["count"] == 3000
+    # 60 stalled deliveries of 3,000 (2 %): the pooled p99 is the stall's
+    assert 49.0 <= pooled["p99"] <= 51.0
+    assert pooled["p50"] == 1.0
