@@ -502,3 +502,18 @@ def test_pooled_latency_counts_every_run_by_its_deliveries() -> None:
     # 60 stalled deliveries of 3,000 (2 %): the pooled p99 is the stall's
     assert 49.0 <= pooled["p99"] <= 51.0
     assert pooled["p50"] == 1.0
+
+
+def test_idle_release_is_timed_from_the_start_of_the_drop() -> None:
+    """The relay may be back to idle before the load processes have exited:
+    the release time counts from when the drop began, never 0 for that."""
+    import os
+    import time
+
+    from benchmarks.idle import thread_count, wait_released
+
+    me = [os.getpid()]
+    began = time.monotonic() - 3.0  # the drop began 3 s ago
+    released = wait_released(me, thread_count(me), began, limit_s=10.0)
+    assert released is not None and 3.0 <= released < 10.0
+    assert wait_released(me, thread_count(me) - 1, time.monotonic(), limit_s=0.3) is None
