@@ -11,7 +11,10 @@ and sends those counts to the parent twice a second (`drain_latencies`).
 
 A sender is the same object with `checking=False`: after its handshake it
 throws away what it receives (its own echoes, others' messages), which it
-must still read so that the relay never sees it as a slow consumer.
+must still read so that the relay never sees it as a slow consumer. It only
+looks for an error in it (`ERROR_MARKS`), with one `find()` a read: a relay
+that rate-limits its clients drops most of what they say, and the report
+must say why messages were lost, not just that they were.
 """
 
 from __future__ import annotations
@@ -35,8 +38,38 @@ _unpackb = msgpack.unpackb
 _TS_END = len(payload.MARK) + payload.TS_DIGITS
 
 
+# Where an error starts in what a dialect receives: a native body with the
+# msgpack pair "t": "error" (a message text "error" follows the key "text",
+# never "t"), then its "code"; text error lines start with "* error: ", and
+# chat-relay's IRC errors are NOTICEs ":error CODE: text".
+ERROR_MARKS = {"native": b"\xa1t\xa5error", "text": b"* error: ", "irc": b" :error "}
+_NATIVE_CODE = b"\xa4code"
+_NATIVE_SPAN = 256  # the code follows the type within this many bytes
+
+
+def sniff_error(dialect: str, data: bytes) -> str | None:
+    """The first error a sender received whole in `data` (its code, or its line)."""
+    mark = ERROR_MARKS[dialect]
+    at = data.find(mark)
+    if at < 0:
+        return None
+    start = at + len(mark)
+    if dialect == "native":
+        key = data.find(_NATIVE_CODE, start, start + _NATIVE_SPAN)
+        head = data[key + 5] if 0 <= key < len(data) - 5 else 0
+        if not 0xA0 <= head <= 0xBF:  # a fixstr: every error code is short
+            return "error"
+        return data[key + 6:key + 6 + (head & 0x1F)].decode(errors="replace")
+    end = data.find(b"\n", start)
+    text = data[start:end if end >= 0 else len(data)].rstrip(b"\r").decode(errors="replace")
+    text = text[:200]
+    return text.split(":", 1)[0] if dialect == "irc" else text
+
+
 class Peer:
     """State every dialect shares; subclasses implement the wire details."""
+
+    dialect = ""
 
     def __init__(self, nick: str, room: str, size: int, checking: bool) -> None:
         self.nick = nick
@@ -84,6 +117,8 @@ class NativePeer(Peer):
     corrupt; a length over MAX_FRAME is fatal.
     """
 
+    dialect = "native"
+
     def __init__(self, nick: str, room: str, size: int, checking: bool) -> None:
         super().__init__(nick, room, size, checking)
         self._buf = bytearray()  # an incomplete frame, waiting for the rest
@@ -99,6 +134,8 @@ class NativePeer(Peer):
     def feed(self, data: bytes, now_ns: int) -> bytes:
         """Decode every whole frame; keep a trailing partial one for the next call."""
         if (self.ready and not self.checking) or self._dead:
+            if not self.checking and self.error is None:
+                self.error = sniff_error("native", data)
             return b""
         buf = self._buf
         if not buf:  # the common case: the chunk starts on a frame boundary
@@ -200,6 +237,8 @@ class LinePeer(Peer):
     def feed(self, data: bytes, now_ns: int) -> bytes:
         """Check each payload line, hand the others to `control`; returns replies."""
         if self.ready and not self.checking:
+            if self.error is None:
+                self.error = sniff_error(self.dialect, data)
             return b""
         lines = data.split(b"\n")
         tail = lines.pop()
@@ -279,6 +318,8 @@ class LinePeer(Peer):
 class TextPeer(LinePeer):
     """chat-relay's text dialect; with `greeting=False`, bare lines (the seed server)."""
 
+    dialect = "text"
+
     def __init__(
         self, nick: str, room: str, size: int, checking: bool, greeting: bool = True
     ) -> None:
@@ -307,6 +348,8 @@ class TextPeer(LinePeer):
 
 class IrcPeer(LinePeer):
     """RFC 2812 client subset: register, JOIN #room, PRIVMSG, answer PING."""
+
+    dialect = "irc"
 
     def start(self) -> bytes:
         n = self.nick.encode()

@@ -238,6 +238,13 @@ class Run:
         for f in finals:
             for k, v in f["errors"].items():
                 errors[k] = errors.get(k, 0) + v
+        limited = sum(v for k, v in errors.items() if k.startswith("sender: ")
+                      and ("rate_limited" in k or "messages/s" in k))
+        if limited:
+            self.warnings.append(
+                f"the relay rate-limited {limited} sender(s) and dropped what they said over "
+                "its limit, so that shows as loss: start chat-relay with --rate-limit 0 (or "
+                "above the per-sender rate) to measure throughput")
         window = sum(f["window_deliveries"] for f in finals)
         late = sum(f["late"] for f in finals)
         max_lag = max(f["max_lag_ms"] for f in finals)

@@ -517,3 +517,33 @@ def test_idle_release_is_timed_from_the_start_of_the_drop() -> None:
     released = wait_released(me, thread_count(me), began, limit_s=10.0)
     assert released is not None and 3.0 <= released < 10.0
     assert wait_released(me, thread_count(me) - 1, time.monotonic(), limit_s=0.3) is None
+
+
+def _relay_error(dialect: str) -> bytes:
+    """A rate_limited error exactly as the relay's codec for `dialect` writes it."""
+    from transports.irc import IrcServerCodec
+    from transports.native import NativeServerCodec
+    from transports.text import TextServerCodec
+
+    codec = {"native": NativeServerCodec, "text": TextServerCodec, "irc": IrcServerCodec}[dialect]()
+    return codec.encode({"t": "error", "code": "rate_limited", "ref": "say",
+                         "text": "over 20 messages/s (burst 40); this one was dropped"})
+
+
+def test_senders_notice_the_relays_errors_in_what_they_discard() -> None:
+    """A sender reads everything only to throw it away, but an error in it (say,
+    the relay's rate limit) is kept, so the report can say why it lost."""
+    traffic = {
+        "native": frame({"t": "msg", "room": "bench", "seq": 1, "text": "code"}),
+        "text": b"<a> hello error\n",
+        "irc": b":a!a@relay PRIVMSG #bench :hello :error\r\n",
+    }
+    expect = {"native": "rate_limited", "irc": "rate_limited",
+              "text": "over 20 messages/s (burst 40); this one was dropped"}
+    for dialect, peer_cls in (("native", NativePeer), ("text", TextPeer), ("irc", IrcPeer)):
+        peer = peer_cls("s1", "bench", 100, checking=False)
+        peer.ready = True
+        peer.feed(traffic[dialect], 0)
+        assert peer.error is None, dialect  # ordinary traffic is no error
+        peer.feed(traffic[dialect] + _relay_error(dialect) + traffic[dialect], 0)
+        assert peer.error == expect[dialect], dialect

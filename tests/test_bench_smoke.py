@@ -73,3 +73,14 @@ def test_chat_bench_against_seed_baseline_via_cli(tmp_path: Path) -> None:
     finally:
         seed.terminate()  # the process this test started, by its handle
         seed.wait(5)
+
+
+@pytest.mark.parametrize("engine", ["c", "python"])
+def test_chat_bench_says_when_the_relay_rate_limits_its_senders(engine: str) -> None:
+    """Loss from the relay's flood limit is named, not just counted."""
+    with RelayProcess(workers=1, args=["--rate-limit", "5", "--rate-burst", "5"]) as relay:
+        result = run_once(_tiny(relay.port, "native", engine=engine))
+    assert result["lost"] > 0 and not result["ok"]
+    assert result["errors"] == {"sender: rate_limited": 2}
+    assert any("rate-limited 2 sender(s)" in w and "--rate-limit 0" in w
+               for w in result["warnings"])

@@ -702,6 +702,38 @@ static size_t scan_lines(engine *e, conn *c, const uint8_t *data, size_t end, in
     return pos;
 }
 
+/* ---- senders: only look for an error ------------------------------------- */
+
+/* As dialects.sniff_error: a sender discards what it reads, but notes the first
+ * error it receives whole in one read (a rate-limiting relay drops most of what
+ * it says, and the report must say why). Native: the msgpack pair "t": "error",
+ * then its "code"; text: "* error: " lines; chat-relay's IRC: " :error CODE:". */
+static void sniff_error(engine *e, conn *c, const uint8_t *data, size_t n) {
+    static const char *marks[] = {"\xa1t\xa5" "error", "* error: ", " :error "};
+    const char *mark = marks[e->dialect];
+    size_t mlen = strlen(mark);
+    const uint8_t *at = memmem(data, n, mark, mlen);
+    if (!at) return;
+    const uint8_t *p = at + mlen, *end = data + n;
+    if (e->dialect == D_NATIVE) {
+        size_t span = (size_t)(end - p) < 256 ? (size_t)(end - p) : 256;
+        const uint8_t *key = memmem(p, span, "\xa4" "code", 5);
+        p = key ? key + 5 : end;
+        size_t len = p < end && (*p & 0xe0) == 0xa0 ? (size_t)(*p & 0x1f) : 0;
+        if (!len || p + 1 + len > end) {
+            snprintf(c->err, sizeof c->err, "error");
+            return;
+        }
+        snprintf(c->err, sizeof c->err, "%.*s", (int)len, (const char *)p + 1);
+        return;
+    }
+    const uint8_t *stop = p;
+    while (stop < end && *stop != '\n' && *stop != '\r' &&
+           !(e->dialect == D_IRC && *stop == ':'))
+        stop++;
+    snprintf(c->err, sizeof c->err, "%.*s", (int)(stop - p), (const char *)p);
+}
+
 /* ---- receive: one ready socket -------------------------------------------- */
 
 static void read_conn(engine *e, conn *c, int64_t now) {
@@ -722,7 +754,11 @@ static void read_conn(engine *e, conn *c, int64_t now) {
         lost(e, c, "closed by relay");
         return;
     }
-    if (c->sender || c->dead) return; /* senders read only so the relay never sees them slow */
+    if (c->sender) { /* read so the relay never sees it slow; only an error matters */
+        if (!c->err[0]) sniff_error(e, c, (const uint8_t *)e->rbuf + off, (size_t)n);
+        return;
+    }
+    if (c->dead) return;
     size_t total = off + (size_t)n;
     const uint8_t *data = (const uint8_t *)e->rbuf;
     size_t used = e->dialect == D_NATIVE ? scan_native(e, c, data, total, now)
