@@ -284,14 +284,16 @@ class Session:
             return
         if isinstance(ev, Pong):
             return
+        if isinstance(ev, Bye):
+            if conn.ready:
+                # Round-trip through the hub so replies to earlier frames arrive first.
+                self.worker.bus.submit(conn, {"op": "bye"})
+                conn.bye_done.wait(self.settings.shutdown_grace)
+            conn.send(conn.codec.farewell())
+            conn.finish(None, "bye")
+            return
         if not conn.ready:
             conn.send(conn.codec.encode(_error("not_ready", "say hello first", ev.T)))
-            return
-        if isinstance(ev, Bye):
-            # Round-trip through the hub so replies to earlier frames arrive first.
-            self.worker.bus.submit(conn, {"op": "bye"})
-            conn.bye_done.wait(self.settings.shutdown_grace)
-            conn.finish(None, "bye")
             return
         if not self._allowed(ev):
             return

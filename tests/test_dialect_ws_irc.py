@@ -18,7 +18,7 @@ from typing import Any
 import irc.client
 import msgpack
 import pytest
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, ConnectionClosedOK
 from websockets.sync.client import ClientConnection, connect
 
 from tests.relayproc import UNIT, RelayProcess
@@ -217,3 +217,26 @@ def test_ws_bad_input_and_oversize(relay: RelayProcess, cleanup: list[Any]) -> N
     assert web.expect(lambda b: b["t"] == "error")["code"] == "frame_too_large"
     with pytest.raises(ConnectionClosed):
         web.ws.recv(timeout=5 * UNIT)
+
+
+def test_quit_and_bye_end_after_the_replies_before_them(
+        relay: RelayProcess, cleanup: list[Any]) -> None:
+    """IRC's ERROR line and WebSocket's Close frame come last: a client that
+    asks something and leaves in one write still gets its answer."""
+    sock = socket.create_connection(("127.0.0.1", relay.port), timeout=5 * UNIT)
+    cleanup.append(sock)
+    sock.sendall(b"NICK quitter\r\nUSER q 0 * :q\r\nJOIN #lobby\r\nWHO #lobby\r\n"
+                 b"QUIT :done\r\n")
+    buf = _read_until(sock, b"(Quit: done)\r\n")
+    assert buf.index(b" 315 quitter #lobby ") < buf.index(b"ERROR :Closing Link: quitter")
+
+    web = WsPeer(relay.port)
+    cleanup.append(web.ws)
+    web.hello("leaver", ["lobby"])
+    web.send({"t": "who", "room": "lobby"})
+    web.send({"t": "bye"})
+    got = []
+    with pytest.raises(ConnectionClosedOK):  # the relay's Close: 1000, normal closure
+        while True:
+            got.append(json.loads(web.ws.recv(timeout=5 * UNIT))["t"])
+    assert "members" in got

@@ -387,8 +387,12 @@ def test_keepalive_ping_round_trip() -> None:
 def test_quit() -> None:
     codec = registered()
     assert codec.receive_data(b"QUIT :gone fishing\r\nPRIVMSG #lobby :late\r\n") == [Bye()]
-    assert lines(codec.data_to_send()) == ["ERROR :Closing Link: alice (Quit: gone fishing)"]
     assert codec.closed
+    # The ERROR line waits for the relay's farewell: replies to what came
+    # before the QUIT go first.
+    assert codec.data_to_send() == b""
+    assert codec.encode({"t": "members", "room": "lobby", "members": ["alice"]})
+    assert lines(codec.farewell()) == ["ERROR :Closing Link: alice (Quit: gone fishing)"]
 
 
 def test_relay_errors_map_to_numerics_or_notices() -> None:

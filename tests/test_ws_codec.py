@@ -358,9 +358,13 @@ def test_client_close_is_echoed_and_closes() -> None:
 def test_bye_is_decoded_and_answered_with_a_close_frame() -> None:
     codec, client = handshake()
     assert send_json(client, codec, {"t": "bye"}) == [Bye()]
-    (close,) = pump_to_client(codec.data_to_send(), client)
-    assert Close.parse(close.data).code == CloseCode.NORMAL_CLOSURE
     assert codec.closed
+    # Replies to what came before the bye still go out, then the Close frame.
+    assert codec.data_to_send() == b""
+    reply = codec.encode({"t": "members", "room": "lobby", "members": ["alice"]})
+    (frame_, close) = pump_to_client(reply + codec.farewell(), client)
+    assert json.loads(frame_.data)["t"] == "members"
+    assert Close.parse(close.data).code == CloseCode.NORMAL_CLOSURE
 
 
 def test_eof_closes() -> None:

@@ -69,6 +69,13 @@ class ServerCodec:
     def encode(self, body: dict[str, Any]) -> bytes:
         raise NotImplementedError
 
+    def farewell(self) -> bytes:
+        """What ends the conversation after a `Bye` (IRC's ERROR line, WebSocket's
+        Close frame). The relay sends it once the bye's round trip through the
+        hub is done, so it follows the replies to everything sent before the bye
+        instead of overtaking them (after a Close, nothing more may be sent)."""
+        return b""
+
     # True when fanout_key() never changes once the connection is set up (the
     # relay then caches it per connection instead of asking per delivery).
     fixed_fanout_key: ClassVar[bool] = False

@@ -109,6 +109,7 @@ class IrcServerCodec(ServerCodec):
         self._nick_to: deque[str] = deque(maxlen=_PENDING_MAX)
         self._ping_ids: dict[str, Any] = {}
         self._oper_pending = False  # an OPER is out: its notice becomes 381
+        self._quit_reason = "Client quit"
 
     @property
     def me(self) -> str:
@@ -316,10 +317,12 @@ class IrcServerCodec(ServerCodec):
             out.append(Pong(self._ping_ids.pop(params[-1])))
 
     def _cmd_quit(self, params: tuple[str, ...], out: list[Decoded]) -> None:
-        reason = params[0][:200] if params else "Client quit"
-        self._out.append(f"ERROR :Closing Link: {self.me} (Quit: {clean(reason)})\r\n")
+        self._quit_reason = params[0][:200] if params else "Client quit"
         out.append(Bye())
         self.closed = True
+
+    def farewell(self) -> bytes:
+        return f"ERROR :Closing Link: {self.me} (Quit: {clean(self._quit_reason)})\r\n".encode()
 
     # Channels and messages ----------------------------------------------------
 

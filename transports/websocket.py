@@ -222,8 +222,11 @@ class WebSocketServerCodec(ServerCodec):
             return
         out.append(event)
         if isinstance(event, Bye):
-            # Close cleanly right away; the relay flushes and closes the socket.
-            self._send_close(CloseCode.NORMAL_CLOSURE, "bye")
+            self.closed = True  # read nothing more; the Close frame is the farewell
+
+    def farewell(self) -> bytes:
+        self._send_close(CloseCode.NORMAL_CLOSURE, "bye")
+        return self.data_to_send()
 
     def _decode_body(self, opcode: Opcode, data: bytes) -> Any:
         """One message's body; raises ProtocolError(bad_frame) saying what is wrong."""
