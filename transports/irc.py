@@ -801,9 +801,11 @@ _HANDLERS: Final[dict[str, _Handler]] = {
     "KICK": IrcServerCodec._cmd_kick,
 }
 
+
 def _pong(token: str) -> str:
-    """The PONG for a client's PING, from the gateway or the relay's pong."""
-    return build(SERVER_NAME, "PONG", [SERVER_NAME], token[:200])
+    """The PONG for a client's PING (its token already cut to 200 characters
+    by `_cmd_ping`), from the gateway or the relay's pong."""
+    return build(SERVER_NAME, "PONG", [SERVER_NAME], token)
 
 
 _Encoder = Callable[[IrcServerCodec, dict[str, Any]], str]
