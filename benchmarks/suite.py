@@ -6,7 +6,8 @@ installed). For each receiver count it sweeps the offered rate upwards in
 deliveries/s (x2 a step, then --sweep-refine bisection steps after the first
 failure) and keeps the highest step with no loss, no reordering and p99
 under the limit; then one fixed-rate latency point (1,000 msgs/s, N=100)
-and the idle-connection test. Writes results/<date>.json, .md and PNGs.
+and the idle-connection test. Writes results/<date>.json, .md and PNGs
+(a run of the latency point alone: results/<date>-latency.json and .md).
 
 Every server is started here and stopped here, by its PID.
 """
@@ -198,21 +199,25 @@ def markdown(data: dict[str, Any]) -> str:
     peaks = data["peaks"]
     servers = list(dict.fromkeys([p["server"] for p in peaks] + list(data["latency"])))
     ns = sorted({p["receivers"] for p in peaks})
+    explain = (
+        "Deliveries/s: peak sustained (no loss, no reordering, p99 <= "
+        f"{data['p99_limit_ms']:.0f} ms) / highest delivered in any step; "
+        "`*` = load generator was the bottleneck at the sustained step. "
+        if ns else ""
+    )
     lines = [
         f"Machine: {env['cpu_model'] or env['machine']}, {env['cpu_count']} CPUs, "
         f"Python {env['python']}, {env['platform']}; {env['time']}.",
         f"Load generator: chat-bench with its {engine_of(data)} engine, sharing these CPUs "
         "with the servers (loopback).",
         "",
-        "Deliveries/s: peak sustained (no loss, no reordering, p99 <= "
-        f"{data['p99_limit_ms']:.0f} ms) / highest delivered in any step; "
-        "`*` = load generator was the bottleneck at the sustained step. "
-        "p99 at 1k msg/s: the median run (the range over all runs, interleaved "
-        "across servers; then the p99 over all the runs' deliveries together):",
+        explain + "At 1k msg/s to N=100: p50 is the median over the runs; p99 is the median "
+        "run (the range over all runs, interleaved across servers; then the p99 over all "
+        "the runs' deliveries together):",
         "",
-        "| " + " | ".join(["server"] + [f"N={n}" for n in ns] + ["p99 at 1k msg/s, N=100"])
-        + " |",
-        "|---" * (len(ns) + 2) + "|",
+        "| " + " | ".join(["server"] + [f"N={n}" for n in ns]
+                         + ["p50 at 1k msg/s", "p99 at 1k msg/s, N=100"]) + " |",
+        "|---" * (len(ns) + 3) + "|",
     ]
     for s in servers:
         cells = []
@@ -226,8 +231,10 @@ def markdown(data: dict[str, Any]) -> str:
             cells.append(f"{p['deliveries_per_s'] / 1e3:,.0f}k{star} / "
                          f"{p['max_delivered_per_s'] / 1e3:,.0f}k")
         lat = data["latency"].get(s)
-        lat_cell = "-"
+        p50_cell = lat_cell = "-"
         if lat:
+            p50s = sorted(lat.get("p50_runs_ms") or [lat["latency_ms"]["p50"]])
+            p50_cell = f"{p50s[(len(p50s) - 1) // 2]:.2f} ms"
             lat_cell = f"{lat['latency_ms']['p99']:.1f} ms"
             spread = lat.get("p99_runs_ms", [])
             if len(spread) > 1:
@@ -235,7 +242,7 @@ def markdown(data: dict[str, Any]) -> str:
             pooled = lat.get("pooled_ms", {}).get("p99")
             if pooled and len(spread) > 1:
                 lat_cell += f"; all runs {pooled:.1f} ms"
-        lines.append("| " + " | ".join([s, *cells, lat_cell]) + " |")
+        lines.append("| " + " | ".join([s, *cells, p50_cell, lat_cell]) + " |")
     for p in peaks:
         f = p.get("first_failure")
         if f:
@@ -261,7 +268,8 @@ def write_outputs(data: dict[str, Any], out: Path, stamp: str, console: Console)
     """The markdown table (dated and latest.md) and the PNG plots."""
     md = markdown(data)
     (out / f"{stamp}.md").write_text(md, encoding="utf-8")
-    (out / "latest.md").write_text(md, encoding="utf-8")
+    if data["peaks"]:  # a latency-only run must not replace the full suite's table
+        (out / "latest.md").write_text(md, encoding="utf-8")
     cpus = data["environment"]["cpu_count"]
     if plot.available() and data["peaks"]:
         plot.bars_png(data["peaks"], str(out / f"{stamp}-peak.png"),
@@ -340,7 +348,8 @@ def main(argv: list[str] | None = None) -> int:
             data["idle"] = idle_point(args.idle)
         except RunError as exc:
             data["idle"] = {"error": str(exc)}
-    stamp = time.strftime("%Y-%m-%d")
+    # A latency-only run gets its own name: it must not overwrite the day's full results.
+    stamp = time.strftime("%Y-%m-%d") + ("" if ns else "-latency")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     report.write_json(str(out / f"{stamp}.json"), data)

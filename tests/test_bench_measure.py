@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import struct
+from pathlib import Path
 from typing import Any
 
 import msgpack
@@ -547,3 +548,42 @@ def test_senders_notice_the_relays_errors_in_what_they_discard() -> None:
         assert peer.error is None, dialect  # ordinary traffic is no error
         peer.feed(traffic[dialect] + _relay_error(dialect) + traffic[dialect], 0)
         assert peer.error == expect[dialect], dialect
+
+
+def _suite_data(peaks: list[dict[str, Any]]) -> dict[str, Any]:
+    env = {"cpu_model": "CPU", "machine": "x86_64", "cpu_count": 2, "python": "3.11",
+           "platform": "Linux", "time": "T"}
+    lat = {"latency_ms": {"p50": 2.0, "p99": 7.0}, "p50_runs_ms": [2.5, 1.5, 2.0],
+           "p99_runs_ms": [7.0, 5.0, 30.0], "pooled_ms": {"p99": 9.0},
+           "generator": {"engine": "c"}}
+    return {"environment": env, "p99_limit_ms": 100.0, "peaks": peaks,
+            "latency": {"chat-relay-w2": lat}, "skipped": {}}
+
+
+def test_suite_table_shows_p50_and_p99_of_the_latency_point() -> None:
+    from benchmarks.suite import markdown
+
+    peak = {"server": "chat-relay-w2", "receivers": 100, "deliveries_per_s": 2.0e6,
+            "max_delivered_per_s": 2.2e6, "generator_bottleneck": False, "steps": [],
+            "first_failure": None}
+    full = markdown(_suite_data([peak]))
+    assert "| server | N=100 | p50 at 1k msg/s | p99 at 1k msg/s, N=100 |" in full
+    assert "|---|---|---|---|" in full
+    assert ("| chat-relay-w2 | 2,000k / 2,200k | 2.00 ms | 7.0 ms (5.0-30.0); "
+            "all runs 9.0 ms |") in full
+    assert "Deliveries/s: peak sustained" in full
+    alone = markdown(_suite_data([]))
+    assert "| server | p50 at 1k msg/s | p99 at 1k msg/s, N=100 |" in alone
+    assert "|---|---|---|" in alone
+    assert "Deliveries/s" not in alone  # no peak columns to explain
+
+
+def test_a_latency_only_run_keeps_the_full_table(tmp_path: Path) -> None:
+    from rich.console import Console
+
+    from benchmarks.suite import write_outputs
+
+    (tmp_path / "latest.md").write_text("full suite table\n", encoding="utf-8")
+    write_outputs(_suite_data([]), tmp_path, "2026-11-27-latency", Console(quiet=True))
+    assert (tmp_path / "2026-11-27-latency.md").read_text(encoding="utf-8").startswith("Machine")
+    assert (tmp_path / "latest.md").read_text(encoding="utf-8") == "full suite table\n"
