@@ -265,7 +265,7 @@ def markdown(data: dict[str, Any]) -> str:
 
 
 def write_outputs(data: dict[str, Any], out: Path, stamp: str, console: Console) -> None:
-    """The markdown table (dated and latest.md) and the PNG plots."""
+    """The markdown table (dated; latest.md too for a full run) and the PNG plots."""
     md = markdown(data)
     (out / f"{stamp}.md").write_text(md, encoding="utf-8")
     if data["peaks"]:  # a latency-only run must not replace the full suite's table
