@@ -41,8 +41,11 @@ _TS_END = len(payload.MARK) + payload.TS_DIGITS
 # Where an error starts in what a dialect receives: a native body with the
 # msgpack pair "t": "error" (a message text "error" follows the key "text",
 # never "t"), then its "code"; text error lines start with "* error: ", and
-# chat-relay's IRC errors are NOTICEs ":error CODE: text".
+# chat-relay's IRC errors are NOTICEs ":error CODE: text". Any IRC server's
+# last words before it closes a link are an "ERROR :reason" line (ngIRCd's
+# flood limit: "ERROR :Closing Link: nick[host] (Excess Flood)").
 ERROR_MARKS = {"native": b"\xa1t\xa5error", "text": b"* error: ", "irc": b" :error "}
+IRC_ERROR_LINE = b"ERROR :"
 _NATIVE_CODE = b"\xa4code"
 _NATIVE_SPAN = 256  # the code follows the type within this many bytes
 
@@ -52,7 +55,7 @@ def sniff_error(dialect: str, data: bytes) -> str | None:
     mark = ERROR_MARKS[dialect]
     at = data.find(mark)
     if at < 0:
-        return None
+        return _irc_error_line(data) if dialect == "irc" else None
     start = at + len(mark)
     if dialect == "native":
         key = data.find(_NATIVE_CODE, start, start + _NATIVE_SPAN)
@@ -64,6 +67,20 @@ def sniff_error(dialect: str, data: bytes) -> str | None:
     text = data[start:end if end >= 0 else len(data)].rstrip(b"\r").decode(errors="replace")
     text = text[:200]
     return text.split(":", 1)[0] if dialect == "irc" else text
+
+
+def _irc_error_line(data: bytes) -> str | None:
+    """The reason of an IRC server's "ERROR :" line at a line start in `data`."""
+    if data.startswith(IRC_ERROR_LINE):
+        start = len(IRC_ERROR_LINE)
+    else:
+        at = data.find(b"\n" + IRC_ERROR_LINE)
+        if at < 0:
+            return None
+        start = at + 1 + len(IRC_ERROR_LINE)
+    end = data.find(b"\n", start)
+    return data[start:end if end >= 0 else len(data)].rstrip(b"\r").decode(
+        errors="replace")[:200]
 
 
 class Peer:

@@ -75,6 +75,17 @@ class Progress:
             f"p99 {p['p99_ms']:8.2f} ms"))
 
 
+def latency_rows(lat: dict[str, float]) -> list[tuple[str, str]]:
+    """Percentile rows, or one row saying none was measured (never a fake 0.00 ms)."""
+    if not lat.get("count", 1):
+        return [("latency", "none: nothing sent in the timed window arrived")]
+    return [
+        ("latency p50 / p90", f"{lat['p50']:.2f} / {lat['p90']:.2f} ms"),
+        ("latency p99 / p99.9", f"{lat['p99']:.2f} / {lat['p99_9']:.2f} ms"),
+        ("latency max", f"{lat['max']:.2f} ms"),
+    ]
+
+
 def result_table(r: dict[str, Any], title: str = "chat-bench") -> Table:
     lat = r["latency_ms"]
     con = r["connect"]
@@ -91,9 +102,7 @@ def result_table(r: dict[str, Any], title: str = "chat-bench") -> Table:
         ("duplicates / reorders / corrupt",
          f"{r['duplicates']:,} / {r['reorders']:,} / {r['corrupt']:,}"),
         ("deliveries/s", f"{r['deliveries_per_s']:,.0f}"),
-        ("latency p50 / p90", f"{lat['p50']:.2f} / {lat['p90']:.2f} ms"),
-        ("latency p99 / p99.9", f"{lat['p99']:.2f} / {lat['p99_9']:.2f} ms"),
-        ("latency max", f"{lat['max']:.2f} ms"),
+        *latency_rows(lat),
         ("connections", f"{con['connected']:,} ok, {con['failed']:,} failed"),
         ("connect time p50 / p99",
          f"{con['latency_ms']['p50']:.1f} / {con['latency_ms']['p99']:.1f} ms"),

@@ -73,6 +73,22 @@ def plan_processes(cfg: RunConfig, run_id: str) -> list[ProcPlan]:
     return plans
 
 
+def silent_loss_warning(lost: int, expected: int, errors: dict[str, int], corrupt: int,
+                        drain: float) -> str | None:
+    """Loss that no connection explained: what it can mean, and what to try.
+
+    A server with a flood limit that delays rather than refuses (ngIRCd's
+    default) queues what senders say and lets it out slowly; nothing closes
+    and no error comes, and without a word the run would show only loss.
+    """
+    if not lost or errors or corrupt:  # those explain it, and the table shows them
+        return None
+    return (f"{lost:,} of {expected:,} deliveries had not arrived {drain:g} s after the last "
+            "send, and no connection was closed or sent an error: the server is holding "
+            "them back (a queue, or a flood limit that delays senders) or dropped them "
+            "silently; try a lower --rate, lift the server's flood limits, or a longer --drain")
+
+
 def resolve_engine(choice: str, warnings: list[str]) -> str:
     """"c" or "python" for the timed phase; builds the C engine here, once, before
     the load processes start (they only load it). "auto" falls back with a warning."""
@@ -245,6 +261,10 @@ class Run:
                 f"the relay rate-limited {limited} sender(s) and dropped what they said over "
                 "its limit, so that shows as loss: start chat-relay with --rate-limit 0 (or "
                 "above the per-sender rate) to measure throughput")
+        silent = silent_loss_warning(lost, expected, errors,
+                                     sum(f["corrupt"] for f in finals), cfg.drain)
+        if silent:
+            self.warnings.append(silent)
         window = sum(f["window_deliveries"] for f in finals)
         late = sum(f["late"] for f in finals)
         max_lag = max(f["max_lag_ms"] for f in finals)

@@ -550,6 +550,20 @@ def test_senders_notice_the_relays_errors_in_what_they_discard() -> None:
         assert peer.error == expect[dialect], dialect
 
 
+def test_irc_senders_notice_any_servers_closing_error_line() -> None:
+    """Another IRC server's flood limit ends a sender with an ERROR line: the
+    report gives its reason, whether the line starts the read or follows others."""
+    closing = b"ERROR :Closing Link: s1[127.0.0.1] (Excess Flood)\r\n"
+    mid_line = b":a!a@irc PRIVMSG #bench :why ERROR :is no error here\r\n"
+    for data in (closing, mid_line + closing):
+        peer = IrcPeer("s1", "bench", 100, checking=False)
+        peer.ready = True
+        peer.feed(mid_line, 0)
+        assert peer.error is None
+        peer.feed(data, 0)
+        assert peer.error == "Closing Link: s1[127.0.0.1] (Excess Flood)"
+
+
 def _suite_data(peaks: list[dict[str, Any]]) -> dict[str, Any]:
     env = {"cpu_model": "CPU", "machine": "x86_64", "cpu_count": 2, "python": "3.11",
            "platform": "Linux", "time": "T"}
@@ -587,3 +601,38 @@ def test_a_latency_only_run_keeps_the_full_table(tmp_path: Path) -> None:
     write_outputs(_suite_data([]), tmp_path, "2026-11-27-latency", Console(quiet=True))
     assert (tmp_path / "2026-11-27-latency.md").read_text(encoding="utf-8").startswith("Machine")
     assert (tmp_path / "latest.md").read_text(encoding="utf-8") == "full suite table\n"
+
+
+def test_loss_that_no_connection_explains_gets_a_hint() -> None:
+    from benchmarks.runner import silent_loss_warning
+
+    hint = silent_loss_warning(9360, 10000, {}, 0, 5.0)
+    assert hint is not None
+    assert hint.startswith("9,360 of 10,000 deliveries had not arrived 5 s after the last send")
+    assert "flood limit" in hint and "--drain" in hint
+    assert silent_loss_warning(0, 10000, {}, 0, 5.0) is None
+    assert silent_loss_warning(10, 100, {"slow_consumer": 1}, 0, 5.0) is None  # explained
+    assert silent_loss_warning(10, 100, {}, 10, 5.0) is None  # corrupt lines: shown as such
+
+
+def test_result_table_says_when_no_latency_was_measured() -> None:
+    from rich.console import Console
+
+    from benchmarks.report import latency_rows, result_table
+
+    empty = histo.summary_ms(histo.new_histogram())
+    assert latency_rows(empty) == [
+        ("latency", "none: nothing sent in the timed window arrived")]
+    h = histo.new_histogram()
+    h.record_value(2500)
+    assert latency_rows(histo.summary_ms(h))[0] == ("latency p50 / p90", "2.50 / 2.50 ms")
+    r = {"latency_ms": empty, "offered_rate": 200.0, "sent": 10, "expected": 100,
+         "delivered": 0, "lost": 100, "loss_ratio": 1.0, "duplicates": 0, "reorders": 0,
+         "corrupt": 0, "deliveries_per_s": 0.0,
+         "connect": {"connected": 12, "failed": 0, "rate_per_s": 11.0,
+                     "latency_ms": {"p50": 1.0, "p99": 2.0}},
+         "generator": {"busy": [0.02], "late_sends": 0, "max_send_lag_ms": 0.0}}
+    console = Console(width=120, record=True)
+    console.print(result_table(r))
+    text = console.export_text()
+    assert "none: nothing sent" in text and "0.00 / 0.00 ms" not in text

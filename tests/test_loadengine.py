@@ -283,6 +283,26 @@ def test_senders_send_what_the_python_peers_send_on_schedule(lib: Any, dialect: 
             b.close()
 
 
+@pytest.mark.parametrize("before", [b"", b":a!a@irc PRIVMSG #r :an ERROR :mid-line\r\n"])
+def test_irc_sender_reports_a_servers_closing_error_line(lib: Any, pair: Any,
+                                                          before: bytes) -> None:
+    """As the Python peer: a sender cut by another IRC server's flood limit
+    reports the ERROR line's reason, not only that the connection closed."""
+    ours, theirs = pair
+    w = Wire(lib, "irc", [engine.EngineConn(fd=ours.fileno(), sender=True, room=ROOM,
+                                            sender_id=0)], [theirs])
+    try:
+        w.eng.schedule(0, 1.0, 0, 0, 0, 0)
+        theirs.sendall(before + b"ERROR :Closing Link: s[127.0.0.1] (Excess Flood)\r\n")
+        theirs.shutdown(socket.SHUT_WR)
+        deadline = time.monotonic() + 10
+        while w.eng.conn_stats(0).alive and time.monotonic() < deadline:
+            w.pump(0.01)
+        assert w.eng.conn_stats(0).error == "Closing Link: s[127.0.0.1] (Excess Flood)"
+    finally:
+        w.close()
+
+
 def make(dialect: str) -> Peer:
     if dialect == "native":
         return NativePeer("s", ROOM, SIZE, False)

@@ -707,14 +707,29 @@ static size_t scan_lines(engine *e, conn *c, const uint8_t *data, size_t end, in
 /* As dialects.sniff_error: a sender discards what it reads, but notes the first
  * error it receives whole in one read (a rate-limiting relay drops most of what
  * it says, and the report must say why). Native: the msgpack pair "t": "error",
- * then its "code"; text: "* error: " lines; chat-relay's IRC: " :error CODE:". */
+ * then its "code"; text: "* error: " lines; chat-relay's IRC: " :error CODE:",
+ * else any IRC server's "ERROR :reason" line. */
+static const uint8_t *irc_error_line(const uint8_t *data, size_t n) {
+    static const char line[] = "ERROR :";
+    size_t len = sizeof line - 1;
+    if (n >= len && memcmp(data, line, len) == 0) return data + len;
+    const uint8_t *at = memmem(data, n, "\nERROR :", len + 1);
+    return at ? at + 1 + len : NULL;
+}
+
 static void sniff_error(engine *e, conn *c, const uint8_t *data, size_t n) {
     static const char *marks[] = {"\xa1t\xa5" "error", "* error: ", " :error "};
     const char *mark = marks[e->dialect];
     size_t mlen = strlen(mark);
     const uint8_t *at = memmem(data, n, mark, mlen);
+    const uint8_t *p = at ? at + mlen : NULL, *end = data + n;
+    if (!at && e->dialect == D_IRC && (p = irc_error_line(data, n)) != NULL) {
+        const uint8_t *stop = p;
+        while (stop < end && *stop != '\n' && *stop != '\r') stop++;
+        snprintf(c->err, sizeof c->err, "%.*s", (int)(stop - p), (const char *)p);
+        return;
+    }
     if (!at) return;
-    const uint8_t *p = at + mlen, *end = data + n;
     if (e->dialect == D_NATIVE) {
         size_t span = (size_t)(end - p) < 256 ? (size_t)(end - p) : 256;
         const uint8_t *key = memmem(p, span, "\xa4" "code", 5);
