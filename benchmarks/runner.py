@@ -312,8 +312,9 @@ def run_once(cfg: RunConfig,
     try:
         connect = run.connect()
         if connect["connected"] == 0:
+            reasons = list(dict.fromkeys(connect["failures"]))  # one of each, in order
             raise RunError(f"no connection to {cfg.host}:{cfg.port} succeeded: "
-                           f"{'; '.join(connect['failures'][:3])}")
+                           f"{'; '.join(reasons[:3])}")
         result = run.load()
     finally:
         run.stop()

@@ -84,3 +84,17 @@ def test_chat_bench_says_when_the_relay_rate_limits_its_senders(engine: str) -> 
     assert result["errors"] == {"sender: rate_limited": 2}
     assert any("rate-limited 2 sender(s)" in w and "--rate-limit 0" in w
                for w in result["warnings"])
+
+
+def test_no_server_is_one_clear_error_naming_each_reason_once() -> None:
+    import socket
+
+    from benchmarks.runner import RunError
+
+    with socket.socket() as s:  # a loopback port with nothing listening on it
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(RunError) as err:
+        run_once(_tiny(port, "native", receivers=3, senders=1, procs=1))
+    assert str(err.value) == (f"no connection to 127.0.0.1:{port} succeeded: "
+                              "connect: ECONNREFUSED")
