@@ -94,7 +94,9 @@ def run_sweep(cfg: RunConfig, args: argparse.Namespace, console: Console) -> dic
                       f"deliveries/s  lost {result['lost']:,}  p99 {lat['p99']:.2f} ms  "
                       f"gen CPU {max(result['generator']['busy']):.0%}")
     best = sweep.highest_sustained(steps, args.p99_limit)
-    return {"steps": steps, "best": best, "p99_limit_ms": args.p99_limit}
+    # Every step held: the ladder ended (--sweep-max or --sweep-steps), not the relay.
+    capped = bool(steps) and all(sweep.step_ok(s, args.p99_limit) for s in steps)
+    return {"steps": steps, "best": best, "p99_limit_ms": args.p99_limit, "capped": capped}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -132,6 +134,10 @@ def main(argv: list[str] | None = None) -> int:
                               f"{best['deliveries_per_s']:,.0f} deliveries/s "
                               f"(p99 {best['latency_ms']['p99']:.2f} ms, "
                               f"limit {args.p99_limit:.0f} ms)")
+                if res["capped"]:
+                    console.print("[yellow]every step held: the relay's capacity is higher "
+                                  "than the sweep went; raise --sweep-max or --sweep-steps"
+                                  "[/yellow]")
                 report.print_result(console, best)
             out["sweep"] = res
             if args.plot:

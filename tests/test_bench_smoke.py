@@ -98,3 +98,30 @@ def test_no_server_is_one_clear_error_naming_each_reason_once() -> None:
         run_once(_tiny(port, "native", receivers=3, senders=1, procs=1))
     assert str(err.value) == (f"no connection to 127.0.0.1:{port} succeeded: "
                               "connect: ECONNREFUSED")
+
+
+def test_chat_bench_sweep_writes_json_and_plot_and_says_when_it_was_capped(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Two steps that both hold: the sweep reports the higher one and says that
+    the ladder, not the relay, ended it."""
+    import json
+
+    from benchmarks import cli, plot
+
+    out, png = tmp_path / "sweep.json", tmp_path / "sweep.png"
+    with RelayProcess(workers=2, args=["--rate-limit", "0"]) as relay:
+        rc = cli.main(["127.0.0.1", str(relay.port), "-n", "4", "-s", "1", "-p", "1",
+                       "--sweep", "--sweep-start", "100", "--sweep-factor", "2",
+                       "--sweep-max", "200", "-d", "0.5", "--warmup", "0.2", "--drain", "2",
+                       "--json", str(out), "--plot", str(png)])
+    text = capsys.readouterr().out
+    assert rc == 0
+    data = json.loads(out.read_text(encoding="utf-8"))
+    steps = data["sweep"]["steps"]
+    assert [round(s["offered_rate"]) for s in steps] == [100, 200]
+    assert all(s["lost"] == 0 for s in steps)
+    assert data["sweep"]["capped"] is True
+    assert data["sweep"]["best"]["offered_rate"] == 200
+    assert "highest sustained: 200 msgs/s" in text
+    assert "every step held" in text
+    assert png.exists() == plot.available()
