@@ -73,6 +73,21 @@ def plan_processes(cfg: RunConfig, run_id: str) -> list[ProcPlan]:
     return plans
 
 
+def refusal_warning(reasons: Counter[str] | dict[str, int]) -> str | None:
+    """The relay's connection limits refused some connections: which flags lift them.
+
+    A relay on its defaults allows 256 connections per client IP, and a load
+    generator is one IP: without this the report shows only the error code.
+    """
+    refused = sum(n for why, n in reasons.items()
+                  if "too_many_connections" in why or "too many connections" in why.lower())
+    if not refused:
+        return None
+    return (f"the relay refused {refused:,} connection(s) as too many: start chat-relay "
+            "with --max-per-ip and --max-connections above the number this run opens "
+            "(make bench uses 1000000 for both)")
+
+
 def silent_loss_warning(lost: int, expected: int, errors: dict[str, int], corrupt: int,
                         drain: float) -> str | None:
     """Loss that no connection explained: what it can mean, and what to try.
@@ -195,6 +210,9 @@ class Run:
         reasons: Counter[str] = Counter()
         for r in ready:
             reasons.update(r.get("failure_reasons", {}))
+        refused = refusal_warning(reasons)
+        if refused:
+            self.warnings.append(refused)
         return {
             "connected": connected, "failed": failed, "failures": failures,
             "failure_reasons": dict(reasons.most_common()),

@@ -125,3 +125,30 @@ def test_chat_bench_sweep_writes_json_and_plot_and_says_when_it_was_capped(
     assert "highest sustained: 200 msgs/s" in text
     assert "every step held" in text
     assert png.exists() == plot.available()
+
+
+def test_idle_connections_against_a_relay_and_its_connection_limit() -> None:
+    """`chat-bench --idle`: every connection held and the relay's RSS weighed;
+    then a relay whose per-IP limit refuses some, and the warning that says which
+    flags lift it."""
+    from benchmarks.idle import run_idle
+
+    with RelayProcess(workers=2) as relay:
+        res = run_idle(_tiny(relay.port, "native", procs=1), 30, 0.2, [relay.pid])
+    assert (res["connect"]["connected"], res["connect"]["failed"]) == (30, 0)
+    assert res["rss_per_connection"] is not None and res["release_s"] is not None
+    assert not any("refused" in w for w in res["warnings"])
+    with RelayProcess(workers=2, args=["--max-per-ip", "10"]) as relay:
+        res = run_idle(_tiny(relay.port, "native", procs=1), 30, 0.2, [relay.pid])
+    refused = res["connect"]["failure_reasons"].get("too_many_connections", 0)
+    assert refused > 0 and res["connect"]["connected"] + refused == 30
+    assert any(w.startswith(f"the relay refused {refused} connection(s) as too many")
+               and "--max-per-ip" in w for w in res["warnings"])
+
+
+def test_refusal_warning_counts_only_connection_limit_refusals() -> None:
+    from benchmarks.runner import refusal_warning
+
+    assert refusal_warning({"connect: ECONNREFUSED": 3}) is None
+    hint = refusal_warning({"too_many_connections": 1744, "timeout": 2})
+    assert hint is not None and hint.startswith("the relay refused 1,744 connection(s)")
