@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 import signal
 
+import pytest
+
 from tests.conftest import RelayFactory
 from tests.relayproc import RelayProcess
 from tests.wire import NativePeer, TextPeer
@@ -42,9 +44,15 @@ def test_nc_style_session(relay: RelayProcess) -> None:
     t.expect(lambda line: line == "[lobby] <nat> back in lobby")
     t.send_line("/rooms")
     t.expect(lambda line: line.startswith("* rooms:") and "dev" in line)
-    t.send_line("/quit")
+    t.lines.clear()
+    t.send_line(b"/who\n/quit")  # the answer comes first, the goodbye last, then EOF
     native.expect(lambda b: b.get("t") == "presence" and b["event"] == "part"
                   and b["nick"] == "textuser")
+    with pytest.raises(AssertionError):  # reads every line until the relay closes
+        t.expect(lambda line: False)
+    assert t.closed
+    assert t.lines[-1] == "* bye, textuser: the relay closed your connection"
+    assert any(line.startswith("* ") and " member" in line for line in t.lines[:-1])  # /who
 
 
 def test_own_lines_not_echoed_to_text_clients(relay: RelayProcess) -> None:

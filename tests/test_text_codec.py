@@ -141,6 +141,7 @@ def test_quit_closes_and_ignores_the_rest() -> None:
     codec = tr(welcomed, b"/quit\nafter\n", [Bye()], follow=Follow(b"more\n", []))
     assert codec.closed
     assert codec.receive_data(b"again\n") == []
+    assert codec.farewell() == b"* bye, alice: the relay closed your connection\n"
 
 
 def roomless() -> TextServerCodec:

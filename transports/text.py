@@ -432,6 +432,11 @@ class TextServerCodec(ServerCodec):
         current = room == self.current_room if isinstance(room, str) else True
         return _render(self._lines(body, current, self.nick))
 
+    def farewell(self) -> bytes:
+        """After /quit: a person on nc sees why the relay went quiet (nc itself
+        stays open until Ctrl-C or Ctrl-D)."""
+        return _render([f"* bye, {self.nick or 'guest'}: the relay closed your connection"])
+
     def fanout_key(self, room: str) -> Hashable:
         """Whether `room` is current: the only thing that changes a room's lines."""
         return room == self.current_room
