@@ -55,7 +55,8 @@ def sniff_error(dialect: str, data: bytes) -> str | None:
     mark = ERROR_MARKS[dialect]
     at = data.find(mark)
     if at < 0:
-        return _irc_error_line(data) if dialect == "irc" else None
+        start = _irc_error_start(data) if dialect == "irc" else -1
+        return _line_at(data, start) if start >= 0 else None  # the whole reason
     start = at + len(mark)
     if dialect == "native":
         key = data.find(_NATIVE_CODE, start, start + _NATIVE_SPAN)
@@ -63,24 +64,23 @@ def sniff_error(dialect: str, data: bytes) -> str | None:
         if not 0xA0 <= head <= 0xBF:  # a fixstr: every error code is short
             return "error"
         return data[key + 6:key + 6 + (head & 0x1F)].decode(errors="replace")
-    end = data.find(b"\n", start)
-    text = data[start:end if end >= 0 else len(data)].rstrip(b"\r").decode(errors="replace")
-    text = text[:200]
+    text = _line_at(data, start)
     return text.split(":", 1)[0] if dialect == "irc" else text
 
 
-def _irc_error_line(data: bytes) -> str | None:
-    """The reason of an IRC server's "ERROR :" line at a line start in `data`."""
-    if data.startswith(IRC_ERROR_LINE):
-        start = len(IRC_ERROR_LINE)
-    else:
-        at = data.find(b"\n" + IRC_ERROR_LINE)
-        if at < 0:
-            return None
-        start = at + 1 + len(IRC_ERROR_LINE)
+def _line_at(data: bytes, start: int) -> str:
+    """The rest of the line from `start`, decoded and cut to 200 characters."""
     end = data.find(b"\n", start)
     return data[start:end if end >= 0 else len(data)].rstrip(b"\r").decode(
         errors="replace")[:200]
+
+
+def _irc_error_start(data: bytes) -> int:
+    """Where the reason of an IRC server's "ERROR :" line (at a line start) begins, or -1."""
+    if data.startswith(IRC_ERROR_LINE):
+        return len(IRC_ERROR_LINE)
+    at = data.find(b"\n" + IRC_ERROR_LINE)
+    return at + 1 + len(IRC_ERROR_LINE) if at >= 0 else -1
 
 
 class Peer:

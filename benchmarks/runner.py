@@ -14,7 +14,7 @@ import os
 import secrets
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, replace
 from multiprocessing.connection import Connection, wait
 from typing import Any
@@ -73,7 +73,7 @@ def plan_processes(cfg: RunConfig, run_id: str) -> list[ProcPlan]:
     return plans
 
 
-def refusal_warning(reasons: Counter[str] | dict[str, int]) -> str | None:
+def refusal_warning(reasons: Mapping[str, int]) -> str | None:
     """The relay's connection limits refused some connections: which flags lift them.
 
     A relay on its defaults allows 256 connections per client IP, and a load
@@ -279,8 +279,8 @@ class Run:
                 f"the relay rate-limited {limited} sender(s) and dropped what they said over "
                 "its limit, so that shows as loss: start chat-relay with --rate-limit 0 (or "
                 "above the per-sender rate) to measure throughput")
-        silent = silent_loss_warning(lost, expected, errors,
-                                     sum(f["corrupt"] for f in finals), cfg.drain)
+        corrupt = sum(f["corrupt"] for f in finals)
+        silent = silent_loss_warning(lost, expected, errors, corrupt, cfg.drain)
         if silent:
             self.warnings.append(silent)
         window = sum(f["window_deliveries"] for f in finals)
@@ -309,7 +309,7 @@ class Run:
             "loss_ratio": lost / expected if expected else 0.0,
             "duplicates": sum(f["duplicates"] for f in finals),
             "reorders": sum(f["reorders"] for f in finals),
-            "corrupt": sum(f["corrupt"] for f in finals),
+            "corrupt": corrupt,
             "deliveries_per_s": window / cfg.duration if cfg.duration else 0.0,
             "latency_ms": histo.summary_ms(self.hist),
             # Every delivery's latency, so several runs' percentiles can be

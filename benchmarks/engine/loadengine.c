@@ -722,14 +722,15 @@ static void sniff_error(engine *e, conn *c, const uint8_t *data, size_t n) {
     const char *mark = marks[e->dialect];
     size_t mlen = strlen(mark);
     const uint8_t *at = memmem(data, n, mark, mlen);
-    const uint8_t *p = at ? at + mlen : NULL, *end = data + n;
-    if (!at && e->dialect == D_IRC && (p = irc_error_line(data, n)) != NULL) {
-        const uint8_t *stop = p;
-        while (stop < end && *stop != '\n' && *stop != '\r') stop++;
-        snprintf(c->err, sizeof c->err, "%.*s", (int)(stop - p), (const char *)p);
+    const uint8_t *p, *end = data + n;
+    int code_only = e->dialect == D_IRC; /* chat-relay's NOTICE: "CODE: text" */
+    if (at) {
+        p = at + mlen;
+    } else if (e->dialect == D_IRC && (p = irc_error_line(data, n)) != NULL) {
+        code_only = 0; /* another server's ERROR reason: the whole line */
+    } else {
         return;
     }
-    if (!at) return;
     if (e->dialect == D_NATIVE) {
         size_t span = (size_t)(end - p) < 256 ? (size_t)(end - p) : 256;
         const uint8_t *key = memmem(p, span, "\xa4" "code", 5);
@@ -743,8 +744,7 @@ static void sniff_error(engine *e, conn *c, const uint8_t *data, size_t n) {
         return;
     }
     const uint8_t *stop = p;
-    while (stop < end && *stop != '\n' && *stop != '\r' &&
-           !(e->dialect == D_IRC && *stop == ':'))
+    while (stop < end && *stop != '\n' && *stop != '\r' && !(code_only && *stop == ':'))
         stop++;
     snprintf(c->err, sizeof c->err, "%.*s", (int)(stop - p), (const char *)p);
 }
