@@ -31,6 +31,7 @@ from transports.native import frame
 DIALECTS = ("native", "text", "irc")
 MAX_FRAME = 16 * 1024 * 1024  # a longer length prefix is fatal, as in FrameDecoder
 MAX_LINE = 1 << 20  # a longer partial line is counted corrupt and dropped
+ERROR_TEXT = 200  # bytes of an error kept for the report (loadengine.c ERR_TEXT)
 _len_at = struct.Struct(">I").unpack_from
 # msgpack >= 1.0 defaults are raw=False, strict_map_key=True and size limits
 # bounded by the body: what transports.native.unpack_body asks for explicitly.
@@ -69,10 +70,15 @@ def sniff_error(dialect: str, data: bytes) -> str | None:
 
 
 def _line_at(data: bytes, start: int) -> str:
-    """The rest of the line from `start`, decoded and cut to 200 characters."""
+    """The rest of the line from `start`, as an error text."""
     end = data.find(b"\n", start)
-    return data[start:end if end >= 0 else len(data)].rstrip(b"\r").decode(
-        errors="replace")[:200]
+    return error_text(data[start:end if end >= 0 else len(data)].rstrip(b"\r"))
+
+
+def error_text(raw: bytes) -> str:
+    """A relay's error as reported: its first ERROR_TEXT bytes, decoded (the C
+    engine keeps the same bytes, so both engines report the same text)."""
+    return raw[:ERROR_TEXT].decode(errors="replace")
 
 
 def _irc_error_start(data: bytes) -> int:
@@ -357,7 +363,7 @@ class TextPeer(LinePeer):
             return b"/join " + self.room.encode() + b"\n"
         if self.room.encode() in line:
             if b"error" in line:
-                self.error = line.decode(errors="replace")[:200]
+                self.error = error_text(line)
             else:
                 self.ready = True
         return b""
@@ -387,7 +393,7 @@ class IrcPeer(LinePeer):
         elif code in (b"432", b"433", b"471", b"473", b"474", b"ERROR") or line.startswith(
             b"ERROR"
         ):
-            self.error = line.decode(errors="replace")[:200]
+            self.error = error_text(line)
         return b""
 
 

@@ -11,7 +11,7 @@ import msgpack
 from hypothesis import given
 from hypothesis import strategies as st
 
-from benchmarks import histo, payload, sweep
+from benchmarks import dialects, histo, payload, sweep
 from benchmarks.dialects import MAX_FRAME, IrcPeer, NativePeer, TextPeer
 from benchmarks.pacing import Schedule, split_rate
 from benchmarks.runner import RunConfig, plan_processes, process_rate
@@ -562,6 +562,16 @@ def test_irc_senders_notice_any_servers_closing_error_line() -> None:
         assert peer.error is None
         peer.feed(data, 0)
         assert peer.error == "Closing Link: s1[127.0.0.1] (Excess Flood)"
+
+
+def test_a_long_error_line_is_cut_to_error_text_bytes() -> None:
+    """A server's long reason is kept to its first ERROR_TEXT bytes (not characters),
+    as the C engine keeps it, so both engines report the same text."""
+    reason = "Closing Link: " + "é" * dialects.ERROR_TEXT  # 14 bytes, then 2 per character
+    peer = IrcPeer("s1", "bench", 100, checking=False)
+    peer.ready = True
+    peer.feed(b"ERROR :" + reason.encode() + b"\r\n", 0)
+    assert peer.error == "Closing Link: " + "é" * ((dialects.ERROR_TEXT - 14) // 2)
 
 
 def _suite_data(peaks: list[dict[str, Any]]) -> dict[str, Any]:

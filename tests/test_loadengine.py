@@ -17,7 +17,7 @@ from typing import Any
 import msgpack
 import pytest
 
-from benchmarks import engine, histo, payload
+from benchmarks import dialects, engine, histo, payload
 from benchmarks.dialects import IrcPeer, NativePeer, Peer, TextPeer
 from benchmarks.pacing import Schedule
 from transports.native import frame
@@ -299,6 +299,26 @@ def test_irc_sender_reports_a_servers_closing_error_line(lib: Any, pair: Any,
         while w.eng.conn_stats(0).alive and time.monotonic() < deadline:
             w.pump(0.01)
         assert w.eng.conn_stats(0).error == "Closing Link: s[127.0.0.1] (Excess Flood)"
+    finally:
+        w.close()
+
+
+def test_a_long_error_is_cut_where_the_python_peer_cuts_it(lib: Any, pair: Any) -> None:
+    """Both engines report the same text: the first ERROR_TEXT bytes of the reason."""
+    ours, theirs = pair
+    w = Wire(lib, "irc", [engine.EngineConn(fd=ours.fileno(), sender=True, room=ROOM,
+                                            sender_id=0)], [theirs])
+    reason = b"Closing Link: " + b"x" * (2 * dialects.ERROR_TEXT)
+    try:
+        w.eng.schedule(0, 1.0, 0, 0, 0, 0)
+        theirs.sendall(b"ERROR :" + reason + b"\r\n")
+        theirs.shutdown(socket.SHUT_WR)
+        deadline = time.monotonic() + 10
+        while w.eng.conn_stats(0).alive and time.monotonic() < deadline:
+            w.pump(0.01)
+        error = w.eng.conn_stats(0).error
+        assert error == reason[:dialects.ERROR_TEXT].decode()
+        assert error == dialects.error_text(reason)
     finally:
         w.close()
 

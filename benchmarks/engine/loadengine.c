@@ -33,6 +33,7 @@ enum { D_NATIVE = 0, D_TEXT = 1, D_IRC = 2 };
 #define MAX_LINE (1u << 20)            /* as dialects.MAX_LINE */
 #define MAX_MISSING 100000             /* as StreamChecker.max_missing */
 #define MAX_SENDER_ID 1000000          /* a larger id in a line is corrupt */
+#define ERR_TEXT 200                   /* bytes of an error kept: dialects.ERROR_TEXT */
 #define TS_DIGITS 20
 #define HEADER_MIN (2 + TS_DIGITS + 1)
 #define RECV_SIZE (256 * 1024)
@@ -157,7 +158,7 @@ typedef struct {
     checker chk;       /* native: the room's seq */
     checker *streams;  /* text, IRC: one per sender id */
     int nstreams;
-    char err[96];
+    char err[ERR_TEXT + 1];
 } conn;
 
 typedef struct {
@@ -651,7 +652,7 @@ static void control_line(engine *e, conn *c, const uint8_t *line, size_t len) {
         return;
     }
     if (len >= 5 && memcmp(line, "ERROR", 5) == 0) {
-        snprintf(c->err, sizeof c->err, "%.*s", (int)(len < 90 ? len : 90), (const char *)line);
+        snprintf(c->err, sizeof c->err, "%.*s", (int)len, (const char *)line);
         return;
     }
     const uint8_t *sp = memchr(line, ' ', len);
@@ -662,7 +663,7 @@ static void control_line(engine *e, conn *c, const uint8_t *line, size_t len) {
             size_t cl = strlen(errs[k]);
             if ((size_t)(line + len - code) >= cl && memcmp(code, errs[k], cl) == 0 &&
                 (code + cl == line + len || code[cl] == ' ')) {
-                snprintf(c->err, sizeof c->err, "%.*s", (int)(len < 90 ? len : 90),
+                snprintf(c->err, sizeof c->err, "%.*s", (int)len,
                          (const char *)line);
                 return;
             }
