@@ -88,7 +88,18 @@ def refusal_warning(reasons: Mapping[str, int]) -> str | None:
             "(make bench uses 1000000 for both)")
 
 
-def silent_loss_warning(lost: int, expected: int, errors: dict[str, int], corrupt: int,
+def rate_limit_warning(errors: Mapping[str, int]) -> str | None:
+    """Senders the relay rate-limited: what they said over the limit shows as loss."""
+    limited = sum(v for k, v in errors.items() if k.startswith("sender: ")
+                  and ("rate_limited" in k or "messages/s" in k))
+    if not limited:
+        return None
+    return (f"the relay rate-limited {limited} sender(s) and dropped what they said over "
+            "its limit, so that shows as loss: start chat-relay with --rate-limit 0 (or "
+            "above the per-sender rate) to measure throughput")
+
+
+def silent_loss_warning(lost: int, expected: int, errors: Mapping[str, int], corrupt: int,
                         drain: float) -> str | None:
     """Loss that no connection explained: what it can mean, and what to try.
 
@@ -268,21 +279,14 @@ class Run:
         expected = sum(f["expected"] for f in finals)
         lost = sum(f["lost"] for f in finals)
         busy = [round(f["busy"], 3) for f in finals]
-        errors: dict[str, int] = {}
+        errors: Counter[str] = Counter()
         for f in finals:
-            for k, v in f["errors"].items():
-                errors[k] = errors.get(k, 0) + v
-        limited = sum(v for k, v in errors.items() if k.startswith("sender: ")
-                      and ("rate_limited" in k or "messages/s" in k))
-        if limited:
-            self.warnings.append(
-                f"the relay rate-limited {limited} sender(s) and dropped what they said over "
-                "its limit, so that shows as loss: start chat-relay with --rate-limit 0 (or "
-                "above the per-sender rate) to measure throughput")
+            errors.update(f["errors"])
         corrupt = sum(f["corrupt"] for f in finals)
-        silent = silent_loss_warning(lost, expected, errors, corrupt, cfg.drain)
-        if silent:
-            self.warnings.append(silent)
+        for warning in (rate_limit_warning(errors),
+                        silent_loss_warning(lost, expected, errors, corrupt, cfg.drain)):
+            if warning:
+                self.warnings.append(warning)
         window = sum(f["window_deliveries"] for f in finals)
         late = sum(f["late"] for f in finals)
         max_lag = max(f["max_lag_ms"] for f in finals)

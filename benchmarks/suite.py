@@ -18,6 +18,7 @@ import argparse
 import os
 import re
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -233,8 +234,8 @@ def markdown(data: dict[str, Any]) -> str:
         lat = data["latency"].get(s)
         p50_cell = lat_cell = "-"
         if lat:
-            p50s = sorted(lat.get("p50_runs_ms") or [lat["latency_ms"]["p50"]])
-            p50_cell = f"{p50s[(len(p50s) - 1) // 2]:.2f} ms"
+            p50 = statistics.median_low(lat.get("p50_runs_ms") or [lat["latency_ms"]["p50"]])
+            p50_cell = f"{p50:.2f} ms"
             lat_cell = f"{lat['latency_ms']['p99']:.1f} ms"
             spread = lat.get("p99_runs_ms", [])
             if len(spread) > 1:
