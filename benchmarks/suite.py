@@ -2,12 +2,14 @@
 
 Servers: chat-relay with --workers 1 and with the CPU count, the seed design
 (`baselines/seed_server.py`, text dialect) and ngIRCd (IRC, when it can be
-installed). For each receiver count it sweeps the offered rate upwards in
-deliveries/s (x2 a step, then --sweep-refine bisection steps after the first
-failure) and keeps the highest step with no loss, no reordering and p99
-under the limit; then one fixed-rate latency point (1,000 msgs/s, N=100)
-and the idle-connection test. Writes results/<date>.json, .md and PNGs
-(a run of the latency point alone: results/<date>-latency.json and .md).
+installed); at the latency point also chat-relay's design floor
+(`baselines/floor_relay.py`: its hops with nothing on top). For each
+receiver count it sweeps the offered rate upwards in deliveries/s (x2 a
+step, then --sweep-refine bisection steps after the first failure) and
+keeps the highest step with no loss, no reordering and p99 under the limit;
+then one fixed-rate latency point (1,000 msgs/s, N=100) and the
+idle-connection test. Writes results/<date>.json, .md and PNGs (a run of
+the latency point alone: results/<date>-latency.json and .md).
 
 Every server is started here and stopped here, by its PID.
 """
@@ -91,6 +93,12 @@ def server(name: str) -> Iterator[tuple[int, int, str, bool]]:
             yield pid, port, "native", True
     elif name == "seed":
         cmd = [sys.executable, "-m", "benchmarks.baselines.seed_server", "--port", "0"]
+        with banner_process(cmd) as (pid, port):
+            yield pid, port, "text", False
+    elif name.startswith("floor"):
+        workers = int(name.split("w")[-1]) if "-w" in name else os.cpu_count() or 1
+        cmd = [sys.executable, "-m", "benchmarks.baselines.floor_relay", "--port", "0",
+               "--workers", str(workers)]
         with banner_process(cmd) as (pid, port):
             yield pid, port, "text", False
     elif name == "ngircd":
@@ -251,6 +259,12 @@ def markdown(data: dict[str, Any]) -> str:
                          f"{f['offered_rate']:,.0f} msgs/s: lost {f['lost']:,}, "
                          f"reordered {f['reorders']:,}, corrupt {f['corrupt']:,}, "
                          f"p99 {f['p99_ms']:.1f} ms")
+    floors = [s for s in servers if s.startswith("floor")]
+    if floors:
+        lines.append(f"- {', '.join(floors)}: chat-relay's design with nothing on top "
+                     "(`baselines/floor_relay.py`: a reader thread per client, the bus "
+                     "thread, a zmq hub, no features), at the latency point only: what "
+                     "the design's hops alone cost.")
     for s, why in data.get("skipped", {}).items():
         lines.append(f"\n{s} skipped: {why}")
     idle = data.get("idle")
@@ -286,6 +300,9 @@ def write_outputs(data: dict[str, Any], out: Path, stamp: str, console: Console)
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.suite", description=__doc__)
     ap.add_argument("--servers", default="chat-relay-w1,chat-relay-w{cpus},seed,ngircd")
+    ap.add_argument("--latency-also", default="floor-w{cpus}",
+                    help="servers measured at the latency point only (default: the design "
+                         "floor, baselines/floor_relay.py, with the CPU count of workers)")
     ap.add_argument("--receivers", default="10,100,1000",
                     help='room sizes of the peak sweeps ("": skip them, latency point only)')
     ap.add_argument("--senders", type=int, default=4)
@@ -316,6 +333,8 @@ def main(argv: list[str] | None = None) -> int:
     cpus = os.cpu_count() or 1
     names = [s.format(cpus=cpus) for s in args.servers.split(",") if s]
     names = list(dict.fromkeys(names))
+    also = [s.format(cpus=cpus) for s in args.latency_also.split(",") if s]
+    latency_names = list(dict.fromkeys(names + also))
     ns = [int(n) for n in args.receivers.split(",") if n]  # "": the latency point only
     data: dict[str, Any] = {"environment": report.environment(), "params": vars(args),
                             "p99_limit_ms": args.p99_limit, "peaks": [], "latency": {},
@@ -331,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
     console.rule(f"latency at 1,000 msgs/s, N=100, {args.latency_runs} run(s) each, interleaved")
     runs: dict[str, list[dict[str, Any]]] = {}
     for _ in range(max(1, args.latency_runs)):
-        for name in names:
+        for name in latency_names:
             if name in data["skipped"]:
                 continue
             try:

@@ -152,3 +152,16 @@ def test_refusal_warning_counts_only_connection_limit_refusals() -> None:
     assert refusal_warning({"connect: ECONNREFUSED": 3}) is None
     hint = refusal_warning({"too_many_connections": 1744, "timeout": 2})
     assert hint is not None and hint.startswith("the relay refused 1,744 connection(s)")
+
+
+def test_design_floor_baseline_relays_every_line_through_its_hub() -> None:
+    """The floor (benchmarks/baselines/floor_relay.py) must lose nothing, or the
+    latency it reports would not be the design's."""
+    from benchmarks import suite
+
+    with suite.server("floor-w2") as (pid, port, dialect, greeting):
+        result = run_once(_tiny(port, dialect, greeting=greeting))
+    assert (dialect, greeting) == ("text", False)
+    assert result["sent"] == 200 and result["expected"] == 6 * 200
+    assert result["delivered"] == result["expected"]
+    assert result["lost"] == result["duplicates"] == result["reorders"] == result["corrupt"] == 0
