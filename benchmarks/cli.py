@@ -3,6 +3,10 @@
     chat-bench 127.0.0.1 8081 -n 100 -s 10 -r 2000 -d 10
     chat-bench 192.168.1.20 8081 --sweep --plot sweep.png --json sweep.json
     chat-bench 127.0.0.1 8081 --idle 20000
+
+Exit status: 0 when the run held (nothing lost, duplicated, reordered or
+corrupt, every connection made; a sweep: some step sustained), 1 when it did
+not (the figures and --json are still written), 2 when it could not run.
 """
 
 from __future__ import annotations
@@ -18,6 +22,10 @@ from benchmarks import plot, report, sweep
 from benchmarks.dialects import DIALECTS
 from benchmarks.idle import run_idle
 from benchmarks.runner import RunConfig, RunError, run_once
+
+# A run that found loss, reordering or failed connections exits non-zero, so a
+# script (or CI) that uses chat-bench as a check need not parse its output.
+FAULT_EXIT = 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -104,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     console = Console(stderr=False)
     cfg = config_from(args)
     out: dict[str, Any] = {"environment": report.environment(), "argv": sys.argv[1:]}
+    held = True  # whether the run found what a user scripting chat-bench checks for
     try:
         if args.idle:
             res = run_idle(cfg, args.idle, args.idle_hold, args.relay_pid)
@@ -124,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
             for w in res["warnings"]:
                 console.print(f"[bold red]warning:[/bold red] {w}")
             out["idle"] = res
+            held = con["failed"] == 0
         elif args.sweep:
             res = run_sweep(cfg, args, console)
             best = res["best"]
@@ -140,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
                                   "[/yellow]")
                 report.print_result(console, best)
             out["sweep"] = res
+            held = best is not None
             if args.plot:
                 if plot.available():
                     plot.sweep_png({f"{cfg.dialect} N={cfg.receivers}": res["steps"]},
@@ -153,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
                 res = run_once(cfg, prog.update)
             report.print_result(console, res)
             out["run"] = res
+            held = bool(res["ok"])
     except (RunError, OSError) as exc:
         console.print(f"[bold red]chat-bench: {exc}[/bold red]")
         return 2
@@ -162,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         report.write_json(args.json, out)
         console.print(f"figures written to {args.json}")
-    return 0
+    return 0 if held else FAULT_EXIT
 
 
 if __name__ == "__main__":

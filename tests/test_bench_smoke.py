@@ -86,6 +86,30 @@ def test_chat_bench_says_when_the_relay_rate_limits_its_senders(engine: str) -> 
                for w in result["warnings"])
 
 
+@pytest.mark.parametrize("sweep", [False, True])
+def test_chat_bench_exits_1_when_messages_were_lost_and_still_writes_its_figures(
+        tmp_path: Path, sweep: bool) -> None:
+    """A script that runs chat-bench as a check sees the loss in the exit status
+    (a sweep: no step sustained); the JSON holds the figures all the same."""
+    import json
+
+    from benchmarks import cli
+
+    out = tmp_path / "r.json"
+    argv = ["-n", "4", "-s", "1", "-p", "1", "-r", "100", "-d", "0.5", "--warmup", "0.1",
+            "--drain", "2", "--json", str(out)]
+    if sweep:
+        argv += ["--sweep", "--sweep-start", "100", "--sweep-max", "100"]
+    with RelayProcess(workers=1, args=["--rate-limit", "5", "--rate-burst", "5"]) as relay:
+        rc = cli.main(["127.0.0.1", str(relay.port), *argv])
+    assert rc == cli.FAULT_EXIT == 1
+    data = json.loads(out.read_text(encoding="utf-8"))
+    if sweep:
+        assert data["sweep"]["best"] is None and data["sweep"]["steps"][0]["lost"] > 0
+    else:
+        assert data["run"]["lost"] > 0 and data["run"]["ok"] is False
+
+
 def test_no_server_is_one_clear_error_naming_each_reason_once() -> None:
     import socket
 
