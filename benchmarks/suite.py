@@ -279,6 +279,21 @@ def markdown(data: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def result_stamp(out: Path, latency_only: bool, now: time.struct_time | None = None) -> str:
+    """The results' file name: the date, and the time too if the day has one already.
+
+    A latency-only run gets its own name, so it never replaces the day's full
+    results, and a second run on one day never replaces the first (the README
+    links to them).
+    """
+    now = now or time.localtime()
+    suffix = "-latency" if latency_only else ""
+    stamp = time.strftime("%Y-%m-%d", now) + suffix
+    if (out / f"{stamp}.json").exists():
+        stamp = time.strftime("%Y-%m-%d-%H%M", now) + suffix
+    return stamp
+
+
 def write_outputs(data: dict[str, Any], out: Path, stamp: str, console: Console) -> None:
     """The markdown table (dated; latest.md too for a full run) and the PNG plots."""
     md = markdown(data)
@@ -368,10 +383,9 @@ def main(argv: list[str] | None = None) -> int:
             data["idle"] = idle_point(args.idle)
         except RunError as exc:
             data["idle"] = {"error": str(exc)}
-    # A latency-only run gets its own name: it must not overwrite the day's full results.
-    stamp = time.strftime("%Y-%m-%d") + ("" if ns else "-latency")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    stamp = result_stamp(out, latency_only=not ns)
     report.write_json(str(out / f"{stamp}.json"), data)
     write_outputs(data, out, stamp, console)
     return 0

@@ -613,6 +613,30 @@ def test_a_latency_only_run_keeps_the_full_table(tmp_path: Path) -> None:
     assert (tmp_path / "latest.md").read_text(encoding="utf-8") == "full suite table\n"
 
 
+def test_a_second_run_on_one_day_never_replaces_the_first(tmp_path: Path) -> None:
+    import time
+
+    from benchmarks.suite import result_stamp
+
+    at = time.strptime("2026-11-27 07:34", "%Y-%m-%d %H:%M")
+    assert result_stamp(tmp_path, latency_only=False, now=at) == "2026-11-27"
+    assert result_stamp(tmp_path, latency_only=True, now=at) == "2026-11-27-latency"
+    (tmp_path / "2026-11-27-latency.json").write_text("{}", encoding="utf-8")
+    assert result_stamp(tmp_path, latency_only=True, now=at) == "2026-11-27-0734-latency"
+    assert result_stamp(tmp_path, latency_only=False, now=at) == "2026-11-27"
+
+
+def test_the_floor_row_is_explained_under_the_table() -> None:
+    from benchmarks.suite import markdown
+
+    data = _suite_data([])
+    assert "floor" not in markdown(data)
+    data["latency"]["floor-w2"] = data["latency"]["chat-relay-w2"]
+    table = markdown(data)
+    assert "| floor-w2 | 2.00 ms |" in table
+    assert "- floor-w2: chat-relay's design with nothing on top" in table
+
+
 def test_loss_that_no_connection_explains_gets_a_hint() -> None:
     from benchmarks.runner import silent_loss_warning
 
