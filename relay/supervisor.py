@@ -67,6 +67,8 @@ class Supervisor:
         self.hub_endpoint = settings.hub
         self.own_hub = not settings.hub
         self.stopping = False
+        self.stop_reason = ""  # what asked for the stop, told to the operator
+        self.announced = False  # the banner went out, so the operator hears the stop too
         self.listener: socket.socket | None = None
         self.ctx: zmq.Context[Any] | None = None
         self.notify: zmq.Socket[bytes] | None = None
@@ -189,6 +191,7 @@ class Supervisor:
         )
         if self.metrics is not None:
             print(f"  metrics on {self.metrics.url}", flush=True)
+        self.announced = True
 
     def run(self) -> int:
         """Watch children until asked to stop; restart whatever dies."""
@@ -222,6 +225,10 @@ class Supervisor:
     def stop(self) -> None:
         """Workers first (they flush `shutting_down` to clients), then the hub."""
         self.stopping = True
+        if self.announced:
+            why = f" on {self.stop_reason}" if self.stop_reason else ""
+            print(f"chat-relay: stopping{why}; telling clients the relay is shutting down",
+                  flush=True)
         for role in ("worker", "hub"):
             group = [c for c in self.children if c.role == role]
             for child in group:
@@ -245,12 +252,15 @@ class Supervisor:
             shutil.rmtree(self.bus_dir, ignore_errors=True)
         if self.metrics is not None:
             self.metrics.close()
+        if self.announced:
+            print("chat-relay: stopped", flush=True)
 
 
 def main(settings: Settings) -> int:
     sup = Supervisor(settings)
 
     def on_signal(signum: int, frame: object) -> None:
+        sup.stop_reason = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
         sup.stopping = True
 
     signal.signal(signal.SIGTERM, on_signal)

@@ -72,6 +72,9 @@ def test_sigterm_tells_every_dialect_shutting_down(relay_factory: RelayFactory) 
         t.expect_text("you joined lobby")
     children = relay.children()
     assert relay.stop(signal.SIGTERM) == 0
+    relay.wait_for(lambda: "chat-relay: stopped\n" in relay.output)
+    assert ("chat-relay: stopping on SIGTERM; telling clients the relay is shutting down\n"
+            in relay.output)
     for n in natives:
         n.expect_error("shutting_down")
         n.wait_closed()
@@ -106,4 +109,8 @@ def test_sigint_like_ctrl_c_stops_everything(relay_factory: RelayFactory) -> Non
     children = relay.children()
     assert relay.stop(signal.SIGINT) == 0
     n.expect_error("shutting_down")
+    relay.wait_for(lambda: "chat-relay: stopped\n" in relay.output)
+    stopping = [line for line in relay.output if line.startswith("chat-relay: stopping")]
+    assert stopping == ["chat-relay: stopping on Ctrl-C; "
+                        "telling clients the relay is shutting down\n"]
     assert not [c for c in children if c.is_running() and c.status() != "zombie"]
