@@ -58,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--sweep-factor", type=float, default=1.5)
     ap.add_argument("--sweep-max", type=float, default=1_000_000.0)
     ap.add_argument("--sweep-steps", type=int, default=20)
+    ap.add_argument("--sweep-retries", type=int, default=1, metavar="K",
+                    help="runs again of a step that failed on p99 alone, before it counts "
+                         "as failed (default 1; loss is never retried)")
     ap.add_argument("--sweep-refine", type=int, default=3, metavar="K",
                     help="after the first failing step, bisect K more steps between it and "
                          "the last sustained rate (default 3: x1.5 ladder known to 5%%)")
@@ -86,25 +89,28 @@ def config_from(args: argparse.Namespace) -> RunConfig:
 
 def run_sweep(cfg: RunConfig, args: argparse.Namespace, console: Console) -> dict[str, Any]:
     """Climb the ladder to one step past the first failure, then bisect the bracket."""
-    steps: list[dict[str, Any]] = []
-    history: list[tuple[float, bool]] = []
     rates = sweep.ladder(args.sweep_start, args.sweep_factor, args.sweep_max, args.sweep_steps)
-    while (rate := sweep.next_rate(history, rates, args.sweep_refine, extra=1)) is not None:
+
+    def run(rate: float) -> dict[str, Any]:
         cfg.rate = rate
         with report.Progress(console, cfg.receivers) as prog:
-            result = run_once(cfg, prog.update)
-        steps.append(result)
-        lat = result["latency_ms"]
-        ok = sweep.step_ok(result, args.p99_limit)
-        history.append((rate, ok))
-        console.print(f"{'ok  ' if ok else 'FAIL'} {rate:>10,.0f} msgs/s  "
-                      f"{result['deliveries_per_s']:>12,.0f} "
-                      f"deliveries/s  lost {result['lost']:,}  p99 {lat['p99']:.2f} ms  "
-                      f"gen CPU {max(result['generator']['busy']):.0%}")
+            return run_once(cfg, prog.update)
+
+    def told(rate: float, result: dict[str, Any], ok: bool, retrying: bool) -> None:
+        verdict = "ok  " if ok else "FAIL"
+        console.print(f"{verdict} {rate:>10,.0f} msgs/s  {result['deliveries_per_s']:>12,.0f} "
+                      f"deliveries/s  lost {result['lost']:,}  "
+                      f"p99 {result['latency_ms']['p99']:.2f} ms  "
+                      f"gen CPU {max(result['generator']['busy']):.0%}"
+                      + ("  (only p99 failed: once more)" if retrying else ""))
+
+    steps, retried = sweep.climb(run, rates, args.sweep_refine, args.p99_limit, extra=1,
+                                 retries=args.sweep_retries, report=told)
     best = sweep.highest_sustained(steps, args.p99_limit)
     # Every step held: the ladder ended (--sweep-max or --sweep-steps), not the relay.
     capped = bool(steps) and all(sweep.step_ok(s, args.p99_limit) for s in steps)
-    return {"steps": steps, "best": best, "p99_limit_ms": args.p99_limit, "capped": capped}
+    return {"steps": steps, "retried": retried, "best": best, "p99_limit_ms": args.p99_limit,
+            "capped": capped}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -244,6 +244,40 @@ def test_sweep_refines_between_last_pass_and_first_failure() -> None:
     assert len(_sweep(130_000, rates, refine=3, extra=1)) == 8
 
 
+def _result(rate: float, lost: int = 0, p99: float = 5.0) -> dict[str, Any]:
+    return {"offered_rate": rate, "lost": lost, "duplicates": 0, "reorders": 0,
+            "corrupt": 0, "latency_ms": {"p99": p99}}
+
+
+def test_a_step_slow_once_is_run_again_and_a_lossy_one_is_not() -> None:
+    """A neighbour's burst at 100 (p99 140 ms, nothing lost) must not end the
+    sweep; at 400 the server really is too slow (twice) and at 800 it loses."""
+    tries: dict[float, int] = {}
+
+    def server(rate: float) -> dict[str, Any]:
+        tries[rate] = tries.get(rate, 0) + 1
+        if rate == 100 and tries[rate] == 1:
+            return _result(rate, p99=140.0)
+        return _result(rate, p99=150.0 if rate >= 400 else 5.0)
+
+    told: list[tuple[float, bool, bool]] = []
+    steps, retried = sweep.climb(server, [100, 200, 400, 800], refine=0, p99_limit_ms=100.0,
+                                 report=lambda r, _res, ok, again: told.append((r, ok, again)))
+    assert [s["offered_rate"] for s in steps] == [100, 200, 400]
+    assert [(r["offered_rate"], r["latency_ms"]["p99"]) for r in retried] == [(100, 140.0),
+                                                                              (400, 150.0)]
+    assert told == [(100, False, True), (100, True, False), (200, True, False),
+                    (400, False, True), (400, False, False)]
+    best = sweep.highest_sustained(steps, 100.0)
+    assert best is not None and best["offered_rate"] == 200
+
+    lossy = sweep.climb(lambda rate: _result(rate, lost=3), [100, 200], 0, 100.0)
+    assert [s["offered_rate"] for s in lossy[0]] == [100] and lossy[1] == []  # never retried
+    once = sweep.climb(lambda rate: _result(rate, p99=500.0), [100], 0, 100.0, retries=0)
+    assert once[1] == []  # --sweep-retries 0: the first failure counts
+    assert sweep.climb(lambda rate: None, [100, 200], 0, 100.0) == ([], [])  # server gone
+
+
 @given(st.floats(min_value=1_000, max_value=5_000_000), st.integers(0, 5), st.integers(0, 2))
 def test_sweep_bracket_always_narrows(capacity: float, refine: int, extra: int) -> None:
     rates = sweep.ladder(10_000, 2, 4_000_000, 12)
