@@ -51,8 +51,8 @@ def hub(endpoint: str) -> None:
         frames = sock.recv_multipart()
         if len(frames) != 1 or frames[0][:1] in (b"\x00", b"\x01"):
             continue  # a subscription: XPUB passes them up too
-        seq += 1
-        sock.send_multipart([b"room", msgpack.packb([seq, frames[0]])])
+        seq += 1  # the body travels on as it came (DESIGN.md: no re-encoding in the hub)
+        sock.send_multipart([b"room", msgpack.packb(seq), frames[0]])
 
 
 class Worker:
@@ -116,11 +116,10 @@ class Worker:
             if sock in ready:
                 while True:
                     try:
-                        _topic, body = sock.recv_multipart(zmq.NOBLOCK)
+                        _topic, _seq, body = sock.recv_multipart(zmq.NOBLOCK)
                     except zmq.Again:
                         break
-                    _seq, lines = msgpack.unpackb(body)
-                    self.fan_out(lines)
+                    self.fan_out(msgpack.unpackb(body))
 
     def fan_out(self, lines: bytes) -> None:
         with self.lock:
