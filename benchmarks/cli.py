@@ -59,8 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--sweep-max", type=float, default=1_000_000.0)
     ap.add_argument("--sweep-steps", type=int, default=20)
     ap.add_argument("--sweep-retries", type=int, default=1, metavar="K",
-                    help="runs again of a step that failed on p99 alone, before it counts "
-                         "as failed (default 1; loss is never retried)")
+                    help="runs again of the first step that failed on p99 alone, before it "
+                         "counts as failed (default 1; loss is never retried)")
     ap.add_argument("--sweep-refine", type=int, default=3, metavar="K",
                     help="after the first failing step, bisect K more steps between it and "
                          "the last sustained rate (default 3: x1.5 ladder known to 5%%)")

@@ -45,6 +45,11 @@ _TS_END = len(payload.MARK) + payload.TS_DIGITS
 # chat-relay's IRC errors are NOTICEs ":error CODE: text". Any IRC server's
 # last words before it closes a link are an "ERROR :reason" line (ngIRCd's
 # flood limit: "ERROR :Closing Link: nick[host] (Excess Flood)").
+# Sent by the runner to a bare-line server before a run, over and over until
+# every connection has seen it come back: a "* " line, which the engines pass
+# over once ready, so a late copy is never counted as corrupt.
+PROBE_LINE = b"* chat-bench probe: everyone in?\n"
+
 ERROR_MARKS = {"native": b"\xa1t\xa5error", "text": b"* error: ", "irc": b" :error "}
 IRC_ERROR_LINE = b"ERROR :"
 _NATIVE_CODE = b"\xa4code"
@@ -339,21 +344,32 @@ class LinePeer(Peer):
 
 
 class TextPeer(LinePeer):
-    """chat-relay's text dialect; with `greeting=False`, bare lines (the seed server)."""
+    """chat-relay's text dialect; with `greeting=False`, bare lines (the seed server).
+
+    A bare-line server says nothing when it has taken a client in, so with
+    `probe=True` the peer is ready only once the runner's PROBE_LINE has come
+    back through it: until then the server may not relay to it yet (the seed
+    registers a client when its accept loop gets to it), and what it missed
+    would be counted as lost.
+    """
 
     dialect = "text"
 
     def __init__(
-        self, nick: str, room: str, size: int, checking: bool, greeting: bool = True
+        self, nick: str, room: str, size: int, checking: bool, greeting: bool = True,
+        probe: bool = False,
     ) -> None:
         super().__init__(nick, room, size, checking)
         self._greeted = not greeting
-        self.ready = not greeting
+        self.ready = not greeting and not probe
 
     def say(self, text: str) -> bytes:
         return text.encode() + b"\n"
 
     def control(self, line: bytes) -> bytes:
+        if not self.ready and line == PROBE_LINE.rstrip(b"\n"):
+            self.ready = True  # a bare-line server: only the probe can say so
+            return b""
         if self.ready or not line.startswith(b"* "):
             if line and not line.startswith(b"* ") and self.ready:
                 self.corrupt += 1
@@ -400,10 +416,11 @@ class IrcPeer(LinePeer):
 def make_peer(
     dialect: str, nick: str, room: str, size: int, checking: bool, greeting: bool = True
 ) -> Peer:
+    """A peer for a run: a bare-line (greeting-less) one waits for the probe."""
     if dialect == "native":
         return NativePeer(nick, room, size, checking)
     if dialect == "text":
-        return TextPeer(nick, room, size, checking, greeting)
+        return TextPeer(nick, room, size, checking, greeting, probe=not greeting)
     if dialect == "irc":
         return IrcPeer(nick, room, size, checking)
     raise ValueError(f"unknown dialect {dialect!r}; choose one of {', '.join(DIALECTS)}")

@@ -228,9 +228,11 @@ class LoadProcess:
                     self._fail(c, pending, c.peer.error or "closed during handshake")
                 elif c.peer.ready and id(c) in pending:
                     self._ready(c, pending)
+        late = ("handshake timed out" if plan.greeting
+                else "the probe line never came back (a bare-line server that relays nothing?)")
         for c in list(self.conns):
             if id(c) in pending:
-                self._fail(c, pending, "handshake timed out")
+                self._fail(c, pending, late)
         self.receivers = [c for c in self.conns if c.peer.checking]
         self.senders = [c for c in self.conns if not c.peer.checking]
 

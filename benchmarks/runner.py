@@ -15,6 +15,7 @@ import secrets
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, replace
 from multiprocessing.connection import Connection, wait
 from typing import Any
@@ -23,6 +24,7 @@ from benchmarks import engine, histo
 from benchmarks.limits import raise_nofile
 from benchmarks.loadproc import ProcPlan
 from benchmarks.loadproc import main as proc_main
+from benchmarks.probe import Prober
 
 BUSY_WARN = 0.9
 
@@ -209,10 +211,15 @@ class Run:
         limit, warning = raise_nofile(want)
         if warning:
             self.warnings.append(warning)
-        self._start(self.plans)
         t0 = time.monotonic()
-        ready = self._collect("ready", cfg.connect_timeout + 30)
+        prober = None if cfg.greeting else Prober(cfg.host, cfg.port)
+        with prober or nullcontext():
+            self._start(self.plans)
+            ready = self._collect("ready", cfg.connect_timeout + 30)
         wall = time.monotonic() - t0
+        if prober is not None and prober.error:
+            self.warnings.append(f"{prober.error}: connections of a bare-line server count "
+                                 "as made only once its probe line comes back through them")
         hist = histo.merge_encoded(histo.new_histogram(), [r["connect_hist"] for r in ready])
         connected = sum(r["connected"] for r in ready)
         failed = sum(r["failed"] for r in ready)

@@ -334,8 +334,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sweep-refine", type=int, default=3, metavar="K",
                     help="bisect K steps after the first failure (x2 ladder: peak to 9%%)")
     ap.add_argument("--sweep-retries", type=int, default=1, metavar="K",
-                    help="runs again of a step that failed on p99 alone, before it counts "
-                         "as failed (default 1: a neighbour's burst is not capacity)")
+                    help="runs again of the first step that failed on p99 alone, before it "
+                         "counts as failed (default 1: a neighbour's burst is not capacity)")
     ap.add_argument("--latency-runs", type=int, default=5,
                     help="runs of the 1,000 msgs/s latency point per server (median shown)")
     ap.add_argument("--idle", type=int, default=20_000, help="idle connections (0: skip)")

@@ -154,6 +154,20 @@ def test_text_peer_handshake_joins_after_greeting() -> None:
     assert p.ready
 
 
+def test_bare_line_peer_is_ready_only_when_the_probe_came_back() -> None:
+    from benchmarks.dialects import PROBE_LINE, make_peer
+
+    p = make_peer("text", "n", "room", 64, True, greeting=False)
+    assert not p.ready
+    p.feed(_line(0, 1) + b"\n", 2_000_000)  # relayed before the server had us: not ours
+    assert not p.ready
+    p.feed(PROBE_LINE[:10], 2_000_000)
+    p.feed(PROBE_LINE[10:] + PROBE_LINE, 2_000_000)  # a late copy after it: passed over
+    assert p.ready
+    p.feed(_line(0, 2) + b"\n" + PROBE_LINE, 2_000_000)
+    assert p.corrupt == 0 and p.delivered == 2
+
+
 def test_irc_peer_registers_joins_and_answers_ping() -> None:
     p = IrcPeer("bxr1", "bench1", 64, True)
     assert p.start().startswith(b"NICK bxr1\r\n")
@@ -251,23 +265,24 @@ def _result(rate: float, lost: int = 0, p99: float = 5.0) -> dict[str, Any]:
 
 def test_a_step_slow_once_is_run_again_and_a_lossy_one_is_not() -> None:
     """A neighbour's burst at 100 (p99 140 ms, nothing lost) must not end the
-    sweep; at 400 the server really is too slow (twice) and at 800 it loses."""
+    sweep; at 400 the server really is too slow (twice), and the bisection
+    step after that confirmed failure is not retried."""
     tries: dict[float, int] = {}
 
     def server(rate: float) -> dict[str, Any]:
         tries[rate] = tries.get(rate, 0) + 1
         if rate == 100 and tries[rate] == 1:
             return _result(rate, p99=140.0)
-        return _result(rate, p99=150.0 if rate >= 400 else 5.0)
+        return _result(rate, p99=150.0 if rate >= 250 else 5.0)
 
     told: list[tuple[float, bool, bool]] = []
-    steps, retried = sweep.climb(server, [100, 200, 400, 800], refine=0, p99_limit_ms=100.0,
+    steps, retried = sweep.climb(server, [100, 200, 400, 800], refine=1, p99_limit_ms=100.0,
                                  report=lambda r, _res, ok, again: told.append((r, ok, again)))
-    assert [s["offered_rate"] for s in steps] == [100, 200, 400]
+    assert [s["offered_rate"] for s in steps] == [100, 200, 400, 282.843]
     assert [(r["offered_rate"], r["latency_ms"]["p99"]) for r in retried] == [(100, 140.0),
                                                                               (400, 150.0)]
     assert told == [(100, False, True), (100, True, False), (200, True, False),
-                    (400, False, True), (400, False, False)]
+                    (400, False, True), (400, False, False), (282.843, False, False)]
     best = sweep.highest_sustained(steps, 100.0)
     assert best is not None and best["offered_rate"] == 200
 
