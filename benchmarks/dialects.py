@@ -39,17 +39,17 @@ _unpackb = msgpack.unpackb
 _TS_END = len(payload.MARK) + payload.TS_DIGITS
 
 
+# Sent by the runner to a bare-line server before a run, over and over until
+# every connection has seen it come back: a "* " line, which the engines pass
+# over once ready, so a late copy is never counted as corrupt.
+PROBE_LINE = b"* chat-bench probe: everyone in?\n"
+
 # Where an error starts in what a dialect receives: a native body with the
 # msgpack pair "t": "error" (a message text "error" follows the key "text",
 # never "t"), then its "code"; text error lines start with "* error: ", and
 # chat-relay's IRC errors are NOTICEs ":error CODE: text". Any IRC server's
 # last words before it closes a link are an "ERROR :reason" line (ngIRCd's
 # flood limit: "ERROR :Closing Link: nick[host] (Excess Flood)").
-# Sent by the runner to a bare-line server before a run, over and over until
-# every connection has seen it come back: a "* " line, which the engines pass
-# over once ready, so a late copy is never counted as corrupt.
-PROBE_LINE = b"* chat-bench probe: everyone in?\n"
-
 ERROR_MARKS = {"native": b"\xa1t\xa5error", "text": b"* error: ", "irc": b" :error "}
 IRC_ERROR_LINE = b"ERROR :"
 _NATIVE_CODE = b"\xa4code"

@@ -44,8 +44,11 @@ class Prober:
             with socket.create_connection(self.address, timeout=5) as sock:
                 sock.setblocking(False)
                 while not self._done.is_set():
-                    sock.sendall(PROBE_LINE)
-                    self.sent += 1
+                    try:
+                        sock.sendall(PROBE_LINE)
+                        self.sent += 1
+                    except BlockingIOError:
+                        pass  # a server slow to read: the next probe will do
                     self._drain(sock)
                     self._done.wait(self.interval)
         except OSError as exc:
