@@ -227,7 +227,9 @@ class Supervisor:
         self.stopping = True
         if self.announced:
             why = f" on {self.stop_reason}" if self.stop_reason else ""
-            print(f"chat-relay: stopping{why}; telling clients the relay is shutting down",
+            # A terminal has just echoed "^C" with no newline: start a line of our own.
+            lead = "\n" if self.stop_reason == "Ctrl-C" and sys.stdout.isatty() else ""
+            print(f"{lead}chat-relay: stopping{why}; telling clients the relay is shutting down",
                   flush=True)
         for role in ("worker", "hub"):
             group = [c for c in self.children if c.role == role]
