@@ -25,7 +25,6 @@ class Prober:
     def __init__(self, host: str, port: int, interval: float = INTERVAL) -> None:
         self.address = (host, port)
         self.interval = interval
-        self.sent = 0
         self.error: str | None = None
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, name="chat-bench-probe", daemon=True)
@@ -46,7 +45,6 @@ class Prober:
                 while not self._done.is_set():
                     try:
                         sock.sendall(PROBE_LINE)
-                        self.sent += 1
                     except BlockingIOError:
                         pass  # a server slow to read: the next probe will do
                     self._drain(sock)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
 
+from benchmarks.baselines.seed_server import SeedServer
 from benchmarks.runner import RunConfig, run_once
 from tests.relayproc import RelayProcess
 
@@ -191,54 +194,28 @@ def test_design_floor_baseline_relays_every_line_through_its_hub() -> None:
     assert result["lost"] == result["duplicates"] == result["reorders"] == result["corrupt"] == 0
 
 
-class _LateRegisteringServer:
-    """A bare-line relay that starts relaying to a client only `delay` s after
-    accepting it, as the seed does when its accept loop lags. Without the
-    probe, whatever was sent in that window would be counted as lost."""
+class _LateRegisteringSeed(SeedServer):
+    """The seed server, registering each client only `delay` s after accepting
+    it, as the seed does when its accept loop lags. Without the probe, whatever
+    was sent in that window would be counted as lost."""
 
     def __init__(self, delay: float) -> None:
-        import socket
-        import threading
-
+        super().__init__("127.0.0.1", 0)
         self.delay = delay
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self.clients: list[socket.socket] = []
-        self.lock = threading.Lock()
-        threading.Thread(target=self._accept, daemon=True).start()
+        threading.Thread(target=self.serve, daemon=True).start()
 
-    def _accept(self) -> None:
-        import threading
-
+    def serve(self) -> None:
         while True:
             try:
                 conn, _ = self.sock.accept()
             except OSError:
                 return
             threading.Timer(self.delay, self._register, args=(conn,)).start()
-            threading.Thread(target=self._read, args=(conn,), daemon=True).start()
+            threading.Thread(target=self.handle, args=(conn,), daemon=True).start()
 
-    def _register(self, conn: object) -> None:
+    def _register(self, conn: socket.socket) -> None:
         with self.lock:
-            self.clients.append(conn)  # type: ignore[arg-type]
-
-    def _read(self, conn: object) -> None:
-        import socket
-
-        assert isinstance(conn, socket.socket)
-        while True:
-            try:
-                data = conn.recv(65536)
-            except OSError:
-                return
-            if not data:
-                return
-            with self.lock:
-                for c in self.clients:
-                    try:
-                        c.sendall(data)
-                    except OSError:
-                        pass
+            self.clients.append(conn)
 
     def close(self) -> None:
         self.sock.close()
@@ -248,9 +225,9 @@ class _LateRegisteringServer:
 
 
 def test_a_bare_line_server_that_registers_late_loses_nothing_thanks_to_the_probe() -> None:
-    server = _LateRegisteringServer(delay=0.5)
+    server = _LateRegisteringSeed(delay=0.5)
     try:
-        result = run_once(_tiny(server.port, "text", greeting=False, warmup=0.05))
+        result = run_once(_tiny(server.address[1], "text", greeting=False, warmup=0.05))
     finally:
         server.close()
     assert result["connect"]["connected"] == 8
