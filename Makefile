@@ -26,8 +26,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check relay transports clients benchmarks tests
 	$(BIN)/mypy
 
+# Debian packages that tests drive: a browser, and an IRC client in a terminal.
 unit: $(STAMP)
-	sh tests/browser/ensure_chromium.sh
+	sh tests/ensure_apt.sh chromium chromium /usr/bin/chromium
+	sh tests/ensure_apt.sh irssi "irssi tmux" "irssi tmux"
 	$(BIN)/python -m pytest -q
 
 test: lint unit
@@ -35,7 +37,7 @@ test: lint unit
 # The README's pictures of the web chat, taken by the browser test.
 .PHONY: screenshots
 screenshots: $(STAMP)
-	sh tests/browser/ensure_chromium.sh
+	sh tests/ensure_apt.sh chromium chromium /usr/bin/chromium
 	CHAT_RELAY_SCREENSHOTS=docs/screenshots $(BIN)/python -m pytest -q tests/test_web_page.py
 
 bench: $(STAMP)

@@ -1,8 +1,9 @@
 """irssi, a real IRC client, in a tmux pane against a real relay.
 
 The test types into irssi with `tmux send-keys` and reads its screen with
-`tmux capture-pane`, next to a native client in the same room. It skips with
-the reason when irssi or tmux is missing (`apt-get install -y irssi tmux`).
+`tmux capture-pane`, next to a native client in the same room. `make test`
+installs both with tests/ensure_apt.sh; where it cannot, the test skips and
+says why.
 tmux runs on a private socket, so the test only ever stops its own server.
 """
 
@@ -23,10 +24,12 @@ from tests.wire import NativePeer
 
 IRSSI = shutil.which("irssi")
 TMUX = shutil.which("tmux")
+SKIP_FILE = Path(__file__).resolve().parent.parent / ".venv" / "irssi-unavailable"
 pytestmark = pytest.mark.skipif(
     IRSSI is None or TMUX is None,
     reason=f"irssi test needs irssi and tmux (missing: "
-    f"{', '.join(n for n, p in (('irssi', IRSSI), ('tmux', TMUX)) if p is None)}); "
+    f"{', '.join(n for n, p in (('irssi', IRSSI), ('tmux', TMUX)) if p is None)}"
+    f"{'; ' + SKIP_FILE.read_text().strip() if SKIP_FILE.exists() else ''}); "
     "apt-get install -y irssi tmux",
 )
 

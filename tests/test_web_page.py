@@ -1,7 +1,7 @@
 """The web chat page (transports/static/) in a real browser against a real relay.
 
 Debian's chromium, headless, driven by Playwright (never a browser Playwright
-downloads). `make test` installs chromium with tests/browser/ensure_chromium.sh;
+downloads). `make test` installs chromium with tests/ensure_apt.sh;
 where it cannot be installed these tests skip and say why.
 
 Two pages (a desktop-sized one and a phone-sized one) chat with each other
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
 
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
-SKIP_FILE = ROOT / ".venv" / "chromium-unavailable"  # written by ensure_chromium.sh
+SKIP_FILE = ROOT / ".venv" / "chromium-unavailable"  # written by tests/ensure_apt.sh
 SHOTS_ENV = "CHAT_RELAY_SCREENSHOTS"
 # Playwright makes a fresh user-data-dir per launch (it refuses --user-data-dir
 # in args) and every context starts with empty storage.
@@ -51,7 +51,7 @@ def _unavailable() -> str | None:
     if not (Path(CHROMIUM).is_file() and os.access(CHROMIUM, os.X_OK)):
         why = SKIP_FILE.read_text().strip() if SKIP_FILE.exists() else "not installed"
         return f"BROWSER TEST SKIPPED: no chromium at {CHROMIUM} ({why}); " \
-               "run tests/browser/ensure_chromium.sh as root"
+               "run `sh tests/ensure_apt.sh chromium chromium /usr/bin/chromium` as root"
     try:
         import playwright.sync_api  # noqa: F401
     except ImportError:
