@@ -204,24 +204,8 @@ class _LateRegisteringSeed(SeedServer):
         self.delay = delay
         threading.Thread(target=self.serve, daemon=True).start()
 
-    def serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Timer(self.delay, self._register, args=(conn,)).start()
-            threading.Thread(target=self.handle, args=(conn,), daemon=True).start()
-
-    def _register(self, conn: socket.socket) -> None:
-        with self.lock:
-            self.clients.append(conn)
-
-    def close(self) -> None:
-        self.sock.close()
-        with self.lock:
-            for c in self.clients:
-                c.close()
+    def register(self, conn: socket.socket) -> None:
+        threading.Timer(self.delay, super().register, args=(conn,)).start()
 
 
 def test_a_bare_line_server_that_registers_late_loses_nothing_thanks_to_the_probe() -> None:

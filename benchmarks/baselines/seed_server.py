@@ -30,11 +30,27 @@ class SeedServer:
         return str(host), int(port)
 
     def serve(self) -> None:
+        """The accept loop, until close(); any other accept error ends it loudly."""
         while True:
-            conn, _ = self.sock.accept()
-            with self.lock:
-                self.clients.append(conn)
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                if self.sock.fileno() == -1:
+                    return  # closed by close()
+                raise
+            self.register(conn)
             threading.Thread(target=self.handle, args=(conn,), daemon=True).start()
+
+    def register(self, conn: socket.socket) -> None:
+        """From now on `conn` gets what the others send."""
+        with self.lock:
+            self.clients.append(conn)
+
+    def close(self) -> None:
+        self.sock.close()
+        with self.lock:
+            for c in self.clients:
+                c.close()
 
     def handle(self, conn: socket.socket) -> None:
         try:
