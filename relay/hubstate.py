@@ -445,6 +445,14 @@ class HubState:
             msg_id = req.get("id")
             self._to(out, key, {"t": "pong"} if msg_id is None else {"t": "pong", "id": msg_id})
 
+    def _op_echo(self, worker: str, req: dict[str, Any], out: Out) -> None:
+        """A reply the worker wrote itself (a reader's error about a bad frame), sent
+        back down the client's reply stream, so that it comes after the replies to
+        every frame before it instead of overtaking them."""
+        body = req.get("body")
+        if isinstance(body, dict):
+            self._to(out, (worker, int(req.get("c", -1))), body)
+
     def _op_bye(self, worker: str, req: dict[str, Any], out: Out) -> None:
         """A barrier: by the time `_bye` reaches the worker, everything due before it has."""
         self._to(out, (worker, int(req.get("c", -1))), {"t": "_bye"})
@@ -656,6 +664,7 @@ class HubState:
         "rooms": _op_rooms,
         "gone": _op_gone,
         "bye": _op_bye,
+        "echo": _op_echo,
         "ping": _op_ping,
         "fill": _op_fill,
         "worker_gone": _op_worker_gone,

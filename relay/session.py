@@ -274,7 +274,21 @@ class Session:
         if err.fatal:
             conn.finish(err.body(), err.code)
         else:
-            conn.send(conn.codec.encode(err.body()))
+            self._answer(err.body())
+
+    def _answer(self, body: dict[str, Any]) -> None:
+        """A reply the reader makes itself, in order with the hub's replies.
+
+        Once the client is in, replies to its earlier frames may still be on
+        their way through the hub, so this one goes the same way and comes after
+        them; before `welcome` nothing is in flight and it goes out at once.
+        """
+        conn = self.conn
+        assert conn is not None
+        if conn.ready:
+            self.worker.bus.submit(conn, {"op": "echo", "body": body})
+        else:
+            conn.send(conn.codec.encode(body))
 
     def _handle(self, ev: ClientEvent) -> None:
         conn = self.conn
@@ -340,13 +354,13 @@ class Session:
         assert conn is not None
         expected = self.settings.oper_password
         if not expected:
-            conn.send(conn.codec.encode(_error(
+            self._answer(_error(
                 "auth_failed", "this relay has no operators (it was started without "
-                "--oper-password)", "oper")))
+                "--oper-password)", "oper"))
         elif self.worker.check_password(self.addr, ev.password, expected):
             self.oper = True
             log.info("%s (%s) is an operator", conn.nick, self.addr)
-            conn.send(conn.codec.encode({"t": "notice", "text": "you are an operator"}))
+            self._answer({"t": "notice", "text": "you are an operator"})
         else:
             self.oper_failures += 1
             log.warning("%s (%s): wrong operator password (%d)", conn.nick, self.addr,
@@ -355,17 +369,16 @@ class Session:
                 conn.finish(_error("auth_failed", f"wrong operator password {OPER_TRIES} "
                                    "times; closing", "oper"), "oper_failed")
             else:
-                conn.send(conn.codec.encode(_error("auth_failed", "wrong operator password",
-                                                   "oper")))
+                self._answer(_error("auth_failed", "wrong operator password", "oper"))
 
     def _moderate(self, ev: ClientEvent) -> dict[str, Any] | None:
         """An operator's kick/ban/mute goes to the hub as its op; others get not_operator."""
         conn = self.conn
         assert conn is not None
         if not self.oper:
-            conn.send(conn.codec.encode(_error(
+            self._answer(_error(
                 "not_operator", f"{ev.T} is for operators: send oper with the operator "
-                "password first", ev.T)))
+                "password first", ev.T))
             return None
         req = ev.to_body()
         req["op"] = req.pop("t")
@@ -400,7 +413,7 @@ class Session:
         conn = self.conn
         assert conn is not None
         if conn.ready:
-            conn.send(conn.codec.encode(_error("bad_field", "you already said hello", "hello")))
+            self._answer(_error("bad_field", "you already said hello", "hello"))
             return
         password = self.settings.password
         if password and not self.worker.check_password(self.addr, ev.password or "", password):

@@ -147,3 +147,16 @@ def test_ping_is_answered_after_the_requests_before_it() -> None:
         {"t": "rooms", "rooms": {"lobby": 1}},
         {"t": "pong"},
     ]
+
+
+def test_a_readers_error_is_echoed_in_order_with_the_replies_before_it() -> None:
+    s = hub()
+    ready(s, "A")
+    run(s, "A", {"op": "hello", "c": 1, "nick": "ann", "rooms": ["lobby"]})
+    bad = {"t": "error", "code": "bad_room", "text": "room must be ...", "ref": "join"}
+    out = run(s, "A", {"op": "who", "c": 1, "room": "lobby"}, {"op": "echo", "c": 1, "body": bad},
+              {"op": "echo", "c": 1, "body": "not a body"})
+    assert bodies(out, worker_topic("A")) == [
+        {"t": "members", "room": "lobby", "members": ["ann"]},
+        bad,
+    ]

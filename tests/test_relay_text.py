@@ -64,6 +64,20 @@ def test_own_lines_not_echoed_to_text_clients(relay: RelayProcess) -> None:
     assert not any("one" in line for line in t.lines)
 
 
+
+def test_pasted_lines_get_their_answers_in_order_errors_included(relay: RelayProcess) -> None:
+    """A reader rejects a bad line itself, but its error must not overtake the
+    answers to the lines pasted before it, which come back through the hub."""
+    t = TextPeer(relay.port)
+    t.expect_text("you joined lobby")
+    t.lines.clear()
+    t.send_line(b"/nick paster\n/who\n/join #bad room\n/ping")
+    t.expect_text("pong")
+    answers = [line for line in t.lines if line.startswith("* ")]
+    assert [a.split()[1] for a in answers[:3]] == ["you", "members", "error:"], answers
+    assert "room must be" in answers[2]
+
+
 def test_sigterm_tells_every_dialect_shutting_down(relay_factory: RelayFactory) -> None:
     relay = relay_factory(workers=2)
     natives = [NativePeer.joined(relay.port, f"n{i}") for i in range(4)]
