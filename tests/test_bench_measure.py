@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import msgpack
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -719,3 +720,38 @@ def test_result_table_says_when_no_latency_was_measured() -> None:
     console.print(result_table(r))
     text = console.export_text()
     assert "none: nothing sent" in text and "0.00 / 0.00 ms" not in text
+
+
+def test_contention_summary_keeps_cases_apart_and_sums_the_machines_cpu() -> None:
+    """benchmarks.contention: each case's medians come from its own runs only,
+    and the CPU sum is per run (server + generator + hog), then the median."""
+    from benchmarks.contention import Case, duty, markdown, summarize
+
+    def run(case: Case, p50: float, p99: float, server: float, gen: float,
+            hog: float) -> dict[str, Any]:
+        h = histo.new_histogram()
+        for _ in range(99):
+            h.record_value(int(p50 * 1000))
+        h.record_value(int(p99 * 1000))
+        return {"case": case.label, "p50_ms": p50, "p99_ms": p99, "lost": 0,
+                "server_cpu": server, "generator_cpu": gen, "hog_cpu": hog,
+                "latency_hist": histo.encode(h)}
+
+    alone, hogged = Case("ngircd", 0.0), Case("ngircd", 0.6)
+    assert (alone.label, hogged.label) == ("ngircd", "ngircd + hog 60%")
+    runs = [run(alone, 0.8, 3.0, 0.5, 0.5, 0.0), run(hogged, 1.8, 7.0, 0.5, 0.6, 0.6),
+            run(alone, 0.9, 13.0, 0.5, 0.5, 0.0), run(hogged, 2.0, 8.0, 0.6, 0.6, 0.6),
+            run(alone, 1.0, 5.0, 0.6, 0.4, 0.0), run(hogged, 1.6, 6.0, 0.5, 0.7, 0.5)]
+    rows = summarize(runs)
+    assert [r["case"] for r in rows] == ["ngircd", "ngircd + hog 60%"]
+    first, second = rows
+    assert (first["runs"], first["p50_ms"], first["p99_ms"]) == (3, 0.9, 5.0)
+    assert (first["p99_min_ms"], first["p99_max_ms"]) == (3.0, 13.0)
+    assert first["total_cpu"] == 1.0 and first["hog_cpu"] == 0.0
+    assert (second["p50_ms"], second["p99_ms"]) == (1.8, 7.0)
+    assert abs(second["total_cpu"] - 1.7) < 1e-9
+    assert "| ngircd + hog 60% | 3 | 1.80 | 7.0 (6.0-8.0) |" in markdown(rows, 2)
+    assert duty(0.6) == (0.6 * 0.001, 0.4 * 0.001)
+    for bad in (0.0, 1.0, -0.1):
+        with pytest.raises(ValueError, match="hog share"):
+            duty(bad)
