@@ -34,15 +34,21 @@ def build_parser() -> argparse.ArgumentParser:
                                  epilog=__doc__.split("\n", 2)[2])
     ap.add_argument("host")
     ap.add_argument("port", type=int)
-    ap.add_argument("-n", "--receivers", type=int, default=100, help="receiving connections")
-    ap.add_argument("-s", "--senders", type=int, default=10, help="sending connections")
+    ap.add_argument("-n", "--receivers", type=int, default=100,
+                    help="receiving connections (default 100)")
+    ap.add_argument("-s", "--senders", type=int, default=10,
+                    help="sending connections (default 10)")
     ap.add_argument("-r", "--rate", type=float, default=1000.0,
                     help="total messages/s offered, paced open loop (default 1000)")
     ap.add_argument("--size", type=int, default=100, help="message text bytes (default 100)")
-    ap.add_argument("-d", "--duration", type=float, default=10.0, help="measured seconds")
-    ap.add_argument("--warmup", type=float, default=2.0, help="seconds before measuring")
-    ap.add_argument("--rooms", type=int, default=1, help="rooms to spread connections over")
-    ap.add_argument("--dialect", choices=DIALECTS, default="native")
+    ap.add_argument("-d", "--duration", type=float, default=10.0,
+                    help="measured seconds (default 10)")
+    ap.add_argument("--warmup", type=float, default=2.0,
+                    help="seconds of load before measuring (default 2)")
+    ap.add_argument("--rooms", type=int, default=1,
+                    help="rooms to spread connections over (default 1)")
+    ap.add_argument("--dialect", choices=DIALECTS, default="native",
+                    help="native msgpack frames, text lines, or IRC (default native)")
     ap.add_argument("--no-greeting", action="store_true",
                     help="text dialect without greeting or rooms (bare line relays, the seed)")
     ap.add_argument("-c", "--concurrency", type=int, default=200,
@@ -50,14 +56,18 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("-p", "--procs", type=int, default=os.cpu_count() or 1,
                     help="load processes (default: CPU count)")
     ap.add_argument("--drain", type=float, default=5.0,
-                    help="seconds to wait for stragglers after the last send")
+                    help="seconds to wait for stragglers after the last send (default 5)")
     ap.add_argument("--json", metavar="FILE", help="write every figure here")
     ap.add_argument("--plot", metavar="FILE.png", help="plot the sweep (needs matplotlib)")
     ap.add_argument("--sweep", action="store_true", help="raise the rate to find capacity")
-    ap.add_argument("--sweep-start", type=float, default=500.0)
-    ap.add_argument("--sweep-factor", type=float, default=1.5)
-    ap.add_argument("--sweep-max", type=float, default=1_000_000.0)
-    ap.add_argument("--sweep-steps", type=int, default=20)
+    ap.add_argument("--sweep-start", type=float, default=500.0,
+                    help="msgs/s of the first step (default 500)")
+    ap.add_argument("--sweep-factor", type=float, default=1.5,
+                    help="rate multiplier from step to step (default 1.5)")
+    ap.add_argument("--sweep-max", type=float, default=1_000_000.0,
+                    help="highest msgs/s tried (default 1,000,000)")
+    ap.add_argument("--sweep-steps", type=int, default=20,
+                    help="most ladder steps (default 20)")
     ap.add_argument("--sweep-retries", type=int, default=1, metavar="K",
                     help="runs again of the first step that failed on p99 alone, before it "
                          "counts as failed (default 1; loss is never retried)")
@@ -67,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--p99-limit", type=float, default=100.0,
                     help="ms; a sweep step with a higher p99 is not sustained (default 100)")
     ap.add_argument("--idle", type=int, metavar="N", help="hold N idle connections instead")
-    ap.add_argument("--idle-hold", type=float, default=3.0, help="seconds to hold them")
+    ap.add_argument("--idle-hold", type=float, default=3.0, help="seconds to hold them (default 3)")
     ap.add_argument("--engine", choices=("auto", "c", "python"), default="auto",
                     help="who sends and checks during the timed phase: the C engine "
                          "(built with cc on first use; 2-14x less CPU per message, more "
