@@ -99,6 +99,7 @@ def measure(case: Case, args: argparse.Namespace) -> dict[str, Any]:
         # the generator's over its timed phase.
         "server_cpu": round(server_cpu, 3), "hog_cpu": round(hog_cpu, 3),
         "generator_cpu": round(sum(gen["busy"]), 3),
+        "send_lag_p99_ms": gen.get("send_lag_ms", {}).get("p99"),
         "latency_hist": result.get("latency_hist"),
     }
 
@@ -122,21 +123,30 @@ def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "generator_cpu": statistics.median(r["generator_cpu"] for r in mine),
             "hog_cpu": statistics.median(r["hog_cpu"] for r in mine),
             "total_cpu": statistics.median(cpu),
+            "send_lag_p99_ms": _median_known([r.get("send_lag_p99_ms") for r in mine]),
         })
     return rows
+
+
+def _median_known(values: list[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return statistics.median(known) if known else None
 
 
 def markdown(rows: list[dict[str, Any]], cpus: int, when: str = "") -> str:
     lines = [f"Latency point beside a CPU hog ({cpus} CPUs{', ' + when if when else ''}; "
              "medians over the runs; CPU in CPUs: server, load generator, hog, and their "
              "sum):", "",
-             "| case | runs | p50 ms | p99 ms (range) | p99 all runs | lost "
-             "| server | generator | hog | sum |", "|---" * 10 + "|"]
+             "| case | runs | p50 ms | p99 ms (range) | p99 all runs | generator's send lag p99 "
+             "| lost | server | generator | hog | sum |", "|---" * 11 + "|"]
     for r in rows:
         pooled = f"{r['pooled_p99_ms']:.1f}" if r["pooled_p99_ms"] is not None else "-"
+        lag = r.get("send_lag_p99_ms")
+        lag_cell = f"{lag:.1f}" if lag is not None else "-"
         lines.append(
             f"| {r['case']} | {r['runs']} | {r['p50_ms']:.2f} | {r['p99_ms']:.1f} "
-            f"({r['p99_min_ms']:.1f}-{r['p99_max_ms']:.1f}) | {pooled} | {r['lost']:,} | "
+            f"({r['p99_min_ms']:.1f}-{r['p99_max_ms']:.1f}) | {pooled} | {lag_cell} | "
+            f"{r['lost']:,} | "
             f"{r['server_cpu']:.2f} | {r['generator_cpu']:.2f} | {r['hog_cpu']:.2f} | "
             f"{r['total_cpu']:.2f} |")
     return "\n".join(lines) + "\n"
@@ -174,7 +184,8 @@ def main(argv: list[str] | None = None) -> int:
             run = measure(case, args)
             runs.append(run)
             print(f"[{k + 1}/{args.runs}] {case.label:<24} p50 {run['p50_ms']:6.2f} ms  "
-                  f"p99 {run['p99_ms']:6.1f} ms  lost {run['lost']:<5} CPU server "
+                  f"p99 {run['p99_ms']:6.1f} ms  send lag p99 "
+                  f"{run['send_lag_p99_ms'] or 0:5.1f} ms  lost {run['lost']:<5} CPU server "
                   f"{run['server_cpu']:.2f} generator {run['generator_cpu']:.2f} "
                   f"hog {run['hog_cpu']:.2f}", flush=True)
     rows = summarize(runs)

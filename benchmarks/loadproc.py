@@ -428,7 +428,8 @@ class LoadProcess:
         for c in self.receivers:
             c.peer.measure_from_ns = measure_from
         self.live_senders = [c for c in self.senders if c.sock.fileno() >= 0]
-        self.sched = sched = Schedule(int(go["t0_ns"]), float(go["rate"]), int(go["count"]))
+        self.sched = sched = Schedule(int(go["t0_ns"]), float(go["rate"]), int(go["count"]),
+                                      measure_from_ns=measure_from)
         ns = len(self.live_senders)
         phase = SendPhase(ns, lambda: self._report_sent(sched, ns), sched)
         next_progress = time.monotonic_ns() + PROGRESS_NS
@@ -620,6 +621,8 @@ class LoadProcess:
             "cpu_s": cpu, "wall_s": wall, "busy": cpu / wall if wall > 0 else 0.0,
             "errors": errors, "latencies": self._flush_latencies(),
             "late": sched.late, "max_lag_ms": sched.max_lag_ns / 1e6,
+            "lags": histo.bucket_counts(self.engine.drain_lags() if self.engine is not None
+                                        else sched.drain_lags()),
         }))
 
     def close_all(self) -> None:

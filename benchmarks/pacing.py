@@ -9,7 +9,7 @@ and records how late it was.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(slots=True)
@@ -23,6 +23,10 @@ class Schedule:
     late: int = 0  # messages sent more than `late_threshold_ns` after their due time
     max_lag_ns: int = 0
     late_threshold_ns: int = 1_000_000
+    # Send lag of each message due from `measure_from_ns` on, µs -> count: how
+    # much of the measured latency the generator itself added.
+    measure_from_ns: int = 0
+    lag_us: dict[int, int] = field(default_factory=dict)
 
     def due_ns(self, i: int) -> int:
         """When message `i` should leave: a product, not a running sum, so no drift."""
@@ -48,9 +52,17 @@ class Schedule:
                 self.max_lag_ns = lag
             if lag > self.late_threshold_ns:
                 self.late += 1
+            if due >= self.measure_from_ns:
+                us = lag // 1000
+                self.lag_us[us] = self.lag_us.get(us, 0) + 1
             self.next_index += 1
             n += 1
         return n
+
+    def drain_lags(self) -> dict[int, int]:
+        """The send lags recorded since the last drain, µs -> count."""
+        out, self.lag_us = self.lag_us, {}
+        return out
 
     def wait_ns(self, now_ns: int) -> int | None:
         """Nanoseconds until the next message is due (0 if overdue, None when done)."""

@@ -42,6 +42,16 @@ def test_schedule_sends_everything_due_when_behind_and_counts_lag() -> None:
     assert s.wait_ns(10_000_000) == 1_000_000
 
 
+def test_schedule_records_the_send_lag_of_timed_messages() -> None:
+    """The generator's own share of the latency: how late each message due from
+    measure_from on left, in µs; a drain hands them over once."""
+    s = Schedule(t0_ns=0, rate=1000.0, count=5, measure_from_ns=2_000_000)
+    assert s.take_due(10_000_000) == 5
+    assert s.drain_lags() == {8_000: 1, 7_000: 1, 6_000: 1}  # messages 2, 3, 4
+    assert s.drain_lags() == {}
+    assert s.late == 5 and s.max_lag_ns == 10_000_000
+
+
 def test_schedule_stops_at_count() -> None:
     s = Schedule(t0_ns=0, rate=1e6, count=5)
     assert s.take_due(10**12) == 5

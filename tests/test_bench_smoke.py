@@ -39,6 +39,10 @@ def test_chat_bench_against_relay_loses_nothing(dialect: str, engine: str) -> No
     lat = result["latency_ms"]
     assert 0 < lat["p50"] <= lat["p99"] <= lat["max"]
     assert lat["count"] > 0
+    # Every message of the timed window (after the 0.2 s warm-up) has its send lag.
+    lag = result["generator"]["send_lag_ms"]
+    assert lag["count"] == 160
+    assert lag["max"] <= result["generator"]["max_send_lag_ms"] * 1.001 + 0.01  # HDR: 3 digits
 
 
 @pytest.mark.parametrize("engine", ["c", "python"])

@@ -284,6 +284,31 @@ def test_senders_send_what_the_python_peers_send_on_schedule(lib: Any, dialect: 
             b.close()
 
 
+def test_send_lag_is_recorded_for_the_timed_messages_only(lib: Any) -> None:
+    """Each timed message's send lag (how late it left) goes to its own histogram,
+    as Schedule.take_due records it in the Python engine."""
+    ours, theirs = socket.socketpair()
+    ours.setblocking(False)
+    w = Wire(lib, "native", [engine.EngineConn(fd=ours.fileno(), sender=True, room=ROOM,
+                                               sender_id=0)], [theirs])
+    try:
+        t0 = time.monotonic_ns() - 10_000_000  # all five are 6-10 ms late at once
+        w.eng.schedule(t0, 1000.0, 5, t0 + 2_000_000, 0, 0)  # time from message 2 on
+        deadline = time.monotonic() + 5
+        while w.eng.totals().next_index < 5 and time.monotonic() < deadline:
+            w.pump(0.01)
+        lags = w.eng.drain_lags()
+        assert sum(lags.values()) == 3
+        assert all(5_900 <= us <= 8_000 + 500_000 for us in lags), lags
+        assert histo.bucket_counts(lags) == lags
+        assert w.eng.drain_lags() == {}
+        assert w.eng.totals().late == 5
+    finally:
+        w.close()
+        ours.close()
+        theirs.close()
+
+
 @pytest.mark.parametrize("before", [b"", b":a!a@irc PRIVMSG #r :an ERROR :mid-line\r\n"])
 def test_irc_sender_reports_a_servers_closing_error_line(lib: Any, pair: Any,
                                                           before: bytes) -> None:

@@ -21,9 +21,10 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 SOURCE = Path(__file__).with_name("loadengine.c")
-ABI = 2
+ABI = 3
 DIALECT_CODES = {"native": 0, "text": 1, "irc": 2}
 STATS = 10  # int64s per connection in eng_conn_stats
 TOTALS = 4  # int64s in eng_totals before the per-room counts
@@ -98,6 +99,8 @@ def load() -> tuple[ctypes.CDLL | None, str]:
     lib.eng_totals.argtypes = [ctypes.c_void_p, _I64P]
     lib.eng_drain_hist.argtypes = [ctypes.c_void_p, _I64P, _I64P, ctypes.c_int]
     lib.eng_drain_hist.restype = ctypes.c_int
+    lib.eng_drain_lag.argtypes = [ctypes.c_void_p, _I64P, _I64P, ctypes.c_int]
+    lib.eng_drain_lag.restype = ctypes.c_int
     lib.eng_set_pending.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_char_p,
                                     ctypes.c_size_t]
     return lib, ""
@@ -198,9 +201,16 @@ class Engine:
     def drain_latencies(self) -> dict[int, int]:
         """µs -> count since the last drain; the values are the floors of
         `histo`'s HDR buckets, each at most once, so no folding is needed."""
+        return self._drain(self.lib.eng_drain_hist)
+
+    def drain_lags(self) -> dict[int, int]:
+        """The timed messages' send lag (how late each left), as `drain_latencies`."""
+        return self._drain(self.lib.eng_drain_lag)
+
+    def _drain(self, fn: Any) -> dict[int, int]:
         out: dict[int, int] = {}
         while True:
-            got = self.lib.eng_drain_hist(self.ptr, self._values, self._counts, _HIST_CHUNK)
+            got = fn(self.ptr, self._values, self._counts, _HIST_CHUNK)
             out.update(zip(self._values[:got], self._counts[:got], strict=True))
             if got < _HIST_CHUNK:
                 return out

@@ -174,6 +174,7 @@ typedef struct {
     double rate;
     int64_t measure_from, window_from, window_to, window_deliveries;
     uint64_t hist[HIST_BUCKETS];
+    uint64_t lag_hist[HIST_BUCKETS]; /* how late each timed message left (send lag) */
     char *rbuf;
     size_t rcap;
     char *mbuf; /* one message being built */
@@ -197,7 +198,7 @@ static int grow(char **buf, size_t *cap, size_t need) {
     return 0;
 }
 
-static void hist_record(engine *e, int64_t us) {
+static void hist_record(uint64_t *hist, int64_t us) {
     if (us < 1) us = 1;
     if (us > HIST_TOP) us = HIST_TOP;
     size_t idx;
@@ -207,7 +208,7 @@ static void hist_record(engine *e, int64_t us) {
         int shift = 64 - __builtin_clzll((uint64_t)us) - 11; /* >= 1 */
         idx = HIST_SUB + (size_t)(shift - 1) * 1024 + (size_t)((us >> shift) - 1024);
     }
-    e->hist[idx]++;
+    hist[idx]++;
 }
 
 static int64_t hist_value(size_t idx) {
@@ -529,7 +530,7 @@ static int64_t ts_of(const uint8_t *text, size_t len) {
 }
 
 static void record_latency(engine *e, int64_t ts, int64_t now) {
-    if (ts >= e->measure_from) hist_record(e, (now - ts) / 1000);
+    if (ts >= e->measure_from) hist_record(e->hist, (now - ts) / 1000);
 }
 
 /* ---- receive: native ------------------------------------------------------ */
@@ -855,6 +856,7 @@ static void send_due(engine *e, int64_t now) {
         int64_t lag = now - due;
         if (lag > e->max_lag) e->max_lag = lag;
         if (lag > e->late_threshold) e->late++;
+        if (due >= e->measure_from) hist_record(e->lag_hist, lag / 1000);
         e->next_index++;
         n++;
     }
@@ -962,21 +964,30 @@ void eng_totals(const engine *e, int64_t *out) {
     for (int r = 0; r < e->nrooms; r++) out[4 + r] = e->sent_per_room[r];
 }
 
-/* Moves up to `max` (µs, count) pairs out of the latency histogram; returns how
- * many. Call again while it returns `max`. */
-int eng_drain_hist(engine *e, int64_t *values, int64_t *counts, int max) {
+static int drain(uint64_t *hist, int64_t *values, int64_t *counts, int max) {
     int got = 0;
     for (size_t i = 0; i < HIST_BUCKETS && got < max; i++) {
-        if (!e->hist[i]) continue;
+        if (!hist[i]) continue;
         values[got] = hist_value(i);
-        counts[got] = (int64_t)e->hist[i];
-        e->hist[i] = 0;
+        counts[got] = (int64_t)hist[i];
+        hist[i] = 0;
         got++;
     }
     return got;
 }
 
-int eng_abi(void) { return 2; }
+/* Moves up to `max` (µs, count) pairs out of the latency histogram; returns how
+ * many. Call again while it returns `max`. */
+int eng_drain_hist(engine *e, int64_t *values, int64_t *counts, int max) {
+    return drain(e->hist, values, counts, max);
+}
+
+/* The same for the send-lag histogram. */
+int eng_drain_lag(engine *e, int64_t *values, int64_t *counts, int max) {
+    return drain(e->lag_hist, values, counts, max);
+}
+
+int eng_abi(void) { return 3; }
 
 /* Bytes a peer received before the engine took over: an incomplete frame or line. */
 int eng_set_pending(engine *e, int i, const char *data, size_t len) {
