@@ -18,7 +18,7 @@ from typing import Any
 
 from rich.console import Console
 
-from benchmarks import plot, report, sweep
+from benchmarks import histo, plot, report, sweep
 from benchmarks.dialects import DIALECTS
 from benchmarks.idle import run_idle
 from benchmarks.runner import RunConfig, RunError, run_once
@@ -123,6 +123,23 @@ def run_sweep(cfg: RunConfig, args: argparse.Namespace, console: Console) -> dic
             "capped": capped}
 
 
+def latency_plot(res: dict[str, Any], args: argparse.Namespace, console: Console) -> None:
+    """One run's latency against percentile, with the generator's send lag beside it."""
+    if not plot.available():
+        console.print("[yellow]--plot needs matplotlib: pip install 'chat-relay[plot]'[/yellow]")
+        return
+    curves = {"end to end": histo.curve_ms(histo.decode(res["latency_hist"]),
+                                           plot.CURVE_PERCENTILES)}
+    lag = res["generator"].get("send_lag_hist")
+    if lag:
+        curves["the generator's send lag"] = histo.curve_ms(histo.decode(lag),
+                                                            plot.CURVE_PERCENTILES)
+    plot.percentiles_png(curves, args.plot,
+                         f"chat-bench {args.host}:{args.port}: {res['offered_rate']:,.0f} "
+                         f"msgs/s, N={args.receivers}, {args.dialect}")
+    console.print(f"plot written to {args.plot}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     console = Console(stderr=False)
@@ -150,6 +167,9 @@ def main(argv: list[str] | None = None) -> int:
                 console.print(f"[bold red]warning:[/bold red] {w}")
             out["idle"] = res
             held = con["failed"] == 0
+            if args.plot:
+                console.print("[yellow]--plot draws a run's latency or a sweep; "
+                              "--idle has nothing to plot[/yellow]")
         elif args.sweep:
             res = run_sweep(cfg, args, console)
             best = res["best"]
@@ -181,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
             report.print_result(console, res)
             out["run"] = res
             held = bool(res["ok"])
+            if args.plot:
+                latency_plot(res, args, console)
     except (RunError, OSError) as exc:
         console.print(f"[bold red]chat-bench: {exc}[/bold red]")
         return 2

@@ -97,3 +97,15 @@ def summary_ms(h: HdrHistogram) -> dict[str, float]:
     out["mean"] = 0.0 if empty else float(h.get_mean_value()) / 1000.0
     out["count"] = float(h.get_total_count())
     return out
+
+
+def curve_ms(h: HdrHistogram, percentiles: tuple[float, ...]) -> list[tuple[float, float]]:
+    """(percentile, ms) points of `h` for a latency curve; none when it is empty.
+
+    Percentiles beyond what the count can resolve (99.99 % of 1,000 values)
+    are left out: they would only repeat the maximum."""
+    count = h.get_total_count()
+    if not count:
+        return []
+    return [(p, h.get_value_at_percentile(p) / 1000.0) for p in percentiles
+            if p == 0 or (100.0 - p) / 100.0 * count >= 1.0]

@@ -341,7 +341,7 @@ class LoadProcess:
         for k, (fd, mask) in enumerate(events, 1):
             if not k % TICK_EVENTS:
                 # Hundreds of ready sockets take tens of ms on a busy machine:
-                # keep the receive clock true and the senders on schedule.
+                # keep the senders on schedule.
                 now = time.monotonic_ns()
                 if self.sched is not None:
                     self._send_due(now)
@@ -359,7 +359,9 @@ class LoadProcess:
                     self._lost(c, f"recv: {exc}")
                     continue
                 if n > 0:
-                    feed(c, n, now)
+                    # The time it arrived, not when poll returned: a process
+                    # preempted mid-batch would date later reads too early.
+                    feed(c, n, time.monotonic_ns())
                 elif n == 0:
                     self._lost(c, "closed by relay")
                     continue

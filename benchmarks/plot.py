@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
+
+# Percentiles a latency curve is drawn through: dense in the tail, where
+# servers differ, on an axis of "nines" (90 %, 99 %, 99.9 % equally apart).
+CURVE_PERCENTILES = (*range(0, 90, 10), 90.0, 95.0, 97.0, 98.0, 99.0, 99.5, 99.7, 99.8,
+                     99.9, 99.95, 99.97, 99.99, 99.995, 99.999)
+
+
+def nines(percentile: float) -> float:
+    """Where a percentile sits on the nines axis: 90 -> 1, 99 -> 2, 99.9 -> 3."""
+    return -math.log10(max(1e-6, 1.0 - percentile / 100.0))
 
 
 def available() -> bool:
@@ -67,6 +78,36 @@ def bars_png(rows: list[dict[str, Any]], path: str, title: str) -> None:
     ax.set_ylabel("peak sustained deliveries/s")
     ax.legend(fontsize=8)
     ax.grid(True, axis="y", alpha=0.3)
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def percentiles_png(curves: dict[str, list[tuple[float, float]]], path: str,
+                    title: str) -> None:
+    """Latency against percentile (HDR style), one line per (percentile, ms) curve."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    top = 0.0
+    for name, points in curves.items():
+        if not points:
+            continue
+        ax.plot([nines(p) for p, _ in points], [ms for _, ms in points], marker=".",
+                label=name)
+        top = max(top, max(nines(p) for p, _ in points))
+    ticks = [k for k in range(0, 6) if k <= max(1.0, top) + 0.01]
+    ax.set_xticks(ticks)
+    ax.set_xticklabels(["0%", "90%", "99%", "99.9%", "99.99%", "99.999%"][: len(ticks)])
+    ax.set_xlabel("percentile")
+    ax.set_ylabel("ms")
+    ax.set_yscale("log")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
     ax.set_title(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

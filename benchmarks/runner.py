@@ -297,8 +297,8 @@ class Run:
         window = sum(f["window_deliveries"] for f in finals)
         late = sum(f["late"] for f in finals)
         max_lag = max(f["max_lag_ms"] for f in finals)
-        lags = histo.summary_ms(histo.merge_counts(histo.new_histogram(),
-                                                   [f.get("lags", {}) for f in finals]))
+        lag_hist = histo.merge_counts(histo.new_histogram(), [f.get("lags", {}) for f in finals])
+        lags = histo.summary_ms(lag_hist)
         starved = max_lag > 100.0
         bottleneck = max(busy) > BUSY_WARN or starved
         if max(busy) > BUSY_WARN:
@@ -332,7 +332,7 @@ class Run:
                           "late_sends": late, "max_send_lag_ms": max_lag,
                           # how late the timed messages left: the generator's own
                           # share of the latency, which counts from the due time
-                          "send_lag_ms": lags,
+                          "send_lag_ms": lags, "send_lag_hist": histo.encode(lag_hist),
                           "bottleneck": bottleneck, "engine": self.engine},
             "errors": errors,
             "loadavg": os.getloadavg()[0],

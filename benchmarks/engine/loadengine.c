@@ -753,7 +753,10 @@ static void sniff_error(engine *e, conn *c, const uint8_t *data, size_t n) {
 
 /* ---- receive: one ready socket -------------------------------------------- */
 
-static void read_conn(engine *e, conn *c, int64_t now) {
+/* Latency is taken when recv() returns, not when epoll did: a process
+ * preempted in the middle of a batch would otherwise date what arrived
+ * meanwhile too early (some came out below zero, counted as 1 us). */
+static void read_conn(engine *e, conn *c) {
     size_t off = c->plen;
     if (e->rcap < off + RECV_SIZE) {
         if (grow(&e->rbuf, &e->rcap, off + RECV_SIZE) < 0) return;
@@ -771,6 +774,7 @@ static void read_conn(engine *e, conn *c, int64_t now) {
         lost(e, c, "closed by relay");
         return;
     }
+    int64_t now = now_ns();
     if (c->sender) { /* read so the relay never sees it slow; only an error matters */
         if (!c->err[0]) sniff_error(e, c, (const uint8_t *)e->rbuf + off, (size_t)n);
         return;
@@ -916,12 +920,12 @@ int eng_run(engine *e, int64_t until) {
         now = now_ns();
         for (int k = 0; k < got; k++) {
             if (k && k % TICK_EVENTS == 0) {
-                now = now_ns(); /* keep the receive clock true and senders on time */
+                now = now_ns(); /* keep the senders on time */
                 send_due(e, now);
             }
             conn *c = &e->conns[evs[k].data.u32];
             if (!c->alive) continue;
-            if (evs[k].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) read_conn(e, c, now);
+            if (evs[k].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) read_conn(e, c);
             if (c->alive && (evs[k].events & EPOLLOUT)) flush_conn(e, c);
         }
     }
