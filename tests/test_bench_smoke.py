@@ -158,6 +158,32 @@ def test_chat_bench_sweep_writes_json_and_plot_and_says_when_it_was_capped(
     assert png.exists() == plot.available()
 
 
+def test_chat_bench_plots_one_runs_latency_curve(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--plot without --sweep draws the run's latency and send lag by percentile
+    (it used to be ignored); the points are the histogram's own percentiles."""
+    import json
+
+    from benchmarks import cli, histo, plot
+
+    out, png = tmp_path / "run.json", tmp_path / "run.png"
+    with RelayProcess(workers=1, args=["--rate-limit", "0"]) as relay:
+        rc = cli.main(["127.0.0.1", str(relay.port), "-n", "3", "-s", "1", "-p", "1",
+                       "-r", "200", "-d", "0.5", "--warmup", "0.2", "--drain", "2",
+                       "--json", str(out), "--plot", str(png)])
+    text = capsys.readouterr().out
+    assert rc == 0
+    run = json.loads(out.read_text(encoding="utf-8"))["run"]
+    lat = histo.decode(run["latency_hist"])
+    curve = histo.curve_ms(lat, plot.CURVE_PERCENTILES)
+    # 300 deliveries resolve percentiles up to 99.5 (1/0.005 = 200 <= 300), not 99.7
+    assert [p for p, _ in curve][-1] == 99.5
+    assert curve[0][1] == lat.get_min_value() / 1000.0
+    assert [ms for _, ms in curve] == sorted(ms for _, ms in curve)
+    assert png.exists() == plot.available()
+    assert ("plot written to" in text) == plot.available()
+
+
 def test_idle_connections_against_a_relay_and_its_connection_limit() -> None:
     """`chat-bench --idle`: every connection held and the relay's RSS weighed;
     then a relay whose per-IP limit refuses some, and the warning that says which
