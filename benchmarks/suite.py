@@ -261,6 +261,12 @@ def markdown(data: dict[str, Any]) -> str:
                          f"{f['offered_rate']:,.0f} msgs/s: lost {f['lost']:,}, "
                          f"reordered {f['reorders']:,}, corrupt {f['corrupt']:,}, "
                          f"p99 {f['p99_ms']:.1f} ms")
+    lags = {s: lat["generator"]["send_lag_ms"]["p99"] for s, lat in data["latency"].items()
+            if lat.get("generator", {}).get("send_lag_ms", {}).get("count")}
+    if lags:
+        lines.append("- the load generator's own send lag p99 at 1k msg/s (median run; it is "
+                     "part of the latency above): "
+                     + ", ".join(f"{s} {ms:.1f} ms" for s, ms in lags.items()) + ".")
     floors = [s for s in servers if s.startswith("floor")]
     if floors:
         lines.append(f"- {', '.join(floors)}: chat-relay's design with nothing on top "

@@ -658,6 +658,11 @@ def test_suite_table_shows_p50_and_p99_of_the_latency_point() -> None:
     assert "Deliveries/s: peak sustained" in full
     alone = markdown(_suite_data([]))
     assert "| server | p50 at 1k msg/s | p99 at 1k msg/s, N=100 |" in alone
+    assert "send lag" not in full  # results from before it was kept
+    data = _suite_data([peak])
+    data["latency"]["chat-relay-w2"]["generator"]["send_lag_ms"] = {"p99": 1.94, "count": 9.0}
+    assert ("the load generator's own send lag p99 at 1k msg/s (median run; it is part of "
+            "the latency above): chat-relay-w2 1.9 ms.") in markdown(data)
     assert "|---|---|---|" in alone
     assert "Deliveries/s" not in alone  # no peak columns to explain
 
