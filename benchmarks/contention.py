@@ -30,8 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks.efficiency import tree_cpu
-from benchmarks.runner import RunConfig, run_once
+from benchmarks.efficiency import run_weighed
+from benchmarks.runner import RunConfig
 from benchmarks.suite import RESULTS, pooled_latency, server
 
 HOG_PERIOD = 0.001  # one spin-and-nap cycle: short, so the hog wants a CPU often
@@ -79,13 +79,9 @@ def measure(case: Case, args: argparse.Namespace) -> dict[str, Any]:
                             receivers=args.receivers, senders=args.senders, rate=args.rate,
                             duration=args.duration, warmup=args.warmup, size=100,
                             engine=args.engine)
-            cpu0 = tree_cpu(pid)
-            hog0 = tree_cpu(hog_proc.pid) if hog_proc else 0.0
-            t0 = time.monotonic()
-            result = run_once(cfg)
-            wall = time.monotonic() - t0
-            server_cpu = (tree_cpu(pid) - cpu0) / wall
-            hog_cpu = (tree_cpu(hog_proc.pid) - hog0) / wall if hog_proc else 0.0
+            result, cpu, wall = run_weighed(cfg, [pid] + ([hog_proc.pid] if hog_proc else []))
+            server_cpu = cpu[0] / wall
+            hog_cpu = cpu[1] / wall if hog_proc else 0.0
         finally:
             if hog_proc is not None:
                 hog_proc.kill()

@@ -46,14 +46,21 @@ def tree_cpu(pid: int) -> float:
     return total
 
 
+def run_weighed(cfg: RunConfig, pids: list[int]) -> tuple[dict[str, Any], list[float], float]:
+    """One run, with the CPU-seconds each process tree in `pids` spent during it
+    (connects, warm-up and drain included) and the run's wall time."""
+    cpu0, t0 = [tree_cpu(pid) for pid in pids], time.monotonic()
+    result = run_once(cfg)
+    cpu = [tree_cpu(pid) - before for pid, before in zip(pids, cpu0, strict=True)]
+    return result, cpu, time.monotonic() - t0
+
+
 def measure(name: str, n: int, deliveries: float, duration: float) -> dict[str, Any]:
     with server(name) as (pid, port, dialect, greeting):
         cfg = RunConfig(port=port, dialect=dialect, greeting=greeting, receivers=n, senders=4,
                         rate=max(1.0, deliveries / n), duration=duration, warmup=1.0,
                         size=100, drain=5.0)
-        cpu0, t0 = tree_cpu(pid), time.monotonic()
-        result = run_once(cfg)
-        cpu, wall = tree_cpu(pid) - cpu0, time.monotonic() - t0
+        result, [cpu], wall = run_weighed(cfg, [pid])
     delivered = int(result["delivered"])
     return {
         "server": name, "receivers": n, "offered_deliveries_per_s": deliveries,

@@ -334,7 +334,6 @@ class LoadProcess:
         if not events:
             return None
         msg = None
-        now = time.monotonic_ns()
         by_fd = self.by_fd
         rbuf = self.rbuf
         feed = self._feed
@@ -342,9 +341,8 @@ class LoadProcess:
             if not k % TICK_EVENTS:
                 # Hundreds of ready sockets take tens of ms on a busy machine:
                 # keep the senders on schedule.
-                now = time.monotonic_ns()
                 if self.sched is not None:
-                    self._send_due(now)
+                    self._send_due(time.monotonic_ns())
             c = by_fd.get(fd)
             if c is None:
                 if fd == self.ctrl_fd:

@@ -24,13 +24,25 @@ def available() -> bool:
     return True
 
 
-def sweep_png(series: dict[str, list[dict[str, Any]]], path: str, title: str) -> None:
-    """Latency percentiles and delivered rate against offered load, one line per series."""
+def _pyplot() -> Any:
+    """pyplot on the file-only backend (no display here, and none needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _save(plt: Any, fig: Any, path: str) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def sweep_png(series: dict[str, list[dict[str, Any]]], path: str, title: str) -> None:
+    """Latency percentiles and delivered rate against offered load, one line per series."""
+    plt = _pyplot()
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
     for name, steps in series.items():
         steps = sorted(steps, key=lambda s: float(s["offered_rate"]))
@@ -51,18 +63,12 @@ def sweep_png(series: dict[str, list[dict[str, Any]]], path: str, title: str) ->
     ax2.legend(fontsize=7)
     ax2.grid(True, which="both", alpha=0.3)
     fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 def bars_png(rows: list[dict[str, Any]], path: str, title: str) -> None:
     """Peak deliveries/s per server, grouped by receiver count."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     servers = list(dict.fromkeys(r["server"] for r in rows))
     ns = sorted({int(r["receivers"]) for r in rows})
     fig, ax = plt.subplots(figsize=(9, 4.5))
@@ -79,19 +85,13 @@ def bars_png(rows: list[dict[str, Any]], path: str, title: str) -> None:
     ax.legend(fontsize=8)
     ax.grid(True, axis="y", alpha=0.3)
     ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 def percentiles_png(curves: dict[str, list[tuple[float, float]]], path: str,
                     title: str) -> None:
     """Latency against percentile (HDR style), one line per (percentile, ms) curve."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(9, 4.5))
     top = 0.0
     for name, points in curves.items():
@@ -109,6 +109,4 @@ def percentiles_png(curves: dict[str, list[tuple[float, float]]], path: str,
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(plt, fig, path)

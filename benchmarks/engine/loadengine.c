@@ -917,12 +917,8 @@ int eng_run(engine *e, int64_t until) {
         got = epoll_wait(e->epfd, evs, MAX_EVENTS, (int)((wait + 999999) / 1000000));
 #endif
         if (got <= 0) continue;
-        now = now_ns();
         for (int k = 0; k < got; k++) {
-            if (k && k % TICK_EVENTS == 0) {
-                now = now_ns(); /* keep the senders on time */
-                send_due(e, now);
-            }
+            if (k && k % TICK_EVENTS == 0) send_due(e, now_ns()); /* keep the senders on time */
             conn *c = &e->conns[evs[k].data.u32];
             if (!c->alive) continue;
             if (evs[k].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) read_conn(e, c);
