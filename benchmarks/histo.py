@@ -3,13 +3,17 @@
 Percentiles cannot be averaged across processes; HDR histograms can be
 added bucket by bucket without losing precision. Latencies travel from the
 load processes as plain {bucket floor µs: count} dicts (`bucket_counts`),
-which the parent adds into its histogram (`merge_counts`): encoding an HDR
-histogram costs a load process 5-15 ms, a stall in its receive loop that
-showed up as every server's p99. Connect times, sent once, travel as
+which the parent adds up as plain dicts (`add_counts`) and turns into one
+histogram at the end (`merge_counts`): encoding an HDR histogram costs a load
+process 5-15 ms, a stall in its receive loop that showed up as every
+server's p99, and recording into one costs the parent ~7 ms per report
+(pure Python), where adding dicts costs 0.7 ms. Connect times, sent once, travel as
 compact base64 strings (`encode`/`decode`).
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 from hdrh.histogram import HdrHistogram
 
@@ -69,6 +73,37 @@ def bucket_counts(counts: dict[int, int]) -> dict[int, int]:
             v = v >> shift << shift
         buckets[v] = buckets.get(v, 0) + n
     return buckets
+
+
+def add_counts(into: dict[int, int], part: Mapping[int, int]) -> dict[int, int]:
+    """Add one report's {bucket floor µs: count} to `into` and return it."""
+    get = into.get
+    for v, n in part.items():
+        into[v] = get(v, 0) + n
+    return into
+
+
+def _highest_equivalent(us: int) -> int:
+    """The top of the HDR bucket that holds `us`, as HDR reports percentiles."""
+    shift = us.bit_length() - _BUCKET_BITS
+    if shift <= 0:
+        return us
+    return (us >> shift << shift) + (1 << shift) - 1
+
+
+def percentile_us(counts: Mapping[int, int], percentile: float) -> int:
+    """What `HdrHistogram.get_value_at_percentile` gives for these counts,
+    without building the histogram (0 when empty)."""
+    total = sum(counts.values())
+    if not total:
+        return 0
+    want = max(1, int(percentile / 100.0 * total + 0.5))
+    seen = 0
+    for v in sorted(counts):
+        seen += counts[v]
+        if seen >= want:
+            return _highest_equivalent(min(max(v, LOWEST_US), HIGHEST_US))
+    return 0  # not reached: seen ends at total >= want
 
 
 def record_counts(h: HdrHistogram, counts: dict[int, int]) -> HdrHistogram:

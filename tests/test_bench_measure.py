@@ -529,6 +529,27 @@ def test_record_counts_fills_the_same_buckets_as_one_value_at_a_time() -> None:
     assert list(bulk.counts) == list(one.counts)
 
 
+def test_percentile_of_counts_matches_the_histogram() -> None:
+    """The live p99 comes from the parent's plain counts, not a histogram:
+    it must be the value HDR would give for the same deliveries."""
+    rnd = random.Random(5)
+    for _ in range(40):
+        counts: dict[int, int] = {}
+        parts = []
+        for _ in range(rnd.randint(1, 4)):
+            raw: dict[int, int] = {}
+            for _ in range(rnd.randint(1, 2_000)):
+                us = int(rnd.lognormvariate(rnd.uniform(3, 11), rnd.uniform(0.2, 2.0)))
+                raw[us] = raw.get(us, 0) + rnd.randint(1, 3)
+            parts.append(histo.bucket_counts(raw))
+            histo.add_counts(counts, parts[-1])
+        hist = histo.merge_counts(histo.new_histogram(), parts)
+        assert sum(counts.values()) == hist.get_total_count()
+        for p in (0.0, 50.0, 90.0, 99.0, 99.9, 100.0):
+            assert histo.percentile_us(counts, p) == hist.get_value_at_percentile(p)
+    assert histo.percentile_us({}, 99.0) == 0
+
+
 def test_latency_point_reports_the_median_run_and_every_run() -> None:
     from benchmarks.suite import median_run
 
@@ -781,7 +802,7 @@ def test_live_progress_reads_one_percentile_not_the_whole_summary(
 
     seen: list[dict[str, Any]] = []
     run = runner.Run(RunConfig(), seen.append)
-    run.hist, run.latest, run.t_start = histo.new_histogram(), {}, 0
+    run.counts, run.latest, run.t_start = {}, {}, 0
 
     def whole_summary(_h: Any) -> dict[str, float]:
         raise AssertionError("summary_ms() on every progress report")
