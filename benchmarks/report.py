@@ -69,10 +69,18 @@ class Progress:
         if p["elapsed"] - t >= 0.4:
             self._last = (p["elapsed"], p["delivered"])
             self.rate = rate
-        self.live.update(Text(
-            f"{p['elapsed']:6.1f} s  sent {p['sent']:>10,}  delivered/s "
-            f"{getattr(self, 'rate', 0.0):>12,.0f}  loss so far {p['gaps']:>8,}  "
-            f"p99 {p['p99_ms']:8.2f} ms"))
+        self.live.update(Text(live_line(p, getattr(self, "rate", 0.0))))
+
+
+def live_line(p: dict[str, Any], rate: float) -> str:
+    """The progress line, under 80 columns; latency only once it is measured
+    (during the warm-up nothing timed has arrived yet, and 0.00 ms would lie)."""
+    if p["p99_ms"] is not None:
+        p99 = f"p99 {p['p99_ms']:7.2f} ms"
+    else:
+        p99 = "p99 (warm-up)" if p.get("warming_up") else "p99 -"
+    return (f"{p['elapsed']:5.1f} s  sent {p['sent']:>9,}  delivered/s {rate:>9,.0f}  "
+            f"loss {p['gaps']:>6,}  {p99}")
 
 
 def latency_rows(lat: dict[str, float]) -> list[tuple[str, str]]:

@@ -276,8 +276,10 @@ class Run:
         self.latest[i] = body
         histo.add_counts(self.counts, body["latencies"])
         if self.progress is not None:
-            elapsed = (time.monotonic_ns() - self.t_start) / 1e9
+            now = time.monotonic_ns()
+            elapsed = (now - self.t_start) / 1e9
             self.progress({
+                "warming_up": now < self.t_start + int(self.cfg.warmup * 1e9),
                 "elapsed": elapsed,
                 "sent": sum(b["sent"] for b in self.latest.values()),
                 "delivered": sum(b["delivered"] for b in self.latest.values()),
@@ -286,7 +288,9 @@ class Run:
                 # its mean and four percentiles walk the whole histogram in
                 # Python (~80 ms), four times a second, on the CPUs the relay
                 # and the load processes share.
-                "p99_ms": histo.percentile_us(self.counts, 99.0) / 1000.0,
+                # None until a timed message has arrived: no fake 0.00 ms
+                "p99_ms": (histo.percentile_us(self.counts, 99.0) / 1000.0
+                           if self.counts else None),
             })
 
     def _merge(self, sent: list[dict[str, Any]], finals: list[dict[str, Any]]) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import struct
+import time
 from pathlib import Path
 from typing import Any
 
@@ -813,3 +814,26 @@ def test_live_progress_reads_one_percentile_not_the_whole_summary(
                                    "latencies": {1000: 98, 9000: 2}})
     assert [p["sent"] for p in seen] == [10, 20]
     assert 9.0 <= seen[-1]["p99_ms"] <= 9.01  # HDR: 3 significant digits
+
+
+def test_live_line_fits_80_columns_and_shows_no_latency_before_it_is_measured() -> None:
+    """During the warm-up no timed message has arrived: the line says so
+    rather than showing p99 0.00 ms."""
+    from benchmarks import runner
+    from benchmarks.report import live_line
+
+    seen: list[dict[str, Any]] = []
+    run = runner.Run(RunConfig(warmup=3600.0), seen.append)
+    run.counts, run.latest, run.t_start = {}, {}, time.monotonic_ns()
+    run._other(0, "progress", {"sent": 5, "delivered": 50, "gaps": 0, "latencies": {}})
+    assert seen[-1]["p99_ms"] is None and seen[-1]["warming_up"]
+    assert live_line(seen[-1], 100.0).endswith("p99 (warm-up)")
+    run.cfg = RunConfig(warmup=0.0)
+    run._other(0, "progress", {"sent": 6, "delivered": 60, "gaps": 0, "latencies": {}})
+    assert live_line(seen[-1], 100.0).endswith("p99 -")  # timed, nothing arrived yet
+    run._other(0, "progress", {"sent": 7, "delivered": 70, "gaps": 0,
+                               "latencies": {1000: 99, 9000: 1}})
+    assert live_line(seen[-1], 100.0).endswith("p99    1.00 ms")
+    worst = {"elapsed": 999.9, "sent": 999_999_999, "delivered": 0, "gaps": 999_999,
+             "p99_ms": 99_999.99}
+    assert len(live_line(worst, 99_999_999.0)) <= 80
