@@ -56,6 +56,14 @@ def _bucket_bits() -> int:
 _BUCKET_BITS = _bucket_bits()
 
 
+def _bucket_floor(us: int) -> tuple[int, int]:
+    """(lowest value, width) of the HDR bucket that holds `us`."""
+    shift = us.bit_length() - _BUCKET_BITS
+    if shift <= 0:
+        return us, 1
+    return us >> shift << shift, 1 << shift
+
+
 def bucket_counts(counts: dict[int, int]) -> dict[int, int]:
     """A µs -> count dict folded onto the lowest value of each HDR bucket.
 
@@ -67,10 +75,7 @@ def bucket_counts(counts: dict[int, int]) -> dict[int, int]:
     """
     buckets: dict[int, int] = {}
     for us, n in counts.items():
-        v = min(max(us, LOWEST_US), HIGHEST_US)
-        shift = v.bit_length() - _BUCKET_BITS
-        if shift > 0:
-            v = v >> shift << shift
+        v = _bucket_floor(min(max(us, LOWEST_US), HIGHEST_US))[0]
         buckets[v] = buckets.get(v, 0) + n
     return buckets
 
@@ -81,14 +86,6 @@ def add_counts(into: dict[int, int], part: Mapping[int, int]) -> dict[int, int]:
     for v, n in part.items():
         into[v] = get(v, 0) + n
     return into
-
-
-def _highest_equivalent(us: int) -> int:
-    """The top of the HDR bucket that holds `us`, as HDR reports percentiles."""
-    shift = us.bit_length() - _BUCKET_BITS
-    if shift <= 0:
-        return us
-    return (us >> shift << shift) + (1 << shift) - 1
 
 
 def percentile_us(counts: Mapping[int, int], percentile: float) -> int:
@@ -102,7 +99,8 @@ def percentile_us(counts: Mapping[int, int], percentile: float) -> int:
     for v in sorted(counts):
         seen += counts[v]
         if seen >= want:
-            return _highest_equivalent(min(max(v, LOWEST_US), HIGHEST_US))
+            low, width = _bucket_floor(min(max(v, LOWEST_US), HIGHEST_US))
+            return low + width - 1  # HDR reports a bucket by its highest value
     return 0  # not reached: seen ends at total >= want
 
 
