@@ -265,9 +265,8 @@ class Run:
         for conn in self.pipes:
             conn.send(("expect", {"per_room": per_room, "drain_s": cfg.drain}))
         finals = self._collect("final", cfg.drain + 60)
-        for f in finals:
-            histo.add_counts(self.counts, f["latencies"])
-        self.hist = histo.record_counts(histo.new_histogram(), self.counts)
+        self.hist = histo.merge_counts(histo.new_histogram(),
+                                       [self.counts, *(f["latencies"] for f in finals)])
         return self._merge(sent, finals)
 
     def _other(self, i: int, kind: str, body: dict[str, Any]) -> None:
@@ -287,8 +286,8 @@ class Run:
                 # One percentile of the counts, not summary_ms() of a histogram:
                 # its mean and four percentiles walk the whole histogram in
                 # Python (~80 ms), four times a second, on the CPUs the relay
-                # and the load processes share.
-                # None until a timed message has arrived: no fake 0.00 ms
+                # and the load processes share. None until a timed message has
+                # arrived: no fake 0.00 ms.
                 "p99_ms": (histo.percentile_us(self.counts, 99.0) / 1000.0
                            if self.counts else None),
             })
