@@ -48,7 +48,10 @@ MAX_STASH = 100_000  # requests held per worker while it re-announces its client
 MAX_SANCTIONS = 10_000  # bans by nick, bans by IP, mutes: each list holds at most this many
 ConnKey = tuple[str, int]
 ROOMS_REPLY_MAX = 500  # entries in a `rooms` reply: 500 of the longest names fit 64 KiB frames
-MSG_OVERHEAD = 400  # bytes a stored msg costs besides its text (benchmarks/room_memory.py)
+# Bytes a stored msg costs besides its text: tracemalloc counts 280 (the body
+# dict, its ts and seq ints, the ring slot); the rest is the allocator's share.
+# benchmarks/room_memory.py weighs the whole hub against --history-bytes.
+MSG_OVERHEAD = 400
 MAX_TOMBSTONES = 100_000  # forgotten rooms whose last seq is kept exactly
 FLOOR_SLOTS = 65_536  # past that, a seq floor per hash slot: a seq is never handed out twice
 
