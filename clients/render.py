@@ -128,7 +128,8 @@ def render(ev: Incoming, view: View) -> list[Line]:
         if not ev.rooms:
             return [_server("no rooms")]
         rooms = ", ".join(f"{name} ({count})" for name, count in sorted(ev.rooms.items()))
-        return [_server(f"rooms: {rooms}")]
+        more = f" (the {len(ev.rooms)} largest of {ev.total})" if ev.total is not None else ""
+        return [_server(f"rooms: {rooms}{more}")]
     if isinstance(ev, HistoryPage):
         lines = [_server(f"history of {ev.room}: {len(ev.messages)} messages")]
         lines += [render_msg(m, view) for m in ev.messages]

@@ -28,6 +28,12 @@ HELP = {
     "sndbuf": "kernel send buffer per client socket in bytes (bounds what hides from the "
     "outbox limit); 0 leaves it to kernel autotuning",
     "history": "messages kept per room for history and resume",
+    "history_bytes": "bytes of history kept in all rooms together (texts plus a fixed cost "
+    "per message); past it the least recently active rooms lose their oldest messages",
+    "max_rooms": "rooms the hub holds at once; at the limit an empty room is forgotten to "
+    "make space, and a new room is refused (too_many_rooms) only when every room has members",
+    "max_rooms_per_client": "rooms one client may be in; one more join gets too_many_rooms",
+    "room_ttl": "seconds a room with no members and no message is kept, with its history",
     "rate_limit": "messages per second per client (token bucket); 0 turns the limit off",
     "rate_burst": "burst size of the per-client token bucket",
     "max_connections": "connections the relay accepts in total",
@@ -89,7 +95,8 @@ def _settings(args: argparse.Namespace) -> Settings:
     return settings
 
 
-HUB_SETTINGS = {"history", "history_db", "bus_hwm", "keys", "log_level", "log_format", "metrics"}
+HUB_SETTINGS = {"history", "history_bytes", "max_rooms", "max_rooms_per_client", "room_ttl",
+                "history_db", "bus_hwm", "keys", "log_level", "log_format", "metrics"}
 
 
 def _bus_refused(endpoint: str, keys: str, role: str) -> bool:

@@ -29,6 +29,10 @@ class Settings:
     max_outbox: int = 1024 * 1024     # bytes queued for one client before slow_consumer
     sndbuf: int = 262144              # kernel send buffer per client; 0 = kernel autotuning
     history: int = 1000               # messages kept per room
+    history_bytes: int = 128 * 1024 * 1024  # history kept in all rooms together (bytes)
+    max_rooms: int = 10000            # rooms the hub holds at once
+    max_rooms_per_client: int = 100   # rooms one client may be in
+    room_ttl: float = 3600.0          # seconds an empty, silent room is kept
     rate_limit: float = 20.0          # messages/s per client; 0 = off
     rate_burst: int = 40
     max_connections: int = 10000      # per relay process group (split across workers)

@@ -23,6 +23,13 @@ Why it is shaped this way:
   seconds (one indexed range delete per room).
 - Bodies are stored as msgpack, exactly as the hub holds them (no schema per
   field: the body is what clients get back).
+- Loading is lazy (`load_room`): the hub asks for a room when it is first
+  used, so a big file cannot hold up the start. The file keeps no more than
+  memory does: what the hub evicts (`--history-bytes`) or forgets
+  (`--room-ttl`) is trimmed here at the next prune (`trim`, `forget`), and
+  `forget_except` drops the messages of rooms nobody used for a whole TTL
+  after a start. The `rooms` table keeps every room's seq even then (a few
+  bytes on disk each), so a forgotten room continues its seq, never reuses one.
 
 Errors: `open()` raises `HistoryStoreError` with the path and the reason.
 A write that fails later (disk full) is the caller's to log; the staged
@@ -81,6 +88,7 @@ class HistoryStore:
         self.clock = clock
         self._staged: list[Body] = []
         self._dirty: dict[str, int] = {}  # room -> newest seq written since the last prune
+        self._floor: dict[str, int] = {}  # room -> first seq the hub still keeps (trim)
         self._next_prune = clock() + PRUNE_INTERVAL
         self.commits = 0
         self.written = 0
@@ -157,6 +165,32 @@ class HistoryStore:
             rooms[str(room)] = RoomHistory(int(seq), messages)
         return rooms
 
+    def load_room(self, room: str) -> RoomHistory | None:
+        """One room's seq and newest `keep` messages, or None if the file never saw it.
+
+        Like `load`, only the run that ends at the room's seq comes back; what
+        lies beyond `keep` is trimmed at the next prune.
+        """
+        row = self.db.execute("SELECT seq FROM rooms WHERE room=?", (room,)).fetchone()
+        if row is None:
+            return None
+        seq = int(row[0])
+        floor = self._floor.get(room, 0)  # trimmed or forgotten, not yet pruned
+        rows = self.db.execute(
+            "SELECT seq, body FROM messages WHERE room=? AND seq<=? AND seq>=? "
+            "ORDER BY seq DESC LIMIT ?", (room, seq, floor, self.keep)).fetchall()
+        messages: list[Body] = []
+        want = seq
+        for mseq, blob in rows:
+            body = _unpack(blob) if mseq == want else None
+            if not isinstance(body, dict):
+                break  # a hole (or a bad row): what lies before it cannot be served
+            messages.append(body)
+            want -= 1
+        messages.reverse()
+        self._dirty[room] = max(seq, self._dirty.get(room, 0))
+        return RoomHistory(seq, messages)
+
     # Writing ---------------------------------------------------------------------
 
     def stage(self, body: Body) -> None:
@@ -166,11 +200,6 @@ class HistoryStore:
     @property
     def staged(self) -> int:
         return len(self._staged)
-
-    @property
-    def due(self) -> bool:
-        """Whether a prune is due (rooms written and PRUNE_INTERVAL passed)."""
-        return bool(self._dirty) and self.clock() >= self._next_prune
 
     def append(self, bodies: Iterable[Body]) -> None:
         """Stage `bodies` and commit them in one transaction."""
@@ -225,27 +254,69 @@ class HistoryStore:
                 self.skipped += 1
         return rows
 
+    def trim(self, room: str, first_seq: int) -> None:
+        """The hub keeps `room` only from `first_seq` on: drop the rest at the next prune."""
+        if first_seq > self._floor.get(room, 0):
+            self._floor[room] = first_seq
+
+    def forget(self, room: str, seq: int) -> None:
+        """The hub forgot `room` (at `seq`): its messages go at the next prune, its seq stays."""
+        self.trim(room, seq + 1)
+
+    def forget_except(self, rooms: Iterable[str]) -> int:
+        """Drop the messages of every room not in `rooms`; returns how many rows went.
+
+        The hub calls this once, a whole `--room-ttl` after it started: a room
+        it did not load by then was idle for at least that long.
+        """
+        db = self.db
+        db.execute("BEGIN")
+        try:
+            db.execute("CREATE TEMP TABLE IF NOT EXISTS keep_rooms (room TEXT PRIMARY KEY)")
+            db.execute("DELETE FROM temp.keep_rooms")
+            db.executemany("INSERT OR IGNORE INTO temp.keep_rooms (room) VALUES (?)",
+                           [(r,) for r in rooms])
+            before = db.total_changes
+            db.execute("DELETE FROM messages WHERE room NOT IN (SELECT room FROM temp.keep_rooms)")
+            removed = db.total_changes - before
+            db.execute("DELETE FROM temp.keep_rooms")
+            db.execute("COMMIT")
+        except sqlite3.Error:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        return removed
+
+    @property
+    def due(self) -> bool:
+        """Whether a prune is due (rooms written or trimmed, and PRUNE_INTERVAL passed)."""
+        return bool(self._dirty or self._floor) and self.clock() >= self._next_prune
+
     def prune(self, rooms: Iterable[str] | None = None) -> int:
-        """Trim rooms to their newest `keep` messages; returns how many rows went.
+        """Trim rooms to their newest `keep` messages and to what the hub still keeps
+        (`trim`); returns how many rows went.
 
         Args:
-            rooms: the rooms to trim; None trims those written since the last prune.
+            rooms: the rooms to trim to `keep`; None trims those written since the
+                last prune. Rooms the hub trimmed are always included.
         """
         if rooms is None:
-            targets = dict(self._dirty)
+            targets = {room: seq - self.keep for room, seq in self._dirty.items()}
         else:
             wanted = set(rooms)
-            targets = {str(r): int(s) for r, s in
+            targets = {str(r): int(s) - self.keep for r, s in
                        self.db.execute("SELECT room, seq FROM rooms").fetchall() if r in wanted}
+        for room, first in self._floor.items():
+            targets[room] = max(targets.get(room, first - 1), first - 1)
         self._dirty.clear()
+        self._floor.clear()
         self._next_prune = self.clock() + PRUNE_INTERVAL
         if not targets:
             return 0
         db = self.db
         db.execute("BEGIN")
         before = db.total_changes
-        db.executemany("DELETE FROM messages WHERE room=? AND seq<=?",
-                       [(room, seq - self.keep) for room, seq in targets.items()])
+        db.executemany("DELETE FROM messages WHERE room=? AND seq<=?", list(targets.items()))
         removed = db.total_changes - before
         db.execute("COMMIT")
         return removed

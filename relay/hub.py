@@ -56,6 +56,10 @@ class Hub:
             history_len=settings.history,
             server=f"chat-relay/{__version__}",
             store=self.store,
+            history_bytes=settings.history_bytes,
+            max_rooms=settings.max_rooms,
+            max_rooms_per_client=settings.max_rooms_per_client,
+            room_ttl=settings.room_ttl,
         )
         self.topic_seq: dict[bytes, int] = {}
         self._touched: set[bytes] = set()  # topics published since the last heartbeat
@@ -108,6 +112,13 @@ class Hub:
             log.error("history db %s: write failed (%s); %d message(s) waiting",
                       self.store.path, exc, self.store.staged)
 
+    def expire_rooms(self, mono: float) -> None:
+        """Forget rooms past --room-ttl; a history db that fails here is logged, not fatal."""
+        try:
+            self.state.expire_rooms(mono)
+        except Exception as exc:
+            log.error("forgetting idle rooms failed: %s", exc)
+
     def handle_frames(self, frames: list[bytes], out: Out, mono: float) -> None:
         if len(frames) != 3 or frames[0] != REQUEST:
             return  # a subscription change (handled by zmq) or noise
@@ -150,6 +161,7 @@ class Hub:
             if mono >= next_beat:
                 next_beat = mono + HEARTBEAT
                 out.extend(self.state.expire_workers(mono))
+                self.expire_rooms(mono)
                 out.append((ANNOUNCE, {"t": "_hub", "epoch": self.epoch}))
                 if self.metrics is not None:
                     self.metrics.update(self)

@@ -15,13 +15,25 @@ Items:
 
 This module has one authority per fact: nick ownership (case-insensitive),
 room membership, each room's seq and its history ring.
+
+Budgets (issue 19). Memory is bounded by four limits, all enforced here:
+rooms per client and rooms in total (`too_many_rooms`), history bytes across
+every room (the least recently active rooms lose their oldest messages first)
+and a TTL after which an empty, silent room is forgotten with its history.
+A forgotten room's seq is not: it is kept as a tombstone (and in the history
+db), so a room that comes back continues where it stopped and a client that
+resumes with an old seq gets `history_gap`, never someone else's messages.
 """
 
 from __future__ import annotations
 
+import heapq
 import itertools
+import sys
 import time
-from collections import Counter, deque
+import zlib
+from array import array
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,6 +47,23 @@ FILL_MAX = 1000  # messages resent per fill request
 MAX_STASH = 100_000  # requests held per worker while it re-announces its clients
 MAX_SANCTIONS = 10_000  # bans by nick, bans by IP, mutes: each list holds at most this many
 ConnKey = tuple[str, int]
+ROOMS_REPLY_MAX = 500  # entries in a `rooms` reply: 500 of the longest names fit 64 KiB frames
+# Bytes a stored msg costs besides its text: tracemalloc counts 280 (the body
+# dict, its ts and seq ints, the ring slot); the rest is the allocator's share.
+# benchmarks/room_memory.py weighs the whole hub against --history-bytes.
+MSG_OVERHEAD = 400
+MAX_TOMBSTONES = 100_000  # forgotten rooms whose last seq is kept exactly
+FLOOR_SLOTS = 65_536  # past that, a seq floor per hash slot: a seq is never handed out twice
+
+
+def msg_cost(body: dict[str, Any]) -> int:
+    """What one stored msg counts against --history-bytes: its text as Python holds
+    it (1, 2 or 4 bytes a character) plus the fixed cost of the body around it."""
+    return MSG_OVERHEAD + sys.getsizeof(body.get("text", ""))
+
+
+def _slot(room: str) -> int:
+    return zlib.crc32(room.encode()) % FLOOR_SLOTS
 
 
 def now_ms() -> int:
@@ -72,6 +101,7 @@ class Room:
     seq: int = 0
     members: dict[ConnKey, None] = field(default_factory=dict)
     history: deque[dict[str, Any]] = field(default_factory=deque)
+    cost: int = 0  # msg_cost() of its history, counted against --history-bytes
 
     @property
     def first_seq(self) -> int:
@@ -97,9 +127,17 @@ class HubState:
         worker_timeout: float = 5.0,
         clock: Callable[[], int] = now_ms,
         store: HistoryStore | None = None,
+        history_bytes: int = 128 * 1024 * 1024,
+        max_rooms: int = 10_000,
+        max_rooms_per_client: int = 100,
+        room_ttl: float = 3600.0,
     ) -> None:
         self.epoch = epoch
         self.history_len = history_len
+        self.history_bytes = history_bytes
+        self.max_rooms = max_rooms
+        self.max_rooms_per_client = max_rooms_per_client
+        self.room_ttl = room_ttl
         self.server = server
         self.worker_timeout = worker_timeout
         self.clock = clock
@@ -116,18 +154,27 @@ class HubState:
         self.banned_ips: dict[str, Sanction] = {}    # ip_key -> ban
         self.muted: dict[str, Sanction] = {}         # nick_key -> mute
         self.moderation: Counter[str] = Counter()    # actions taken, for metrics
-        # Durable history (--history-db): rooms come back with their seq and
-        # newest messages; every msg is staged for the hub's next commit.
+        # Budgets: what history costs, which rooms spoke least recently (first),
+        # which rooms are empty since when (oldest first), forgotten rooms' seqs.
+        self.history_used = 0
+        self._lru: OrderedDict[str, None] = OrderedDict()  # rooms with history
+        self._idle: dict[str, float] = {}  # memberless rooms -> monotonic time they emptied
+        self._tombs: dict[str, int] = {}  # forgotten room -> its last seq (oldest first)
+        self._floors = array("q", bytes(8 * FLOOR_SLOTS))  # seqs of tombstones let go
+        self._mono = 0.0  # the current request's monotonic time
+        self._started: float | None = None
+        self.evicted = 0  # messages dropped for --history-bytes, for metrics
+        self.forgotten = 0  # rooms forgotten (TTL or to make space), for metrics
+        # Durable history (--history-db): a room comes back with its seq and
+        # newest messages when it is first used (lazily: a big file cannot hold
+        # up the start); every msg is staged for the hub's next commit.
         self.store = store
-        if store is not None:
-            for name, saved in store.load().items():
-                kept = saved.messages[max(0, len(saved.messages) - history_len):]
-                self.rooms[name] = Room(name, history_len, saved.seq, history=deque(kept))
 
     # Dispatch ---------------------------------------------------------------
 
     def handle(self, worker: str, req: dict[str, Any], out: Out, mono: float) -> None:
         op = req.get("op")
+        self._mono = mono
         if worker not in self.workers:
             if op == "hb" and req.get("hello"):
                 pass  # a fresh worker: it has no clients yet
@@ -157,6 +204,7 @@ class HubState:
     def expire_workers(self, mono: float) -> Out:
         """Forget workers silent for longer than worker_timeout (kill -9, cut link)."""
         out: Out = []
+        self._mono = mono
         for worker, seen in list(self.workers.items()):
             if mono - seen > self.worker_timeout:
                 self.drop_worker(worker, out)
@@ -169,13 +217,95 @@ class HubState:
         for key in [k for k in self.clients if k[0] == worker]:
             self._remove_client(key, out)
 
-    # Helpers ----------------------------------------------------------------
+    def expire_rooms(self, mono: float) -> None:
+        """Forget rooms empty and silent for longer than room_ttl (called every beat).
+
+        With a history db, also drop (once) the stored history of rooms that no
+        one used during the first room_ttl after the start.
+        """
+        if self._started is None:
+            self._started = mono
+        idle = self._idle
+        while idle:
+            name, since = next(iter(idle.items()))
+            if mono - since < self.room_ttl:
+                break
+            self._forget(self.rooms[name])
+        if self.store is not None and mono - self._started >= self.room_ttl:
+            self._started = float("inf")  # once per start
+            self.store.forget_except(self.rooms)
+
+    # Budgets ----------------------------------------------------------------
 
     def _room(self, name: str) -> Room:
         room = self.rooms.get(name)
-        if room is None:
-            room = self.rooms[name] = Room(name, self.history_len)
+        return self._revive(name) if room is None else room
+
+    def _revive(self, name: str) -> Room:
+        """A room new to memory: its seq continues from its tombstone or the history
+        db, and the db's newest messages come back as its history."""
+        seq = self._tombs.pop(name, None)
+        room = Room(name, self.history_len, self._floors[_slot(name)] if seq is None else seq)
+        self.rooms[name] = room
+        saved = self.store.load_room(name) if self.store is not None else None
+        if saved is not None and saved.seq >= room.seq:
+            room.seq = saved.seq
+            kept = saved.messages[len(saved.messages) - self.history_len:] \
+                if self.history_len else []
+            room.history.extend(kept)
+            room.cost = sum(msg_cost(m) for m in kept)
+            self.history_used += room.cost
+            if kept:
+                self._lru[name] = None
+                self._evict()
         return room
+
+    def _forget(self, room: Room) -> None:
+        """Drop a memberless room and its history; keep its seq as a tombstone."""
+        name = room.name
+        del self.rooms[name]
+        self._idle.pop(name, None)
+        self._lru.pop(name, None)
+        self.history_used -= room.cost
+        self.forgotten += 1
+        if room.seq:
+            tombs = self._tombs
+            if len(tombs) >= MAX_TOMBSTONES:
+                old = next(iter(tombs))
+                slot, old_seq = _slot(old), tombs.pop(old)
+                self._floors[slot] = max(self._floors[slot], old_seq)
+            tombs[name] = room.seq
+            if self.store is not None:
+                self.store.forget(name, room.seq)
+
+    def _evict(self) -> None:
+        """Over --history-bytes: the least recently active rooms lose their oldest
+        messages first (the room just spoken in is the newest, so the last)."""
+        lru, store = self._lru, self.store
+        while self.history_used > self.history_bytes and lru:
+            name = next(iter(lru))
+            room = self.rooms[name]
+            if room.history:
+                cost = msg_cost(room.history.popleft())
+                room.cost -= cost
+                self.history_used -= cost
+                self.evicted += 1
+                if store is not None:
+                    store.trim(name, room.first_seq)
+                if room.history:
+                    continue
+            del lru[name]
+            if name in self._idle:
+                self._forget(room)  # nothing left to remember but its seq
+
+    def _make_space(self) -> bool:
+        """At --max-rooms: forget the room empty for longest, if there is one."""
+        if not self._idle:
+            return False
+        self._forget(self.rooms[next(iter(self._idle))])
+        return True
+
+    # Helpers ----------------------------------------------------------------
 
     def _members(self, room: Room) -> list[str]:
         return [self.clients[k].nick for k in room.members]
@@ -190,11 +320,25 @@ class HubState:
         w, c = by if by is not None else (None, None)
         out.append((room_topic(room), [body, w, c, None]))
 
-    def _join(self, key: ConnKey, name: str, out: Out, resume: int | None = None) -> None:
+    def _join(self, key: ConnKey, name: str, out: Out, resume: int | None = None,
+              ref: str = "join") -> None:
         client = self.clients[key]
+        if name not in client.rooms and len(client.rooms) >= self.max_rooms_per_client:
+            self._to(out, key, _error(
+                "too_many_rooms", f"you are in {len(client.rooms)} rooms, the most one client "
+                f"may be in; part one before joining {name}", ref, room=name))
+            return
+        if name not in self.rooms and len(self.rooms) >= self.max_rooms \
+                and not self._make_space():
+            self._to(out, key, _error(
+                "too_many_rooms", f"the relay holds {len(self.rooms)} rooms, all with members, "
+                f"its limit; {name} cannot be opened now (join an existing room)", ref,
+                room=name))
+            return
         room = self._room(name)
         already = key in room.members
         room.members[key] = None
+        self._idle.pop(name, None)
         client.rooms[name] = None
         self._to(out, key, {"t": "joined", "room": name, "members": self._members(room),
                             "seq": room.seq})
@@ -234,8 +378,11 @@ class HubState:
         if extra:
             body.update(extra)  # an operator's removal: by, reason
         self._broadcast(out, name, body, key)
-        if not room.members and room.seq == 0:
-            del self.rooms[name]  # nothing to remember about an empty, silent room
+        if not room.members:
+            if room.history:
+                self._idle[name] = self._mono  # forgotten after room_ttl
+            else:
+                self._forget(room)  # nothing to remember but its seq
 
     def _remove_client(self, key: ConnKey, out: Out,
                        extra: dict[str, Any] | None = None) -> None:
@@ -293,9 +440,9 @@ class HubState:
         resume: dict[str, int] = req.get("resume") or {}
         for name in req.get("rooms", []):
             if name not in resume:
-                self._join(key, name, out)
+                self._join(key, name, out, ref="hello")
         for name, seq in resume.items():
-            self._join(key, name, out, resume=seq)
+            self._join(key, name, out, resume=seq, ref="hello")
 
     def _guest_nick(self) -> str:
         while True:
@@ -331,8 +478,16 @@ class HubState:
         room.history.append(body)
         if self.store is not None:
             self.store.stage(body)
+        cost = msg_cost(body)
         if len(room.history) > room.history_len:
-            room.history.popleft()
+            cost -= msg_cost(room.history.popleft())
+        room.cost += cost
+        self.history_used += cost
+        lru = self._lru
+        lru[room.name] = None
+        lru.move_to_end(room.name)
+        if self.history_used > self.history_bytes:
+            self._evict()
         out.append((room_topic(room.name), [body, key[0], key[1], req.get("id")]))
 
     def _op_whisper(self, worker: str, req: dict[str, Any], out: Out) -> None:
@@ -421,8 +576,21 @@ class HubState:
     def _op_rooms(self, worker: str, req: dict[str, Any], out: Out) -> None:
         key = self._client(worker, req, out)
         if key is not None:
-            rooms = {r.name: len(r.members) for r in self.rooms.values() if r.members}
-            self._to(out, key, {"t": "rooms", "rooms": rooms})
+            self._to(out, key, self._rooms_body())
+
+    def _rooms_body(self) -> dict[str, Any]:
+        """Rooms with members, the largest first, at most ROOMS_REPLY_MAX of them;
+        a capped reply says so (`truncated`, `total`)."""
+        sizes = [(len(r.members), r.name) for r in self.rooms.values() if r.members]
+        body: dict[str, Any] = {"t": "rooms"}
+        if len(sizes) > ROOMS_REPLY_MAX:
+            body["truncated"] = True
+            body["total"] = len(sizes)
+            sizes = heapq.nlargest(ROOMS_REPLY_MAX, sizes, key=lambda s: s[0])
+        else:
+            sizes.sort(key=lambda s: -s[0])
+        body["rooms"] = {name: n for n, name in sizes}
+        return body
 
     def _op_gone(self, worker: str, req: dict[str, Any], out: Out) -> None:
         key = (worker, int(req.get("c", -1)))
@@ -476,9 +644,10 @@ class HubState:
             self.clients[key] = ClientRec(worker, key[1], nick)
             self.nicks[nick_key(nick)] = key
             for name, seq in rooms.items():
-                room = self._room(name)
+                room = self._room(name)  # over a budget or not: these members exist
                 room.seq = max(room.seq, int(seq))
                 room.members[key] = None
+                self._idle.pop(name, None)
                 self.clients[key].rooms[name] = None
                 if returning:
                     self._broadcast(out, name, {"t": "presence", "room": name, "nick": nick,

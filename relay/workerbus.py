@@ -529,6 +529,10 @@ class WorkerBus:
             self._after_flush.append(conn.hello_done)
         elif t == "renamed":
             conn.nick = body["nick"]
+        elif t == "error" and body.get("code") == "too_many_rooms":
+            room = body.get("room")
+            if isinstance(room, str) and room not in conn.rooms:
+                self._unsubscribe(conn, room)  # the join was refused: no fan-out for it
         elif t == "error" and body.get("ref") == "hello" and not conn.ready:
             for room in list(conn.sub_rooms):
                 self._unsubscribe(conn, room)

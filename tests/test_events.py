@@ -248,6 +248,7 @@ RELAY: list[RelayEvent] = [
     KeepalivePing(),
     Notice("hello"),
     RoomList({"lobby": 2}),
+    RoomList({"big": 9, "lobby": 2}, total=900),
     Error("no_such_nick", "nobody called zed", "whisper", nick="zed"),
 ]
 

@@ -37,6 +37,8 @@ ERROR_CODES: Final = frozenset(
         "slow_consumer",
         "shutting_down",
         "too_many_connections",
+        # Budgets (docs/protocol.md, extension): a join refused, the connection stays.
+        "too_many_rooms",
         # Moderation (docs/protocol.md, extension):
         "not_operator",
         "kicked",

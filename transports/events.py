@@ -316,10 +316,14 @@ class Notice(RelayEvent):
 
 @dataclass(frozen=True, slots=True)
 class RoomList(RelayEvent):
-    """Extension: every room with its member count."""
+    """Extension: rooms with their member counts, the largest first.
+
+    `total` is set when the relay capped the list: how many rooms it has.
+    """
 
     T: ClassVar[str] = "rooms"
     rooms: dict[str, int] = field(default_factory=dict)
+    total: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -547,7 +551,8 @@ def parse_relay_body(body: Any) -> RelayEvent:
         if t == "notice":
             return Notice(body["text"])
         if t == "rooms":
-            return RoomList(dict(body["rooms"]))
+            total = body.get("total")
+            return RoomList(dict(body["rooms"]), int(total) if total is not None else None)
         if t == "error":
             return Error(
                 body["code"], body.get("text", ""), body.get("ref"), body.get("room"),

@@ -607,6 +607,8 @@ class IrcServerCodec(ServerCodec):
             if ref == "say":
                 return self._numeric("404", channel, text="Cannot send to channel (join it first)")
             return self._numeric("442", channel, text="You're not on that channel")
+        if code == "too_many_rooms":
+            return self._numeric("405", channel, text=f"You have joined too many channels ({text})")
         if code == "room_invalid":
             return self._numeric("479", channel, text=f"Illegal channel name: {text}")
         if code == "not_ready":
@@ -681,6 +683,9 @@ class IrcServerCodec(ServerCodec):
         for room, count in sorted(rooms.items()):
             if wanted is None or room in wanted:
                 lines.append(self._numeric("322", room_to_channel(str(room)), str(count), text=""))
+        if body.get("truncated"):
+            lines.append(self._server_notice(
+                f"LIST shows the {len(rooms)} largest of {body.get('total', '?')} rooms"))
         lines.append(self._numeric("323", text="End of /LIST"))
         return "".join(lines)
 

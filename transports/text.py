@@ -505,7 +505,11 @@ class TextServerCodec(ServerCodec):
                 listed = ", ".join(f"{name} ({n})" for name, n in rooms.items())
             else:
                 listed = ", ".join(_names(rooms))
-            return [f"* rooms: {listed or 'none'}"]
+            lines = [f"* rooms: {listed or 'none'}"]
+            if body.get("truncated"):
+                shown = len(rooms) if isinstance(rooms, dict | list) else 0
+                lines.append(f"* (the {shown} largest of {body.get('total', '?')} rooms)")
+            return lines
         if t == "history":
             messages = body.get("messages")
             messages = messages if isinstance(messages, list | tuple) else []
