@@ -6,6 +6,7 @@ or a prompt, not only argv."""
 from __future__ import annotations
 
 import socket
+import ssl
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -15,12 +16,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from clients.errors import NotTls
 from clients.render import View, clean, clean_line, plain, render
 from clients.sync import connect
 from tests.conftest import RelayFactory
 from tests.relayproc import ROOT, UNIT, RelayProcess
 from tests.test_chat_client import ANSI, CLIENT, ENV, HOST, next_msg
-from transports.events import Msg, Presence, WhisperMsg
+from transports.events import Error, Msg, Notice, Presence, WhisperMsg
 
 # Every code point the sanitiser must neutralise, by class.
 C0 = {c for c in range(0x20) if c != 0x09}  # tab passes: it can only move right
@@ -77,7 +79,6 @@ def test_clean_line_marks_stand_ins_in_reverse_video() -> None:
 def test_every_render_path_is_clean_after_clean_line() -> None:
     evil = "x\x1b[2J\r\x9b\u202e\u2028y"
     view = View("alice", "lobby", {"lobby": None})
-    from transports.events import Error, Notice
     events = [Msg("lobby", 1, 0, "bob", evil), WhisperMsg("bob", "alice", evil, 0),
               Notice(evil), Error("bad_field", evil), Presence(evil, "bob", "join")]
     for ev in events:
@@ -169,6 +170,11 @@ def test_tls_against_a_plain_relay_says_drop_tls(relay: RelayProcess) -> None:
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert "this relay does not use TLS" in proc.stderr and proc.stderr.endswith("drop --tls\n")
     assert proc.stdout == ""
+
+
+def test_the_library_raises_not_tls_too(relay: RelayProcess) -> None:
+    with pytest.raises(NotTls, match="answered our TLS hello in plain text"):
+        connect(HOST, relay.port, "alice", tls=ssl.create_default_context(), timeout=5 * UNIT)
 
 
 @pytest.fixture

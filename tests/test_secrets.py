@@ -76,7 +76,7 @@ def write_config(path: Path, file_mode: int, db: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize("source", ["env", "config-0600", "config-0644"])
+@pytest.mark.parametrize("source", ["env", "config-0600", "config-0644", "flags"])
 def test_no_password_in_any_argv_nor_in_a_childs_environment(
         source: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     db = tmp_path / "history.db"
@@ -84,6 +84,8 @@ def test_no_password_in_any_argv_nor_in_a_childs_environment(
         monkeypatch.setenv("CHAT_RELAY_PASSWORD", PASSWORD)
         monkeypatch.setenv("CHAT_RELAY_OPER_PASSWORD", OPER)
         args = ["--history-db", str(db)]
+    elif source == "flags":  # the user's own choice for the supervisor; never its children's
+        args = ["--history-db", str(db), "--password", PASSWORD, "--oper-password", OPER]
     else:
         for env in SECRET_ENV:
             monkeypatch.delenv(env, raising=False)
@@ -103,7 +105,7 @@ def test_no_password_in_any_argv_nor_in_a_childs_environment(
         procs = tree(relay)
         roles = [" ".join(p.cmdline()[3:4]) for p in procs]
         assert sorted(roles) == ["_hub", "_worker", "_worker", "start"], roles
-        for proc in procs:
+        for proc in procs if source != "flags" else procs[1:]:
             cmdline = Path(f"/proc/{proc.pid}/cmdline").read_bytes()
             assert PASSWORD.encode() not in cmdline and OPER.encode() not in cmdline, cmdline
         for proc in procs[1:]:  # the supervisor's own environment is the user's
