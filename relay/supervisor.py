@@ -5,7 +5,8 @@ every worker, so `--port 0` works (all workers share the one ephemeral port)
 and a worker that dies loses only its own connections. It restarts any child
 that dies, tells the hub a dead worker's clients are gone, and on SIGINT or
 SIGTERM stops workers first (they tell clients `shutting_down` and flush),
-then the hub.
+then the hub. Children read their settings from an inherited fd (argv is
+public on the host); the hub's copy carries no password.
 """
 
 from __future__ import annotations
