@@ -16,7 +16,13 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from clients.core import Batch, Request
-from clients.errors import CannotConnect, ConnectionClosed, HandshakeError, describe_os_error
+from clients.errors import (
+    CannotConnect,
+    ConnectionClosed,
+    HandshakeError,
+    describe_os_error,
+    tls_failure,
+)
 from clients.state import ConnectionLost, Incoming, Reconnected
 from clients.sync import (
     DEFAULT_TIMEOUT,
@@ -149,9 +155,9 @@ class AsyncClient(ClientBase):
                     server_hostname=self.host if self.tls else None,
                     limit=_RECV_SIZE * 4,
                 )
-        except ssl.SSLError as exc:
-            raise CannotConnect(self.host, self.port, f"TLS handshake failed: {exc}") from exc
-        except (OSError, TimeoutError) as exc:
+        except (OSError, TimeoutError, EOFError) as exc:  # ssl.SSLError is an OSError
+            if self.tls is not None:
+                raise tls_failure(self.host, self.port, exc) from exc
             raise CannotConnect(self.host, self.port, describe_os_error(exc)) from exc
         return reader, writer
 

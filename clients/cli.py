@@ -15,6 +15,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import getpass
+import os
 import ssl
 import sys
 import threading
@@ -23,10 +25,13 @@ from typing import TextIO
 
 from clients.aio import AsyncClient, connect
 from clients.commands import parse
-from clients.errors import CannotConnect, ConnectionClosed, HandshakeError
-from clients.render import SERVER_STYLE, Line, View, clock, plain, render
+from clients.errors import CannotConnect, ConnectionClosed, HandshakeError, NotTls
+from clients.render import SERVER_STYLE, Line, View, clean, clean_line, clock, plain, render
 from clients.state import Incoming, Reconnected
 from transports.events import Error, Joined, Parted, Ping, Renamed, Say, Whisper
+
+PASSWORD_ENV = "CHAT_RELAY_PASSWORD"
+PASSWORD_TRIES = 3  # prompts before giving up (the relay blocks an IP after 5 failures)
 
 # After stdin ends, how long pipe mode waits for its own messages to come back.
 ACK_WAIT = 5.0
@@ -43,7 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("port", type=int, help="relay port, e.g. 8081")
     p.add_argument("--nick", help="your nick (default: a guest nick)")
     p.add_argument("--room", default="lobby", help="room to join first (default: lobby)")
-    p.add_argument("--password", help="the relay's password, if it has one")
+    p.add_argument(
+        "--password",
+        help="the relay's password, if it has one. A flag is visible to every local user "
+        f"(ps): prefer ${PASSWORD_ENV}, or leave it out to be asked on the terminal",
+    )
     p.add_argument("--tls", action="store_true", help="connect with TLS")
     p.add_argument("--ca", metavar="FILE", help="CA bundle to trust for TLS (implies --tls)")
     p.add_argument(
@@ -68,15 +77,21 @@ class Ui:
 
     def __init__(self, client: AsyncClient, room: str, out: Callable[[Line], None]) -> None:
         self.client = client
-        self.out = out
+        # Every line passes clean_line() on its way out: relay text cannot reach
+        # the terminal raw, whichever path printed it.
+        self.out: Callable[[Line], None] = lambda line: out(clean_line(line))
         self.view = View(client.nick_name, room, dict.fromkeys(client.joined_rooms))
         self._rooms = self.view.rooms
         self._before_join: str | None = room
         self._pings: set[asyncio.Task[None]] = set()  # /ping round trips in flight
 
     def note(self, text: str) -> None:
-        """A local line (or block, such as /help), shown like the relay's `* ` lines."""
-        first, *rest = text.splitlines() or [""]
+        """A local line (or block, such as /help), shown like the relay's `* ` lines.
+
+        Only "\n" breaks lines here; relay text in `text` must be clean()ed by
+        the caller first, so that its own newlines show as ^J.
+        """
+        first, *rest = text.split("\n")
         self.out([(SERVER_STYLE, f"{clock()} * {first}")])
         for line in rest:
             self.out([(SERVER_STYLE, line)])
@@ -137,14 +152,14 @@ class Ui:
             else:
                 await self.client.send(event)
         except (ConnectionClosed, TimeoutError) as exc:
-            self.note(f"error: not sent: {exc}")
+            self.note(f"error: not sent: {clean(str(exc))}")
         return True
 
     async def _ping(self) -> None:
         try:
             rtt = await self.client.ping()
         except (ConnectionClosed, TimeoutError) as exc:
-            self.note(f"error: ping: {exc}")
+            self.note(f"error: ping: {clean(str(exc))}")
             return
         self.note(f"pong: {rtt * 1000:.1f} ms round trip")
 
@@ -198,7 +213,7 @@ async def run_pipe(client: AsyncClient, room: str) -> int:
     lost = pump.done() and client.closed_reason is not None
     await ui.finish(pump, wait_acks=not lost)
     if lost:
-        print(f"* disconnected: {client.closed_reason}", file=sys.stderr)
+        print(f"* disconnected: {clean(client.closed_reason or '')}", file=sys.stderr)
         return 1
     return 0
 
@@ -215,9 +230,10 @@ async def run_interactive(client: AsyncClient, room: str) -> int:
     session: PromptSession[str] = PromptSession(erase_when_done=True)
 
     def prompt() -> str:
-        return f"[{ui.view.room or '-'}] {ui.view.nick}> "
+        return clean(f"[{ui.view.room or '-'}] {ui.view.nick}> ")
 
-    ui.note(f"connected to {client.host}:{client.port} as {client.nick_name}; /help for commands")
+    ui.note(f"connected to {client.host}:{client.port} as {clean(client.nick_name)}; "
+            "/help for commands")
     lost = False
     with patch_stdout(raw=True):
         pump = asyncio.create_task(ui.pump())
@@ -238,26 +254,70 @@ async def run_interactive(client: AsyncClient, room: str) -> int:
                 break
         await ui.finish(pump, wait_acks=False)
     if lost:
-        print(f"* disconnected: {client.closed_reason}", file=sys.stderr)
+        print(f"* disconnected: {clean(client.closed_reason or '')}", file=sys.stderr)
         return 1
     return 0
 
 
+class NeedPassword(Exception):
+    """The relay wants a password, none was given and there is no terminal to ask on."""
+
+
+def ask_password(host: str, port: int) -> str | None:
+    """The password typed on the controlling terminal, or None without one.
+
+    /dev/tty, not stdin: in pipe mode stdin carries the messages.
+    """
+    try:
+        with open("/dev/tty", "rb"):
+            pass
+    except OSError:
+        return None
+    try:
+        return getpass.getpass(f"password for {host}:{port}: ") or None
+    except EOFError:
+        return None
+
+
+async def _connect(args: argparse.Namespace) -> AsyncClient:
+    """Connect; with no password given, ask for one on the terminal if the relay wants it.
+
+    Raises what `connect` raises; a refused password as HandshakeError(auth_failed).
+    """
+    password = args.password or os.environ.get(PASSWORD_ENV) or None
+    asked = 0
+    while True:
+        try:
+            return await connect(
+                args.host,
+                args.port,
+                args.nick,
+                rooms=(args.room,),
+                password=password,
+                timeout=args.timeout,
+                tls=tls_context(args),
+                reconnect=True,
+                transport=args.transport,
+            )
+        except HandshakeError as exc:
+            if exc.code != "auth_failed" or (password and not asked) or asked >= PASSWORD_TRIES:
+                raise
+            if asked:
+                print("wrong password", file=sys.stderr)
+            password = ask_password(args.host, args.port)
+            if password is None:
+                if asked:
+                    raise
+                raise NeedPassword from None
+            asked += 1
+
+
 async def run(args: argparse.Namespace) -> int:
     try:
-        client = await connect(
-            args.host,
-            args.port,
-            args.nick,
-            rooms=(args.room,),
-            password=args.password,
-            timeout=args.timeout,
-            tls=tls_context(args),
-            reconnect=True,
-            transport=args.transport,
-        )
-    except (CannotConnect, HandshakeError, ConnectionClosed, TimeoutError, ValueError) as exc:
-        print(_connect_error(args, exc), file=sys.stderr)
+        client = await _connect(args)
+    except (CannotConnect, HandshakeError, ConnectionClosed, TimeoutError, ValueError,
+            NeedPassword) as exc:
+        print(clean(_connect_error(args, exc)), file=sys.stderr)
         return 1
     if sys.stdin.isatty():
         return await run_interactive(client, args.room)
@@ -265,6 +325,13 @@ async def run(args: argparse.Namespace) -> int:
 
 
 def _connect_error(args: argparse.Namespace, exc: BaseException) -> str:
+    if isinstance(exc, NotTls):
+        flags = " and ".join(f for f, on in (("--tls", args.tls), ("--ca", args.ca)) if on)
+        return (f"cannot connect to {args.host}:{args.port}: this relay does not use TLS "
+                f"({exc.how}); drop {flags}")
+    if isinstance(exc, NeedPassword):
+        return (f"{args.host}:{args.port} needs a password: set ${PASSWORD_ENV} (or give "
+                "--password, which other local users can see)")
     if isinstance(exc, CannotConnect):
         return str(exc)
     if isinstance(exc, HandshakeError):

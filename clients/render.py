@@ -3,10 +3,16 @@
 Pure functions over a small `View` (who we are, which room is current), so
 the terminal and pipe modes show the same words and tests need no terminal.
 A fragment is a prompt_toolkit (style, text) pair; `plain()` drops styles.
+
+Everything a relay or a peer wrote passes `clean()` (or `clean_line()`)
+before it reaches the terminal, in both modes: a control character could
+otherwise move the cursor, clear the screen, retitle the window or draw a
+fake `<nick>` line, and a bidi override could show a line reversed.
 """
 
 from __future__ import annotations
 
+import re
 import time
 import zlib
 from dataclasses import dataclass, field
@@ -49,6 +55,55 @@ NICK_COLOURS = (
 )
 SERVER_STYLE = "ansibrightblack"
 ERROR_STYLE = "ansired bold"
+
+
+# What a peer must not send to our terminal: C0 controls but tab (tab only
+# moves the cursor right; it cannot erase or overwrite), DEL, C1 controls
+# (U+009B is CSI to a UTF-8 xterm), the bidi embeddings, overrides and
+# isolates (U+202A-202E, U+2066-2069: the "Trojan Source" set), the line and
+# paragraph separators, and lone surrogates (unprintable; a JSON peer can
+# send them). The marks U+200E/U+200F/U+061C stay: they set no direction
+# for what follows, and right-to-left text needs them.
+_UNSAFE = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069"
+                     "\u2028\u2029\ud800-\udfff]")
+NEUTRALISED_STYLE = "reverse"
+
+
+def shown_as(ch: str) -> str:
+    """How one neutralised character is shown: caret notation for ASCII
+    controls (ESC is ^[, CR ^M, DEL ^?), <U+XXXX> for the others."""
+    code = ord(ch)
+    if code < 0x20:
+        return "^" + chr(code + 0x40)
+    if code == 0x7F:
+        return "^?"
+    return f"<U+{code:04X}>"
+
+
+def clean(text: str) -> str:
+    """`text` made safe to print: every unsafe character shown visibly, none dropped."""
+    if _UNSAFE.search(text) is None:
+        return text
+    return _UNSAFE.sub(lambda m: shown_as(m.group()), text)
+
+
+def clean_line(line: Line) -> Line:
+    """`clean()` over every fragment; on a terminal the stand-ins show in reverse
+    video, so a neutralised ESC is told apart from a typed "^[" ."""
+    out: Line = []
+    for style, text in line:
+        if _UNSAFE.search(text) is None:
+            out.append((style, text))
+            continue
+        pos = 0
+        for m in _UNSAFE.finditer(text):
+            if m.start() > pos:
+                out.append((style, text[pos:m.start()]))
+            out.append((f"{style} {NEUTRALISED_STYLE}".strip(), shown_as(m.group())))
+            pos = m.end()
+        if pos < len(text):
+            out.append((style, text[pos:]))
+    return out
 
 
 def nick_colour(nick: str) -> str:

@@ -26,6 +26,7 @@ from clients.errors import (
     ConnectionClosed,
     HandshakeError,
     describe_os_error,
+    tls_failure,
 )
 from clients.state import ConnectionLost, Incoming, Reconnected
 from transports.events import (
@@ -256,9 +257,9 @@ class Client(ClientBase):
             return sock
         try:
             return self.tls.wrap_socket(sock, server_hostname=self.host)
-        except (OSError, ssl.SSLError) as exc:
+        except OSError as exc:  # ssl.SSLError included
             sock.close()
-            raise CannotConnect(self.host, self.port, f"TLS handshake failed: {exc}") from exc
+            raise tls_failure(self.host, self.port, exc) from exc
 
     def _handshake(self, sock: socket.socket, ghost_wait: float) -> list[Incoming]:
         """Say hello on `sock` and read until welcomed and joined everywhere."""

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from relay import __version__
-from relay.config import Settings
+from relay.config import SECRET_ENV, Settings
 
 HELP = {
     "host": "address to listen on (default 127.0.0.1: loopback only; 0.0.0.0 serves the LAN)",
@@ -46,14 +46,16 @@ HELP = {
     "max_linger": "longest a busy worker holds fan-out to send more messages per syscall "
     "(seconds; it holds a quarter of what its recent send rounds took, up to this); "
     "0 sends at once",
-    "password": "password every client must give (also $CHAT_RELAY_PASSWORD)",
+    "password": "password every client must give; a flag is visible to every local user "
+    "(ps), so prefer $CHAT_RELAY_PASSWORD or --config FILE (mode 0600)",
     "tls_cert": "PEM certificate file: the port then speaks TLS 1.2+ for every dialect",
     "tls_key": "PEM private key file for --tls-cert",
     "keys": "CURVE key directory for a TCP bus (made by `chat-relay keys generate DIR`)",
     "history_db": "SQLite file that keeps history, seq and epoch across restarts",
     "metrics": "HOST:PORT to serve Prometheus metrics on (port 0 picks one; the banner says)",
     "log_format": "text or json",
-    "oper_password": "operator password: lets a client kick, ban and mute",
+    "oper_password": "operator password: lets a client kick, ban and mute; a flag is "
+    "visible to every local user (ps), so prefer $CHAT_RELAY_OPER_PASSWORD or --config FILE",
 }
 
 
@@ -74,18 +76,23 @@ def _add_settings_flags(parser: argparse.ArgumentParser, only: set[str] | None =
 
 def _settings(args: argparse.Namespace) -> Settings:
     settings = Settings()
-    if getattr(args, "config", None):  # defaults < file < $CHAT_RELAY_PASSWORD < flags
-        from relay.configfile import ConfigError, load
+    if getattr(args, "config", None):  # defaults < file < $CHAT_RELAY_*PASSWORD < flags
+        from relay.configfile import ConfigError, exposure, load
 
         try:
-            for name, value in load(args.config).items():
-                setattr(settings, name, value)
+            values = load(args.config)
         except ConfigError as exc:
             print(f"chat-relay: {exc}", file=sys.stderr)
             raise SystemExit(2) from None
-    env_password = os.environ.get("CHAT_RELAY_PASSWORD")
-    if env_password:
-        settings.password = env_password
+        for name, value in values.items():
+            setattr(settings, name, value)
+        warning = exposure(args.config, values)
+        if warning:
+            print(f"chat-relay: {warning}", file=sys.stderr)
+    for env, name in SECRET_ENV.items():
+        secret = os.environ.get(env)
+        if secret:
+            setattr(settings, name, secret)
     for f in dataclasses.fields(Settings):
         value = getattr(args, f.name, None)
         if value is not None:
@@ -151,7 +158,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"chat-relay {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    start = sub.add_parser("start", help="run a relay: hub + worker processes on one port")
+    start = sub.add_parser(
+        "start", help="run a relay: hub + worker processes on one port",
+        epilog="Secrets: every user of this host can read a process's flags (ps), so give "
+        "passwords as $CHAT_RELAY_PASSWORD / $CHAT_RELAY_OPER_PASSWORD or in a --config file "
+        "only you can read (chmod 600). The hub and workers get their settings through an "
+        "inherited file descriptor, never on their command line or in their environment.",
+    )
     _add_settings_flags(start)
     public_hub = sub.add_parser("hub", help="run only the hub, serving relays on other hosts")
     public_hub.add_argument("--bind", required=True, help="zmq endpoint, e.g. tcp://0.0.0.0:7070")
@@ -159,13 +172,15 @@ def build_parser() -> argparse.ArgumentParser:
     keys = sub.add_parser("keys", help="CURVE keys for a bus between hosts")
     keys.add_argument("action", choices=["generate"])
     keys.add_argument("dir", help="directory to create (0700) with hub and node key pairs")
+    # The supervisor's children: settings come through an inherited fd (see
+    # Settings.write_fd), because argv is public on the host.
     hub = sub.add_parser("_hub", help=argparse.SUPPRESS)
     hub.add_argument("--bind", required=True)
-    hub.add_argument("--settings", required=True)
+    hub.add_argument("--settings-fd", type=int, required=True)
     worker = sub.add_parser("_worker", help=argparse.SUPPRESS)
-    for name in ("--id", "--hub", "--settings"):
+    for name in ("--id", "--hub"):
         worker.add_argument(name, required=True)
-    for name in ("--fd", "--status-fd", "--workers"):
+    for name in ("--fd", "--status-fd", "--workers", "--settings-fd"):
         worker.add_argument(name, type=int, required=True)
     return parser
 
@@ -194,7 +209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from relay import hub
         from relay.procutil import die_with_parent, setup_logging
 
-        settings = Settings.from_json(args.settings)
+        settings = Settings.read_fd(args.settings_fd)
         die_with_parent()
         setup_logging(settings.log_level, settings.log_format)
         hub.main(settings, args.bind)
@@ -206,7 +221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "_worker":
         from relay import worker
 
-        settings = Settings.from_json(args.settings)
+        settings = Settings.read_fd(args.settings_fd)
         worker.main(settings, args.id, args.hub, args.fd, args.status_fd, args.workers)
         return 0
     return 2

@@ -2,13 +2,22 @@
 
 Each field is a `chat-relay start` flag (dashes for underscores). Defaults
 follow PROTOCOL.md and the numbers trusted servers use (Redis, NATS, IRC).
+
+Settings reach the hub and worker processes as JSON through an inherited
+file descriptor (`write_fd` / `read_fd`), never on their command line, which
+every local user can read in `ps`; the secrets are kept out of `repr()` so
+no log line shows them.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+
+# Environment variables that set a secret (env name -> Settings field). They
+# rank above the config file and below the flags, and children never inherit them.
+SECRET_ENV = {"CHAT_RELAY_PASSWORD": "password", "CHAT_RELAY_OPER_PASSWORD": "oper_password"}
 
 
 def default_workers() -> int:
@@ -43,7 +52,7 @@ class Settings:
     shutdown_grace: float = 3.0       # seconds to flush outboxes on SIGTERM
     bus_hwm: int = 100000             # zmq high-water marks on every bus socket
     max_linger: float = 0.02          # seconds a loaded worker may hold output to batch it
-    password: str = ""
+    password: str = field(default="", repr=False)
     # Security and operations.
     tls_cert: str = ""                # PEM certificate: TLS 1.2+ for every dialect
     tls_key: str = ""
@@ -51,7 +60,7 @@ class Settings:
     history_db: str = ""              # SQLite file: history, seq and epoch survive restarts
     metrics: str = ""                 # HOST:PORT for Prometheus text metrics
     log_format: str = "text"          # text or json
-    oper_password: str = ""           # lets a client /kick, /ban, /mute
+    oper_password: str = field(default="", repr=False)  # lets a client /kick, /ban, /mute
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -59,3 +68,36 @@ class Settings:
     @classmethod
     def from_json(cls, text: str) -> Settings:
         return cls(**json.loads(text))
+
+    def without_secrets(self) -> Settings:
+        """A copy for a process that checks no password (the hub): least privilege."""
+        return replace(self, password="", oper_password="")
+
+    def write_fd(self) -> int:
+        """These settings in an anonymous in-memory file; returns its fd for `pass_fds`.
+
+        The caller closes the fd once the child has started. A memfd (or an
+        unlinked 0600 temp file where there is none) never blocks the writer,
+        whatever the size, unlike a pipe nobody reads yet.
+        """
+        data = self.to_json().encode("utf-8")
+        memfd = getattr(os, "memfd_create", None)
+        if memfd is not None:
+            fd = int(memfd("chat-relay-settings", os.MFD_CLOEXEC))
+        else:  # pragma: no cover - Linux always has memfd_create
+            import tempfile
+
+            with tempfile.TemporaryFile() as f:
+                fd = os.dup(f.fileno())
+        os.fchmod(fd, 0o600)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.lseek(fd, 0, os.SEEK_SET)
+        return fd
+
+    @classmethod
+    def read_fd(cls, fd: int) -> Settings:
+        """The settings a parent wrote with `write_fd`; closes `fd`."""
+        with os.fdopen(fd, "rb") as f:
+            return cls.from_json(f.read().decode("utf-8"))

@@ -3,20 +3,23 @@
 Every Settings field is a top-level key with the field's name (`max_outbox`
 or `max-outbox`). The file sits between the defaults and the command line:
 
-    defaults < config file < $CHAT_RELAY_PASSWORD (password only) < flags
+    defaults < config file < $CHAT_RELAY_PASSWORD, $CHAT_RELAY_OPER_PASSWORD < flags
 
 A typo must not silently leave a limit at its default, so unknown keys and
-values of the wrong type are errors that name the key and the file.
+values of the wrong type are errors that name the key and the file. A file
+that holds a password should be readable by its owner only: `exposure()`
+words the warning when it is not.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import tomllib
 from pathlib import Path
 from typing import Any
 
-from relay.config import Settings
+from relay.config import SECRET_ENV, Settings
 
 
 class ConfigError(Exception):
@@ -67,3 +70,24 @@ def load(path: str | Path) -> dict[str, Any]:
         seen[name] = key
         values[name] = _coerce(str(path), key, raw[key], types[name])
     return values
+
+
+def exposure(path: str | Path, values: dict[str, Any]) -> str:
+    """A warning if the file sets a password and group or others may read it, else "".
+
+    Only the mode is judged (not ACLs or the directory): the common mistake
+    is a config written with the default umask, 0644.
+    """
+    held = [name for name in SECRET_ENV.values() if values.get(name)]
+    if not held:
+        return ""
+    try:
+        mode = os.stat(path).st_mode & 0o777
+    except OSError:
+        return ""
+    if not mode & 0o044:
+        return ""
+    who = " and ".join(w for w, bit in (("its group", 0o040), ("every local user", 0o004))
+                       if mode & bit)
+    return (f"warning: {path} holds {' and '.join(held)} but {who} can read it "
+            f"(mode {mode:04o}); chmod 600 {path}")

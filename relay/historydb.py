@@ -38,6 +38,7 @@ messages are kept and retried with the next commit, up to MAX_STAGED.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterable
@@ -77,6 +78,18 @@ def _unpack(data: bytes) -> Any:
     return msgpack.unpackb(data, raw=False, strict_map_key=False)
 
 
+def _create_private(path: str) -> None:
+    """Create the file 0600 if it is new: chat history is for the relay's owner.
+
+    SQLite gives the -wal, -shm and -journal files it makes the mode of the
+    database file, so this covers all of them, whatever the process umask.
+    An existing file keeps the mode its owner chose.
+    """
+    if path in ("", ":memory:") or path.startswith("file:"):
+        return
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
+
+
 class HistoryStore:
     """One hub's SQLite history file; use from one thread (the hub's loop)."""
 
@@ -104,7 +117,10 @@ class HistoryStore:
                 or another relay holds it.
         """
         try:
+            _create_private(path)
             db = sqlite3.connect(path, timeout=timeout, isolation_level=None)
+        except OSError as exc:
+            raise HistoryStoreError(f"cannot open history db {path}: {exc.strerror}") from None
         except sqlite3.Error as exc:
             raise HistoryStoreError(f"cannot open history db {path}: {exc}") from None
         try:

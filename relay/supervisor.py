@@ -5,7 +5,8 @@ every worker, so `--port 0` works (all workers share the one ephemeral port)
 and a worker that dies loses only its own connections. It restarts any child
 that dies, tells the hub a dead worker's clients are gone, and on SIGINT or
 SIGTERM stops workers first (they tell clients `shutting_down` and flush),
-then the hub.
+then the hub. Children read their settings from an inherited fd (argv is
+public on the host); the hub's copy carries no password.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import zmq
 
 from relay import __version__, curve
 from relay.bus import REQUEST, pack, tune
-from relay.config import Settings
+from relay.config import SECRET_ENV, Settings
 from relay.metrics import SupervisorMetrics
 
 log = logging.getLogger("chat_relay.supervisor")
@@ -81,10 +82,25 @@ class Supervisor:
     def _python(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "relay", *args]
 
+    def _spawn(self, cmd: list[str], settings: Settings, pass_fds: tuple[int, ...] = ()
+               ) -> subprocess.Popen[bytes]:
+        """Start a child that reads `settings` from an inherited fd, not argv.
+
+        Anyone on the host can read a process's argv (`ps`), so no setting
+        rides on it; and $CHAT_RELAY_PASSWORD / $CHAT_RELAY_OPER_PASSWORD are
+        taken out of the child's environment: the settings carry them.
+        """
+        fd = settings.write_fd()
+        env = {k: v for k, v in os.environ.items() if k not in SECRET_ENV}
+        try:
+            return subprocess.Popen([*cmd, "--settings-fd", str(fd)], env=env,
+                                    pass_fds=(*pass_fds, fd))
+        finally:
+            os.close(fd)
+
     def _start_hub(self) -> Child:
-        cmd = self._python("_hub", "--bind", self.hub_endpoint,
-                           "--settings", self.settings.to_json())
-        child = Child("hub", "hub", subprocess.Popen(cmd))
+        cmd = self._python("_hub", "--bind", self.hub_endpoint)
+        child = Child("hub", "hub", self._spawn(cmd, self.settings.without_secrets()))
         self.children.append(child)
         return child
 
@@ -95,10 +111,15 @@ class Supervisor:
         cmd = self._python(
             "_worker", "--id", ident, "--hub", self.hub_endpoint,
             "--fd", str(self.listener.fileno()), "--status-fd", str(status_w),
-            "--workers", str(self.settings.workers), "--settings", self.settings.to_json(),
+            "--workers", str(self.settings.workers),
         )
-        proc = subprocess.Popen(cmd, pass_fds=(self.listener.fileno(), status_w))
-        os.close(status_w)
+        try:
+            proc = self._spawn(cmd, self.settings, (self.listener.fileno(), status_w))
+        except BaseException:
+            os.close(status_r)
+            raise
+        finally:
+            os.close(status_w)
         child = Child("worker", ident, proc, status_r)
         self.children.append(child)
         return child
