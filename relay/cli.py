@@ -33,6 +33,9 @@ HELP = {
     "max_connections": "connections the relay accepts in total",
     "max_per_ip": "connections accepted from one IP address",
     "hello_timeout": "seconds a native client has to send hello",
+    "max_handshakes": "connections the relay holds before their hello succeeds (slow or "
+    "silent openers); more are refused at accept",
+    "tls_handshake_timeout": "seconds a client has from connecting to a finished TLS handshake",
     "ping_interval": "idle seconds before a keepalive ping; two unanswered ones close",
     "slow_consumer_grace": "seconds a slow consumer's error may take to leave before the close",
     "shutdown_grace": "seconds to flush outboxes when stopping",
@@ -48,6 +51,14 @@ HELP = {
     "metrics": "HOST:PORT to serve Prometheus metrics on (port 0 picks one; the banner says)",
     "log_format": "text or json",
     "oper_password": "operator password: lets a client kick, ban and mute",
+    "auth_tries": "wrong passwords (hello, /pass, PASS, oper) on one connection before it "
+    "is closed",
+    "auth_delay": "seconds before the answer to a connection's first wrong password; each "
+    "further one doubles it (at most 8 s)",
+    "auth_failures": "failed passwords from one IP (IPv6: its /64), relay-wide, that block it",
+    "auth_window": "seconds within which --auth-failures failures block an address",
+    "auth_block": "seconds a blocked address is refused on every worker and host",
+    "auth_table": "addresses the hub keeps failure counts for (least recent forgotten first)",
 }
 
 
@@ -89,7 +100,8 @@ def _settings(args: argparse.Namespace) -> Settings:
     return settings
 
 
-HUB_SETTINGS = {"history", "history_db", "bus_hwm", "keys", "log_level", "log_format", "metrics"}
+HUB_SETTINGS = {"history", "history_db", "bus_hwm", "keys", "log_level", "log_format", "metrics",
+                "auth_failures", "auth_window", "auth_block", "auth_table"}
 
 
 def _bus_refused(endpoint: str, keys: str, role: str) -> bool:
