@@ -511,9 +511,12 @@ class HubState:
 
     def _bans_body(self) -> dict[str, Any]:
         now = self.clock()
-        return {"t": "_bans", "ips": {ip: s.until for ip, s in self.banned_ips.items()
-                                      if not s.until or s.until > now},
-                "blocks": self.auth.blocks(now)}
+        body = {"t": "_bans", "ips": {ip: s.until for ip, s in self.banned_ips.items()
+                                      if not s.until or s.until > now}}
+        blocks = self.auth.blocks(now)
+        if blocks:  # addresses blocked after failed passwords (AuthGuard)
+            body["blocks"] = blocks
+        return body
 
     @staticmethod
     def _why(by: str, reason: str) -> str:

@@ -18,6 +18,7 @@ never change an answer already given.
 
 from __future__ import annotations
 
+import re
 from typing import Final
 
 # Seconds of silence after which a connection is text (PROTOCOL.md: 300 ms).
@@ -38,6 +39,9 @@ SNIFF_MAX_BYTES: Final = 5
 
 # A TLS record header: content type 22 (handshake), then major version 3.
 TLS_HELLO: Final = b"\x16\x03"
+
+# Telnet commands: IAC WILL/WONT/DO/DONT option, IAC SB ... IAC SE, IAC x.
+_TELNET: Final = re.compile(rb"\xff[\xfb-\xfe].|\xff\xfa.*?(?:\xff\xf0|$)|\xff.?", re.S)
 
 # C0 control bytes a person's text never holds (tab, LF, VT, FF, CR and ESC,
 # which terminals send for arrow keys, are allowed).
@@ -75,9 +79,13 @@ def sniff(prefix: bytes) -> str | None:
 def looks_like_text(prefix: bytes) -> bool:
     """True if `prefix` can begin a person's text: UTF-8 without control bytes.
 
+    Telnet option negotiation (IAC ...), which some telnet clients send
+    first, is not held against it.
+
     A multi-byte character cut off at the end of `prefix` is allowed (its
     rest may be in the next read).
     """
+    prefix = _TELNET.sub(b"", prefix)
     if any(b in _CONTROL for b in prefix):
         return False
     try:
