@@ -19,6 +19,7 @@ from relay.worker import Worker
 from tests.conftest import RelayFactory
 from tests.relayproc import UNIT
 from tests.wire import NativePeer, TextPeer, worker_of
+from transports.native import frame
 
 PASSWORD = "s3cret"
 
@@ -155,8 +156,6 @@ def test_block_is_relay_wide_on_every_worker_and_logged_once(
 
 
 def _hello_bytes(password: str) -> bytes:
-    from transports.native import frame
-
     return frame({"t": "hello", "v": 1, "nick": "eve", "password": password})
 
 
