@@ -39,6 +39,9 @@ HELP = {
     "max_connections": "connections the relay accepts in total",
     "max_per_ip": "connections accepted from one IP address",
     "hello_timeout": "seconds a native client has to send hello",
+    "max_handshakes": "connections the relay holds before their hello succeeds (slow or "
+    "silent openers); more are refused at accept",
+    "tls_handshake_timeout": "seconds a client has from connecting to a finished TLS handshake",
     "ping_interval": "idle seconds before a keepalive ping; two unanswered ones close",
     "slow_consumer_grace": "seconds a slow consumer's error may take to leave before the close",
     "shutdown_grace": "seconds to flush outboxes when stopping",
@@ -56,6 +59,14 @@ HELP = {
     "log_format": "text or json",
     "oper_password": "operator password: lets a client kick, ban and mute; a flag is "
     "visible to every local user (ps), so prefer $CHAT_RELAY_OPER_PASSWORD or --config FILE",
+    "auth_tries": "wrong passwords (hello, /pass, PASS, oper) on one connection before it "
+    "is closed",
+    "auth_delay": "seconds before the answer to a connection's first wrong password; each "
+    "further one doubles it (at most 8 s)",
+    "auth_failures": "failed passwords from one IP (IPv6: its /64), relay-wide, that block it",
+    "auth_window": "seconds within which --auth-failures failures block an address",
+    "auth_block": "seconds a blocked address is refused on every worker and host",
+    "auth_table": "addresses the hub keeps failure counts for (least recent forgotten first)",
 }
 
 
@@ -103,7 +114,8 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 HUB_SETTINGS = {"history", "history_bytes", "max_rooms", "max_rooms_per_client", "room_ttl",
-                "history_db", "bus_hwm", "keys", "log_level", "log_format", "metrics"}
+                "history_db", "bus_hwm", "keys", "log_level", "log_format", "metrics",
+                "auth_failures", "auth_window", "auth_block", "auth_table"}
 
 
 def _bus_refused(endpoint: str, keys: str, role: str) -> bool:

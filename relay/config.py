@@ -47,6 +47,8 @@ class Settings:
     max_connections: int = 10000      # per relay process group (split across workers)
     max_per_ip: int = 256
     hello_timeout: float = 10.0
+    max_handshakes: int = 1024        # connections not yet past hello (split across workers)
+    tls_handshake_timeout: float = 5.0  # seconds from accept to a finished TLS handshake
     ping_interval: float = 60.0
     slow_consumer_grace: float = 0.5  # seconds the slow_consumer error may take to leave
     shutdown_grace: float = 3.0       # seconds to flush outboxes on SIGTERM
@@ -61,6 +63,13 @@ class Settings:
     metrics: str = ""                 # HOST:PORT for Prometheus text metrics
     log_format: str = "text"          # text or json
     oper_password: str = field(default="", repr=False)  # lets a client /kick, /ban, /mute
+    # Password guessing: per connection (worker) and per address (hub, relay-wide).
+    auth_tries: int = 3               # wrong passwords on one connection before it is closed
+    auth_delay: float = 0.5           # seconds before answering a wrong password; doubles
+    auth_failures: int = 5            # failed passwords from one IP (IPv6: its /64) ...
+    auth_window: float = 60.0         # ... within this many seconds block it ...
+    auth_block: float = 60.0          # ... for this many seconds, on every worker
+    auth_table: int = 10000           # addresses the hub keeps failure counts (and blocks) for
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))

@@ -18,6 +18,7 @@ import zmq
 from zmq.auth.thread import ThreadAuthenticator
 
 from relay import __version__, curve
+from relay.authguard import AuthGuard
 from relay.bus import ANNOUNCE, REQUEST, GapCounter, pack, topic_room, tune, unpack
 from relay.config import Settings
 from relay.historydb import HistoryStore
@@ -60,6 +61,8 @@ class Hub:
             max_rooms=settings.max_rooms,
             max_rooms_per_client=settings.max_rooms_per_client,
             room_ttl=settings.room_ttl,
+            auth=AuthGuard(settings.auth_failures, int(settings.auth_window * 1000),
+                           int(settings.auth_block * 1000), settings.auth_table),
         )
         self.topic_seq: dict[bytes, int] = {}
         self._touched: set[bytes] = set()  # topics published since the last heartbeat

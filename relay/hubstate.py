@@ -38,6 +38,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from relay.authguard import AuthGuard
 from relay.bus import ANNOUNCE, room_topic, worker_topic
 from relay.historydb import HistoryStore
 from transports.validate import HISTORY_MAX_LIMIT, ip_key, nick_key
@@ -131,6 +132,7 @@ class HubState:
         max_rooms: int = 10_000,
         max_rooms_per_client: int = 100,
         room_ttl: float = 3600.0,
+        auth: AuthGuard | None = None,
     ) -> None:
         self.epoch = epoch
         self.history_len = history_len
@@ -154,6 +156,7 @@ class HubState:
         self.banned_ips: dict[str, Sanction] = {}    # ip_key -> ban
         self.muted: dict[str, Sanction] = {}         # nick_key -> mute
         self.moderation: Counter[str] = Counter()    # actions taken, for metrics
+        self.auth = auth if auth is not None else AuthGuard()  # failed passwords, relay-wide
         # Budgets: what history costs, which rooms spoke least recently (first),
         # which rooms are empty since when (oldest first), forgotten rooms' seqs.
         self.history_used = 0
@@ -417,7 +420,7 @@ class HubState:
     def _op_hb(self, worker: str, req: dict[str, Any], out: Out) -> None:
         if req.get("hello"):
             out.append((worker_topic(worker), [None, {"t": "_ready", "epoch": self.epoch}]))
-            if self.banned_ips:
+            if self.banned_ips or self.auth.blocks(self.clock()):
                 out.append((worker_topic(worker), [None, self._bans_body()]))
 
     def _op_hello(self, worker: str, req: dict[str, Any], out: Out) -> None:
@@ -625,6 +628,12 @@ class HubState:
         """A barrier: by the time `_bye` reaches the worker, everything due before it has."""
         self._to(out, (worker, int(req.get("c", -1))), {"t": "_bye"})
 
+    def _op_auth_fail(self, worker: str, req: dict[str, Any], out: Out) -> None:
+        """A wrong password on any worker; a block it starts goes to every worker."""
+        block = self.auth.on_fail(req, self.clock())
+        if block is not None:
+            out.append((ANNOUNCE, block))
+
     def _op_worker_gone(self, worker: str, req: dict[str, Any], out: Out) -> None:
         self.drop_worker(str(req.get("w", "")), out)
 
@@ -671,8 +680,12 @@ class HubState:
 
     def _bans_body(self) -> dict[str, Any]:
         now = self.clock()
-        return {"t": "_bans", "ips": {ip: s.until for ip, s in self.banned_ips.items()
+        body = {"t": "_bans", "ips": {ip: s.until for ip, s in self.banned_ips.items()
                                       if not s.until or s.until > now}}
+        blocks = self.auth.blocks(now)
+        if blocks:  # addresses blocked after failed passwords (AuthGuard)
+            body["blocks"] = blocks
+        return body
 
     @staticmethod
     def _why(by: str, reason: str) -> str:
@@ -837,6 +850,7 @@ class HubState:
         "ping": _op_ping,
         "fill": _op_fill,
         "worker_gone": _op_worker_gone,
+        "auth_fail": _op_auth_fail,
         "sync": _op_sync,
         "kick": _op_kick,
         "ban": _op_ban,

@@ -38,7 +38,7 @@ from transports.events import (
     Who,
 )
 from transports.registry import SERVER_CODECS
-from transports.sniff import SNIFF_MAX_BYTES, SNIFF_TIMEOUT, sniff
+from transports.sniff import SNIFF_MAX_BYTES, SNIFF_TIMEOUT, looks_like_text, sniff
 
 if TYPE_CHECKING:
     from relay.worker import Worker
@@ -55,7 +55,6 @@ PARTIAL_FLUSH = SNIFF_TIMEOUT  # silence after a newline-less line that ends it
 READ_SIZE = 65536
 FLOOD_WINDOW = 10.0  # seconds of sustained flooding before the client is cut
 FLOOD_FACTOR = 10    # "flooding" means this many times the allowed rate
-OPER_TRIES = 3       # wrong operator passwords before the connection is closed
 
 
 def _error(code: str, text: str, ref: str | None = None) -> dict[str, Any]:
@@ -79,7 +78,8 @@ class Session:
         self.flood_drops = 0
         self.pings_unanswered = 0
         self.oper = False  # proved the operator password on this connection
-        self.oper_failures = 0
+        self.auth_failures = 0  # wrong passwords (hello or oper) on this connection
+        self.handshaking = True  # counted in the worker's handshakes until past hello
 
     # Thread entry ---------------------------------------------------------------
 
@@ -91,6 +91,7 @@ class Session:
         except Exception:
             log.exception("connection %s from %s failed; closing it", self.cid, self.addr)
         finally:
+            self._handshake_over()
             if self.conn is not None:
                 if not self.conn.slow:
                     self.conn.linger_close(self.settings.shutdown_grace)
@@ -99,6 +100,11 @@ class Session:
                 self._linger_raw()
                 self.sock.close()
             self.worker.connection_closed(self.addr)
+
+    def _handshake_over(self) -> None:
+        if self.handshaking:
+            self.handshaking = False
+            self.worker.handshake_over()
 
     def _linger_raw(self) -> None:
         """The no-codec path's version of Connection.linger_close()."""
@@ -137,19 +143,23 @@ class Session:
         return prefix
 
     def _start_tls(self) -> tuple[ServerTls | None, bytes]:
-        """With --tls-cert every connection must open with a TLS ClientHello."""
+        """With --tls-cert every connection must open with a TLS ClientHello and
+        finish the handshake within tls_handshake_timeout of its accept."""
         ctx = self.worker.tls_ctx
         if ctx is None:
             return None, b""
+        deadline = time.monotonic() + self.settings.tls_handshake_timeout
         first = (self.sock.recv(1, socket.MSG_PEEK)
-                 if wait_readable(self.sock, SNIFF_TIMEOUT * 10) else b"")
+                 if wait_readable(self.sock, self.settings.tls_handshake_timeout) else b"")
         if first[:1] != bytes([TLS_RECORD_HANDSHAKE]):
             if first:
                 self.sock.sendall(b"* error: this relay speaks TLS only; connect with TLS "
                                   b"(chat-client --tls, openssl s_client)\r\n")
-            raise TlsClosed("plaintext client on a TLS port")
+            raise TlsClosed("plaintext client on a TLS port" if first else
+                            "no TLS handshake within "
+                            f"{self.settings.tls_handshake_timeout:g} s")
         tls = ServerTls(ctx)
-        return tls, tls.handshake(self.sock, self.settings.hello_timeout)
+        return tls, tls.handshake(self.sock, max(0.0, deadline - time.monotonic()))
 
     def _serve(self) -> None:
         s = self.settings
@@ -160,6 +170,18 @@ class Session:
             return
         prefix = self._sniff(tls, early)
         dialect = sniff(prefix) or "text"
+        if dialect == "tls":
+            # A TLS client on a plain port: not a person typing binary. Close
+            # at once; nothing it sent is read as chat, and a plaintext word
+            # would only be a TLS error on its side.
+            log.info("%s: TLS ClientHello on a plain port; closed", self.addr)
+            return
+        if dialect == "text" and not looks_like_text(prefix):
+            notice = (b"* error: the first bytes are not UTF-8 text; this port speaks text "
+                      b"lines (nc, telnet), msgpack frames, HTTP/WebSocket and IRC\r\n")
+            log.info("%s: binary first bytes on the text dialect; closed", self.addr)
+            self.sock.sendall(tls.encrypt(notice) if tls else notice)
+            return
         codec_cls = SERVER_CODECS.get(dialect)
         if codec_cls is None:
             notice = (
@@ -172,14 +194,6 @@ class Session:
             self.cid, self.sock, self.addr, codec, s.max_outbox, self.worker.bus.want_write, tls
         )
         self.worker.bus.submit(conn, {"op": "_open"})
-        refusal = self.worker.refusal(self.addr)
-        if refusal:
-            conn.finish(_error("too_many_connections", refusal), "refused")
-            return
-        ban = self.worker.banned(self.addr)
-        if ban:
-            conn.finish(_error("banned", ban), "banned")
-            return
         hello_deadline = time.monotonic() + s.hello_timeout
         if codec.auto_hello:
             if s.password:
@@ -193,6 +207,8 @@ class Session:
                 self._feed(data)
                 if conn.closing:
                     return
+            if conn.ready:
+                self._handshake_over()
             timeout = s.ping_interval if conn.ready else hello_deadline - time.monotonic()
             if timeout <= 0:
                 conn.finish(_error("not_ready", f"no hello within {s.hello_timeout:g} s"))
@@ -357,19 +373,39 @@ class Session:
             self._answer(_error(
                 "auth_failed", "this relay has no operators (it was started without "
                 "--oper-password)", "oper"))
-        elif self.worker.check_password(self.addr, ev.password, expected):
+        elif self._password_ok(ev.password, expected, "oper"):
             self.oper = True
             log.info("%s (%s) is an operator", conn.nick, self.addr)
             self._answer({"t": "notice", "text": "you are an operator"})
+
+    def _password_ok(self, given: str, expected: str, ref: str) -> bool:
+        """Compare a password, unless the address is blocked; answer a failure.
+
+        Every attempt checks the relay-wide block first. A wrong password is
+        reported to the hub, answered after a growing delay, and the
+        auth_tries-th one on this connection closes it.
+        """
+        conn = self.conn
+        assert conn is not None
+        ip = self.addr.rsplit(":", 1)[0]
+        blocked = self.worker.auth_blocked(ip)
+        if blocked:
+            conn.finish(_error("auth_failed", f"{blocked}; closing", ref), "auth_blocked")
+            return False
+        if check_password(given, expected):
+            return True
+        self.auth_failures += 1
+        log.debug("%s: wrong %s password (%d on this connection)", self.addr, ref,
+                  self.auth_failures)
+        self.worker.auth_failed(ip, self.auth_failures)
+        what = "operator password" if ref == "oper" else "password"
+        tries = self.settings.auth_tries
+        if self.auth_failures >= tries:
+            conn.finish(_error("auth_failed", f"wrong {what} {tries} times; closing", ref),
+                        "auth_failed")
         else:
-            self.oper_failures += 1
-            log.warning("%s (%s): wrong operator password (%d)", conn.nick, self.addr,
-                        self.oper_failures)
-            if self.oper_failures >= OPER_TRIES:
-                conn.finish(_error("auth_failed", f"wrong operator password {OPER_TRIES} "
-                                   "times; closing", "oper"), "oper_failed")
-            else:
-                self._answer(_error("auth_failed", "wrong operator password", "oper"))
+            self._answer(_error("auth_failed", f"wrong {what}", ref))
+        return False
 
     def _moderate(self, ev: ClientEvent) -> dict[str, Any] | None:
         """An operator's kick/ban/mute goes to the hub as its op; others get not_operator."""
@@ -416,8 +452,7 @@ class Session:
             self._answer(_error("bad_field", "you already said hello", "hello"))
             return
         password = self.settings.password
-        if password and not self.worker.check_password(self.addr, ev.password or "", password):
-            conn.send(conn.codec.encode(_error("auth_failed", "wrong password", "hello")))
+        if password and not self._password_ok(ev.password or "", password, "hello"):
             return
         conn.hello_done.clear()
         self.worker.bus.submit(conn, {
@@ -426,6 +461,8 @@ class Session:
         })
         # Wait for the hub's answer so frames pipelined after hello see its outcome.
         conn.hello_done.wait(self.settings.hello_timeout)
+        if conn.ready:
+            self._handshake_over()
 
 
 def check_password(given: str, expected: str) -> bool:

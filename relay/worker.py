@@ -17,29 +17,39 @@ import socket
 import sys
 import threading
 import time
-from collections import Counter, deque
+from collections import Counter
 
 import zmq
 
+from relay.admission import RefusalPen, Refused
+from relay.authguard import auth_key
 from relay.config import Settings
 from relay.procutil import die_with_parent, raise_fd_limit, setup_logging
-from relay.session import Session, check_password
+from relay.session import Session
 from relay.tls import server_context
 from relay.workerbus import WorkerBus
 from transports.validate import ip_key
 
 log = logging.getLogger("chat_relay.worker")
 
-AUTH_FAILURES = 5       # failed passwords per IP ...
-AUTH_WINDOW = 60.0      # ... within this many seconds block the IP ...
-AUTH_BLOCK = 60.0       # ... for this long
 ACCEPT_BACKOFF = 0.1    # after EMFILE/ENFILE
+AUTH_DELAY_CAP = 8.0    # seconds: the longest wait before a wrong-password answer
 # Every thread waiting for the GIL wakes once per switch interval. With the
 # default 5 ms, 10,000 readers woken at once (a mass disconnect) make 2 million
 # futex wake-ups a second and the worker took minutes to tear down 20,000
 # clients; at 200 ms it takes seconds. Nothing here holds the GIL that long:
 # every send, recv and poll releases it.
 GIL_SWITCH_INTERVAL = 0.2
+
+
+def peer_ip(addr: str) -> str:
+    """The IP of an "ip:port" address (IPv6 keeps its colons)."""
+    return addr.rsplit(":", 1)[0]
+
+
+def _share(limit: int, workers: int) -> int:
+    """Each of the W workers enforces its share of a relay-wide limit."""
+    return max(1, -(-limit // workers))
 
 
 class Worker:
@@ -57,38 +67,48 @@ class Worker:
         self._lock = threading.Lock()
         self.per_ip: Counter[str] = Counter()
         self.total = 0
-        # Limits are relay-wide; each of the W workers enforces its share.
-        self.max_total = max(1, -(-settings.max_connections // workers))
-        self.max_per_ip = max(1, -(-settings.max_per_ip // workers))
-        self._auth_fail: dict[str, deque[float]] = {}
-        self._blocked: dict[str, float] = {}
+        self.handshakes = 0  # sessions not yet past hello
+        self.max_total = _share(settings.max_connections, workers)
+        self.max_per_ip = _share(settings.max_per_ip, workers)
+        self.max_handshakes = _share(settings.max_handshakes, workers)
+        self.refused: Counter[str] = Counter()  # refusals at accept, by code
         self._all_closed = threading.Condition(self._lock)
         self._stop_r, self._stop_w = os.pipe()
         self.stopping = False
 
-    # Limits and auth (called from client threads) -------------------------------
+    # Admission (acceptor thread) and auth (client threads) ----------------------
 
-    def refusal(self, addr: str) -> str:
-        """Why a new connection from `addr` must be refused, or "" to serve it."""
-        ip = addr.rsplit(":", 1)[0]
+    def refusal(self, ip: str) -> tuple[str, str] | None:
+        """(code, why) a new connection from `ip` is refused, or None to serve it.
+
+        Checked right after accept(), before any thread exists.
+        """
+        blocked = self.auth_blocked(ip)
+        if blocked:
+            return "too_many_connections", blocked
+        ban = self.banned(ip)
+        if ban:
+            return "banned", ban
+        s = self.settings
         with self._lock:
-            until = self._blocked.get(ip)
-            if until is not None and until > time.monotonic():
-                left = until - time.monotonic()
-                return f"{ip} is blocked for {left:.0f} s after failed passwords"
-            if self.total > self.max_total:
-                return f"the relay is full ({self.settings.max_connections} connections)"
-            if self.per_ip[ip] > self.max_per_ip:
-                return f"too many connections from {ip} (limit {self.settings.max_per_ip})"
-        return ""
+            if self.total >= self.max_total:
+                why = f"the relay is full ({s.max_connections} connections)"
+            elif self.per_ip[ip] >= self.max_per_ip:
+                why = f"too many connections from {ip} (limit {s.max_per_ip})"
+            elif self.handshakes >= self.max_handshakes:
+                why = (f"too many connections still in their handshake (limit "
+                       f"{s.max_handshakes}); try again")
+            else:
+                return None
+        return "too_many_connections", why
 
-    def banned(self, addr: str) -> str:
-        """Why `addr` is banned (an operator's IP ban, as the hub told us), or ""."""
+    def banned(self, ip: str) -> str:
+        """Why `ip` is banned (an operator's IP ban, as the hub told us), or ""."""
         bans = self.bus.banned_ips  # replaced whole by the bus thread, never mutated
         if not bans:
             return ""
-        ip = ip_key(addr.rsplit(":", 1)[0])
-        until = bans.get(ip) if ip is not None else None
+        key = ip_key(ip)
+        until = bans.get(key) if key is not None else None
         if until is None:
             return ""
         left = until - time.time() * 1000
@@ -96,26 +116,37 @@ class Worker:
             return ""
         span = (f"for {max(1, int(-(-left // 60_000)))} more minute(s)" if until
                 else "by an operator")
-        return f"your address {ip} is banned {span}"
+        return f"your address {key} is banned {span}"
 
-    def check_password(self, addr: str, given: str, expected: str) -> bool:
-        if check_password(given, expected):
-            return True
-        ip = addr.rsplit(":", 1)[0]
-        now = time.monotonic()
+    def auth_blocked(self, ip: str) -> str:
+        """Why `ip` may not try a password now (the hub blocked it), or ""."""
+        blocks = self.bus.auth_blocks  # replaced whole by the bus thread, never mutated
+        if not blocks:
+            return ""
+        key = auth_key(ip)
+        left = (blocks.get(key, 0) if key else 0) - time.time() * 1000
+        if left <= 0:
+            return ""
+        return f"{key} is blocked for {-(-left // 1000):.0f} s after failed passwords"
+
+    def auth_failed(self, ip: str, failures: int) -> None:
+        """Count a wrong password relay-wide, then make its sender wait.
+
+        The hub counts (so every worker and host sees the failure) and blocks;
+        the wait (auth_delay, doubling per failure on this connection, capped)
+        holds only the calling client's reader thread.
+        """
+        self.bus.submit(None, {"op": "auth_fail", "ip": ip})
+        delay = min(AUTH_DELAY_CAP, self.settings.auth_delay * 2 ** max(0, failures - 1))
+        if delay > 0:
+            time.sleep(delay)
+
+    def handshake_over(self) -> None:
         with self._lock:
-            fails = self._auth_fail.setdefault(ip, deque())
-            fails.append(now)
-            while fails and fails[0] < now - AUTH_WINDOW:
-                fails.popleft()
-            if len(fails) >= AUTH_FAILURES:
-                self._blocked[ip] = now + AUTH_BLOCK
-                log.warning("blocking %s for %.0f s: %d failed passwords", ip, AUTH_BLOCK,
-                            len(fails))
-        return False
+            self.handshakes -= 1
 
     def connection_closed(self, addr: str) -> None:
-        ip = addr.rsplit(":", 1)[0]
+        ip = peer_ip(addr)
         with self._lock:
             self.total -= 1
             self.per_ip[ip] -= 1
@@ -137,13 +168,21 @@ class Worker:
         sel = selectors.DefaultSelector()
         sel.register(self.listener, selectors.EVENT_READ)
         sel.register(self._stop_r, selectors.EVENT_READ)
+        s = self.settings
+        pen = RefusalPen(sel, s.max_frame, s.max_text, tls=self.tls_ctx is not None)
         while not self.stopping:
-            for key, _ in sel.select(timeout=1.0):
+            due = pen.next_deadline()
+            timeout = 1.0 if due is None else max(0.0, min(1.0, due - time.monotonic()))
+            for key, _ in sel.select(timeout=timeout):
                 if key.fileobj is self.listener:
-                    self._accept_some()
+                    self._accept_some(pen)
+                elif isinstance(key.data, Refused):
+                    pen.readable(key.data)
+            pen.expire(time.monotonic())
+        pen.close_all()
         sel.close()
 
-    def _accept_some(self) -> None:
+    def _accept_some(self, pen: RefusalPen) -> None:
         for _ in range(64):
             try:
                 sock, peer = self.listener.accept()
@@ -158,6 +197,12 @@ class Worker:
                 if exc.errno in (errno.ECONNABORTED, errno.EPROTO, errno.EINTR):
                     continue
                 raise
+            refused = self.refusal(str(peer[0]))
+            if refused is not None:
+                self.refused[refused[0]] += 1
+                log.debug("refused %s:%s: %s", peer[0], peer[1], refused[1])
+                pen.add(sock, *refused)
+                continue
             self._start_session(sock, peer)
 
     def _start_session(self, sock: socket.socket, peer: tuple[str, int] | tuple[str, int, int, int]
@@ -178,9 +223,17 @@ class Worker:
         with self._lock:
             self.total += 1
             self.per_ip[ip] += 1
+            self.handshakes += 1
         session = Session(self, sock, addr, next(self._ids))
         thread = threading.Thread(target=session.run, name=f"client-{addr}", daemon=True)
-        thread.start()
+        try:
+            thread.start()
+        except (RuntimeError, MemoryError) as exc:
+            # Out of threads or memory: this connection is lost, the worker goes on.
+            log.error("cannot start a thread for %s (%s); closing that connection", addr, exc)
+            sock.close()
+            self.handshake_over()
+            self.connection_closed(addr)
 
     def shutdown(self) -> None:
         self.bus.stop()

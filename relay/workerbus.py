@@ -104,6 +104,9 @@ class WorkerBus:
         # Operator IP bans from the hub (ip -> until, wall-clock ms, 0 = no expiry).
         # Replaced whole, never mutated, so client threads read it without a lock.
         self.banned_ips: dict[str, int] = {}
+        # Addresses blocked after failed passwords (auth_key -> until, wall-clock ms),
+        # from the hub's AuthGuard; replaced whole like banned_ips.
+        self.auth_blocks: dict[str, int] = {}
         if settings.metrics:
             from relay.metrics import WorkerMetrics
 
@@ -392,13 +395,23 @@ class WorkerBus:
 
     def _announce(self, item: dict[str, Any], origin: str, bus_epoch: int) -> None:
         if item.get("t") == "_bans":
-            self.banned_ips = dict(item.get("ips") or {})
+            self._take_bans(item)
+            return
+        if item.get("t") == "_block":
+            now = time.time_ns() // 1_000_000
+            blocks = {k: u for k, u in self.auth_blocks.items() if u > now}
+            blocks[str(item.get("key"))] = int(item.get("until") or 0)
+            self.auth_blocks = blocks
             return
         self._check_tails(item.get("seqs") or {}, origin, bus_epoch)
         epoch = item.get("epoch")
         if self.hub_epoch is not None and epoch != self.hub_epoch:
             log.warning("hub restarted (epoch %s -> %s)", self.hub_epoch, epoch)
         self.hub_epoch = epoch
+
+    def _take_bans(self, body: dict[str, Any]) -> None:
+        self.banned_ips = dict(body.get("ips") or {})
+        self.auth_blocks = dict(body.get("blocks") or {})
 
     def _check_tails(self, seqs: dict[bytes, list[Any]], origin: str, epoch: int) -> None:
         """Count bus messages that never came, and ask the hub to resend a room's."""
@@ -498,7 +511,7 @@ class WorkerBus:
             elif t == "_fill":
                 self._fill(body)
             elif t == "_bans":
-                self.banned_ips = dict(body.get("ips") or {})
+                self._take_bans(body)
             return
         conn = self.conns.get(conn_id)
         if conn is None:

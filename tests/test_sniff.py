@@ -89,7 +89,7 @@ def test_an_answer_never_changes(prefix: bytes, more: bytes) -> None:
     answer = sniff(prefix)
     if answer is not None:
         assert sniff(prefix + more) == answer
-    assert answer in (None, "native", "ws", "irc", "text")
+    assert answer in (None, "native", "ws", "irc", "tls", "text")
 
 
 @given(st.binary(min_size=SNIFF_MAX_BYTES, max_size=20))
