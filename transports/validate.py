@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from itertools import accumulate, compress, repeat
+from itertools import accumulate, chain, compress, repeat
+from operator import is_
 from typing import Any, Final
 
 from transports.errors import ProtocolError
@@ -187,27 +188,34 @@ def parse_number(word: str, key: str, low: int, high: int, ref: str | None = Non
 
 # Nesting depth -------------------------------------------------------------------
 
-_CONTAINERS: Final = (list, tuple, dict)
+_CONTAINER_TYPES: Final = frozenset({list, dict})
 
 
 def depth_exceeds(value: Any, limit: int = MAX_DEPTH) -> bool:
-    """Whether a decoded body nests maps and lists more than `limit` levels deep.
+    """Whether a decoded body nests lists and maps more than `limit` levels deep.
 
-    Level by level, without recursion; the per-element type tests run in C
-    (`map`/`compress`), so a flat 64 KiB list costs about as much as decoding it.
+    Level by level, without recursion. Every per-element step (type tests,
+    gathering children) runs in C through map/compress/chain, so a 64 KiB body
+    costs about as much again as decoding it, however it is shaped. Containers
+    are the exact `list` and `dict` that msgpack and json decode to.
     """
-    level = [value] if isinstance(value, _CONTAINERS) else []
+    level: list[Any] = [value]
+    kinds: list[type] = [type(value)]
     depth = 0
-    while level:
+    while True:
+        is_container = list(map(_CONTAINER_TYPES.__contains__, kinds))
+        level = list(compress(level, is_container))
+        if not level:
+            return False
         depth += 1
         if depth > limit:
             return True
-        deeper: list[Any] = []
-        for container in level:
-            items = container.values() if isinstance(container, dict) else container
-            deeper.extend(compress(items, map(isinstance, items, repeat(_CONTAINERS))))
-        level = deeper
-    return False
+        kinds = list(compress(kinds, is_container))
+        lists = compress(level, map(is_, kinds, repeat(list)))
+        dicts = compress(level, map(is_, kinds, repeat(dict)))
+        level = list(chain(chain.from_iterable(lists),
+                           chain.from_iterable(map(dict.values, dicts))))
+        kinds = list(map(type, level))
 
 
 # A JSON string (strict JSON: what json.loads accepts), so brackets inside
