@@ -222,6 +222,37 @@ def test_no_other_type_passes_for_an_id(value: Any) -> None:
     refused(decode("native", {"t": "ping", "id": value}))
 
 
+# Where PROTOCOL.md has a more specific code for a malformed name, that is the code.
+_STR_KEYS = {
+    "text": ({"t": "say", "room": "lobby"}, "bad_field"),
+    "to": ({"t": "whisper", "text": "hi"}, "bad_field"),
+    "password": ({"t": "hello", "nick": "al"}, "bad_field"),
+    "reason": ({"t": "kick", "nick": "bob"}, "bad_field"),
+    "ip": ({"t": "ban"}, "bad_field"),
+    "room": ({"t": "join"}, "room_invalid"),
+    "nick": ({"t": "nick"}, "nick_invalid"),
+    "rooms": ({"t": "hello", "nick": "al"}, "bad_field"),
+}
+
+
+@pytest.mark.parametrize("key", sorted(_STR_KEYS))
+@pytest.mark.parametrize("value", [v for v in _NOT_INTS if not isinstance(v, str)] + [1, 2**64 - 1],
+                         ids=repr)
+def test_no_other_type_passes_for_a_string(key: str, value: Any) -> None:
+    base, code = _STR_KEYS[key]
+    if key == "rooms" and isinstance(value, list):
+        code = "room_invalid"  # a list, of something that is not a room name
+    refused(decode("native", {**base, key: value}), code)
+    if key == "rooms":
+        refused(decode("native", {**base, key: [value]}), "room_invalid")
+
+
+def test_t_must_be_a_string() -> None:
+    for value in _NOT_INTS + [1]:
+        if not isinstance(value, str):
+            refused(decode("native", {"t": value}), "bad_frame")
+
+
 @pytest.mark.parametrize("key", ["password", "reason", "resume"])
 def test_nil_is_not_absent(key: str) -> None:
     body = {"t": "hello", "nick": "al"} if key != "reason" else {"t": "kick", "nick": "bob"}
