@@ -27,6 +27,7 @@ from transports.validate import (
     ID_INT_MIN,
     ID_MAX_BYTES,
     MAX_DEPTH,
+    MAX_HELLO_ROOMS,
     MAX_MINUTES,
     SEQ_MAX,
     TEXT_MAX_DIGITS,
@@ -103,6 +104,15 @@ def test_resume_values_are_seqs(dialect: str) -> None:
     assert hello(0).resume == {"lobby": 0}
     assert refused(hello(SEQ_MAX + 1)).ref == "hello"
     refused(hello(-1))
+
+
+def test_hello_names_at_most_64_rooms() -> None:
+    names = [f"r{i}" for i in range(MAX_HELLO_ROOMS + 1)]
+    for key, value in (("rooms", names), ("resume", dict.fromkeys(names, 1))):
+        at = value[:MAX_HELLO_ROOMS] if key == "rooms" else dict(list(value.items())[:-1])
+        assert len(at) == MAX_HELLO_ROOMS
+        assert decode("native", {"t": "hello", "nick": "al", key: at}).nick == "al"
+        refused(decode("native", {"t": "hello", "nick": "al", key: value}))
 
 
 @pytest.mark.parametrize("dialect", BODY_DIALECTS)

@@ -17,6 +17,7 @@ from transports.validate import (
     DEFAULT_MAX_TEXT,
     HISTORY_DEFAULT_LIMIT,
     HISTORY_MAX_LIMIT,
+    MAX_HELLO_ROOMS,
     MAX_MINUTES,
     MAX_REASON,
     VERSION_MAX,
@@ -376,8 +377,10 @@ def _resume(body: dict[str, Any], ref: str) -> dict[str, int] | None:
     if "resume" not in body:
         return None
     resume_raw = body["resume"]
-    if not isinstance(resume_raw, dict) or len(resume_raw) > 64:
-        raise ProtocolError("bad_field", "'resume' must map at most 64 rooms to seqs", ref)
+    if not isinstance(resume_raw, dict) or len(resume_raw) > MAX_HELLO_ROOMS:
+        raise ProtocolError(
+            "bad_field", f"'resume' must map at most {MAX_HELLO_ROOMS} rooms to seqs", ref
+        )
     resume: dict[str, int] = {}
     for room, seq in resume_raw.items():
         check_room(room, ref)
@@ -389,8 +392,10 @@ def _hello(body: dict[str, Any], max_text: int) -> Hello:
     ref = "hello"
     nick = check_nick(body.get("nick"), ref)
     rooms_raw = body.get("rooms", ["lobby"])
-    if not isinstance(rooms_raw, list) or len(rooms_raw) > 64:
-        raise ProtocolError("bad_field", "'rooms' must be a list of at most 64 room names", ref)
+    if not isinstance(rooms_raw, list) or len(rooms_raw) > MAX_HELLO_ROOMS:
+        raise ProtocolError(
+            "bad_field", f"'rooms' must be a list of at most {MAX_HELLO_ROOMS} room names", ref
+        )
     rooms = tuple(dict.fromkeys(check_room(r, ref) for r in rooms_raw))
     password = _opt_str(body, "password", ref)
     resume = _resume(body, ref)

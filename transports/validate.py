@@ -13,8 +13,15 @@ from transports.errors import ProtocolError
 NICK_RE: Final = re.compile(r"[A-Za-z0-9_-]{1,32}")
 ROOM_RE: Final = re.compile(r"[A-Za-z0-9_.#-]{1,64}")
 DEFAULT_MAX_TEXT: Final = 4096
+"""Bytes of a message's text (PROTOCOL.md; `--max-text` changes it)."""
 HISTORY_DEFAULT_LIMIT: Final = 100
+"""Messages in a history page when the client names no `limit` (PROTOCOL.md)."""
 HISTORY_MAX_LIMIT: Final = 500
+"""Most messages a history page may ask for (PROTOCOL.md): one page stays a
+bounded reply however large the room's history is."""
+MAX_HELLO_ROOMS: Final = 64
+"""Rooms a hello may name in `rooms`, and again in `resume`: one hello is
+one bounded amount of work for the hub."""
 MAX_REASON: Final = 256
 """Bytes of a kick/ban/mute reason: a sentence, not a message."""
 MAX_MINUTES: Final = 366 * 24 * 60
@@ -23,8 +30,9 @@ MAX_MINUTES: Final = 366 * 24 * 60
 # Bounds on every integer and structure a client may send (issue 19). A value
 # past them is refused where it is parsed, in every dialect, so nothing past
 # them ever reaches the bus, the hub, history or another client: msgpack packs
-# integers of at most 64 bits and nests at most 1,024 levels deep on the way
-# back, and a value that cannot be packed there kills a process.
+# only integers that fit in 64 bits, its decoder stops at 1,024 levels of
+# nesting, and a value that cannot be packed or unpacked on the bus kills a
+# process.
 
 SEQ_MAX: Final = 2**63 - 1
 """Largest seq a client may name (`after`, `resume` values). A room's seq is a
