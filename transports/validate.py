@@ -154,12 +154,12 @@ def check_id(value: object, ref: str | None = None) -> int | str:
     """A client's `id`: a string of at most ID_MAX_BYTES or a signed 64-bit integer."""
     if type(value) is int and ID_INT_MIN <= value <= ID_INT_MAX:
         return value
-    if type(value) is str:
+    if type(value) is str and len(value) <= ID_MAX_BYTES:  # more characters: more bytes
         try:
             size = len(value.encode("utf-8"))
-        except UnicodeEncodeError:
-            size = -1
-        if 0 <= size <= ID_MAX_BYTES:
+        except UnicodeEncodeError:  # a lone surrogate: no encoder takes it
+            size = ID_MAX_BYTES + 1
+        if size <= ID_MAX_BYTES:
             return value
     shown = _shown(value) if type(value) is int else type(value).__name__
     raise ProtocolError(
