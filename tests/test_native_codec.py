@@ -37,6 +37,7 @@ from transports.native import (
     pack_body,
 )
 from transports.registry import SERVER_CODECS
+from transports.validate import ID_INT_MAX, ID_INT_MIN, ID_MAX_BYTES, SEQ_MAX, VERSION_MAX
 
 PING = Follow(frame({"t": "ping", "id": 1}), [Ping(1)])
 
@@ -180,15 +181,17 @@ ROOMS = st.from_regex(r"[A-Za-z0-9_.#-]{1,64}", fullmatch=True)
 TEXTS = st.text(
     st.characters(exclude_categories=["Cs"]), min_size=1, max_size=300
 ).filter(lambda s: len(s.encode()) <= 4096)
-IDS = st.none() | st.integers(min_value=-(2**63), max_value=2**64 - 1) | st.text(max_size=20)
-SEQS = st.integers(min_value=0, max_value=2**63)
+IDS = (st.none() | st.integers(min_value=ID_INT_MIN, max_value=ID_INT_MAX)
+       | st.text(st.characters(exclude_categories=["Cs"]), max_size=ID_MAX_BYTES)
+       .filter(lambda s: len(s.encode()) <= ID_MAX_BYTES))
+SEQS = st.integers(min_value=0, max_value=SEQ_MAX)
 
 CLIENT_EVENTS: st.SearchStrategy[ClientEvent] = st.one_of(
     st.builds(
         Hello,
         nick=NICKS,
         rooms=st.lists(ROOMS, unique=True, max_size=64).map(tuple),
-        v=st.integers(min_value=1, max_value=2**31),
+        v=st.integers(min_value=1, max_value=VERSION_MAX),
         password=st.none() | st.text(max_size=30),
         resume=st.none() | st.dictionaries(ROOMS, SEQS, max_size=8),
     ),

@@ -17,8 +17,15 @@ from transports.validate import (
     DEFAULT_MAX_TEXT,
     HISTORY_DEFAULT_LIMIT,
     HISTORY_MAX_LIMIT,
+    MAX_HELLO_ROOMS,
+    MAX_MINUTES,
+    MAX_REASON,
+    VERSION_MAX,
+    check_id,
+    check_int,
     check_nick,
     check_room,
+    check_seq,
     check_text,
     ip_key,
 )
@@ -147,8 +154,7 @@ class Pong(ClientEvent):
 # Moderation (extension, docs/protocol.md): `oper` makes a connection an
 # operator; the others need that and act relay-wide (the hub is the authority).
 
-MAX_REASON: Final = 256           # bytes of a kick/ban/mute reason
-MAX_MINUTES: Final = 366 * 24 * 60  # longest timed ban or mute; omit minutes: no expiry
+# MAX_REASON and MAX_MINUTES (transports/validate.py) bound their fields.
 
 
 @dataclass(frozen=True, slots=True)
@@ -337,52 +343,78 @@ class Error(RelayEvent):
 
 
 # Parsing ---------------------------------------------------------------------
+#
+# Every key is read through one of the helpers below, which take what the
+# decoder gave (any msgpack or JSON value) and return a value of the field's
+# type within its bound (transports/validate.py), or raise ProtocolError.
+# An optional key that is present counts as given: nil in it is a bad_field,
+# like a float or bytes, never read as "absent".
 
 
-def _int(body: dict[str, Any], key: str, ref: str, default: int | None = None) -> int | None:
-    value = body.get(key, default)
-    if value is None:
-        return None
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise ProtocolError("bad_field", f"{key!r} must be an integer, got {value!r:.40}", ref)
-    return value
+def _int(
+    body: dict[str, Any], key: str, ref: str, low: int, high: int, default: int | None = None
+) -> int | None:
+    """An integer key in [low, high]; `default` when the key is absent."""
+    if key not in body:
+        return default
+    return check_int(body[key], repr(key), low, high, ref)
 
 
 def _str(body: dict[str, Any], key: str, ref: str) -> str:
     value = body.get(key)
     if not isinstance(value, str):
-        raise ProtocolError("bad_field", f"{key!r} must be a string, got {value!r:.40}", ref)
+        raise ProtocolError(
+            "bad_field", f"{key!r} must be a string, got {type(value).__name__}", ref
+        )
     return value
+
+
+def _opt_str(body: dict[str, Any], key: str, ref: str) -> str | None:
+    return _str(body, key, ref) if key in body else None
+
+
+def _id(body: dict[str, Any], ref: str) -> int | str | None:
+    return check_id(body["id"], ref) if "id" in body else None
+
+
+def _resume(body: dict[str, Any], ref: str) -> dict[str, int] | None:
+    if "resume" not in body:
+        return None
+    resume_raw = body["resume"]
+    if not isinstance(resume_raw, dict) or len(resume_raw) > MAX_HELLO_ROOMS:
+        raise ProtocolError(
+            "bad_field", f"'resume' must map at most {MAX_HELLO_ROOMS} rooms to seqs", ref
+        )
+    resume: dict[str, int] = {}
+    for room, seq in resume_raw.items():
+        check_room(room, ref)
+        resume[room] = check_seq(seq, f"resume seq for {room!r}", ref)
+    return resume
 
 
 def _hello(body: dict[str, Any], max_text: int) -> Hello:
     ref = "hello"
     nick = check_nick(body.get("nick"), ref)
     rooms_raw = body.get("rooms", ["lobby"])
-    if not isinstance(rooms_raw, list) or len(rooms_raw) > 64:
-        raise ProtocolError("bad_field", "'rooms' must be a list of at most 64 room names", ref)
+    if not isinstance(rooms_raw, list) or len(rooms_raw) > MAX_HELLO_ROOMS:
+        raise ProtocolError(
+            "bad_field", f"'rooms' must be a list of at most {MAX_HELLO_ROOMS} room names", ref
+        )
     rooms = tuple(dict.fromkeys(check_room(r, ref) for r in rooms_raw))
-    password = body.get("password")
-    if password is not None and not isinstance(password, str):
-        raise ProtocolError("bad_field", "'password' must be a string", ref)
-    resume_raw = body.get("resume")
-    resume: dict[str, int] | None = None
-    if resume_raw is not None:
-        if not isinstance(resume_raw, dict) or len(resume_raw) > 64:
-            raise ProtocolError("bad_field", "'resume' must map at most 64 rooms to seqs", ref)
-        resume = {}
-        for room, seq in resume_raw.items():
-            check_room(room, ref)
-            if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
-                raise ProtocolError(
-                    "bad_field", f"resume seq for {room!r} must be an int >= 0", ref
-                )
-            resume[room] = seq
-    v = _int(body, "v", ref, PROTOCOL_VERSION)
-    if v is None or v < 1:
-        raise ProtocolError("bad_field", f"'v' must be a protocol version >= 1, got {v}", ref)
+    password = _opt_str(body, "password", ref)
+    resume = _resume(body, ref)
     # A newer client is welcome: our `welcome` says v1 and it speaks down to us.
+    v = _int(body, "v", ref, 1, VERSION_MAX, PROTOCOL_VERSION)
+    assert v is not None
     return Hello(nick=nick, rooms=rooms, v=v, password=password, resume=resume)
+
+
+def _history(body: dict[str, Any], t: str) -> HistoryQuery:
+    room = check_room(body.get("room"), t)
+    after = check_seq(body["after"], "'after'", t) if "after" in body else None
+    limit = _int(body, "limit", t, 1, HISTORY_MAX_LIMIT, HISTORY_DEFAULT_LIMIT)
+    assert limit is not None
+    return HistoryQuery(room=room, after=after, limit=limit)
 
 
 def parse_client_body(body: Any, max_text: int = DEFAULT_MAX_TEXT) -> ClientEvent:
@@ -400,7 +432,7 @@ def parse_client_body(body: Any, max_text: int = DEFAULT_MAX_TEXT) -> ClientEven
         return Say(
             room=check_room(body.get("room"), t),
             text=check_text(body.get("text"), max_text, t),
-            id=body.get("id"),
+            id=_id(body, t),
         )
     if t == "hello":
         return _hello(body, max_text)
@@ -411,26 +443,16 @@ def parse_client_body(body: Any, max_text: int = DEFAULT_MAX_TEXT) -> ClientEven
         return Whisper(
             to=_whisper_target(body),
             text=check_text(body.get("text"), max_text, t),
-            id=body.get("id"),
+            id=_id(body, t),
         )
     if t == "nick":
         return NickChange(check_nick(body.get("nick"), t))
     if t == "history":
-        room = check_room(body.get("room"), t)
-        after = _int(body, "after", t)
-        limit = _int(body, "limit", t, HISTORY_DEFAULT_LIMIT)
-        assert limit is not None
-        if after is not None and after < 0:
-            raise ProtocolError("bad_field", "'after' must be >= 0", t)
-        if not 1 <= limit <= HISTORY_MAX_LIMIT:
-            raise ProtocolError(
-                "bad_field", f"'limit' must be 1-{HISTORY_MAX_LIMIT}, got {limit}", t
-            )
-        return HistoryQuery(room=room, after=after, limit=limit)
+        return _history(body, t)
     if t == "ping":
-        return Ping(body.get("id"))
+        return Ping(_id(body, t))
     if t == "pong":
-        return Pong(body.get("id"))
+        return Pong(_id(body, t))
     if t == "bye":
         return Bye()
     if t == "rooms":
@@ -441,27 +463,25 @@ def parse_client_body(body: Any, max_text: int = DEFAULT_MAX_TEXT) -> ClientEven
 
 
 def _reason(body: dict[str, Any], ref: str) -> str | None:
-    reason = body.get("reason")
-    return None if reason is None else check_text(reason, MAX_REASON, ref)
+    if "reason" not in body:
+        return None
+    return check_text(body["reason"], MAX_REASON, ref, key="'reason'")
 
 
 def _minutes(body: dict[str, Any], ref: str) -> int | None:
-    minutes = _int(body, "minutes", ref)
-    if minutes is not None and not 1 <= minutes <= MAX_MINUTES:
-        raise ProtocolError("bad_field", f"'minutes' must be 1-{MAX_MINUTES}, got {minutes}", ref)
-    return minutes
+    return _int(body, "minutes", ref, 1, MAX_MINUTES)
 
 
 def _nick_or_ip(body: dict[str, Any], ref: str) -> tuple[str | None, str | None]:
-    nick, ip = body.get("nick"), body.get("ip")
-    if (nick is None) == (ip is None):
+    if ("nick" in body) == ("ip" in body):
         raise ProtocolError("bad_field", f"{ref} takes exactly one of 'nick' and 'ip'", ref)
-    if ip is not None:
+    if "ip" in body:
+        ip = body["ip"]
         key = ip_key(ip) if isinstance(ip, str) else None
         if key is None:
             raise ProtocolError("bad_field", f"'ip' must be an IP address, got {ip!r:.60}", ref)
         return None, key
-    return check_nick(nick, ref), None
+    return check_nick(body["nick"], ref), None
 
 
 def _oper(body: dict[str, Any], t: str) -> ClientEvent:

@@ -31,7 +31,6 @@ from typing import Any, Final
 from transports.base import Decoded, ServerCodec
 from transports.errors import ProtocolError
 from transports.events import (
-    MAX_REASON,
     Ban,
     Bye,
     ClientEvent,
@@ -61,7 +60,15 @@ from transports.irc_lines import (
     user_prefix,
     word_lines,
 )
-from transports.validate import check_text, ip_key, is_valid_nick, is_valid_room, nick_key
+from transports.validate import (
+    ID_MAX_BYTES,
+    MAX_REASON,
+    check_text,
+    ip_key,
+    is_valid_nick,
+    is_valid_room,
+    nick_key,
+)
 
 _log = logging.getLogger("transports.irc")
 
@@ -305,7 +312,10 @@ class IrcServerCodec(ServerCodec):
             self._reply("409", text="No origin specified")
             return
         token = params[-1][:200]
-        if self.registered:
+        # The token travels as the ping's `id`, which is a string of at most
+        # ID_MAX_BYTES; a longer one is answered here, in its full length
+        # (clients match their token exactly), just without the ordering.
+        if self.registered and len(token.encode("utf-8", "replace")) <= ID_MAX_BYTES:
             # Through the relay like any command, so the PONG comes after the
             # replies to what was sent before it, as an IRC server orders them.
             out.append(Ping(token))

@@ -16,6 +16,7 @@ import msgpack
 from transports.base import Decoded, ServerCodec
 from transports.errors import FatalProtocolError, ProtocolError
 from transports.events import ClientEvent, RelayEvent, parse_client_body, parse_relay_body
+from transports.validate import MAX_DEPTH, depth_exceeds
 
 DEFAULT_MAX_FRAME = 65536
 _LEN = struct.Struct(">I")
@@ -39,8 +40,25 @@ def frame_packed(data: bytes) -> bytes:
 
 
 def unpack_body(data: bytes) -> Any:
-    """Decode one body; every msgpack size limit is bounded by the body itself."""
-    return msgpack.unpackb(data, raw=False, strict_map_key=True)
+    """Decode one body; every msgpack size limit is bounded by the body itself.
+
+    Raises:
+        ProtocolError: `bad_frame` when `data` is not one msgpack value, or
+            when it nests deeper than MAX_DEPTH (msgpack's own C decoder stops
+            at 1,024 levels; the depth check walks only what that decoded,
+            before any field is read).
+    """
+    try:
+        body = msgpack.unpackb(data, raw=False, strict_map_key=True)
+    except Exception as exc:  # msgpack raises many types; all mean the same
+        raise ProtocolError(
+            "bad_frame", f"body of {len(data)} bytes is not msgpack: {str(exc)[:80]}"
+        ) from None
+    if depth_exceeds(body, MAX_DEPTH):
+        raise ProtocolError(
+            "bad_frame", f"body nests maps and lists more than {MAX_DEPTH} levels deep"
+        )
+    return body
 
 
 class FrameDecoder:
@@ -85,10 +103,8 @@ class FrameDecoder:
             pos += 4 + length
             try:
                 out.append(unpack_body(body))
-            except Exception as exc:  # msgpack raises many types; all mean the same
-                out.append(
-                    ProtocolError("bad_frame", f"body of {length} bytes is not msgpack: {exc}")
-                )
+            except ProtocolError as err:
+                out.append(err)
         if pos:
             del buf[:pos]
         return out

@@ -48,8 +48,6 @@ from typing import Any, Final
 from transports.base import Decoded, ServerCodec
 from transports.errors import ProtocolError
 from transports.events import (
-    MAX_MINUTES,
-    MAX_REASON,
     Ban,
     Bye,
     ClientEvent,
@@ -69,7 +67,18 @@ from transports.events import (
     Whisper,
     Who,
 )
-from transports.validate import DEFAULT_MAX_TEXT, check_nick, check_room, check_text, ip_key
+from transports.validate import (
+    DEFAULT_MAX_TEXT,
+    MAX_MINUTES,
+    MAX_REASON,
+    SEQ_MAX,
+    check_nick,
+    check_room,
+    check_text,
+    ip_key,
+    is_number,
+    parse_number,
+)
 
 # A joined line names at most this many members, then "and N more".
 MAX_LISTED_MEMBERS: Final = 20
@@ -329,10 +338,10 @@ class TextServerCodec(ServerCodec):
 
     def _history(self, ref: str, arg: str) -> ClientEvent:
         parts = arg.split()
-        if len(parts) > 2 or (len(parts) == 2 and not parts[1].isdecimal()):
+        if len(parts) > 2 or (len(parts) == 2 and not is_number(parts[1])):
             raise ProtocolError("bad_field", "usage: /history [ROOM [AFTER]]", ref)
         room = self._room_or_current(parts[0] if parts else "", ref)
-        after = int(parts[1]) if len(parts) == 2 else None
+        after = parse_number(parts[1], "AFTER", 0, SEQ_MAX, ref) if len(parts) == 2 else None
         return HistoryQuery(room=room, after=after)
 
     def _help(self, ref: str, arg: str) -> None:
@@ -364,10 +373,8 @@ class TextServerCodec(ServerCodec):
             raise ProtocolError("bad_field", f"usage: {usage}", ref)
         rest = parts[1].split(None, 1) if len(parts) > 1 else []
         minutes = None
-        if rest and rest[0].isdecimal():
-            minutes = int(rest[0])
-            if not 1 <= minutes <= MAX_MINUTES:
-                raise ProtocolError("bad_field", f"MINUTES must be 1-{MAX_MINUTES}", ref)
+        if rest and is_number(rest[0]):
+            minutes = parse_number(rest[0], "MINUTES", 1, MAX_MINUTES, ref)
             rest = rest[1:]
         return parts[0], minutes, self._reason(rest, ref)
 

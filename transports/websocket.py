@@ -38,6 +38,7 @@ from transports.base import Decoded, ServerCodec
 from transports.errors import FatalProtocolError, ProtocolError
 from transports.events import Bye, parse_client_body
 from transports.native import pack_body, unpack_body
+from transports.validate import MAX_DEPTH, json_depth_exceeds
 from transports.ws_http import WS_PATH, page_response, route, text_response
 
 JSON_SUBPROTOCOL: Final = Subprotocol("chat-relay.v1.json")
@@ -90,6 +91,33 @@ def encode_json(body: dict[str, Any]) -> bytes:
     return json.dumps(
         body, ensure_ascii=False, separators=(",", ":"), default=_json_default
     ).encode("utf-8", "surrogatepass")
+
+
+def decode_json(data: bytes) -> Any:
+    """One JSON text message's value.
+
+    Raises:
+        ProtocolError: `bad_frame` when it is not UTF-8, nests deeper than
+            MAX_DEPTH (checked on the text, before the recursive decoder runs),
+            is not JSON, or holds a lone surrogate (no encoder accepts one).
+    """
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ProtocolError(
+            "bad_frame", f"text message is not UTF-8 at byte {exc.start} of {len(data)}"
+        ) from None
+    if json_depth_exceeds(text, MAX_DEPTH):
+        raise ProtocolError(
+            "bad_frame", f"message nests arrays and objects more than {MAX_DEPTH} levels deep"
+        )
+    try:
+        body = json.loads(text)
+        if _SURROGATE_ESCAPE.search(text):
+            encode_json(body).decode("utf-8")  # rejects lone surrogates
+    except (ValueError, RecursionError) as exc:  # RecursionError: belt and braces
+        raise ProtocolError("bad_frame", f"text message is not JSON: {str(exc)[:80]}") from None
+    return body
 
 
 def server_frame(opcode: Opcode, payload: bytes) -> bytes:
@@ -235,32 +263,14 @@ class WebSocketServerCodec(ServerCodec):
                 raise ProtocolError(
                     "bad_frame", f"{MSGPACK_SUBPROTOCOL} carries binary messages, got text"
                 )
-            try:
-                body = unpack_body(data)
-            except Exception as exc:  # msgpack raises many types; all mean the same
-                raise ProtocolError(
-                    "bad_frame", f"message of {len(data)} bytes is not msgpack: {exc}"
-                ) from None
+            body = unpack_body(data)  # bad_frame if not msgpack or too deep
             what = "a msgpack map"
         else:
             if opcode is not Opcode.TEXT:
                 raise ProtocolError(
                     "bad_frame", f"{JSON_SUBPROTOCOL} carries text messages, got binary"
                 )
-            try:
-                text = data.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise ProtocolError(
-                    "bad_frame", f"text message is not UTF-8 at byte {exc.start} of {len(data)}"
-                ) from None
-            try:
-                body = json.loads(text)
-                if _SURROGATE_ESCAPE.search(text):
-                    encode_json(body).decode("utf-8")  # rejects lone surrogates
-            except (ValueError, RecursionError) as exc:
-                raise ProtocolError(
-                    "bad_frame", f"text message is not JSON: {str(exc)[:80]}"
-                ) from None
+            body = decode_json(data)
             what = "a JSON object"
         if not isinstance(body, dict) or not isinstance(body.get("t"), str):
             raise ProtocolError("bad_frame", f"a message must be {what} with a string 't'")

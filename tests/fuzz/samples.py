@@ -37,6 +37,31 @@ _HELLO: Final = {"t": "hello", "v": 1, "nick": "alice", "rooms": ["lobby", "dev"
                  "resume": {"lobby": 41}, "password": "pw"}
 
 
+def _nested(depth: int) -> Any:
+    value: Any = 1
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+# Values at and past the field bounds (transports/validate.py), for every dialect
+# that carries bodies: mutations of these reach the range checks.
+_EDGES: Final[list[dict[str, Any]]] = [
+    {"t": "ping", "id": 2**63 - 1},
+    {"t": "ping", "id": 2**64 - 1},
+    {"t": "ping", "id": -(2**63)},
+    {"t": "ping", "id": "i" * 65},
+    {"t": "ping", "id": 1.5},
+    {"t": "ping", "id": None},
+    {"t": "ping", "id": _nested(40)},
+    {"t": "say", "room": "lobby", "text": "x", "id": True},
+    {"t": "history", "room": "lobby", "after": 2**63, "limit": 500},
+    {"t": "history", "room": "lobby", "after": -1, "limit": 0},
+    {"t": "hello", "v": 2**16, "nick": "alice", "resume": {"lobby": 2**63}},
+    {"t": "ban", "nick": "bob", "minutes": 2**63},
+]
+
+
 def _native() -> list[bytes]:
     seeds = [frame(_HELLO) + b"".join(frame(r) for r in _REQUESTS)]
     seeds += [frame(_HELLO) + frame(r) for r in _REQUESTS]
@@ -50,6 +75,7 @@ def _native() -> list[bytes]:
         frame({"t": "frobnicate", "room": ["lobby"]}),
         b"\x00\x00",                                                 # half a length
     ]
+    seeds += [frame(_HELLO) + frame(edge) for edge in _EDGES]
     return seeds
 
 
@@ -80,6 +106,9 @@ def _text() -> list[bytes]:
         b"\xff\xfe bad utf8\n\xed\xa0\x80 surrogate\n",
         "caf\u00e9 \u2603 \U0001f600\n".encode(),
         b"no newline at eof",
+        b"/history lobby 9223372036854775807\n/history lobby 9223372036854775808\n",
+        b"/history lobby 99999999999999999999999\n/history lobby " + b"9" * 100 + b"\n",
+        b"/ban bob 99999999999999999999 spam\n/mute bob 527041 x\n",
     ]
     return seeds
 
@@ -117,6 +146,11 @@ def _ws() -> list[bytes]:
         msgpack_session,
         _ws_request() + _ws_frame(Opcode.TEXT, b'{"t":"say","text":"\\ud800"}'),
         _ws_request() + _ws_frame(Opcode.TEXT, b"[" * 200 + b"]" * 200),
+        _ws_request() + _ws_frame(Opcode.TEXT, b'{"t":"ping","id":18446744073709551616}'),
+        _ws_request() + _ws_frame(Opcode.TEXT, b'{"t":"ping","id":NaN,"x":"[[[["}'),
+        _ws_request() + b"".join(_ws_frame(Opcode.TEXT, json.dumps(e).encode()) for e in _EDGES),
+        (_ws_request(protocol="chat-relay.v1.msgpack")
+         + b"".join(_ws_frame(Opcode.BINARY, pack_body(e)) for e in _EDGES)),
         _ws_request() + _ws_frame(Opcode.TEXT, b"x" * (MAX_FRAME + 1)),
         _ws_request() + _ws_frame(Opcode.BINARY, b"\x81\xa1t\xa5hello"),
         _ws_request() + _ws_frame(Opcode.CLOSE, struct.pack(">H", 1000) + b"bye"),
@@ -162,6 +196,7 @@ def _irc() -> list[bytes]:
         b"NICK \xff\xfe\r\nUSER a 0 * :a\r\n",
         b"NICK a\nUSER a 0 * a\nJOIN lobby\nJOIN #" + b"x" * 70 + b"\n",
         b"USER\r\nNICK\r\nJOIN\r\n:::\r\n\r\n",
+        registration + b"PING :" + b"t" * 64 + b"\r\nPING :" + b"t" * 65 + b"\r\n",
     ]
     return seeds
 

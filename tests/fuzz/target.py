@@ -11,6 +11,10 @@ STYLE.md "its parser never raises into the I/O loop"):
 - Buffers stay bounded by the limits (`max_frame`, `max_text`), however the
   input is cut, so a peer cannot make the relay hold more than a frame.
 - After EOF (b"") the codec is closed, and more input still raises nothing.
+- Every ClientEvent keeps the field bounds (transports/validate.py: seqs,
+  limits, versions and minutes in range, `id` a short string or a signed
+  64-bit int, nothing nested) and its body packs with msgpack, as the worker
+  must pack it for the hub: a value that cannot be packed kills a process.
 
 `Mutator` makes inputs: mostly real samples with a few edits (bit flips,
 interesting lengths, splices of two samples, cut lines), some random bytes.
@@ -24,11 +28,24 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+import msgpack
+
 from tests.fuzz.samples import MAX_FRAME, MAX_TEXT, RELAY_BODIES, SEEDS
 from transports.base import ServerCodec
 from transports.errors import ProtocolError
-from transports.events import ClientEvent
+from transports.events import Ban, ClientEvent, Hello, HistoryQuery, Mute
 from transports.registry import SERVER_CODECS
+from transports.validate import (
+    HISTORY_MAX_LIMIT,
+    ID_INT_MAX,
+    ID_INT_MIN,
+    ID_MAX_BYTES,
+    MAX_DEPTH,
+    MAX_MINUTES,
+    SEQ_MAX,
+    VERSION_MAX,
+    depth_exceeds,
+)
 
 DIALECTS: Final[tuple[str, ...]] = tuple(d for d in ("native", "text", "ws", "irc")
                                          if d in SERVER_CODECS)
@@ -99,12 +116,56 @@ class Case:
         return f"Case(dialect={self.dialect!r}, seed={self.seed}, data={self.data!r})"
 
 
+def _int_in(value: object, low: int, high: int) -> bool:
+    return type(value) is int and low <= value <= high
+
+
+def _id_ok(value: object) -> bool:
+    if value is None or _int_in(value, ID_INT_MIN, ID_INT_MAX):
+        return True
+    return type(value) is str and len(value.encode("utf-8")) <= ID_MAX_BYTES
+
+
+def bound_violations(event: ClientEvent) -> list[str]:
+    """What in `event` breaks a field bound or cannot be packed (empty: nothing)."""
+    bad: list[str] = []
+    if not _id_ok(getattr(event, "id", None)):
+        bad.append(f"id {getattr(event, 'id', None)!r:.80}")
+    if isinstance(event, Hello):
+        if not _int_in(event.v, 1, VERSION_MAX):
+            bad.append(f"v {event.v!r:.80}")
+        for room, seq in (event.resume or {}).items():
+            if not _int_in(seq, 0, SEQ_MAX):
+                bad.append(f"resume[{room!r}] {seq!r:.80}")
+    if isinstance(event, HistoryQuery):
+        if event.after is not None and not _int_in(event.after, 0, SEQ_MAX):
+            bad.append(f"after {event.after!r:.80}")
+        if not _int_in(event.limit, 1, HISTORY_MAX_LIMIT):
+            bad.append(f"limit {event.limit!r:.80}")
+    if isinstance(event, Ban | Mute) and event.minutes is not None:
+        if not _int_in(event.minutes, 1, MAX_MINUTES):
+            bad.append(f"minutes {event.minutes!r:.80}")
+    body = event.to_body()
+    if depth_exceeds(body, MAX_DEPTH):
+        bad.append(f"body nested over {MAX_DEPTH} levels")
+    try:
+        msgpack.packb(body, use_bin_type=True)
+    except Exception as exc:  # OverflowError, ValueError, UnicodeEncodeError, TypeError
+        bad.append(f"msgpack cannot pack the body: {type(exc).__name__}: {exc}")
+    return bad
+
+
 def _check_decoded(codec: ServerCodec, items: Any, where: str) -> None:
     if not isinstance(items, list):
         raise FuzzFailure(f"{codec.name}: receive_data returned {type(items).__name__} {where}")
     for item in items:
         if not isinstance(item, ClientEvent | ProtocolError):
             raise FuzzFailure(f"{codec.name}: receive_data produced {item!r} {where}")
+        if isinstance(item, ClientEvent):
+            bad = bound_violations(item)
+            if bad:
+                raise FuzzFailure(f"{codec.name}: {type(item).__name__} {where} breaks "
+                                  f"a bound: {'; '.join(bad)}")
 
 
 def _bytes(codec: ServerCodec, value: Any, what: str) -> None:
@@ -150,12 +211,36 @@ def run_case(case: Case) -> int:
         raise
     except Exception as exc:
         raise FuzzFailure(f"{case.dialect}: {type(exc).__name__}: {exc}") from exc
+    _raise_logged(case.dialect)
+    return decoded
+
+
+def _raise_logged(dialect: str) -> None:
     if _errors.records:
         record = _errors.records[0]
         cause = f" ({record.exc_info[1]!r})" if record.exc_info else ""
-        raise FuzzFailure(f"{case.dialect}: the codec logged an error: "
+        raise FuzzFailure(f"{dialect}: the codec logged an error: "
                           f"{record.getMessage()}{cause}")
-    return decoded
+
+
+def feed_checked(codec: ServerCodec, chunks: Sequence[bytes], eof: bool = True) -> list[Any]:
+    """Feed `chunks` (and then EOF) to `codec`, checking the rules above that
+    hold at any limits (no exception, nothing logged, events within the field
+    bounds and packable); returns what it decoded. Raises FuzzFailure."""
+    _errors.records.clear()
+    out: list[Any] = []
+    try:
+        for i, chunk in enumerate((*chunks, b"") if eof else chunks):
+            items = codec.receive_data(chunk)
+            _check_decoded(codec, items, f"in chunk {i} of {len(chunks)}")
+            _bytes(codec, codec.data_to_send(), "data_to_send")
+            out += items
+    except FuzzFailure:
+        raise
+    except Exception as exc:
+        raise FuzzFailure(f"{codec.name}: {type(exc).__name__}: {exc}") from exc
+    _raise_logged(codec.name)
+    return out
 
 
 # Inputs ----------------------------------------------------------------------------------
