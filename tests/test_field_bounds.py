@@ -171,7 +171,6 @@ _ID_BAD = [
     True,
     False,
     1.5,
-    None,
     [1],
     {"a": 1},
 ]
@@ -211,7 +210,7 @@ _INT_KEYS = {
     "minutes": {"t": "ban", "nick": "bob"},
 }
 _NOT_INTS: list[Any] = [
-    True, False, None, 1.0, math.nan, math.inf, -math.inf, b"1", "1", [1], {"n": 1},
+    True, False, 1.0, math.nan, math.inf, -math.inf, b"1", "1", [1], {"n": 1},
     msgpack.ExtType(5, b"\x01"), msgpack.Timestamp(1, 0),
 ]
 
@@ -264,9 +263,15 @@ def test_t_must_be_a_string() -> None:
 
 
 @pytest.mark.parametrize("key", ["password", "reason", "resume"])
-def test_nil_is_not_absent(key: str) -> None:
+def test_nil_in_an_optional_key_is_absent(key: str) -> None:
     body = {"t": "hello", "nick": "al"} if key != "reason" else {"t": "kick", "nick": "bob"}
-    refused(decode("native", {**body, key: None}))
+    assert decode("native", {**body, key: None}) == decode("native", body)
+
+
+def test_nil_is_no_value_where_one_is_required() -> None:
+    refused(decode("native", {"t": None}), "bad_frame")
+    refused(decode("native", {"t": "hello", "nick": "al", "resume": {"lobby": None}}))
+    refused(decode("native", {"t": "join", "room": None}), "room_invalid")
 
 
 def test_unknown_keys_are_still_ignored_whatever_they_hold() -> None:

@@ -347,15 +347,15 @@ class Error(RelayEvent):
 # Every key is read through one of the helpers below, which take what the
 # decoder gave (any msgpack or JSON value) and return a value of the field's
 # type within its bound (transports/validate.py), or raise ProtocolError.
-# An optional key that is present counts as given: nil in it is a bad_field,
-# like a float or bytes, never read as "absent".
+# An optional key holding nil counts as absent, as JSON clients that write
+# `"id": null` expect; any other wrong type is a bad_field, never coerced.
 
 
 def _int(
     body: dict[str, Any], key: str, ref: str, low: int, high: int, default: int | None = None
 ) -> int | None:
     """An integer key in [low, high]; `default` when the key is absent."""
-    if key not in body:
+    if body.get(key) is None:
         return default
     return check_int(body[key], repr(key), low, high, ref)
 
@@ -370,15 +370,15 @@ def _str(body: dict[str, Any], key: str, ref: str) -> str:
 
 
 def _opt_str(body: dict[str, Any], key: str, ref: str) -> str | None:
-    return _str(body, key, ref) if key in body else None
+    return _str(body, key, ref) if body.get(key) is not None else None
 
 
 def _id(body: dict[str, Any], ref: str) -> int | str | None:
-    return check_id(body["id"], ref) if "id" in body else None
+    return check_id(body["id"], ref) if body.get("id") is not None else None
 
 
 def _resume(body: dict[str, Any], ref: str) -> dict[str, int] | None:
-    if "resume" not in body:
+    if body.get("resume") is None:
         return None
     resume_raw = body["resume"]
     if not isinstance(resume_raw, dict) or len(resume_raw) > MAX_HELLO_ROOMS:
@@ -411,7 +411,7 @@ def _hello(body: dict[str, Any], max_text: int) -> Hello:
 
 def _history(body: dict[str, Any], t: str) -> HistoryQuery:
     room = check_room(body.get("room"), t)
-    after = check_seq(body["after"], "'after'", t) if "after" in body else None
+    after = check_seq(body["after"], "'after'", t) if body.get("after") is not None else None
     limit = _int(body, "limit", t, 1, HISTORY_MAX_LIMIT, HISTORY_DEFAULT_LIMIT)
     assert limit is not None
     return HistoryQuery(room=room, after=after, limit=limit)
@@ -463,7 +463,7 @@ def parse_client_body(body: Any, max_text: int = DEFAULT_MAX_TEXT) -> ClientEven
 
 
 def _reason(body: dict[str, Any], ref: str) -> str | None:
-    if "reason" not in body:
+    if body.get("reason") is None:
         return None
     return check_text(body["reason"], MAX_REASON, ref, key="'reason'")
 
