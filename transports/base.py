@@ -23,12 +23,27 @@ interface, so adding a dialect never touches the relay core:
 from __future__ import annotations
 
 from collections.abc import Hashable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol, Self
 
 from transports.errors import ProtocolError
 from transports.events import ClientEvent
 
 Decoded = ClientEvent | ProtocolError
+
+
+class CodecSettings(Protocol):
+    """The relay settings a codec is built from (relay.config.Settings has them all)."""
+
+    @property
+    def max_frame(self) -> int: ...
+    @property
+    def max_text(self) -> int: ...
+    @property
+    def max_fragments(self) -> int: ...
+    @property
+    def max_pending(self) -> int: ...
+    @property
+    def allowed_origins(self) -> str: ...
 
 
 class ServerCodec:
@@ -45,6 +60,11 @@ class ServerCodec:
         self.closed = False
         self.nick: str | None = None
         self.current_room: str | None = None
+
+    @classmethod
+    def configured(cls, settings: CodecSettings) -> Self:
+        """A codec for one relay connection, with every limit `settings` sets for it."""
+        return cls(settings.max_frame, settings.max_text)
 
     def receive_data(self, data: bytes) -> list[Decoded]:
         raise NotImplementedError
