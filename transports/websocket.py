@@ -233,10 +233,12 @@ class WebSocketServerCodec(ServerCodec):
                 response.headers["Upgrade"] = "websocket"
         else:
             response = page_response(request)
+        if response.status_code == 101:
+            # Published before is_open: the encoder reads them in that order.
+            self.subprotocol = self._ws.subprotocol or JSON_SUBPROTOCOL
         self._ws.send_response(response)
         if response.status_code == 101:
             self.is_open = True
-            self.subprotocol = self._ws.subprotocol or JSON_SUBPROTOCOL
 
     def _receive_frame(self, frame: Frame, out: list[Decoded]) -> None:
         # Control frames (ping, pong, close) are answered by ServerProtocol.
@@ -286,8 +288,11 @@ class WebSocketServerCodec(ServerCodec):
             self.closed = True  # read nothing more; the Close frame is the farewell
 
     def farewell(self) -> bytes:
-        self._send_close(CloseCode.NORMAL_CLOSURE, "bye")
-        return self.data_to_send()
+        if self._close_sent or not self.is_open:
+            return b""
+        self._close_sent = True
+        self.closed = True
+        return close_frame(CloseCode.NORMAL_CLOSURE, "bye")
 
     def _decode_body(self, opcode: Opcode, data: bytes) -> Any:
         """One message's body; raises ProtocolError(bad_frame) saying what is wrong."""
@@ -352,12 +357,6 @@ class WebSocketServerCodec(ServerCodec):
         data = bytes(self._out)
         self._out.clear()
         return data
-
-    def _send_close(self, code: int, reason: str) -> None:
-        if not self._close_sent:
-            self._close_sent = True
-            self._out += close_frame(code, reason)
-        self.closed = True
 
     # Bodies out ---------------------------------------------------------------
 
