@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from websockets.client import ClientProtocol
 from websockets.exceptions import InvalidStatus
-from websockets.frames import Close, CloseCode, Opcode
+from websockets.frames import Close, CloseCode, Frame, Opcode
 from websockets.sync.client import connect
 from websockets.typing import Origin
 from websockets.uri import parse_uri
@@ -262,3 +262,32 @@ def test_relay_allowed_origins_flag(relay_factory: Any) -> None:
     assert _ws_status(relay.port, "http://b.example") == 403
     star = relay_factory(args=["--rate-limit", "0", "--allowed-origins", "*"])
     assert _ws_status(star.port, "http://b.example") == 101
+
+
+def _client_after_101() -> Any:
+    from clients.ws import WebSocketClientCodec
+
+    client = WebSocketClientCodec("relay.local", 8081)
+    server = WebSocketServerCodec()
+    server.receive_data(client.send(Hello("ann", ())))
+    assert client.receive_data(server.data_to_send()) == []
+    assert client.open
+    return client
+
+
+def _server_fragments(payload: bytes, frames: int) -> bytes:
+    out = [Frame(Opcode.TEXT, payload, fin=frames == 1).serialize(mask=False)]
+    out += [Frame(Opcode.CONT, b"", fin=i == frames - 1).serialize(mask=False)
+            for i in range(1, frames)]
+    return b"".join(out)
+
+
+def test_the_client_codec_bounds_fragments_alike() -> None:
+    pong = json.dumps({"t": "pong"}).encode()
+    client = _client_after_101()
+    (event,) = client.receive_data(_server_fragments(pong, DEFAULT_MAX_FRAGMENTS))
+    assert event.T == "pong"
+    out = client.receive_data(_server_fragments(pong, DEFAULT_MAX_FRAGMENTS + 1)
+                              + _server_fragments(pong, 1))
+    assert len(out) == 1 and isinstance(out[0], ProtocolError) and out[0].fatal
+    assert f"more than {DEFAULT_MAX_FRAGMENTS} fragments" in out[0].text
