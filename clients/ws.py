@@ -34,7 +34,12 @@ from websockets.uri import parse_uri
 from transports.errors import FatalProtocolError, ProtocolError
 from transports.events import ClientEvent, RelayEvent, parse_relay_body
 from transports.native import pack_body, unpack_body
-from transports.websocket import JSON_SUBPROTOCOL, MSGPACK_SUBPROTOCOL, encode_json
+from transports.websocket import (
+    DEFAULT_MAX_FRAGMENTS,
+    JSON_SUBPROTOCOL,
+    MSGPACK_SUBPROTOCOL,
+    encode_json,
+)
 from transports.ws_http import WS_PATH
 
 # transport= names the client library accepts, and the subprotocol each asks for.
@@ -73,7 +78,10 @@ class WebSocketClientCodec:
         self._ws.send_request(self._ws.connect())
         self.open = False  # True once the relay answered 101
         self.failed: str | None = None
-        self._fragments: list[bytes] = []
+        # A fragmented message so far (its bytes are bounded by max_message,
+        # its frames by DEFAULT_MAX_FRAGMENTS: the relay never fragments).
+        self._fragments = bytearray()
+        self._fragment_count = 0
         self._fragment_opcode: Opcode | None = None
 
     # Bytes out ----------------------------------------------------------------
@@ -102,7 +110,7 @@ class WebSocketClientCodec:
         for event in self._ws.events_received():
             if isinstance(event, Response):
                 self._handshake(event, out)
-            elif isinstance(event, Frame):
+            elif isinstance(event, Frame) and self.failed is None:
                 self._frame(event, out)
         if self._ws.handshake_exc is not None and self.failed is None:
             self._fail(f"WebSocket upgrade failed: {self._ws.handshake_exc}", out)
@@ -129,12 +137,21 @@ class WebSocketClientCodec:
             if frame.fin:
                 self._message(frame.opcode, bytes(frame.data), out)
             else:
-                self._fragment_opcode, self._fragments = frame.opcode, [bytes(frame.data)]
+                self._fragment_opcode = frame.opcode
+                self._fragments[:] = frame.data
+                self._fragment_count = 1
         elif frame.opcode is Opcode.CONT and self._fragment_opcode is not None:
-            self._fragments.append(bytes(frame.data))
+            self._fragment_count += 1
+            if self._fragment_count > DEFAULT_MAX_FRAGMENTS:
+                self._fragments.clear()
+                self._fail(f"relay sent a message in more than {DEFAULT_MAX_FRAGMENTS} "
+                           "fragments", out)
+                return
+            self._fragments += frame.data
             if frame.fin:
-                opcode, data = self._fragment_opcode, b"".join(self._fragments)
-                self._fragment_opcode, self._fragments = None, []
+                opcode, data = self._fragment_opcode, bytes(self._fragments)
+                self._fragment_opcode, self._fragment_count = None, 0
+                self._fragments.clear()
                 self._message(opcode, data, out)
 
     def _message(self, opcode: Opcode, data: bytes, out: list[RelayEvent | ProtocolError]

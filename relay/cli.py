@@ -24,6 +24,12 @@ HELP = {
     "hub": "use the hub at this zmq endpoint instead of starting one (tcp://HOST:PORT)",
     "max_frame": "largest native frame body in bytes",
     "max_text": "largest message text (and text-dialect line) in bytes",
+    "max_fragments": "frames one WebSocket message may arrive in (empty continuation frames "
+    "count too); more is frame_too_large and a close",
+    "max_pending": "NAMES/WHO/LIST requests one IRC client may have awaiting an answer; "
+    "more are answered at once with an empty list",
+    "allowed_origins": "comma list of browser origins (e.g. https://chat.example) whose pages "
+    "may open /ws besides the relay's own page; * admits every origin",
     "max_outbox": "bytes queued for one client before it is cut as a slow consumer",
     "sndbuf": "kernel send buffer per client socket in bytes (bounds what hides from the "
     "outbox limit); 0 leaves it to kernel autotuning",

@@ -35,6 +35,9 @@ class Settings:
     # Limits (each has a flag and a test at its bound).
     max_frame: int = 65536            # native frame body bytes
     max_text: int = 4096              # text bytes per message / line
+    max_fragments: int = 1024         # WebSocket frames one message may come in
+    max_pending: int = 64             # IRC NAMES/WHO/LIST awaiting the relay's answer
+    allowed_origins: str = ""         # browser origins /ws admits besides the page's own
     max_outbox: int = 1024 * 1024     # bytes queued for one client before slow_consumer
     sndbuf: int = 262144              # kernel send buffer per client; 0 = kernel autotuning
     history: int = 1000               # messages kept per room

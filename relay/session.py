@@ -189,7 +189,7 @@ class Session:
                 "native (msgpack) dialect or with plain text lines (nc, telnet)\r\n").encode()
             self.sock.sendall(tls.encrypt(notice) if tls else notice)
             return
-        codec = codec_cls(s.max_frame, s.max_text)
+        codec = codec_cls.configured(s)
         conn = self.conn = Connection(
             self.cid, self.sock, self.addr, codec, s.max_outbox, self.worker.bus.want_write, tls
         )

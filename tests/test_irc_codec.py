@@ -183,7 +183,7 @@ def test_joined_gives_join_then_names_to_the_joiner() -> None:
         ":chat-relay 353 alice = #lobby :alice bob",
         ":chat-relay 366 alice #lobby :End of /NAMES list",
     ]
-    assert codec.rooms == {"lobby": None}
+    assert codec.rooms == ("lobby",)
     # The joiner's own presence is already shown; others see the JOIN line.
     presence = {"t": "presence", "room": "lobby", "nick": "alice", "event": "join"}
     assert codec.encode_own(presence, None) == b""
@@ -207,7 +207,7 @@ def test_part_and_parted() -> None:
     assert lines(codec.encode({"t": "parted", "room": "lobby"})) == [
         ":alice!alice@relay PART #lobby"
     ]
-    assert codec.rooms == {}
+    assert codec.rooms == ()
     error = {"t": "error", "code": "not_in_room", "text": "no", "ref": "part", "room": "x"}
     assert numerics(codec.encode(error)) == ["442"]
 

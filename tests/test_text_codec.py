@@ -164,10 +164,10 @@ def test_lines_before_joined_go_to_lobby() -> None:
     # The relay's auto-hello joins lobby; its `joined` may be encoded after
     # the client's first line was read (printf 'hi\n' | nc).
     codec = tr(TextServerCodec, b"hi\n", [Say("lobby", "hi")])
-    assert codec.current_room == "lobby" and codec.rooms == []
+    assert codec.current_room == "lobby" and codec.rooms == ()
     codec.encode({"t": "welcome", "v": 1, "nick": "guest1", "server": "x"})
     codec.encode({"t": "joined", "room": "lobby", "members": ["guest1"], "seq": 0})
-    assert codec.current_room == "lobby" and codec.rooms == ["lobby"]
+    assert codec.current_room == "lobby" and codec.rooms == ("lobby",)
 
 
 def test_unknown_command_echo_is_cut() -> None:
@@ -309,19 +309,19 @@ def lines(codec: TextServerCodec, body: dict[str, Any]) -> list[str]:
 
 def test_welcome_and_joined_set_state() -> None:
     codec = TextServerCodec()
-    assert codec.nick is None and codec.rooms == []
+    assert codec.nick is None and codec.rooms == ()
     assert lines(codec, {"t": "welcome", "v": 1, "nick": "guest7", "server": "x"}) == [
         "* welcome to chat-relay, you are guest7; type /help for commands"
     ]
     assert codec.nick == "guest7"
     assert lines(codec, {"t": "joined", "room": "lobby", "members": ["guest7", "bob", "carol"],
                          "seq": 4}) == ["* you joined lobby (3 members: guest7, bob, carol)"]
-    assert codec.rooms == ["lobby"] and codec.current_room == "lobby"
+    assert codec.rooms == ("lobby",) and codec.current_room == "lobby"
     # A second join adds a room; the current room moves only with /join.
     assert lines(codec, {"t": "joined", "room": "dev", "members": ["guest7"], "seq": 0}) == [
         "* you joined dev (1 member: guest7)"
     ]
-    assert codec.rooms == ["lobby", "dev"] and codec.current_room == "lobby"
+    assert codec.rooms == ("lobby", "dev") and codec.current_room == "lobby"
 
 
 def test_joined_lists_at_most_twenty_names() -> None:
@@ -344,7 +344,7 @@ def test_parted_moves_current_room_to_latest_joined() -> None:
     assert lines(codec, {"t": "parted", "room": "b"}) == [
         "* you left b", "* your lines now go to c"
     ]
-    assert codec.current_room == "c" and codec.rooms == ["lobby", "a", "c"]
+    assert codec.current_room == "c" and codec.rooms == ("lobby", "a", "c")
     # Leaving a room that is not current changes nothing else.
     assert lines(codec, {"t": "parted", "room": "a"}) == ["* you left a"]
     assert codec.current_room == "c"
@@ -353,7 +353,7 @@ def test_parted_moves_current_room_to_latest_joined() -> None:
     assert lines(codec, {"t": "parted", "room": "lobby"}) == [
         "* you left lobby", "* you are in no room now: /join ROOM to talk"
     ]
-    assert codec.current_room is None and codec.rooms == []
+    assert codec.current_room is None and codec.rooms == ()
     assert norm(codec.receive_data(b"hi\n")) == [
         err("not_in_room", "you are in no room: /join ROOM first", "say")
     ]
@@ -366,7 +366,7 @@ def test_rejoin_counts_as_most_recent() -> None:
     codec = welcomed()
     codec.encode({"t": "joined", "room": "a", "members": [], "seq": 0})
     codec.encode({"t": "joined", "room": "lobby", "members": [], "seq": 0})
-    assert codec.rooms == ["a", "lobby"]
+    assert codec.rooms == ("a", "lobby")
     codec.receive_data(b"/join x\n")
     codec.encode({"t": "joined", "room": "x", "members": [], "seq": 0})
     codec.encode({"t": "parted", "room": "x"})

@@ -14,12 +14,17 @@ tree clean.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect
+from websockets.typing import Origin
 
 from tests.relayproc import ROOT, UNIT, RelayProcess
 from tests.wire import NativePeer
@@ -266,3 +271,81 @@ def test_reconnect_resumes_and_marks_a_gap(
     expect(ann.messages().last).to_contain_text("welcome back")
     assert ann.errors == [], ann.errors
 
+
+
+# What the page's CSP and the relay's Origin check hold back, in the browser ----------
+
+
+class _EvilPage(BaseHTTPRequestHandler):
+    """Another site: a blank page on another port of the same host."""
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        body = b"<!doctype html><title>another site</title>"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class _Stopper:
+    def __init__(self, server: ThreadingHTTPServer) -> None:
+        self.server = server
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+# Resolves with what happened to a WebSocket: "open", "closed <code>", or the
+# CSP directive that blocked it.
+_TRY_WS = """url => new Promise(resolve => {
+  document.addEventListener("securitypolicyviolation",
+                            ev => resolve("csp " + ev.effectiveDirective));
+  try {
+    const ws = new WebSocket(url);
+    ws.onopen = () => { resolve("open"); ws.close(); };
+    ws.onclose = ev => resolve("closed " + ev.code);
+  } catch (err) { resolve("threw " + err.name); }
+})"""
+
+
+def test_the_csp_holds_and_other_sites_cannot_open_the_relay(
+    browser: Browser, relay: RelayProcess, people: list[Any]
+) -> None:
+    ann = WebUser(browser, relay.port, "ann", DESKTOP)
+    people.append(ann)
+    page = ann.page
+    own = f"ws://127.0.0.1:{relay.port}/ws"
+    # connect-src 'self' lets the page reach its own relay, and nothing else.
+    assert page.evaluate(_TRY_WS, own) == "open"
+    assert page.evaluate(_TRY_WS, "ws://127.0.0.2:9/ws") == "csp connect-src"
+    # No inline script runs, whatever a message might smuggle in.
+    page.evaluate("""() => { const s = document.createElement("script");
+                             s.textContent = "window.pwned = 1"; document.body.append(s); }""")
+    assert page.evaluate("window.pwned") is None
+    ann.errors.clear()  # the violations above were logged on purpose
+
+    # A page from another site (another port is another origin), in the same
+    # browser, gets 403 for the upgrade: the browser reports only 1006.
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _EvilPage)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    people.append(_Stopper(server))
+    evil = browser.new_context()
+    people.append(evil)
+    other = evil.new_page()
+    other.set_default_timeout(WAIT_MS)
+    other.goto(f"http://127.0.0.1:{server.server_address[1]}/")
+    assert other.evaluate(_TRY_WS, own) == "closed 1006"
+    with pytest.raises(InvalidStatus) as refused:  # what the browser was told
+        with connect(own, origin=Origin(f"http://127.0.0.1:{server.server_address[1]}")):
+            pass
+    assert refused.value.response.status_code == 403
+
+    # The relay's own page, served under another name for the same host, still works.
+    page.goto(f"http://localhost:{relay.port}/")
+    assert page.evaluate(_TRY_WS, f"ws://localhost:{relay.port}/ws") == "open"
+    assert ann.errors == [], ann.errors

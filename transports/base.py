@@ -18,17 +18,64 @@ interface, so adding a dialect never touches the relay core:
   `id`; text and IRC do not echo a client's own lines).
 - `closed` becomes True once the codec wants the connection closed after
   what it has to send (a `/quit`, a WebSocket close).
+- `configured(settings)` builds the codec a relay connection uses, with the
+  limits the relay's settings give it (the constructor's defaults otherwise).
+
+Threads: one rule for every codec, and no locks.
+
+Two threads use a codec. The connection's reader thread decodes:
+`receive_data`, `flush_partial`, `partial`, `data_to_send`. The worker's bus
+thread encodes what the hub sends: `encode`, `encode_own`, `fanout_key`
+(`encode_fanout` is a classmethod of the body alone). The reader thread
+also encodes the few bodies the relay makes itself (errors about the
+client's input, a keepalive `ping`, a notice before `welcome`, the
+`slow_consumer` error) and calls `farewell`, at the same time as the bus
+thread may be encoding.
+
+1. Decode state belongs to the reader thread: only decoding writes it.
+2. Encode state belongs to the encoder: only `encode`/`encode_own`/
+   `farewell` write it, and only for bodies the hub sends (they reach the
+   bus thread one at a time, in order); bodies the reader thread encodes
+   read state but change none, except to settle a request the relay
+   refused before the hub saw it (no hub answer for it can race them).
+3. Anything one side needs from the other is passed as a value: an
+   immutable object (str, int, tuple, frozenset) the owner replaces by one
+   attribute assignment and never changes in place, so a reader sees the
+   old value or the new one, never half of either. Per-request records the
+   encoder needs (IRC: which command asked) travel through a
+   `collections.deque` used one way: the reader appends, the encoder pops
+   (deque appends and pops are atomic).
+4. A flag that only ever goes from False to True (`closed`, WebSocket's
+   "close frame sent") may be set by either side: both write the same value.
+
+tests/test_codec_threads.py decodes and encodes on every codec at once and
+checks both outputs are the ones a single thread gives.
 """
 
 from __future__ import annotations
 
 from collections.abc import Hashable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol, Self
 
 from transports.errors import ProtocolError
 from transports.events import ClientEvent
 
 Decoded = ClientEvent | ProtocolError
+
+
+class CodecSettings(Protocol):
+    """The relay settings a codec is built from (relay.config.Settings has them all)."""
+
+    @property
+    def max_frame(self) -> int: ...
+    @property
+    def max_text(self) -> int: ...
+    @property
+    def max_fragments(self) -> int: ...
+    @property
+    def max_pending(self) -> int: ...
+    @property
+    def allowed_origins(self) -> str: ...
 
 
 class ServerCodec:
@@ -44,7 +91,11 @@ class ServerCodec:
         self.max_text = max_text
         self.closed = False
         self.nick: str | None = None
-        self.current_room: str | None = None
+
+    @classmethod
+    def configured(cls, settings: CodecSettings) -> Self:
+        """A codec for one relay connection, with every limit `settings` sets for it."""
+        return cls(settings.max_frame, settings.max_text)
 
     def receive_data(self, data: bytes) -> list[Decoded]:
         raise NotImplementedError

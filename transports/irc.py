@@ -13,22 +13,29 @@ Mapping (PROTOCOL.md "IRC dialect"):
   client pick another nick during registration) or a server NOTICE.
 
 Several IRC commands map to one relay request (`NAMES` and `WHO` both ask
-`who`), so the codec remembers, per room and in order, which command asked,
-and answers the relay's `members` in that command's numerics.
+`who`), so the codec remembers, in order, which command asked, and answers
+the relay's `members` in that command's numerics. At most `max_pending`
+such requests (and as many LISTs) wait for their answer: past that the
+codec answers a NAMES, WHO or LIST itself, with an empty list, and records
+nothing, so a client that never reads its answers cannot grow the record.
 
-The relay calls `encode()` from its bus thread while the reader thread calls
-`receive_data()`; both touch the state below, so both hold `_lock`.
+Threads (transports/base.py has the rule): the reader thread owns the
+decode state (input buffer, replies made here, registration progress), the
+encoder owns what the relay told us (`registered`, `nick`, `rooms`, pings
+out). What crosses is a value: immutable objects published by one
+assignment (the hello answers the encoder counts against the hellos the
+reader sent), and one-way deques of what a request's answer needs (the
+reader appends, the encoder pops). No lock.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 from collections import deque
 from collections.abc import Callable, Hashable
-from typing import Any, Final
+from typing import Any, Final, Self
 
-from transports.base import Decoded, ServerCodec
+from transports.base import CodecSettings, Decoded, ServerCodec
 from transports.errors import ProtocolError
 from transports.events import (
     Ban,
@@ -76,7 +83,11 @@ _log = logging.getLogger("transports.irc")
 _PRE_REGISTRATION: Final = frozenset({"PASS", "NICK", "USER", "CAP", "PING", "PONG", "QUIT"})
 # How far past the relay's text limit a line may go (command, target, tags).
 LINE_OVERHEAD: Final = 512
-_PENDING_MAX: Final = 64  # bound on remembered requests per kind
+DEFAULT_MAX_PENDING: Final = 64  # NAMES/WHO (and LIST) requests awaiting an answer
+_MAX_PINGS: Final = 16  # the relay's keepalive pings whose PONG we can still match
+# Errors the relay's reader thread sends about a request it refused before it
+# reached the hub: that request gets no other answer.
+_REFUSED: Final = frozenset({"rate_limited", "not_ready"})
 
 
 def room_to_channel(room: str) -> str:
@@ -92,31 +103,52 @@ class IrcServerCodec(ServerCodec):
 
     name = "irc"
 
-    def __init__(self, max_frame: int = 65536, max_text: int = 4096) -> None:
+    def __init__(
+        self, max_frame: int = 65536, max_text: int = 4096, *,
+        max_pending: int = DEFAULT_MAX_PENDING,
+    ) -> None:
         super().__init__(max_frame, max_text)
         self.max_line = max_text + LINE_OVERHEAD
-        self._lock = threading.RLock()
-        self._buf = bytearray()
+        self.max_pending = max_pending
+        # Decode state (reader thread) -------------------------------------
+        self._buf = bytearray()  # at most max_line bytes between reads
         self._discarding = False  # inside an overlong line, until its LF
-        self._out: list[str] = []
-        # Registration
-        self.registered = False
+        self._out: list[str] = []  # replies made here, until data_to_send
         self._hold_at: int | None = None  # index in _out where held replies start
         self._password: str | None = None
         self._want_nick: str | None = None
         self._user_seen = False
         self._cap_open = False
-        self._hello_nick: str | None = None  # a Hello is in flight with this nick
-        # What the relay told us
-        self.rooms: dict[str, None] = {}
-        # Requests whose answers need to know who asked
-        self._members_for: dict[str, deque[str]] = {}  # room -> "names" | "who"
-        self._list_filters: deque[frozenset[str] | None] = deque(maxlen=_PENDING_MAX)
-        self._whisper_to: deque[str] = deque(maxlen=_PENDING_MAX)
-        self._nick_to: deque[str] = deque(maxlen=_PENDING_MAX)
-        self._ping_ids: dict[str, Any] = {}
-        self._oper_pending = False  # an OPER is out: its notice becomes 381
+        self._hellos_sent = 0
+        self._hello_nick: str | None = None  # the nick of the last Hello sent
+        self._answers_seen = 0  # hello answers the reader has acted on
         self._quit_reason = "Client quit"
+        # Decode -> encode (the reader publishes, the encoder reads or pops)
+        self._held: tuple[str, ...] = ()  # replies held while a hello is out
+        self._asked: deque[tuple[str, str]] = deque()  # (room, "names" | "who")
+        self._list_filters: deque[frozenset[str] | None] = deque()
+        self._opers: deque[None] = deque(maxlen=max_pending)  # OPERs awaiting an answer
+        # Targets of NICK and private PRIVMSG, oldest first: names for an
+        # error that lacks one (the hub's errors carry it). Bounded by
+        # dropping the oldest, which costs only that fallback.
+        self._whisper_to: deque[str] = deque(maxlen=max_pending)
+        self._nick_to: deque[str] = deque(maxlen=max_pending)
+        # Encode state (bus thread), read by the reader as published values
+        self.registered = False
+        self.rooms: tuple[str, ...] = ()
+        # Hello answers so far, whether the last refused its nick, how many
+        # held replies it carried.
+        self._hello_answers: tuple[int, bool, int] = (0, False, 0)
+        self._ping_ids: tuple[tuple[str, Any], ...] = ()  # (token, id), newest last
+
+    @classmethod
+    def configured(cls, settings: CodecSettings) -> Self:
+        return cls(settings.max_frame, settings.max_text, max_pending=settings.max_pending)
+
+    @property
+    def hello_in_flight(self) -> bool:
+        """A Hello went out and the relay has not answered it yet."""
+        return self._hellos_sent > self._hello_answers[0]
 
     @property
     def me(self) -> str:
@@ -135,42 +167,61 @@ class IrcServerCodec(ServerCodec):
         return text_lines(SERVER_NAME, "NOTICE", self.me, text or "-")
 
     def data_to_send(self) -> bytes:
-        with self._lock:
-            cut = len(self._out) if self._hold_at is None else self._hold_at
-            if not cut:
-                return b""
-            data = "".join(self._out[:cut]).encode("utf-8", "replace")
-            del self._out[:cut]
-            if self._hold_at is not None:
-                self._hold_at = 0
-            return data
+        self._take_answers()
+        cut = len(self._out) if self._hold_at is None else self._hold_at
+        if not cut:
+            return b""
+        data = "".join(self._out[:cut]).encode("utf-8", "replace")
+        del self._out[:cut]
+        if self._hold_at is not None:
+            self._hold_at = 0
+        return data
 
-    def _release_held(self) -> str:
-        """What was held back while the hello was out; it follows the hello's answer."""
-        if self._hold_at is None:
+    def _publish_held(self) -> None:
+        """Hand the encoder what is held, as a value, for the hello's answer to carry."""
+        if self._hold_at is not None:
+            self._held = tuple(self._out[self._hold_at:])
+
+    def _take_answers(self) -> None:
+        """Act on hello answers the encoder published since the last look."""
+        count, nick_refused, taken = self._hello_answers
+        if count == self._answers_seen:
+            return
+        self._answers_seen = count
+        if self._hold_at is not None and count >= self._hellos_sent:
+            # The answer carried the first `taken` held replies; the rest go now.
+            del self._out[self._hold_at : self._hold_at + taken]
+            self._hold_at = None
+            self._held = ()
+        if nick_refused and self._want_nick == self._hello_nick:
+            self._want_nick = None  # registration waits for another NICK
+
+    def _release_held(self, nick_refused: bool) -> str:
+        """The encoder's side: answer the hello, carrying what was held behind it."""
+        if not self.hello_in_flight:
             return ""
-        held = "".join(self._out[self._hold_at:])
-        del self._out[self._hold_at:]
-        self._hold_at = None
-        return held
+        held = self._held
+        self._hello_answers = (self._hello_answers[0] + 1, nick_refused, len(held))
+        return "".join(held)
 
     # Bytes in -----------------------------------------------------------------
 
     def receive_data(self, data: bytes) -> list[Decoded]:
         out: list[Decoded] = []
-        with self._lock:
-            if self.closed:
-                return out
-            if not data:
-                self.closed = True
-                return out
-            try:
-                self._receive(data, out)
-                self._try_register(out)  # a NICK that followed a refused hello
-            except Exception:  # a bug costs this connection only
-                _log.exception("irc codec failed; closing the connection")
-                self._out.append("ERROR :Closing Link: internal error\r\n")
-                self.closed = True
+        if self.closed:
+            return out
+        if not data:
+            self.closed = True
+            return out
+        try:
+            self._take_answers()
+            self._receive(data, out)
+            self._try_register(out)  # a NICK that followed a refused hello
+        except Exception:  # a bug costs this connection only
+            _log.exception("irc codec failed; closing the connection")
+            self._out.append("ERROR :Closing Link: internal error\r\n")
+            self.closed = True
+        self._publish_held()
         return out
 
     def _receive(self, data: bytes, out: list[Decoded]) -> None:
@@ -212,8 +263,7 @@ class IrcServerCodec(ServerCodec):
         # Once a Hello is out, later commands follow it in order: the relay
         # acts on them after the hello's outcome (a bot may send NICK, USER
         # and JOIN in one go).
-        in_flight = self._hello_nick is not None
-        if not (self.registered or in_flight) and m.command not in _PRE_REGISTRATION:
+        if not (self.registered or self.hello_in_flight) and m.command not in _PRE_REGISTRATION:
             self._reply("451", text="You have not registered")
             return
         if handler is None:
@@ -253,9 +303,10 @@ class IrcServerCodec(ServerCodec):
             and self._want_nick is not None
             and self._user_seen
             and not self._cap_open
-            and self._hello_nick is None
+            and not self.hello_in_flight
         ):
             self._hello_nick = self._want_nick
+            self._hellos_sent += 1
             out.append(Hello(nick=self._want_nick, rooms=(), password=self._password))
             # Replies we make ourselves to commands after this one must not
             # overtake the relay's answer to the hello (001 comes first).
@@ -277,7 +328,7 @@ class IrcServerCodec(ServerCodec):
                 "432", clean(nick)[:40], text="Erroneous nickname: 1-32 of A-Z a-z 0-9 _ -"
             )
             return
-        if not self.registered and self._hello_nick is None:
+        if not self.registered and not self.hello_in_flight:
             self._want_nick = nick
             return
         if nick == (self.nick or self._hello_nick):
@@ -286,7 +337,7 @@ class IrcServerCodec(ServerCodec):
         out.append(NickChange(nick))
 
     def _cmd_user(self, params: tuple[str, ...], out: list[Decoded]) -> None:
-        if self.registered or self._hello_nick is not None:
+        if self.registered or self.hello_in_flight:
             self._reply("462", text="You may not reregister")
         elif self._need("USER", params, 4):
             self._user_seen = True
@@ -323,8 +374,12 @@ class IrcServerCodec(ServerCodec):
         self._out.append(_pong(token))
 
     def _cmd_pong(self, params: tuple[str, ...], out: list[Decoded]) -> None:
-        if params and params[-1] in self._ping_ids:
-            out.append(Pong(self._ping_ids.pop(params[-1])))
+        if not params:
+            return
+        for token, msg_id in self._ping_ids:
+            if token == params[-1]:
+                out.append(Pong(msg_id))
+                return
 
     def _cmd_quit(self, params: tuple[str, ...], out: list[Decoded]) -> None:
         self._quit_reason = params[0][:200] if params else "Client quit"
@@ -401,8 +456,18 @@ class IrcServerCodec(ServerCodec):
                 out.append(Whisper(target, text))
 
     def _ask_members(self, room: str, kind: str, out: list[Decoded]) -> None:
-        queue = self._members_for.setdefault(room, deque(maxlen=_PENDING_MAX))
-        queue.append(kind)
+        """Ask the relay for `room`'s members, remembering which command asked.
+
+        Past `max_pending` unanswered ones, the end of an empty list answers
+        at once and nothing is recorded (clients wait for that end numeric).
+        """
+        if len(self._asked) >= self.max_pending:
+            code, end = ("315", "End of WHO list") if kind == "who" else ("366",
+                                                                           "End of /NAMES list")
+            self._reply(code, room_to_channel(room),
+                        text=f"{end} (over {self.max_pending} requests unanswered)")
+            return
+        self._asked.append((room, kind))
         out.append(Who(room))
 
     def _cmd_names(self, params: tuple[str, ...], out: list[Decoded]) -> None:
@@ -425,9 +490,13 @@ class IrcServerCodec(ServerCodec):
             self._reply("315", clean(mask)[:64] or "*", text="End of WHO list")
 
     def _cmd_list(self, params: tuple[str, ...], out: list[Decoded]) -> None:
+        if len(self._list_filters) >= self.max_pending:
+            self._reply("323", text=f"End of /LIST (over {self.max_pending} requests unanswered)")
+            return
         wanted: frozenset[str] | None = None
         if params and params[0].startswith("#"):
-            wanted = frozenset(c[1:] for c in params[0].split(",") if c.startswith("#"))
+            # At most 8 channels, like NAMES: the filter waits for the answer.
+            wanted = frozenset(c[1:] for c in params[0].split(",")[:8] if c.startswith("#"))
         self._list_filters.append(wanted)
         out.append(ListRooms())
 
@@ -451,7 +520,7 @@ class IrcServerCodec(ServerCodec):
     def _cmd_oper(self, params: tuple[str, ...], out: list[Decoded]) -> None:
         if not self._need("OPER", params, 1):
             return
-        self._oper_pending = True
+        self._opers.append(None)
         out.append(Oper(params[-1]))  # OPER <name> <password>: the name is not used
 
     def _cmd_kick(self, params: tuple[str, ...], out: list[Decoded]) -> None:
@@ -534,20 +603,17 @@ class IrcServerCodec(ServerCodec):
     # Bodies out ---------------------------------------------------------------
 
     def encode(self, body: dict[str, Any]) -> bytes:
-        with self._lock:
-            try:
-                handler = _ENCODERS.get(str(body.get("t")))
-                text = handler(self, body) if handler is not None else ""
-            except Exception:  # a malformed body must not cost the relay a thread
-                _log.exception("irc codec could not encode %r", body.get("t"))
-                return b""
-            return text.encode("utf-8", "replace")
+        try:
+            handler = _ENCODERS.get(str(body.get("t")))
+            text = handler(self, body) if handler is not None else ""
+        except Exception:  # a malformed body must not cost the relay a thread
+            _log.exception("irc codec could not encode %r", body.get("t"))
+            return b""
+        return text.encode("utf-8", "replace")
 
     def _enc_welcome(self, body: dict[str, Any]) -> str:
-        self.registered = True
         self.nick = str(body["nick"])
-        self._hello_nick = None
-        self._want_nick = self.nick
+        self.registered = True
         version = clean(str(body.get("server", SERVER_NAME))).replace(" ", "_") or SERVER_NAME
         me = self.nick
         lines = [
@@ -566,12 +632,33 @@ class IrcServerCodec(ServerCodec):
             ),
             self._numeric("422", text="MOTD File is missing"),
         ]
-        return "".join(lines) + self._release_held()
+        return "".join(lines) + self._release_held(False)
 
     def _enc_error(self, body: dict[str, Any]) -> str:
-        if body.get("ref") == "hello":
-            return self._enc_error_now(body) + self._release_held()
+        ref, code = body.get("ref"), body.get("code")
+        if code in _REFUSED:
+            self._forget_refused(str(ref))
+        if ref == "oper" and code not in _REFUSED:
+            _pop(self._opers)
+        if ref == "hello":
+            refused = code in ("nick_taken", "nick_invalid")
+            return self._enc_error_now(body) + self._release_held(refused)
         return self._enc_error_now(body)
+
+    def _forget_refused(self, ref: str) -> None:
+        """A request the relay refused before the hub (rate limit) gets no answer:
+        drop what was recorded for it. The reader sends this error while it
+        dispatches the request's line, so the record is the newest one (unless
+        a later command on the same line was taken: then that one's goes)."""
+        queues: dict[str, deque[Any]] = {
+            "who": self._asked, "rooms": self._list_filters, "oper": self._opers,
+        }
+        queue = queues.get(ref)
+        if queue:
+            try:
+                queue.pop()
+            except IndexError:  # the encoder answered it meanwhile
+                pass
 
     def _enc_error_now(self, body: dict[str, Any]) -> str:
         code = str(body.get("code", ""))
@@ -580,13 +667,9 @@ class IrcServerCodec(ServerCodec):
         room = body.get("room")
         channel = room_to_channel(room) if isinstance(room, str) else "*"
         if code in ("nick_taken", "nick_invalid") and (ref == "hello" or not self.registered):
-            failed = self._hello_nick or str(body.get("nick", "*"))
-            self._hello_nick = None
-            if self._want_nick == failed:
-                self._want_nick = None
-            return self._nick_error(code, str(body.get("nick") or failed))
+            return self._nick_error(code, str(body.get("nick") or self._hello_nick or "*"))
         if code in ("nick_taken", "nick_invalid"):
-            attempted = self._nick_to.popleft() if self._nick_to else "*"
+            attempted = _pop(self._nick_to) or "*"
             return self._nick_error(code, str(body.get("nick") or attempted))
         if code == "not_operator":
             return self._numeric("481", text=f"Permission Denied- {text}")
@@ -596,18 +679,13 @@ class IrcServerCodec(ServerCodec):
             self.closed = True
             return (self._numeric("465", text=text)
                     + f"ERROR :Closing Link: {self.me} (banned: {clean(text)})\r\n")
-        if code == "auth_failed" and ref == "oper":
-            self._oper_pending = False
-            return self._numeric("464", text=f"Password incorrect: {text}")
         if code == "auth_failed":
-            self._hello_nick = None
             return self._numeric("464", text=f"Password incorrect: {text}")
         if code == "no_such_nick":
-            target = self._whisper_to.popleft() if self._whisper_to else "*"
-            nick = str(body.get("nick") or target)
+            nick = str(body.get("nick") or _pop(self._whisper_to) or "*")
             return self._numeric("401", nick, text="No such nick/channel")
-        if ref == "whisper" and self._whisper_to:
-            self._whisper_to.popleft()
+        if ref == "whisper":
+            _pop(self._whisper_to)
         if code == "not_in_room":
             if ref == "who":
                 kind = self._pop_members_kind(str(room)) if isinstance(room, str) else "names"
@@ -637,13 +715,21 @@ class IrcServerCodec(ServerCodec):
         return self._numeric("432", nick, text="Erroneous nickname: 1-32 of A-Z a-z 0-9 _ -")
 
     def _pop_members_kind(self, room: str) -> str:
-        queue = self._members_for.get(room)
-        if not queue:
-            return "names"
-        kind = queue.popleft()
-        if not queue:
-            del self._members_for[room]
-        return kind
+        """Which command asked for `room`'s members.
+
+        The hub answers one connection's requests in order, so the oldest
+        record is this answer's; older records for other rooms belong to
+        requests refused on the way and are dropped.
+        """
+        queue = self._asked
+        while queue:
+            try:
+                asked, kind = queue.popleft()
+            except IndexError:
+                break
+            if asked == room:
+                return kind
+        return "names"
 
     def _names(self, room: str, members: list[str]) -> str:
         channel = room_to_channel(room)
@@ -655,13 +741,14 @@ class IrcServerCodec(ServerCodec):
     def _enc_joined(self, body: dict[str, Any]) -> str:
         room = str(body["room"])
         already = room in self.rooms
-        self.rooms[room] = None
+        if not already:
+            self.rooms = (*self.rooms, room)
         join = "" if already else f":{user_prefix(self.me)} JOIN {room_to_channel(room)}\r\n"
         return join + self._names(room, list(body.get("members", ())))
 
     def _enc_parted(self, body: dict[str, Any]) -> str:
         room = str(body["room"])
-        self.rooms.pop(room, None)
+        self.rooms = tuple(r for r in self.rooms if r != room)
         return f":{user_prefix(self.me)} PART {room_to_channel(room)}\r\n"
 
     def _enc_pong(self, body: dict[str, Any]) -> str:
@@ -670,8 +757,7 @@ class IrcServerCodec(ServerCodec):
     def _enc_renamed(self, body: dict[str, Any]) -> str:
         old, new = self.me, str(body["nick"])
         self.nick = new
-        if self._nick_to:
-            self._nick_to.popleft()
+        _pop(self._nick_to)
         return f":{user_prefix(old)} NICK :{clean(new)}\r\n"
 
     def _enc_members(self, body: dict[str, Any]) -> str:
@@ -687,7 +773,7 @@ class IrcServerCodec(ServerCodec):
         return "".join(lines) + self._numeric("315", channel, text="End of WHO list")
 
     def _enc_rooms(self, body: dict[str, Any]) -> str:
-        wanted = self._list_filters.popleft() if self._list_filters else None
+        wanted = _pop(self._list_filters)
         rooms = body.get("rooms") or {}
         lines = [self._numeric("321", "Channel", text="Users  Name")]
         for room, count in sorted(rooms.items()):
@@ -709,8 +795,7 @@ class IrcServerCodec(ServerCodec):
     def _enc_whisper(self, body: dict[str, Any]) -> str:
         sender = str(body.get("from", ""))
         if self.nick is not None and nick_key(sender) == nick_key(self.nick):
-            if self._whisper_to:
-                self._whisper_to.popleft()
+            _pop(self._whisper_to)
             return ""  # IRC does not echo a client's own messages
         return text_lines(user_prefix(sender), "PRIVMSG", self.me, str(body.get("text", "")))
 
@@ -725,15 +810,13 @@ class IrcServerCodec(ServerCodec):
     def _enc_ping(self, body: dict[str, Any]) -> str:
         msg_id = body.get("id")
         token = clean(str(msg_id if msg_id is not None else SERVER_NAME)).replace(" ", "_")[:64]
-        if len(self._ping_ids) >= 16:
-            self._ping_ids.clear()
-        self._ping_ids[token] = msg_id
+        self._ping_ids = (*self._ping_ids[-(_MAX_PINGS - 1) :], (token, msg_id))
         return f"PING :{token}\r\n"
 
     def _enc_notice(self, body: dict[str, Any]) -> str:
         text = str(body.get("text", ""))
-        if self._oper_pending and text == "you are an operator":
-            self._oper_pending = False
+        if text == "you are an operator" and self._opers:
+            _pop(self._opers)
             return self._numeric("381", text="You are now an IRC operator")
         return self._server_notice(text)
 
@@ -784,9 +867,8 @@ class IrcServerCodec(ServerCodec):
     def encode_own(self, body: dict[str, Any], msg_id: Any) -> bytes:
         """IRC clients show their own lines themselves, and their own joins,
         parts and renames come from `joined`/`parted`/`renamed`."""
-        with self._lock:
-            if body.get("t") == "msg" or self._about_me(body):
-                return b""
+        if body.get("t") == "msg" or self._about_me(body):
+            return b""
         return self.encode_fanout(body, None)
 
 
@@ -815,6 +897,14 @@ _HANDLERS: Final[dict[str, _Handler]] = {
     "OPER": IrcServerCodec._cmd_oper,
     "KICK": IrcServerCodec._cmd_kick,
 }
+
+
+def _pop(queue: deque[Any]) -> Any:
+    """The oldest item of a reader -> encoder queue, or None (popleft is atomic)."""
+    try:
+        return queue.popleft()
+    except IndexError:
+        return None
 
 
 def _pong(token: str) -> str:

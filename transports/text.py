@@ -37,6 +37,15 @@ room joined, then each /join, and after leaving it the most recently joined
 room still held (or None). It starts as "lobby", where the relay's hello
 puts a text client, so `printf 'hi\\n' | nc` works however fast the line
 arrives.
+
+Threads (transports/base.py has the rule): the reader thread moves the
+current room on /join, the encoder on joined/parted, so it lives in two
+slots, one per side, each an immutable pair replaced by one assignment:
+the reader's `(joins typed, room)` and the encoder's `(joins typed when it
+decided, room)`. The current room is the encoder's choice if it had seen
+every /join typed so far, else the last typed one: the same answer one
+shared variable gives, without a lock. `rooms` and `nick` are the
+encoder's, read by /help as published values.
 """
 
 from __future__ import annotations
@@ -153,8 +162,9 @@ class TextServerCodec(ServerCodec):
         # The relay's hello for us joins lobby (PROTOCOL.md: "The client is in
         # lobby"). Lines typed before its `joined` is encoded go there too:
         # the relay hands them to the hub after the hello, so they are valid.
-        self.current_room = "lobby"
-        self.rooms: list[str] = []
+        self._typed: tuple[int, str | None] = (0, None)  # reader: (/joins, last)
+        self._chosen: tuple[int, str | None] = (0, "lobby")  # encoder: (/joins seen, room)
+        self.rooms: tuple[str, ...] = ()  # encoder: oldest join first
         self._buf = bytearray()
         # While a line is too long to keep: how many of its bytes were
         # discarded so far (None: not discarding), and whether the last was
@@ -181,6 +191,16 @@ class TextServerCodec(ServerCodec):
             "mute": self._mute,
             "unmute": self._unmute,
         }
+
+    @property
+    def current_room(self) -> str | None:
+        """The room plain lines go to (see the module docstring)."""
+        typed, chosen = self._typed, self._chosen
+        return chosen[1] if chosen[0] >= typed[0] else typed[1]
+
+    def _choose(self, room: str | None) -> None:
+        """The encoder moves the current room (after a parted, or a first joined)."""
+        self._chosen = (self._typed[0], room)
 
     @property
     def buffered(self) -> int:
@@ -321,7 +341,7 @@ class TextServerCodec(ServerCodec):
         if not arg.strip():
             raise ProtocolError("bad_field", "usage: /join ROOM", ref)
         room = check_room(arg.strip(), ref)
-        self.current_room = room
+        self._typed = (self._typed[0] + 1, room)
         return Join(room)
 
     def _part(self, ref: str, arg: str) -> ClientEvent:
@@ -420,22 +440,19 @@ class TextServerCodec(ServerCodec):
         if t in ("welcome", "renamed"):
             self.nick = _s(body, "nick")
         elif t == "joined" and isinstance(room, str):
-            if room in self.rooms:
-                self.rooms.remove(room)
-            self.rooms.append(room)
+            self.rooms = (*(r for r in self.rooms if r != room), room)
             if self.current_room is None:
-                self.current_room = room
+                self._choose(room)
         elif t == "parted" and isinstance(room, str):
-            if room in self.rooms:
-                self.rooms.remove(room)
+            self.rooms = tuple(r for r in self.rooms if r != room)
             if room == self.current_room:
-                self.current_room = self.rooms[-1] if self.rooms else None
-                now = (
-                    f"* your lines now go to {self.current_room}"
-                    if self.current_room
-                    else "* you are in no room now: /join ROOM to talk"
-                )
-                return _render([f"* you left {room}", now])
+                now = self.rooms[-1] if self.rooms else None
+                self._choose(now)
+                return _render([
+                    f"* you left {room}",
+                    f"* your lines now go to {now}" if now
+                    else "* you are in no room now: /join ROOM to talk",
+                ])
         current = room == self.current_room if isinstance(room, str) else True
         return _render(self._lines(body, current, self.nick))
 

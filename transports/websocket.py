@@ -26,7 +26,7 @@ import json
 import logging
 import re
 from collections.abc import Hashable, Sequence
-from typing import Any, Final
+from typing import Any, Final, Self
 
 from websockets.exceptions import NegotiationError, PayloadTooBig
 from websockets.frames import Close, CloseCode, Frame, Opcode
@@ -34,17 +34,27 @@ from websockets.http11 import Request
 from websockets.server import ServerProtocol
 from websockets.typing import Subprotocol
 
-from transports.base import Decoded, ServerCodec
+from transports.base import CodecSettings, Decoded, ServerCodec
 from transports.errors import FatalProtocolError, ProtocolError
 from transports.events import Bye, parse_client_body
 from transports.native import pack_body, unpack_body
 from transports.validate import MAX_DEPTH, json_depth_exceeds
-from transports.ws_http import WS_PATH, page_response, route, text_response
+from transports.ws_http import (
+    WS_PATH,
+    origin_allowed,
+    page_response,
+    parse_allowed_origins,
+    route,
+    text_response,
+)
 
 JSON_SUBPROTOCOL: Final = Subprotocol("chat-relay.v1.json")
 MSGPACK_SUBPROTOCOL: Final = Subprotocol("chat-relay.v1.msgpack")
 SUBPROTOCOLS: Final = (JSON_SUBPROTOCOL, MSGPACK_SUBPROTOCOL)
 MAX_REQUEST_HEAD: Final = 65536  # request line + headers we hold before parsing
+# Frames one message may arrive in. websockets bounds a message's bytes
+# (max_size) but not its frames, and an empty continuation frame adds none.
+DEFAULT_MAX_FRAGMENTS: Final = 1024
 
 _log = logging.getLogger("transports.websocket")
 
@@ -134,8 +144,17 @@ class WebSocketServerCodec(ServerCodec):
 
     name = "ws"
 
-    def __init__(self, max_frame: int = 65536, max_text: int = 4096) -> None:
+    def __init__(
+        self,
+        max_frame: int = 65536,
+        max_text: int = 4096,
+        *,
+        allowed_origins: str = "",
+        max_fragments: int = DEFAULT_MAX_FRAGMENTS,
+    ) -> None:
         super().__init__(max_frame, max_text)
+        self.allowed_origins = parse_allowed_origins(allowed_origins)
+        self.max_fragments = max_fragments
         # max_size bounds a whole (possibly fragmented) message, not one frame.
         self._ws = ServerProtocol(
             subprotocols=list(SUBPROTOCOLS),
@@ -146,7 +165,10 @@ class WebSocketServerCodec(ServerCodec):
         self.subprotocol: Subprotocol = JSON_SUBPROTOCOL
         self.is_open = False  # True once the 101 response went out
         self._out = bytearray()
-        self._fragments: list[bytes] = []
+        # A fragmented message so far: its bytes (at most max_frame, which
+        # ServerProtocol enforces), how many frames they came in, its opcode.
+        self._fragments = bytearray()
+        self._fragment_count = 0
         self._fragment_opcode: Opcode | None = None
         self._close_sent = False
         self._too_big = False
@@ -155,6 +177,15 @@ class WebSocketServerCodec(ServerCodec):
         # (sending pongs ahead of the 101, or failing on a pipelined request).
         self._head = bytearray()
         self._head_done = False
+
+    @classmethod
+    def configured(cls, settings: CodecSettings) -> Self:
+        return cls(
+            settings.max_frame,
+            settings.max_text,
+            allowed_origins=settings.allowed_origins,
+            max_fragments=settings.max_fragments,
+        )
 
     # Bytes in -----------------------------------------------------------------
 
@@ -199,7 +230,7 @@ class WebSocketServerCodec(ServerCodec):
         for event in self._ws.events_received():
             if isinstance(event, Request):
                 self._answer_request(event)
-            elif isinstance(event, Frame) and self.is_open:
+            elif isinstance(event, Frame) and self.is_open and not self.closed:
                 self._receive_frame(event, out)
 
     def _answer_request(self, request: Request) -> None:
@@ -210,7 +241,16 @@ class WebSocketServerCodec(ServerCodec):
             # assertion that EOF goes out once. Close without an answer.
             self.closed = True
             return
-        if route(request) == WS_PATH:
+        if route(request) == WS_PATH and not origin_allowed(request, self.allowed_origins):
+            # A page on another site opening the relay through a visitor's
+            # browser: refused before it is a WebSocket (ws_http.py).
+            origin = ", ".join(request.headers.get_all("Origin"))[:200]
+            response = text_response(
+                http.HTTPStatus.FORBIDDEN,
+                f"403: origin {origin} may not open this relay's WebSocket "
+                "(chat-relay start --allowed-origins admits it)\n",
+            )
+        elif route(request) == WS_PATH:
             response = self._ws.accept(request)
             if response.status_code == 426:
                 # A browser opening /ws as a page: say what the path is for.
@@ -221,10 +261,12 @@ class WebSocketServerCodec(ServerCodec):
                 response.headers["Upgrade"] = "websocket"
         else:
             response = page_response(request)
+        if response.status_code == 101:
+            # Published before is_open: the encoder reads them in that order.
+            self.subprotocol = self._ws.subprotocol or JSON_SUBPROTOCOL
         self._ws.send_response(response)
         if response.status_code == 101:
             self.is_open = True
-            self.subprotocol = self._ws.subprotocol or JSON_SUBPROTOCOL
 
     def _receive_frame(self, frame: Frame, out: list[Decoded]) -> None:
         # Control frames (ping, pong, close) are answered by ServerProtocol.
@@ -233,13 +275,34 @@ class WebSocketServerCodec(ServerCodec):
                 self._receive_message(frame.opcode, bytes(frame.data), out)
             else:
                 self._fragment_opcode = frame.opcode
-                self._fragments = [bytes(frame.data)]
+                self._fragments[:] = frame.data
+                self._fragment_count = 1
         elif frame.opcode is Opcode.CONT and self._fragment_opcode is not None:
-            self._fragments.append(bytes(frame.data))
+            self._fragment_count += 1
+            if self._fragment_count > self.max_fragments:
+                self._too_many_fragments(out)
+                return
+            self._fragments += frame.data
             if frame.fin:
-                data = b"".join(self._fragments)
-                opcode, self._fragment_opcode, self._fragments = self._fragment_opcode, None, []
+                data = bytes(self._fragments)
+                opcode, self._fragment_opcode = self._fragment_opcode, None
+                self._fragments.clear()
+                self._fragment_count = 0
                 self._receive_message(opcode, data, out)
+
+    def _too_many_fragments(self, out: list[Decoded]) -> None:
+        """Fatal, like a message over max_frame: the error, then a 1009 close."""
+        out.append(
+            FatalProtocolError(
+                "frame_too_large",
+                f"message in more than {self.max_fragments} fragments; "
+                f"the limit is {self.max_fragments} frames per message",
+            )
+        )
+        self._fragment_opcode = None
+        self._fragments.clear()
+        self._fragment_count = 0
+        self.closed = True
 
     def _receive_message(self, opcode: Opcode, data: bytes, out: list[Decoded]) -> None:
         try:
@@ -253,8 +316,11 @@ class WebSocketServerCodec(ServerCodec):
             self.closed = True  # read nothing more; the Close frame is the farewell
 
     def farewell(self) -> bytes:
-        self._send_close(CloseCode.NORMAL_CLOSURE, "bye")
-        return self.data_to_send()
+        if self._close_sent or not self.is_open:
+            return b""
+        self._close_sent = True
+        self.closed = True
+        return close_frame(CloseCode.NORMAL_CLOSURE, "bye")
 
     def _decode_body(self, opcode: Opcode, data: bytes) -> Any:
         """One message's body; raises ProtocolError(bad_frame) saying what is wrong."""
@@ -301,12 +367,6 @@ class WebSocketServerCodec(ServerCodec):
         data = bytes(self._out)
         self._out.clear()
         return data
-
-    def _send_close(self, code: int, reason: str) -> None:
-        if not self._close_sent:
-            self._close_sent = True
-            self._out += close_frame(code, reason)
-        self.closed = True
 
     # Bodies out ---------------------------------------------------------------
 

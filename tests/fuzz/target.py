@@ -84,15 +84,17 @@ def _buffered(codec: ServerCodec) -> dict[str, int]:
     if name == "text":
         return {"line buffer": len(codec._buf) - (MAX_TEXT + 1)}  # type: ignore[attr-defined]
     if name == "irc":
-        return {"line buffer": len(codec._buf) - codec.max_line}  # type: ignore[attr-defined]
+        return {
+            "line buffer": len(codec._buf) - codec.max_line,  # type: ignore[attr-defined]
+            "NAMES/WHO records": len(codec._asked) - codec.max_pending,  # type: ignore[attr-defined]
+        }
     if name == "ws":
         ws = codec._ws  # type: ignore[attr-defined]
-        pieces: list[bytes] = codec._fragments  # type: ignore[attr-defined]
-        fragments = sum(len(piece) for piece in pieces)
         # An HTTP line is at most 8,192 bytes (websockets' limit), a frame header 14.
         return {
             "reader buffer": len(ws.reader.buffer) - max(MAX_FRAME + 14, 8192 + 2),
-            "fragments": fragments - MAX_FRAME,
+            "fragments": len(codec._fragments) - MAX_FRAME,  # type: ignore[attr-defined]
+            "fragment count": codec._fragment_count - codec.max_fragments,  # type: ignore[attr-defined]
         }
     return {}
 
