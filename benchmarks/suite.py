@@ -8,8 +8,10 @@ receiver count it sweeps the offered rate upwards in deliveries/s (x2 a
 step, then --sweep-refine bisection steps after the first failure) and
 keeps the highest step with no loss, no reordering and p99 under the limit;
 then one fixed-rate latency point (1,000 msgs/s, N=100) and the
-idle-connection test. Writes results/<date>.json, .md and PNGs (a run of
-the latency point alone: results/<date>-latency.json and .md).
+idle-connection test. Writes results/<date>.json (a summary: figures, no
+histograms; benchmarks/compact.py), .md and -peak.png; the full results and
+the sweep plot go to results/raw/, which git ignores (a run of the latency
+point alone: results/<date>-latency.json and .md).
 
 Every server is started here and stopped here, by its PID.
 """
@@ -31,7 +33,7 @@ from typing import Any
 
 from rich.console import Console
 
-from benchmarks import histo, plot, report, sweep
+from benchmarks import compact, histo, plot, report, sweep
 from benchmarks.baselines import ngircd
 from benchmarks.idle import run_idle
 from benchmarks.runner import RunConfig, RunError, run_once
@@ -39,6 +41,7 @@ from benchmarks.runner import RunConfig, RunError, run_once
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 RESULTS = HERE / "results"
+RAW = "raw"  # full results under RESULTS: histograms and all, ignored by git
 BANNER = re.compile(r"listening on \[?([0-9a-fA-F.:]+)\]?:(\d+)")
 
 
@@ -342,8 +345,17 @@ def result_stamp(out: Path, latency_only: bool, now: time.struct_time | None = N
     return stamp
 
 
+def write_results(data: dict[str, Any], out: Path, stamp: str) -> None:
+    """Full results to raw/ (out of git), their summary beside the table."""
+    (out / RAW).mkdir(parents=True, exist_ok=True)
+    report.write_json(str(out / RAW / f"{stamp}.json"), data)
+    (out / f"{stamp}.json").write_text(compact.dumps(compact.summary(data)), encoding="utf-8")
+
+
 def write_outputs(data: dict[str, Any], out: Path, stamp: str, console: Console) -> None:
-    """The markdown table (dated; latest.md too for a full run) and the PNG plots."""
+    """The markdown table (dated; latest.md too for a full run) and one PNG in
+    `out`; the sweep plot goes to raw/ with the full results (both out of git:
+    `--render` draws it again from the summary)."""
     md = markdown(data)
     (out / f"{stamp}.md").write_text(md, encoding="utf-8")
     if data["peaks"]:  # a latency-only run must not replace the full suite's table
@@ -354,7 +366,8 @@ def write_outputs(data: dict[str, Any], out: Path, stamp: str, console: Console)
                       f"peak sustained deliveries/s ({cpus} CPUs, loopback)")
         series = {p["server"]: p["steps"] for p in data["peaks"] if p["receivers"] == 100}
         if series:
-            plot.sweep_png(series, str(out / f"{stamp}-sweep-n100.png"),
+            (out / RAW).mkdir(exist_ok=True)
+            plot.sweep_png(series, str(out / RAW / f"{stamp}-sweep-n100.png"),
                            "latency and delivered rate vs offered load, N=100")
     console.print(md)
     console.print(f"results in {out}/{stamp}.*")
@@ -392,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.render:
         import json
 
-        saved = json.loads(Path(args.render).read_text(encoding="utf-8"))
+        saved = compact.expand(json.loads(Path(args.render).read_text(encoding="utf-8")))
         write_outputs(saved, Path(args.out), Path(args.render).stem, Console())
         return 0
     console = Console()
@@ -438,7 +451,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stamp = result_stamp(out, latency_only=not ns)
-    report.write_json(str(out / f"{stamp}.json"), data)
+    write_results(data, out, stamp)
     write_outputs(data, out, stamp, console)
     return 0
 
