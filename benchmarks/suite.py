@@ -224,6 +224,8 @@ def markdown(data: dict[str, Any]) -> str:
     peaks = data["peaks"]
     servers = list(dict.fromkeys([p["server"] for p in peaks] + list(data["latency"])))
     ns = sorted({p["receivers"] for p in peaks})
+    # Results from before the server's CPU was weighed draw their old table.
+    weighed = int(any(cpu_cell(lat) != "-" for lat in data["latency"].values()))
     explain = (
         "Deliveries/s: peak sustained (no loss, no reordering, p99 <= "
         f"{data['p99_limit_ms']:.0f} ms) / highest delivered in any step; "
@@ -238,14 +240,15 @@ def markdown(data: dict[str, Any]) -> str:
         "",
         explain + "At 1k msg/s to N=100: p50 is the median over the runs; p99 is the median "
         "run (the range over all runs, interleaved across servers; then the p99 over all "
-        "the runs' deliveries together). CPU µs/delivery: the server's whole process tree "
-        "(utime + stime from /proc) over the timed phase, per delivery in it; median of the "
-        "runs at 1k msg/s:",
+        "the runs' deliveries together)"
+        + (". CPU µs/delivery: the server's whole process tree (utime + stime from /proc) "
+           "over the timed phase, per delivery in it; median of the runs at 1k msg/s:"
+           if weighed else ":"),
         "",
         "| " + " | ".join(["server"] + [f"N={n}" for n in ns]
-                         + ["p50 at 1k msg/s", "p99 at 1k msg/s, N=100",
-                            "CPU µs/delivery"]) + " |",
-        "|---" * (len(ns) + 4) + "|",
+                         + ["p50 at 1k msg/s", "p99 at 1k msg/s, N=100"]
+                         + ["CPU µs/delivery"] * weighed) + " |",
+        "|---" * (len(ns) + 3 + weighed) + "|",
     ]
     for s in servers:
         cells = []
@@ -270,7 +273,8 @@ def markdown(data: dict[str, Any]) -> str:
             pooled = lat.get("pooled_ms", {}).get("p99")
             if pooled and len(spread) > 1:
                 lat_cell += f"; all runs {pooled:.1f} ms"
-        lines.append("| " + " | ".join([s, *cells, p50_cell, lat_cell, cpu_cell(lat)]) + " |")
+        cpu = [cpu_cell(lat)] if weighed else []
+        lines.append("| " + " | ".join([s, *cells, p50_cell, lat_cell, *cpu]) + " |")
     for p in peaks:
         f = p.get("first_failure")
         if f:
