@@ -146,3 +146,15 @@ def test_the_converter_shrinks_full_results_in_place_and_leaves_others_alone(
     assert "latency_hist" not in path.read_text(encoding="utf-8")
     assert compact.convert(path) is None  # a summary already
     assert other.read_text(encoding="utf-8") == '{"slow": {"cut": true}}'
+
+
+def test_the_committed_results_stay_small() -> None:
+    """benchmarks/results/ is in git: summaries, tables and one plot a run;
+    full results belong in raw/ (ignored)."""
+    files = [p for p in RESULTS.iterdir() if p.is_file()]
+    assert files
+    for p in files:
+        limit = compact.SUMMARY_LIMIT if p.suffix == ".json" else 200_000
+        assert p.stat().st_size < limit, p.name
+    assert sum(p.stat().st_size for p in files) < 2_000_000
+    assert not [p.name for p in files if p.name.endswith("-sweep-n100.png")]
