@@ -112,7 +112,11 @@ def server_cpu_cell(r: dict[str, Any]) -> str:
     if us is None:
         return "-"
     n = len(cpu.get("pids", []))
-    return f"{us:.2f} µs ({cpu['cpu_s']:.2f} CPU-s, {n} process{'es' if n != 1 else ''})"
+    cell = f"{us:.2f} µs ({cpu['cpu_s']:.2f} CPU-s, {n} process{'es' if n != 1 else ''})"
+    tick = cpu.get("tick_us_per_delivery")
+    if tick and us < 10 * tick:  # under 10 clock ticks in all: say how coarse
+        cell += f" ±{tick:.2f}: run longer"
+    return cell
 
 
 def server_cpu_note(r: dict[str, Any]) -> str:

@@ -366,10 +366,13 @@ class Run:
         if self.cpu_window is None:
             return {"pids": [], "cpu_s": None, "us_per_delivery": None}
         cpu = self.cpu_window.result()
-        return {"pids": self.cpu_window.pids,
-                "cpu_s": None if cpu is None else round(cpu, 3),
-                "us_per_delivery": (cpu * 1e6 / deliveries
-                                    if cpu is not None and deliveries else None)}
+        if cpu is None or deliveries <= 0:
+            return {"pids": self.cpu_window.pids, "us_per_delivery": None,
+                    "cpu_s": None if cpu is None else round(cpu, 3)}
+        return {"pids": self.cpu_window.pids, "cpu_s": round(cpu, 3),
+                "us_per_delivery": cpu * 1e6 / deliveries,
+                # /proc counts CPU in clock ticks (10 ms): one tick, per delivery
+                "tick_us_per_delivery": 1e6 / proctree.TICKS / deliveries}
 
 
 def run_once(cfg: RunConfig,

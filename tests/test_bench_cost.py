@@ -119,6 +119,10 @@ def test_the_table_shows_the_servers_cpu_per_delivery_or_a_dash() -> None:
     assert "server CPU per delivery" in text
     assert "12.35 µs (0.25 CPU-s, 3 processes)" in text
     assert server_cpu_note(weighed) == "  server 12.35 µs/delivery"
+    coarse = _result({"pids": [1], "cpu_s": 0.01, "us_per_delivery": 40.0,
+                      "tick_us_per_delivery": 40.0})  # one tick in the whole window
+    console.print(result_table(coarse))
+    assert "40.00 µs (0.01 CPU-s, 1 process) ±40.00: run longer" in console.export_text()
     console.print(result_table(_result({"pids": [], "cpu_s": None, "us_per_delivery": None})))
     row = [ln for ln in console.export_text().splitlines() if "server CPU per" in ln]
     assert row and row[0].rstrip(" │").endswith(" -")
@@ -141,8 +145,10 @@ def test_chat_bench_weighs_the_relay_it_finds_and_writes_it_to_json(
     assert data["server_cpu_unmeasured"] is None
     assert relay.pid in cpu["pids"] and set(cpu["pids"]) == tree
     assert cpu["cpu_s"] is not None and cpu["cpu_s"] >= 0
-    assert cpu["us_per_delivery"] == pytest.approx(
-        cpu["cpu_s"] * 1e6 / (data["run"]["deliveries_per_s"] * 0.5), abs=0.01, rel=0.01)
+    deliveries = data["run"]["deliveries_per_s"] * 0.5  # in the timed window
+    assert cpu["us_per_delivery"] == pytest.approx(cpu["cpu_s"] * 1e6 / deliveries,
+                                                   abs=0.01, rel=0.01)
+    assert cpu["tick_us_per_delivery"] == pytest.approx(1e6 / proctree.TICKS / deliveries)
     assert f"server CPU: process tree(s) of PID {relay.pid}" in text
     assert "server CPU per" in text
 
