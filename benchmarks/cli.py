@@ -172,16 +172,16 @@ def main(argv: list[str] | None = None) -> int:
     out: dict[str, Any] = {"environment": report.environment(), "argv": sys.argv[1:]}
     held = True  # whether the run found what a user scripting chat-bench checks for
     try:
-        if not args.idle:
-            cfg.server_pids, why = find_server(args)
-            out["server_cpu_unmeasured"] = why
-            if why:
-                console.print(f"server CPU per delivery: - ({why})")
-            else:
-                console.print(f"server CPU: process tree(s) of PID "
-                              f"{', '.join(map(str, cfg.server_pids))}")
+        cfg.server_pids, why = find_server(args)
+        weighs = "relay RSS" if args.idle else "server CPU per delivery"
+        out["server_not_weighed"] = why
+        if why:
+            console.print(f"{weighs}: - ({why})")
+        else:
+            console.print(f"{weighs}: process tree(s) of PID "
+                          f"{', '.join(map(str, cfg.server_pids))}")
         if args.idle:
-            res = run_idle(cfg, args.idle, args.idle_hold, args.server_pid)
+            res = run_idle(cfg, args.idle, args.idle_hold, list(cfg.server_pids))
             con = res["connect"]
             console.print(f"{con['connected']:,} idle connections ({con['failed']:,} failed) "
                           f"in {con['seconds']:.2f} s: {con['rate_per_s']:,.0f} connections/s")

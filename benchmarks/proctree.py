@@ -90,6 +90,22 @@ def tree_cpu(roots: Iterable[int]) -> float:
     return cpu_seconds(tree(roots))
 
 
+def status_sum(pids: Iterable[int], field: str) -> int:
+    """The sum of one numeric /proc/PID/status field ("VmRSS" in kB, "Threads")
+    over these PIDs; gone ones and a missing field (a zombie's VmRSS) count 0."""
+    total = 0
+    for pid in pids:
+        try:
+            text = (PROC / str(pid) / "status").read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            continue
+        for line in text.splitlines():
+            if line.startswith(field + ":"):
+                total += int(line.split()[1])
+                break
+    return total
+
+
 def _listening_inodes(port: int) -> set[str]:
     """Socket inodes listening on TCP `port`, IPv4 and IPv6, any address."""
     inodes: set[str] = set()

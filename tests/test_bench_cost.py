@@ -142,14 +142,14 @@ def test_chat_bench_weighs_the_relay_it_finds_and_writes_it_to_json(
     assert rc == 0
     data = json.loads(out.read_text(encoding="utf-8"))
     cpu = data["run"]["server_cpu"]
-    assert data["server_cpu_unmeasured"] is None
+    assert data["server_not_weighed"] is None
     assert relay.pid in cpu["pids"] and set(cpu["pids"]) == tree
     assert cpu["cpu_s"] is not None and cpu["cpu_s"] >= 0
     deliveries = data["run"]["deliveries_per_s"] * 0.5  # in the timed window
     assert cpu["us_per_delivery"] == pytest.approx(cpu["cpu_s"] * 1e6 / deliveries,
                                                    abs=0.01, rel=0.01)
     assert cpu["tick_us_per_delivery"] == pytest.approx(1e6 / proctree.TICKS / deliveries)
-    assert f"server CPU: process tree(s) of PID {relay.pid}" in text
+    assert f"server CPU per delivery: process tree(s) of PID {relay.pid}" in text
     assert "server CPU per" in text
 
 
@@ -178,3 +178,22 @@ def test_suite_table_has_a_cpu_column_for_every_server() -> None:
     assert [ln for ln in table.splitlines() if ln.startswith("| ngircd |")][0].endswith("| - |")
     assert ("- server CPU µs per delivery at the sustained peak, N=100: "
             "chat-relay-w2 0.84.") in table
+
+
+def test_idle_weighs_the_relay_found_by_its_port_and_nothing_above_it() -> None:
+    """--idle's RSS is the relay's tree: found by the port like the CPU figure,
+    never climbing into the Python process that started the relay (pytest
+    here, the suite in make bench), which runs the same executable."""
+    from benchmarks.idle import run_idle
+    from benchmarks.runner import RunConfig
+
+    with RelayProcess(workers=1) as relay:
+        cfg = RunConfig(port=relay.port, procs=1, connect_timeout=10.0)
+        found = run_idle(cfg, 5, 0.2, None)
+        tree = proctree.tree([relay.pid])
+        unknown = run_idle(cfg, 5, 0.2, [])  # a remote host: nothing to weigh
+    assert found["relay_pids"] == tree and os.getpid() not in tree
+    assert found["connect"]["connected"] == 5 and found["rss_per_connection"] is not None
+    assert found["release_s"] is not None
+    assert unknown["relay_pids"] == [] and unknown["rss_per_connection"] is None
+    assert "relay not found on this host: RSS not measured" in unknown["warnings"][-1]
