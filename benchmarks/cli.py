@@ -18,7 +18,7 @@ from typing import Any
 
 from rich.console import Console
 
-from benchmarks import histo, plot, report, sweep
+from benchmarks import histo, plot, proctree, report, sweep
 from benchmarks.dialects import DIALECTS
 from benchmarks.idle import run_idle
 from benchmarks.runner import RunConfig, RunError, run_once
@@ -83,9 +83,33 @@ def build_parser() -> argparse.ArgumentParser:
                          "(built with cc on first use; 2-14x less CPU per message, more "
                          "the larger the relay's batches), Python, or C when it builds "
                          "(default)")
-    ap.add_argument("--relay-pid", type=int, action="append",
-                    help="relay PID for RSS figures (default: whoever listens on PORT)")
+    ap.add_argument("--server-pid", "--relay-pid", dest="server_pid", type=int,
+                    action="append", metavar="PID",
+                    help="the server's process, weighed with all its children for CPU per "
+                         "delivery and RSS; repeat for a hub of its own (default: whoever "
+                         "listens on PORT, when HOST is this machine)")
     return ap
+
+
+def find_server(args: argparse.Namespace) -> tuple[tuple[int, ...], str | None]:
+    """The server's root PIDs, or () and why its CPU cannot be weighed.
+
+    Raises:
+        RunError: a --server-pid that is no process on this host.
+    """
+    if args.server_pid:
+        gone = [pid for pid in args.server_pid if not proctree.tree([pid])]
+        if gone:
+            raise RunError(f"--server-pid {gone[0]}: no such process on this host")
+        return tuple(args.server_pid), None
+    if not proctree.is_local(args.host):
+        return (), (f"{args.host} is not this machine, so its processes cannot be weighed; "
+                    "run chat-bench on the server's host, or pass --server-pid there")
+    roots = proctree.server_roots(args.port)
+    if not roots:
+        return (), (f"no process visible here listens on port {args.port} "
+                    "(another user's?); pass --server-pid")
+    return tuple(roots), None
 
 
 def config_from(args: argparse.Namespace) -> RunConfig:
@@ -112,6 +136,7 @@ def run_sweep(cfg: RunConfig, args: argparse.Namespace, console: Console) -> dic
                       f"deliveries/s  lost {result['lost']:,}  "
                       f"p99 {result['latency_ms']['p99']:.2f} ms  "
                       f"gen CPU {max(result['generator']['busy']):.0%}"
+                      + report.server_cpu_note(result)
                       + ("  (only p99 failed: once more)" if retrying else ""))
 
     steps, retried = sweep.climb(run, rates, args.sweep_refine, args.p99_limit, extra=1,
@@ -147,8 +172,16 @@ def main(argv: list[str] | None = None) -> int:
     out: dict[str, Any] = {"environment": report.environment(), "argv": sys.argv[1:]}
     held = True  # whether the run found what a user scripting chat-bench checks for
     try:
+        cfg.server_pids, why = find_server(args)
+        weighs = "relay RSS" if args.idle else "server CPU per delivery"
+        out["server_not_weighed"] = why
+        if why:
+            console.print(f"{weighs}: - ({why})")
+        else:
+            console.print(f"{weighs}: process tree(s) of PID "
+                          f"{', '.join(map(str, cfg.server_pids))}")
         if args.idle:
-            res = run_idle(cfg, args.idle, args.idle_hold, args.relay_pid)
+            res = run_idle(cfg, args.idle, args.idle_hold, list(cfg.server_pids))
             con = res["connect"]
             console.print(f"{con['connected']:,} idle connections ({con['failed']:,} failed) "
                           f"in {con['seconds']:.2f} s: {con['rate_per_s']:,.0f} connections/s")

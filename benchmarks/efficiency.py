@@ -4,7 +4,7 @@ On a 2-core machine the Python load generator competes with the server for
 CPU, so deliveries/s at the knee mostly measures the generator. This suite
 offers every server the same moderate load (one room, N receivers, 4 senders,
 100-byte messages), checks that nothing is lost, and divides the deliveries by
-the CPU-seconds the server's own processes spent (psutil, the whole run:
+the CPU-seconds the server's own process tree spent (/proc, the whole run:
 connects, warm-up, drain included, so the figure is conservative).
 
     python -m benchmarks.efficiency [--servers ...] [--deliveries 50000]
@@ -21,37 +21,19 @@ import time
 from pathlib import Path
 from typing import Any
 
-import psutil
-
+from benchmarks.proctree import tree_cpu
 from benchmarks.runner import RunConfig, run_once
 from benchmarks.suite import RESULTS, server
 
 SERVERS = "chat-relay-w1,chat-relay-w2,seed,ngircd"
 
 
-def tree_cpu(pid: int) -> float:
-    """CPU-seconds (user + system) of a process and all its children."""
-    total = 0.0
-    try:
-        root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return 0.0
-    for proc in procs:
-        try:
-            t = proc.cpu_times()
-            total += t.user + t.system
-        except psutil.NoSuchProcess:
-            continue
-    return total
-
-
 def run_weighed(cfg: RunConfig, pids: list[int]) -> tuple[dict[str, Any], list[float], float]:
     """One run, with the CPU-seconds each process tree in `pids` spent during it
     (connects, warm-up and drain included) and the run's wall time."""
-    cpu0, t0 = [tree_cpu(pid) for pid in pids], time.monotonic()
+    cpu0, t0 = [tree_cpu([pid]) for pid in pids], time.monotonic()
     result = run_once(cfg)
-    cpu = [tree_cpu(pid) - before for pid, before in zip(pids, cpu0, strict=True)]
+    cpu = [tree_cpu([pid]) - before for pid, before in zip(pids, cpu0, strict=True)]
     return result, cpu, time.monotonic() - t0
 
 

@@ -9,69 +9,24 @@ relay on this host: found by the PIDs given, else by who listens on the port.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from typing import Any
 
+from benchmarks import proctree
 from benchmarks.runner import Run, RunConfig
 
 
 def relay_tree(port: int, pids: list[int] | None = None) -> list[int]:
-    """PIDs of the relay's process tree (empty when not local or psutil is missing)."""
-    try:
-        import psutil
-    except ImportError:
-        return []
-    roots: set[int] = set(pids or [])
-    if not roots:
-        try:
-            for conn in psutil.net_connections("tcp"):
-                if conn.status == "LISTEN" and conn.laddr and conn.laddr.port == port and conn.pid:
-                    roots.add(conn.pid)
-        except (psutil.AccessDenied, OSError):
-            return []
-    if not roots:
-        return []
-    # Climb to the topmost ancestor that is still one of ours (same command line).
-    tops: set[int] = set()
-    for pid in roots:
-        try:
-            p = psutil.Process(pid)
-            parent = p.parent()
-            while parent is not None and parent.cmdline()[:1] == p.cmdline()[:1]:
-                p, parent = parent, parent.parent()
-            tops.add(p.pid)
-        except psutil.Error:
-            continue
-    tree: set[int] = set()
-    for pid in tops:
-        try:
-            top = psutil.Process(pid)
-            tree.add(pid)
-            tree.update(c.pid for c in top.children(recursive=True))
-        except psutil.Error:
-            continue
-    return sorted(tree)
-
-
-def _sum_over(pids: list[int], read: Callable[[Any], int]) -> int:
-    """Sum `read(process)` over the PIDs that still exist."""
-    import psutil
-
-    total = 0
-    for pid in pids:
-        try:
-            total += read(psutil.Process(pid))
-        except psutil.Error:
-            continue
-    return total
+    """PIDs of the relay's process tree: the PIDs given (none: not on this
+    host), else the processes listening on `port` here; with all their children."""
+    return proctree.tree(pids if pids is not None else proctree.server_roots(port))
 
 
 def rss_bytes(pids: list[int]) -> int:
-    return _sum_over(pids, lambda p: int(p.memory_info().rss))
+    return proctree.status_sum(pids, "VmRSS") * 1024  # /proc reports kB
 
 
 def thread_count(pids: list[int]) -> int:
-    return _sum_over(pids, lambda p: int(p.num_threads()))
+    return proctree.status_sum(pids, "Threads")
 
 
 # pyzmq starts a garbage-collector thread, with a zmq context of its own (an I/O
@@ -134,5 +89,5 @@ def run_idle(cfg: RunConfig, count: int, hold: float, pids: list[int] | None) ->
         "params": {"host": cfg.host, "port": cfg.port, "dialect": cfg.dialect,
                    "procs": cfg.procs, "concurrency": cfg.concurrency, "hold": hold},
         "warnings": run.warnings + ([] if tree else [
-            "relay not found on this host (or psutil missing): RSS not measured"]),
+            "relay not found on this host: RSS not measured (pass --server-pid)"]),
     }

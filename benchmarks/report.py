@@ -105,6 +105,26 @@ def send_lag_row(gen: dict[str, Any]) -> tuple[str, str]:
             f"{lag['p50']:.2f} / {lag['p99']:.2f} / {gen['max_send_lag_ms']:.1f} ms")
 
 
+def server_cpu_cell(r: dict[str, Any]) -> str:
+    """The server's CPU µs per delivery in the timed window, or "-" (not weighed)."""
+    cpu = r.get("server_cpu") or {}
+    us = cpu.get("us_per_delivery")
+    if us is None:
+        return "-"
+    n = len(cpu.get("pids", []))
+    cell = f"{us:.2f} µs ({cpu['cpu_s']:.2f} CPU-s, {n} process{'es' if n != 1 else ''})"
+    tick = cpu.get("tick_us_per_delivery")
+    if tick and us < 10 * tick:  # under 10 clock ticks in all: say how coarse
+        cell += f" ±{tick:.2f}: run longer"
+    return cell
+
+
+def server_cpu_note(r: dict[str, Any]) -> str:
+    """The same figure for a one-line step report ("" when not weighed)."""
+    us = (r.get("server_cpu") or {}).get("us_per_delivery")
+    return "" if us is None else f"  server {us:.2f} µs/delivery"
+
+
 def result_table(r: dict[str, Any], title: str = "chat-bench") -> Table:
     lat = r["latency_ms"]
     con = r["connect"]
@@ -121,6 +141,7 @@ def result_table(r: dict[str, Any], title: str = "chat-bench") -> Table:
         ("duplicates / reorders / corrupt",
          f"{r['duplicates']:,} / {r['reorders']:,} / {r['corrupt']:,}"),
         ("deliveries/s", f"{r['deliveries_per_s']:,.0f}"),
+        ("server CPU per delivery", server_cpu_cell(r)),
         *latency_rows(lat),
         ("connections", f"{con['connected']:,} ok, {con['failed']:,} failed"),
         ("connect time p50 / p99",

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, replace
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-from benchmarks import engine, histo
+from benchmarks import engine, histo, proctree
 from benchmarks.limits import raise_nofile
 from benchmarks.loadproc import ProcPlan
 from benchmarks.loadproc import main as proc_main
@@ -47,6 +47,9 @@ class RunConfig:
     drain: float = 5.0
     connect_timeout: float = 60.0
     engine: str = "auto"  # the timed phase in "c" (benchmarks/engine), "python", or "auto"
+    # The server's processes on this host (their trees are weighed): its CPU per
+    # delivery is measured only when these are known; () leaves it out.
+    server_pids: tuple[int, ...] = ()
 
 
 class RunError(RuntimeError):
@@ -153,6 +156,7 @@ class Run:
         self.pipes: list[Connection] = []
         self.warnings: list[str] = []
         self.engine = "python"
+        self.cpu_window: proctree.CpuWindow | None = None
 
     def _start(self, plans: list[ProcPlan]) -> None:
         ctx = mp.get_context("spawn")
@@ -246,6 +250,8 @@ class Run:
         measure_from = start + int(cfg.warmup * 1e9)
         measure_to = measure_from + int(cfg.duration * 1e9)
         total_s = cfg.warmup + cfg.duration
+        if cfg.server_pids:
+            self.cpu_window = proctree.CpuWindow(cfg.server_pids, measure_from, measure_to)
         for plan, conn in zip(self.plans, self.pipes, strict=True):
             rate = process_rate(cfg.rate, len(plan.senders), cfg.senders)
             conn.send(("go", {"t0_ns": start, "rate": rate or 1.0,
@@ -347,8 +353,26 @@ class Run:
                           "send_lag_ms": lags, "send_lag_hist": histo.encode(lag_hist),
                           "bottleneck": bottleneck, "engine": self.engine},
             "errors": errors,
+            "server_cpu": self._server_cpu(window),
             "loadavg": os.getloadavg()[0],
         }
+
+    def _server_cpu(self, deliveries: int) -> dict[str, Any]:
+        """The server's CPU in the timed window, per delivery received in it (µs).
+
+        Both count the same window, so neither the warm-up nor the drain (the
+        server idling while stragglers are awaited) weighs on the figure.
+        """
+        if self.cpu_window is None:
+            return {"pids": [], "cpu_s": None, "us_per_delivery": None}
+        cpu = self.cpu_window.result()
+        if cpu is None or deliveries <= 0:
+            return {"pids": self.cpu_window.pids, "us_per_delivery": None,
+                    "cpu_s": None if cpu is None else round(cpu, 3)}
+        return {"pids": self.cpu_window.pids, "cpu_s": round(cpu, 3),
+                "us_per_delivery": cpu * 1e6 / deliveries,
+                # /proc counts CPU in clock ticks (10 ms): one tick, per delivery
+                "tick_us_per_delivery": 1e6 / proctree.TICKS / deliveries}
 
 
 def run_once(cfg: RunConfig,

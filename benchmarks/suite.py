@@ -8,8 +8,10 @@ receiver count it sweeps the offered rate upwards in deliveries/s (x2 a
 step, then --sweep-refine bisection steps after the first failure) and
 keeps the highest step with no loss, no reordering and p99 under the limit;
 then one fixed-rate latency point (1,000 msgs/s, N=100) and the
-idle-connection test. Writes results/<date>.json, .md and PNGs (a run of
-the latency point alone: results/<date>-latency.json and .md).
+idle-connection test. Writes results/<date>.json (a summary: figures, no
+histograms; benchmarks/compact.py), .md and -peak.png; the full results and
+the sweep plot go to results/raw/, which git ignores (a run of the latency
+point alone: results/<date>-latency.json and .md).
 
 Every server is started here and stopped here, by its PID.
 """
@@ -31,7 +33,7 @@ from typing import Any
 
 from rich.console import Console
 
-from benchmarks import histo, plot, report, sweep
+from benchmarks import compact, histo, plot, report, sweep
 from benchmarks.baselines import ngircd
 from benchmarks.idle import run_idle
 from benchmarks.runner import RunConfig, RunError, run_once
@@ -39,6 +41,7 @@ from benchmarks.runner import RunConfig, RunError, run_once
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 RESULTS = HERE / "results"
+RAW = "raw"  # full results under RESULTS: histograms and all, ignored by git
 BANNER = re.compile(r"listening on \[?([0-9a-fA-F.:]+)\]?:(\d+)")
 
 
@@ -120,7 +123,8 @@ def peak(name: str, n: int, args: argparse.Namespace, console: Console) -> dict[
             cfg = RunConfig(port=port, dialect=dialect, greeting=greeting, receivers=n,
                             senders=args.senders, rate=max(1.0, target / n),
                             duration=args.duration, warmup=args.warmup, size=args.size,
-                            drain=3.0, connect_timeout=60.0, engine=args.engine)
+                            drain=3.0, connect_timeout=60.0, engine=args.engine,
+                            server_pids=(pid,))
             try:
                 return run_once(cfg)
             except RunError as exc:
@@ -132,7 +136,8 @@ def peak(name: str, n: int, args: argparse.Namespace, console: Console) -> dict[
                 f"  {name:<14} N={n:<5} offered {r['offered_rate']:>9,.0f} msgs/s -> "
                 f"{r['deliveries_per_s']:>11,.0f} deliveries/s  lost {r['lost']:<7,} "
                 f"reord {r['reorders']:<4} p99 {r['latency_ms']['p99']:8.2f} ms  "
-                f"gen CPU {max(r['generator']['busy']):.0%} {'ok' if ok else 'FAIL'}"
+                f"gen CPU {max(r['generator']['busy']):.0%}{report.server_cpu_note(r)} "
+                f"{'ok' if ok else 'FAIL'}"
                 + (" (p99 only: once more)" if retrying else ""))
 
         steps, retried = sweep.climb(run, targets, args.sweep_refine, args.p99_limit,
@@ -143,6 +148,7 @@ def peak(name: str, n: int, args: argparse.Namespace, console: Console) -> dict[
         "deliveries_per_s": best["deliveries_per_s"] if best else 0.0,
         "offered_rate": best["offered_rate"] if best else 0.0,
         "p99_ms": best["latency_ms"]["p99"] if best else None,
+        "server_cpu_us_per_delivery": cpu_per_delivery(best) if best else None,
         "max_delivered_per_s": max((s["deliveries_per_s"] for s in steps), default=0.0),
         "generator_bottleneck": bool(best and best["generator"]["bottleneck"]),
         "first_failure": next(({"offered_rate": s["offered_rate"], "lost": s["lost"],
@@ -151,6 +157,12 @@ def peak(name: str, n: int, args: argparse.Namespace, console: Console) -> dict[
                                for s in sorted(steps, key=lambda s: float(s["offered_rate"]))
                                if not sweep.step_ok(s, args.p99_limit)), None),
     }
+
+
+def cpu_per_delivery(run: dict[str, Any]) -> float | None:
+    """The server's CPU µs per delivery in one run (None: not weighed; older results)."""
+    us = (run.get("server_cpu") or {}).get("us_per_delivery")
+    return None if us is None else float(us)
 
 
 def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -165,6 +177,7 @@ def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
     chosen["p99_runs_ms"] = [r["latency_ms"]["p99"] for r in runs]
     chosen["p50_runs_ms"] = [r["latency_ms"]["p50"] for r in runs]
     chosen["pooled_ms"] = pooled_latency(runs)
+    chosen["cpu_us_per_delivery_runs"] = [cpu_per_delivery(r) for r in runs]
     return chosen
 
 
@@ -183,7 +196,8 @@ def latency_point(name: str, args: argparse.Namespace) -> dict[str, Any]:
     with server(name) as (pid, port, dialect, greeting):
         cfg = RunConfig(port=port, dialect=dialect, greeting=greeting, receivers=100,
                         senders=args.senders, rate=1000.0, duration=args.duration * 2,
-                        warmup=args.warmup, size=args.size, engine=args.engine)
+                        warmup=args.warmup, size=args.size, engine=args.engine,
+                        server_pids=(pid,))
         return run_once(cfg)
 
 
@@ -210,6 +224,8 @@ def markdown(data: dict[str, Any]) -> str:
     peaks = data["peaks"]
     servers = list(dict.fromkeys([p["server"] for p in peaks] + list(data["latency"])))
     ns = sorted({p["receivers"] for p in peaks})
+    # Results from before the server's CPU was weighed draw their old table.
+    weighed = int(any(cpu_cell(lat) != "-" for lat in data["latency"].values()))
     explain = (
         "Deliveries/s: peak sustained (no loss, no reordering, p99 <= "
         f"{data['p99_limit_ms']:.0f} ms) / highest delivered in any step; "
@@ -224,11 +240,15 @@ def markdown(data: dict[str, Any]) -> str:
         "",
         explain + "At 1k msg/s to N=100: p50 is the median over the runs; p99 is the median "
         "run (the range over all runs, interleaved across servers; then the p99 over all "
-        "the runs' deliveries together):",
+        "the runs' deliveries together)"
+        + (". CPU µs/delivery: the server's whole process tree (utime + stime from /proc) "
+           "over the timed phase, per delivery in it; median of the runs at 1k msg/s:"
+           if weighed else ":"),
         "",
         "| " + " | ".join(["server"] + [f"N={n}" for n in ns]
-                         + ["p50 at 1k msg/s", "p99 at 1k msg/s, N=100"]) + " |",
-        "|---" * (len(ns) + 3) + "|",
+                         + ["p50 at 1k msg/s", "p99 at 1k msg/s, N=100"]
+                         + ["CPU µs/delivery"] * weighed) + " |",
+        "|---" * (len(ns) + 3 + weighed) + "|",
     ]
     for s in servers:
         cells = []
@@ -253,7 +273,8 @@ def markdown(data: dict[str, Any]) -> str:
             pooled = lat.get("pooled_ms", {}).get("p99")
             if pooled and len(spread) > 1:
                 lat_cell += f"; all runs {pooled:.1f} ms"
-        lines.append("| " + " | ".join([s, *cells, p50_cell, lat_cell]) + " |")
+        cpu = [cpu_cell(lat)] if weighed else []
+        lines.append("| " + " | ".join([s, *cells, p50_cell, lat_cell, *cpu]) + " |")
     for p in peaks:
         f = p.get("first_failure")
         if f:
@@ -261,6 +282,9 @@ def markdown(data: dict[str, Any]) -> str:
                          f"{f['offered_rate']:,.0f} msgs/s: lost {f['lost']:,}, "
                          f"reordered {f['reorders']:,}, corrupt {f['corrupt']:,}, "
                          f"p99 {f['p99_ms']:.1f} ms")
+    at_peak = peak_cpu_line(peaks, servers, ns)
+    if at_peak:
+        lines.append(at_peak)
     lags = {s: lat["generator"]["send_lag_ms"]["p99"] for s, lat in data["latency"].items()
             if lat.get("generator", {}).get("send_lag_ms", {}).get("count")}
     if lags:
@@ -287,6 +311,29 @@ def markdown(data: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def cpu_cell(lat: dict[str, Any] | None) -> str:
+    """Median over the latency runs of the server's CPU µs per delivery ("-": not weighed)."""
+    known = [us for us in (lat or {}).get("cpu_us_per_delivery_runs", []) if us is not None]
+    return f"{statistics.median_low(known):.1f}" if known else "-"
+
+
+def peak_cpu_line(peaks: list[dict[str, Any]], servers: list[str], ns: list[int]) -> str:
+    """One line: each server's CPU µs per delivery at its sustained peak, per N."""
+    parts = []
+    for s in servers:
+        cells = []
+        for n in ns:
+            us = next((p.get("server_cpu_us_per_delivery") for p in peaks
+                       if p["server"] == s and p["receivers"] == n), None)
+            cells.append("-" if us is None else f"{us:.2f}")
+        if any(c != "-" for c in cells):
+            parts.append(f"{s} {' / '.join(cells)}")
+    if not parts:
+        return ""
+    return (f"- server CPU µs per delivery at the sustained peak, N={' / '.join(map(str, ns))}: "
+            + ", ".join(parts) + ".")
+
+
 def result_stamp(out: Path, latency_only: bool, now: time.struct_time | None = None) -> str:
     """The results' file name: the date, and the time too if the day has one already.
 
@@ -302,8 +349,17 @@ def result_stamp(out: Path, latency_only: bool, now: time.struct_time | None = N
     return stamp
 
 
+def write_results(data: dict[str, Any], out: Path, stamp: str) -> None:
+    """Full results to raw/ (out of git), their summary beside the table."""
+    (out / RAW).mkdir(parents=True, exist_ok=True)
+    report.write_json(str(out / RAW / f"{stamp}.json"), data)
+    (out / f"{stamp}.json").write_text(compact.dumps(compact.summary(data)), encoding="utf-8")
+
+
 def write_outputs(data: dict[str, Any], out: Path, stamp: str, console: Console) -> None:
-    """The markdown table (dated; latest.md too for a full run) and the PNG plots."""
+    """The markdown table (dated; latest.md too for a full run) and one PNG in
+    `out`; the sweep plot goes to raw/ with the full results (both out of git:
+    `--render` draws it again from the summary)."""
     md = markdown(data)
     (out / f"{stamp}.md").write_text(md, encoding="utf-8")
     if data["peaks"]:  # a latency-only run must not replace the full suite's table
@@ -314,7 +370,8 @@ def write_outputs(data: dict[str, Any], out: Path, stamp: str, console: Console)
                       f"peak sustained deliveries/s ({cpus} CPUs, loopback)")
         series = {p["server"]: p["steps"] for p in data["peaks"] if p["receivers"] == 100}
         if series:
-            plot.sweep_png(series, str(out / f"{stamp}-sweep-n100.png"),
+            (out / RAW).mkdir(exist_ok=True)
+            plot.sweep_png(series, str(out / RAW / f"{stamp}-sweep-n100.png"),
                            "latency and delivered rate vs offered load, N=100")
     console.print(md)
     console.print(f"results in {out}/{stamp}.*")
@@ -352,7 +409,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.render:
         import json
 
-        saved = json.loads(Path(args.render).read_text(encoding="utf-8"))
+        saved = compact.expand(json.loads(Path(args.render).read_text(encoding="utf-8")))
         write_outputs(saved, Path(args.out), Path(args.render).stem, Console())
         return 0
     console = Console()
@@ -386,7 +443,8 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             runs.setdefault(name, []).append(r)
             lat = r["latency_ms"]
-            console.print(f"  {name:<14} p50 {lat['p50']:6.2f} ms  p99 {lat['p99']:6.2f} ms")
+            console.print(f"  {name:<14} p50 {lat['p50']:6.2f} ms  p99 {lat['p99']:6.2f} ms"
+                          + report.server_cpu_note(r))
     data["latency"] = {name: median_run(rs) for name, rs in runs.items()}
     if args.idle:
         console.rule(f"idle x{args.idle}")
@@ -397,7 +455,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stamp = result_stamp(out, latency_only=not ns)
-    report.write_json(str(out / f"{stamp}.json"), data)
+    write_results(data, out, stamp)
     write_outputs(data, out, stamp, console)
     return 0
 
