@@ -37,6 +37,7 @@ ERROR_CODES: Final = frozenset(
         "slow_consumer",
         "shutting_down",
         "too_many_connections",
+        "too_many_errors",
         # Moderation (docs/protocol.md, extension):
         "not_operator",
         "kicked",
@@ -48,7 +49,7 @@ ERROR_CODES: Final = frozenset(
 # Codes after which the relay closes the connection.
 FATAL_CODES: Final = frozenset(
     {"frame_too_large", "slow_consumer", "shutting_down", "too_many_connections", "kicked",
-     "banned"}
+     "banned", "too_many_errors"}
 )
 
 
