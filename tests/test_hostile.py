@@ -25,7 +25,7 @@ from typing import Any
 
 import msgpack
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import RelayFactory
@@ -225,6 +225,9 @@ def _until_pong(p: NativePeer, kind: str) -> tuple[list[Any], bool]:
 
 
 @given(hostile_frames())
+@example(("ping", {"t": "ping", "id": nested(1000, False)}))
+@example(("history", {"t": "history", "room": "lobby", "after": 2**63}))
+@example(("say", {"t": "say", "room": "lobby", "text": "x", "id": nested(1020, True)}))
 @HOSTILE
 def test_native_frames_with_hostile_fields(calm: Scene,
                                            frame_: tuple[str, dict[str, Any]]) -> None:
@@ -269,6 +272,8 @@ def ws_exchange(port: int, kind: str, payload: str | bytes, binary: bool) -> tup
 
 
 @given(hostile_frames(), st.booleans())
+@example(("history", {"t": "history", "room": "lobby", "limit": huge(10**23)}), False)
+@example(("ping", {"t": "ping", "id": nested(1100, False)}), False)
 @HOSTILE
 def test_websocket_messages_with_hostile_fields(calm: Scene, frame_: tuple[str, dict[str, Any]],
                                                binary: bool) -> None:
