@@ -55,6 +55,7 @@ def topic_room(topic: bytes) -> str:
 
 MAX_NESTING = 64  # levels a request item may nest (its own map counts as one)
 _CONTAINERS = (list, tuple, dict)
+_CONTAINER_TYPES = frozenset(_CONTAINERS)  # exact types: msgpack gives no subclasses
 
 
 def pack(obj: Any) -> bytes:
@@ -83,9 +84,18 @@ def nesting(obj: Any) -> int:
 def check_nesting(item: Any, data: bytes) -> None:
     """Raise TooDeep when `item` (packed as `data`) nests past MAX_NESTING.
 
-    Each level costs at least one byte, so short items skip the walk.
+    Each level costs at least one byte, so short items skip the walk, and so
+    do items with no container inside (a say: the hot path).
     """
-    if len(data) > MAX_NESTING and nesting(item) > MAX_NESTING:
+    if len(data) <= MAX_NESTING:
+        return
+    if type(item) is dict:
+        for value in item.values():
+            if type(value) in _CONTAINER_TYPES:
+                break
+        else:
+            return
+    if nesting(item) > MAX_NESTING:
         raise TooDeep(f"nests more than {MAX_NESTING} levels deep")
 
 
