@@ -52,11 +52,16 @@ bench-faults: $(STAMP)
 	$(BIN)/python -m benchmarks.faults
 
 # Codec fuzzing (outside CI): atheris (coverage-guided) when it installs, else the
-# built-in mutation engine. FUZZ_RUNS=N to change the count.
+# built-in mutation engine. FUZZ_RUNS=N to change the count. Then the hostile
+# suite against real relays with HOSTILE_EXAMPLES examples per dialect (make test
+# runs 30).
 FUZZ_RUNS ?= 1000000
+HOSTILE_EXAMPLES ?= 2000
 fuzz: $(STAMP)
 	-$(BIN)/python -m pip install -q atheris
 	$(BIN)/python -m tests.fuzz.fuzz_codecs --runs $(FUZZ_RUNS)
+	CHAT_RELAY_HOSTILE_EXAMPLES=$(HOSTILE_EXAMPLES) $(BIN)/python -m pytest -q \
+	  tests/test_hostile.py
 
 # Connection churn and traffic against a real relay, then a leak check (RSS, fds,
 # threads). SOAK_MINUTES=N to shorten; JSON lands in benchmarks/results/.

@@ -15,12 +15,21 @@ order as the worker's subscriptions, which is what makes a join race-free: the
 subscription to a room is in place before the hub sees the join request.
 A data frame must not start with 0x00 or 0x01 (those are (un)subscriptions).
 
+A body is packed item by item (`pack_batch`): msgpack's array header followed
+by the items' bytes is the same array, so one item that cannot be packed
+(an int past 64 bits, nesting msgpack refuses) costs that item only, and the
+batch costs no second encode. Request items also nest at most MAX_NESTING
+levels, so that a reply wrapping a client's value (one or two levels deeper,
+inside a batch) is still within what msgpack unpacks (1,024 levels).
+
 The NUL after a name keeps prefix matching exact ("lobby" never matches
 "lobby2"); room names cannot contain NUL.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from typing import Any
 
 import msgpack
@@ -44,8 +53,77 @@ def topic_room(topic: bytes) -> str:
     return topic[1:-1].decode()
 
 
+MAX_NESTING = 64  # levels a request item may nest (its own map counts as one)
+_CONTAINERS = (list, tuple, dict)
+_CONTAINER_TYPES = frozenset(_CONTAINERS)  # exact types: msgpack gives no subclasses
+
+
 def pack(obj: Any) -> bytes:
     return _packer.pack(obj)
+
+
+class TooDeep(ValueError):
+    """A request item nests deeper than MAX_NESTING."""
+
+
+def nesting(obj: Any) -> int:
+    """How many container levels `obj` has (a scalar has 0); iterative, any depth."""
+    deepest = 0
+    stack = [(obj, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if not isinstance(value, _CONTAINERS):
+            continue
+        deepest = max(deepest, depth)
+        for child in (value.values() if isinstance(value, dict) else value):
+            if isinstance(child, _CONTAINERS):
+                stack.append((child, depth + 1))
+    return deepest
+
+
+def check_nesting(item: Any, data: bytes) -> None:
+    """Raise TooDeep when `item` (packed as `data`) nests past MAX_NESTING.
+
+    Each level costs at least one byte, so short items skip the walk, and so
+    do items with no container inside (a say: the hot path).
+    """
+    if len(data) <= MAX_NESTING:
+        return
+    if type(item) is dict:
+        for value in item.values():
+            if type(value) in _CONTAINER_TYPES:
+                break
+        else:
+            return
+    if nesting(item) > MAX_NESTING:
+        raise TooDeep(f"nests more than {MAX_NESTING} levels deep")
+
+
+Refuse = Callable[[Any, Exception], Any]
+
+
+def pack_batch(items: list[Any], refuse: Refuse, limit_nesting: bool = False) -> bytes | None:
+    """Pack `items` as one msgpack array, each item on its own.
+
+    An item that cannot be packed (or, with `limit_nesting`, nests too deep)
+    goes to `refuse(item, exc)`, which returns an item to try in its place
+    or None to drop it. Returns None when nothing is left.
+    """
+    parts = []
+    for item in items:
+        while item is not None:
+            try:
+                data = _packer.pack(item)
+                if limit_nesting:
+                    check_nesting(item, data)
+            except Exception as exc:  # msgpack raises Overflow/Value/TypeError: all one here
+                item = refuse(item, exc)
+                continue
+            parts.append(data)
+            break
+    if not parts:
+        return None
+    return _packer.pack_array_header(len(parts)) + b"".join(parts)
 
 
 def unpack(data: bytes) -> Any:
@@ -96,3 +174,18 @@ class GapCounter:
 
     def forget(self, topic: bytes) -> None:
         self._last.pop(topic, None)
+
+
+def log_contained(logger: logging.Logger, seen: set[tuple[str, str]], what: str,
+                  exc: BaseException) -> None:
+    """One line for a request or item dropped because handling it raised.
+
+    The first drop of each (what, exception type) also logs its traceback: a
+    hostile value repeats one line, a new bug shows where it is.
+    """
+    key = (what.split(" ", 1)[0], type(exc).__name__)
+    first = key not in seen and len(seen) < 1000
+    if first:
+        seen.add(key)
+    logger.warning("dropped %s: %s: %s", what, type(exc).__name__, str(exc)[:200],
+                   exc_info=exc if first else None)

@@ -42,6 +42,8 @@ HELP = {
     "room_ttl": "seconds a room with no members and no message is kept, with its history",
     "rate_limit": "messages per second per client (token bucket); 0 turns the limit off",
     "rate_burst": "burst size of the per-client token bucket",
+    "max_errors": "errors one connection may cause in 10 s; one more closes it with "
+    "too_many_errors (--rate-limit 0 does not lift it; 0 does)",
     "max_connections": "connections the relay accepts in total",
     "max_per_ip": "connections accepted from one IP address",
     "hello_timeout": "seconds a native client has to send hello",

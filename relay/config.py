@@ -47,6 +47,7 @@ class Settings:
     room_ttl: float = 3600.0          # seconds an empty, silent room is kept
     rate_limit: float = 20.0          # messages/s per client; 0 = off
     rate_burst: int = 40
+    max_errors: int = 100             # errors per connection per 10 s before it is closed
     max_connections: int = 10000      # per relay process group (split across workers)
     max_per_ip: int = 256
     hello_timeout: float = 10.0

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Hashable
 from typing import Any
 
+from relay.errorbudget import ErrorBudget
 from relay.outbox import Outbox
 from relay.sockio import wait_readable
 from relay.tls import ServerTls
@@ -61,6 +62,8 @@ class Connection:
         self.close_reason = ""
         self.close_at: float | None = None  # bus thread closes at this monotonic time
         self.slow = False
+        # Errors sent to this client (the session sets the limit: --max-errors).
+        self.errors = ErrorBudget(0)
 
     # Writing ------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ the workers do that once per dialect.
 from __future__ import annotations
 
 import errno
+import functools
 import logging
 import signal
 import time
@@ -19,7 +20,18 @@ from zmq.auth.thread import ThreadAuthenticator
 
 from relay import __version__, curve
 from relay.authguard import AuthGuard
-from relay.bus import ANNOUNCE, REQUEST, GapCounter, pack, topic_room, tune, unpack
+from relay.bus import (
+    ANNOUNCE,
+    REQUEST,
+    GapCounter,
+    log_contained,
+    pack,
+    pack_batch,
+    topic_room,
+    tune,
+    unpack,
+    worker_topic,
+)
 from relay.config import Settings
 from relay.historydb import HistoryStore
 from relay.hubstate import HubState, Out
@@ -29,6 +41,12 @@ log = logging.getLogger("chat_relay.hub")
 
 MAX_BATCH = 2000  # requests handled per wake before we publish what they produced
 HEARTBEAT = 0.5
+
+
+def _unsendable(ref: str, exc: Exception) -> dict[str, Any]:
+    return {"t": "error", "code": "bad_field", "ref": ref,
+            "text": f"the relay could not send its answer to this {ref} "
+                    f"({type(exc).__name__}); it was dropped"}
 
 
 class Hub:
@@ -68,26 +86,56 @@ class Hub:
         self._touched: set[bytes] = set()  # topics published since the last heartbeat
         self.gaps = GapCounter()
         self.running = True
+        self._seen_failures: set[tuple[str, str]] = set()  # for log_contained
         self.metrics = HubMetrics() if settings.metrics else None
 
     def publish(self, out: Out) -> None:
-        """Send `out` in order, one bus message per run of equal topics."""
+        """Send `out` in order, one bus message per run of equal topics.
+
+        Items are packed one by one (bus.pack_batch): one that cannot be
+        packed is replaced by an error to the client it was for, never raised
+        out of the hub's loop; such errors for other topics go out last.
+        """
         send = self.sock.send_multipart
+        late: Out = []
         i, n = 0, len(out)
         while i < n:
             topic = out[i][0]
             j = i + 1
             while j < n and out[j][0] == topic:
                 j += 1
-            seq = self.topic_seq.get(topic, 0) + 1
-            self.topic_seq[topic] = seq
             items = [item for _, item in out[i:j]]
+            i = j
             if topic == ANNOUNCE:
                 self._stamp_heartbeat(items)
-            else:
+            body = pack_batch(items, functools.partial(self._unpackable, topic, late))
+            if body is None:
+                continue
+            if topic != ANNOUNCE:
                 self._touched.add(topic)
-            send([topic, pack([self.origin, self.epoch, seq]), pack(items)], copy=False)
-            i = j
+            seq = self.topic_seq[topic] = self.topic_seq.get(topic, 0) + 1
+            send([topic, pack([self.origin, self.epoch, seq]), body], copy=False)
+        if late:
+            self.publish(late)
+
+    def _unpackable(self, topic: bytes, late: Out, item: Any, exc: Exception) -> Any:
+        """What goes in place of an item msgpack refused: an error for its client.
+
+        A room message loses the client's `id` (the only value in it that the
+        client chose freely) and its author gets the error instead.
+        """
+        log_contained(log, self._seen_failures, f"reply on {topic[:40]!r}", exc)
+        if topic[:1] == b"w" and isinstance(item, list) and len(item) == 2 \
+                and isinstance(item[0], int):
+            ref = item[1].get("t") if isinstance(item[1], dict) else None
+            return [item[0], _unsendable(str(ref), exc)]
+        if topic[:1] == b"r" and isinstance(item, list) and len(item) == 4 \
+                and item[3] is not None:
+            author, conn = item[1], item[2]
+            if isinstance(author, str) and isinstance(conn, int):
+                late.append((worker_topic(author), [conn, _unsendable("say", exc)]))
+            return [item[0], item[1], item[2], None]
+        return None
 
     def _stamp_heartbeat(self, items: list[Any]) -> None:
         """Tell workers the last bus seq (and room msg seq) of every topic used
@@ -135,10 +183,11 @@ class Hub:
         if missed:
             log.warning("bus gap: %d batches from %s never arrived", missed, origin)
         for req in reqs:
-            try:
+            try:  # HubState contains a handler's failure; this is for the rest
                 self.state.handle(str(origin), req, out, mono)
-            except Exception:
-                log.exception("request %r from %s failed", req.get("op"), origin)
+            except Exception as exc:
+                op = req.get("op") if isinstance(req, dict) else type(req).__name__
+                log_contained(log, self._seen_failures, f"{op} request from {origin}", exc)
 
     def run(self) -> None:
         poller = zmq.Poller()

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import logging
 import sys
 import time
 import zlib
@@ -39,9 +40,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from relay.authguard import AuthGuard
-from relay.bus import ANNOUNCE, room_topic, worker_topic
+from relay.bus import ANNOUNCE, log_contained, room_topic, worker_topic
 from relay.historydb import HistoryStore
 from transports.validate import HISTORY_MAX_LIMIT, ip_key, nick_key
+
+log = logging.getLogger("chat_relay.hub")
 
 Out = list[tuple[bytes, Any]]
 FILL_MAX = 1000  # messages resent per fill request
@@ -156,6 +159,8 @@ class HubState:
         self.banned_ips: dict[str, Sanction] = {}    # ip_key -> ban
         self.muted: dict[str, Sanction] = {}         # nick_key -> mute
         self.moderation: Counter[str] = Counter()    # actions taken, for metrics
+        self.contained = 0  # requests dropped because handling them raised
+        self._seen_failures: set[tuple[str, str]] = set()
         self.auth = auth if auth is not None else AuthGuard()  # failed passwords, relay-wide
         # Budgets: what history costs, which rooms spoke least recently (first),
         # which rooms are empty since when (oldest first), forgotten rooms' seqs.
@@ -199,10 +204,25 @@ class HubState:
         handler = self._HANDLERS.get(op) if isinstance(op, str) else None
         if handler is None:
             return  # an unknown op from a newer worker is not our business to crash on
-        handler(self, worker, req, out)
+        try:
+            handler(self, worker, req, out)
+        except Exception as exc:
+            self._failed(worker, req, exc, out)
         if op == "sync":
             for held in self.awaiting_sync.pop(worker, []):
                 self.handle(worker, held, out, mono)
+
+    def _failed(self, worker: str, req: dict[str, Any], exc: Exception, out: Out) -> None:
+        """A request whose handling raised (a value validation let through):
+        dropped with one log line and an error to its sender; the hub goes on.
+        What it changed before raising stays, with the output that says so."""
+        self.contained += 1
+        op, conn = str(req.get("op")), req.get("c")
+        log_contained(log, self._seen_failures, f"{op} request from {worker}/{conn}", exc)
+        if isinstance(conn, int) and op != "gone":
+            self._to(out, (worker, conn), _error(
+                "bad_field", f"the relay could not handle this {op} ({type(exc).__name__}); "
+                "it was dropped", op))
 
     def expire_workers(self, mono: float) -> Out:
         """Forget workers silent for longer than worker_timeout (kill -9, cut link)."""

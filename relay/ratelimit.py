@@ -18,14 +18,16 @@ class TokenBucket:
         self.tokens = float(self.burst)
         self.stamp = clock()
 
-    def take(self) -> bool:
-        """Spend one token; False when the client is over its rate."""
+    def take(self, cost: int = 1) -> bool:
+        """Spend `cost` tokens (at least one, at most a burst); False when the
+        client is over its rate (nothing is spent then)."""
         if self.rate <= 0:
             return True
+        cost = min(max(1, cost), self.burst)
         now = self.clock()
         self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
         self.stamp = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
+        if self.tokens >= cost:
+            self.tokens -= cost
             return True
         return False

@@ -15,6 +15,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from relay.connection import Connection
+from relay.errorbudget import ErrorBudget
 from relay.ratelimit import TokenBucket
 from relay.sockio import wait_readable
 from relay.tls import TLS_RECORD_HANDSHAKE, ServerTls, TlsClosed
@@ -55,6 +56,10 @@ PARTIAL_FLUSH = SNIFF_TIMEOUT  # silence after a newline-less line that ends it
 READ_SIZE = 65536
 FLOOD_WINDOW = 10.0  # seconds of sustained flooding before the client is cut
 FLOOD_FACTOR = 10    # "flooding" means this many times the allowed rate
+NOTICE_INTERVAL = 1.0  # at most one rate_limited notice a second per connection
+# Errors about bytes that never became a typed frame: answered by the reader
+# at once, never through the hub (there is no request to keep in line with).
+_FRAMING_CODES = frozenset({"bad_frame", "frame_too_large"})
 
 
 def _error(code: str, text: str, ref: str | None = None) -> dict[str, Any]:
@@ -76,6 +81,7 @@ class Session:
         self.bucket = TokenBucket(s.rate_limit, s.rate_burst)
         self.flood_start: float | None = None
         self.flood_drops = 0
+        self.notice_at = -NOTICE_INTERVAL  # when the last rate_limited notice went out
         self.pings_unanswered = 0
         self.oper = False  # proved the operator password on this connection
         self.auth_failures = 0  # wrong passwords (hello or oper) on this connection
@@ -193,6 +199,7 @@ class Session:
         conn = self.conn = Connection(
             self.cid, self.sock, self.addr, codec, s.max_outbox, self.worker.bus.want_write, tls
         )
+        conn.errors = ErrorBudget(s.max_errors)
         self.worker.bus.submit(conn, {"op": "_open"})
         hello_deadline = time.monotonic() + s.hello_timeout
         if codec.auto_hello:
@@ -263,7 +270,9 @@ class Session:
         codec = conn.codec
         decoded = codec.receive_data(data)
         extra = codec.data_to_send()
-        if extra:
+        # The codec's own replies (/help, IRC numerics, PING before
+        # registration) cost like frames; a last word before a close is free.
+        if extra and (codec.closed or self._allowed(None, extra.count(b"\n"))):
             conn.send(extra)
         self._dispatch(decoded)
         if codec.closed and not conn.closing:
@@ -272,14 +281,19 @@ class Session:
             conn.finish(None, "closed by dialect")
 
     def _dispatch(self, decoded: list[Decoded]) -> None:
+        """Every decoded item, malformed or not, is charged to the flood limit;
+        every malformed one also to the error budget, answered or not."""
         conn = self.conn
         assert conn is not None
         for item in decoded:
             if conn.closing:
                 return
             if isinstance(item, ProtocolError):
-                self._reject(item)
-            else:
+                if item.fatal or self._allowed(item.ref):
+                    self._reject(item)
+                else:
+                    self._count_error()
+            elif isinstance(item, Bye) or self._allowed(item.T):
                 self._handle(item)
 
     def _reject(self, err: ProtocolError) -> None:
@@ -290,21 +304,49 @@ class Session:
         if err.fatal:
             conn.finish(err.body(), err.code)
         else:
-            self._answer(err.body())
+            self._answer(err.body(), direct=err.code in _FRAMING_CODES)
 
-    def _answer(self, body: dict[str, Any]) -> None:
+    def _answer(self, body: dict[str, Any], direct: bool = False) -> None:
         """A reply the reader makes itself, in order with the hub's replies.
 
         Once the client is in, replies to its earlier frames may still be on
         their way through the hub, so this one goes the same way and comes after
-        them; before `welcome` nothing is in flight and it goes out at once.
+        them; before `welcome` (or when `direct`) it goes out at once. An error
+        is charged to the connection's error budget here, once.
         """
         conn = self.conn
         assert conn is not None
-        if conn.ready:
+        error = body.get("t") == "error"
+        if error and not self._count_error():
+            return
+        if conn.ready and not direct:
+            if error:
+                body = {**body, "_charged": True}  # the bus thread must not charge it again
             self.worker.bus.submit(conn, {"op": "echo", "body": body})
         else:
             conn.send(conn.codec.encode(body))
+
+    def _count_error(self) -> bool:
+        """Charge one error; over the budget, close with too_many_errors (False)."""
+        conn = self.conn
+        assert conn is not None
+        if conn.errors.charge():
+            return True
+        if conn.closing:
+            return False
+        log.info("cut %s (%s): too many errors", conn.nick or conn.id, self.addr)
+        body = conn.errors.error()
+        if conn.ready:
+            # After the replies still on their way through the hub: the bus
+            # thread sends it and closes (too_many_errors is a cut code there).
+            conn.bye_done.clear()
+            self.worker.bus.submit(conn, {"op": "echo", "body": {**body, "_charged": True}})
+            self.worker.bus.submit(conn, {"op": "bye"})
+            conn.bye_done.wait(self.settings.shutdown_grace)
+            conn.finish(None, "too_many_errors")
+        else:
+            conn.finish(body, "too_many_errors")
+        return False
 
     def _handle(self, ev: ClientEvent) -> None:
         conn = self.conn
@@ -323,9 +365,7 @@ class Session:
             conn.finish(None, "bye")
             return
         if not conn.ready:
-            conn.send(conn.codec.encode(_error("not_ready", "say hello first", ev.T)))
-            return
-        if not self._allowed(ev):
+            self._answer(_error("not_ready", "say hello first", ev.T))
             return
         if isinstance(ev, Oper):
             self._oper(ev)
@@ -334,14 +374,17 @@ class Session:
         if req is not None:
             self.worker.bus.submit(conn, req)
 
-    def _allowed(self, ev: ClientEvent) -> bool:
+    def _allowed(self, ref: str | None, cost: int = 1) -> bool:
         """The flood limit: drop with rate_limited; cut a client flooding 10x for 10 s.
 
-        Drops are counted in windows of FLOOD_WINDOW seconds that start at a
-        drop; a window holding at least half of what 10x the rate would drop
-        means the client never slowed down, and it is closed.
+        `cost` is in frames (a codec's page of replies costs one per line, at
+        most a burst). A dropped frame gets no answer of its own: at most one
+        rate_limited notice a second says that frames are being dropped. Drops
+        are counted in windows of FLOOD_WINDOW seconds that start at a drop; a
+        window holding at least half of what 10x the rate would drop means the
+        client never slowed down, and it is closed.
         """
-        if self.bucket.take():
+        if self.bucket.take(cost):
             return True
         conn = self.conn
         assert conn is not None
@@ -353,14 +396,16 @@ class Session:
             if self.flood_drops >= FLOOD_FACTOR / 2 * rate * FLOOD_WINDOW:
                 log.info("cut %s (%s): flooding", conn.nick, self.addr)
                 conn.finish(_error("rate_limited", f"flooding for {FLOOD_WINDOW:g} s; closing",
-                                   ev.T), "flood")
+                                   ref), "flood")
                 return False
             self.flood_start, self.flood_drops = now, 0
         self.flood_drops += 1
         self.worker.bus.note_rate_limited()
-        conn.send(conn.codec.encode(_error(
-            "rate_limited", f"over {rate:g} messages/s (burst {self.settings.rate_burst}); "
-            "this one was dropped", ev.T)))
+        if now - self.notice_at >= NOTICE_INTERVAL:
+            self.notice_at = now
+            conn.send(conn.codec.encode(_error(
+                "rate_limited", f"over {rate:g} messages/s (burst {self.settings.rate_burst}); "
+                "what you send is dropped until you slow down (one notice a second)", ref)))
         return False
 
     def _oper(self, ev: Oper) -> None:

@@ -31,7 +31,9 @@ from relay.bus import (
     ANNOUNCE,
     REQUEST,
     GapCounter,
+    log_contained,
     pack,
+    pack_batch,
     room_topic,
     topic_room,
     tune,
@@ -54,7 +56,8 @@ def _joined(pending: bytes | list[bytes]) -> bytes:
 
 HEARTBEAT = 0.5
 FILL_WAIT = 2.0  # seconds a room's live traffic may wait behind a fill from history
-_CUT_CODES = frozenset({"kicked", "banned"})  # errors after which we close the client
+# Errors after which we close the client.
+_CUT_CODES = frozenset({"kicked", "banned", "too_many_errors"})
 
 
 class WorkerBus:
@@ -90,6 +93,8 @@ class WorkerBus:
         self.hub_epoch: int | None = None
         self.gaps = GapCounter()
         self._up_seq = 0
+        self._seen_failures: set[tuple[str, str]] = set()  # for log_contained
+        self.contained = 0  # requests and items dropped because handling them raised
         self._epoch = time.time_ns() // 1_000_000
         self.thread = threading.Thread(target=self._run, name="bus", daemon=True)
         # Counters for logs and metrics (plain ints: the metrics heartbeat reads them).
@@ -221,8 +226,11 @@ class WorkerBus:
                     self._shutdown_clients(poller)
                     break
         except Exception:
-            # A worker without its bus thread would accept clients it cannot
-            # serve: exit, and let the supervisor start a fresh one.
+            # Only a broken invariant of this process gets here: a client's
+            # request or a bus item that raises is contained where it is
+            # handled (_send_up, _drain_queue, _on_bus_message). A worker
+            # without its bus thread would accept clients it cannot serve:
+            # exit, and let the supervisor start a fresh one.
             log.exception("bus thread crashed; exiting so the supervisor replaces this worker")
             logging.shutdown()
             os._exit(70)
@@ -233,40 +241,85 @@ class WorkerBus:
     # Upstream --------------------------------------------------------------------
 
     def _send_up(self, batch: list[dict[str, Any]]) -> None:
+        """One bus message for the batch; a request that cannot be packed is
+        dropped with an error to its sender, never raised (bus.pack_batch)."""
+        body = pack_batch(batch, self._refuse_up, limit_nesting=True)
+        if body is None:
+            return
         self._up_seq += 1
         self.sock.send_multipart(
-            [REQUEST, pack([self.id, self._epoch, self._up_seq]), pack(batch)], copy=False
+            [REQUEST, pack([self.id, self._epoch, self._up_seq]), body], copy=False
         )
+
+    def _refuse_up(self, req: Any, exc: Exception) -> None:
+        op = req.get("op") if isinstance(req, dict) else None
+        conn = self.conns.get(req.get("c", -1)) if isinstance(req, dict) else None
+        self._drop(conn, str(op), exc)
+
+    def _drop(self, conn: Connection | None, what: str, exc: Exception) -> None:
+        """A request or reply whose handling raised: one log line, an error to
+        the client it was for (charged to its error budget), nothing else."""
+        self.contained += 1
+        who = f"connection {conn.id} ({conn.addr})" if conn is not None else "the worker"
+        log_contained(log, self._seen_failures, f"{what} for {who}", exc)
+        if conn is None or conn.closing:
+            return
+        error = conn.codec.encode({
+            "t": "error", "code": "bad_field", "ref": what,
+            "text": f"the relay could not handle this {what} ({type(exc).__name__}); "
+                    "it was dropped"})
+        pending = self._out.pop(conn, None)  # what was due before it goes first
+        conn.send(_joined(pending) + error if pending else error)
+        self._charge_error(conn)
+
+    def _charge_error(self, conn: Connection) -> None:
+        """An error went to `conn`: past its budget, it is closed (too_many_errors)."""
+        if conn.errors.charge() or conn.closing:
+            return
+        log.info("cut %s (%s): too many errors", conn.nick or conn.id, conn.addr)
+        self._emit(conn, conn.codec.encode(conn.errors.error()))
+        self._cut(conn, "too_many_errors")
 
     def _drain_queue(self) -> None:
         batch: list[dict[str, Any]] = []
         queue = self._queue
         while queue:
             conn, req = queue.popleft()
-            op = req["op"]
-            if conn is not None:
-                if op == "_open":
-                    self.conns[conn.id] = conn
-                    self.dialects[conn.codec.name] += 1
-                    self.opened[conn.codec.name] += 1
-                    continue
-                if op == "_close":
-                    self.dialects[conn.codec.name] -= 1
-                    self._forget(conn)
-                    self._release(conn)
-                    batch.append({"op": "gone", "c": conn.id})
-                    continue
-                if op == "hello":
-                    for room in list(req.get("rooms", ())) + list(req.get("resume") or ()):
-                        self._subscribe(conn, room)
-                elif op == "join":
-                    self._subscribe(conn, req["room"])
-                elif op == "say":
-                    self.says += 1
-                req["c"] = conn.id
-            batch.append(req)
+            try:
+                up = self._take_request(conn, req)
+            except Exception as exc:
+                self._drop(conn, str(req.get("op")), exc)
+                continue
+            if up is not None:
+                batch.append(up)
         if batch:
             self._send_up(batch)
+
+    def _take_request(self, conn: Connection | None, req: dict[str, Any]
+                      ) -> dict[str, Any] | None:
+        """Local bookkeeping for one queued request; returns what goes to the hub."""
+        op = req["op"]
+        if conn is None:
+            return req
+        if op == "_open":
+            self.conns[conn.id] = conn
+            self.dialects[conn.codec.name] += 1
+            self.opened[conn.codec.name] += 1
+            return None
+        if op == "_close":
+            self.dialects[conn.codec.name] -= 1
+            self._forget(conn)
+            self._release(conn)
+            return {"op": "gone", "c": conn.id}
+        if op == "hello":
+            for room in list(req.get("rooms", ())) + list(req.get("resume") or ()):
+                self._subscribe(conn, room)
+        elif op == "join":
+            self._subscribe(conn, req["room"])
+        elif op == "say":
+            self.says += 1
+        req["c"] = conn.id
+        return req
 
     def _subscribe(self, conn: Connection, room: str) -> None:
         if room in conn.sub_rooms:
@@ -370,28 +423,39 @@ class WorkerBus:
                 return
             except ValueError:
                 continue
-            origin, epoch, seq = unpack(header)
-            kind = topic[:1]
-            if kind == b"r":
-                room = topic_room(topic)
-                if room not in self.subs:
-                    continue  # still in flight when we left the room: not ours, not a gap
-                # Until a `joined` proves our subscription is in place, messages
-                # may be stale ones from an earlier subscription: no baseline yet.
-                fresh = room in self._fresh
-            else:
-                fresh = False
-            missed = 0 if fresh else self.gaps.check(topic, origin, epoch, seq)
-            if missed:
-                log.warning("bus gap on %r: %d message(s) from %s lost", topic, missed, origin)
-            if kind == b"r":
-                self._room_batch(topic_room(topic), unpack(body))
-            elif kind == b"w":
-                for conn_id, reply in unpack(body):
+            try:
+                self._on_bus_message(topic, header, body)
+            except Exception as exc:  # a bus message we cannot read costs itself only
+                self._drop(None, f"bus message on {topic[:40]!r}", exc)
+
+    def _on_bus_message(self, topic: bytes, header: bytes, body: bytes) -> None:
+        """One bus message; a reply that raises costs its own client only."""
+        origin, epoch, seq = unpack(header)
+        kind = topic[:1]
+        if kind == b"r":
+            room = topic_room(topic)
+            if room not in self.subs:
+                return  # still in flight when we left the room: not ours, not a gap
+            # Until a `joined` proves our subscription is in place, messages
+            # may be stale ones from an earlier subscription: no baseline yet.
+            fresh = room in self._fresh
+        else:
+            fresh = False
+        missed = 0 if fresh else self.gaps.check(topic, origin, epoch, seq)
+        if missed:
+            log.warning("bus gap on %r: %d message(s) from %s lost", topic, missed, origin)
+        if kind == b"r":
+            self._room_batch(topic_room(topic), unpack(body))
+        elif kind == b"w":
+            for conn_id, reply in unpack(body):
+                try:
                     self._reply(conn_id, reply)
-            elif topic == ANNOUNCE:
-                for item in unpack(body):
-                    self._announce(item, origin, epoch)
+                except Exception as exc:
+                    what = reply.get("t") if isinstance(reply, dict) else "reply"
+                    self._drop(self.conns.get(conn_id), f"{what} reply", exc)
+        elif topic == ANNOUNCE:
+            for item in unpack(body):
+                self._announce(item, origin, epoch)
 
     def _announce(self, item: dict[str, Any], origin: str, bus_epoch: int) -> None:
         if item.get("t") == "_bans":
@@ -550,9 +614,17 @@ class WorkerBus:
             for room in list(conn.sub_rooms):
                 self._unsubscribe(conn, room)
             self._after_flush.append(conn.hello_done)
+        if t != "error":
+            self._emit(conn, conn.codec.encode(body))
+            return
+        # A reader's own error (echoed through the hub to keep its place in
+        # line) was charged to the error budget when it was made.
+        charged = body.pop("_charged", False)
         self._emit(conn, conn.codec.encode(body))
-        if t == "error" and body.get("code") in _CUT_CODES:
+        if body.get("code") in _CUT_CODES:
             self._cut(conn, str(body["code"]))
+        elif not charged:
+            self._charge_error(conn)
 
     def _cut(self, conn: Connection, reason: str) -> None:
         """An operator removed this client (the hub forgot it already): send what is
@@ -601,12 +673,18 @@ class WorkerBus:
                     conn.fan_key = key
             encoded = cache.get(key)
             if encoded is None:
-                chunks = [key[0].encode_fanout(item[0], key[1]) for item in items]
+                try:
+                    chunks = [key[0].encode_fanout(item[0], key[1]) for item in items]
+                except Exception:
+                    chunks = self._encode_each(key, items)
                 encoded = cache[key] = (chunks, b"".join(chunks))
             if authored and conn.id in authored:
                 chunks = list(encoded[0])
                 for idx in authored[conn.id]:
-                    chunks[idx] = conn.codec.encode_own(items[idx][0], items[idx][3])
+                    try:
+                        chunks[idx] = conn.codec.encode_own(items[idx][0], items[idx][3])
+                    except Exception as exc:  # the author sees it as everyone does
+                        self._drop(None, f"own copy of a {room} item", exc)
                 data = b"".join(chunks)
             else:
                 data = encoded[1]
@@ -620,6 +698,19 @@ class WorkerBus:
             else:
                 out[conn] = [pending, data]
         self.delivered += len(members) * len(items)
+
+    def _encode_each(self, key: tuple[type[ServerCodec], Hashable], items: list[list[Any]]
+                     ) -> list[bytes]:
+        """A room batch one dialect could not encode: item by item, so only the
+        item that raises is left out (logged), never the batch."""
+        chunks = []
+        for item in items:
+            try:
+                chunks.append(key[0].encode_fanout(item[0], key[1]))
+            except Exception as exc:
+                self._drop(None, f"{item[0].get('t')} item for {key[0].name} members", exc)
+                chunks.append(b"")
+        return chunks
 
     # Closing -----------------------------------------------------------------------
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+import time
 
 import msgpack
 
@@ -76,15 +77,21 @@ def test_bye_closes_after_flushing(relay: RelayProcess) -> None:
     p.wait_closed()
 
 
-def test_rate_limit_drops_with_an_error(relay_factory: RelayFactory) -> None:
+def test_rate_limit_drops_with_one_notice_a_second(relay_factory: RelayFactory) -> None:
     relay = relay_factory(workers=1, args=["--rate-limit", "5", "--rate-burst", "3"])
-    p = NativePeer.joined(relay.port, "spammy")
+    p = NativePeer.joined(relay.port, "spammy")  # the hello spent one of three tokens
     for i in range(6):
         p.send({"t": "say", "room": "lobby", "text": f"s{i}"})
-    errors = [p.expect_error("rate_limited") for _ in range(2)]
-    assert all(e["ref"] == "say" for e in errors)
-    texts = [m["text"] for m in p.msgs("lobby", 3)]
-    assert texts[:3] == ["s0", "s1", "s2"]
+    assert p.expect_error("rate_limited")["ref"] == "say"
+    assert [m["text"] for m in p.msgs("lobby", 2)] == ["s0", "s1"]
+    rest = p.drain(0.3)
+    assert not [b for b in rest if b.get("code") == "rate_limited"], rest  # one notice, 4 drops
+    assert not [b for b in rest if b.get("t") == "msg"], rest
+    time.sleep(1.1)  # the notice interval (and the bucket refills 3 tokens)
+    for i in range(4):
+        p.send({"t": "say", "room": "lobby", "text": f"t{i}"})
+    assert p.expect_error("rate_limited")["ref"] == "say"
+    assert [m["text"] for m in p.msgs("lobby", 3)] == ["t0", "t1", "t2"]
 
 
 def test_text_dialect_bad_input(relay: RelayProcess) -> None:

@@ -39,6 +39,7 @@ ERROR_CODES: Final = frozenset(
         "too_many_connections",
         # Budgets (docs/protocol.md, extension): a join refused, the connection stays.
         "too_many_rooms",
+        "too_many_errors",
         # Moderation (docs/protocol.md, extension):
         "not_operator",
         "kicked",
@@ -50,7 +51,7 @@ ERROR_CODES: Final = frozenset(
 # Codes after which the relay closes the connection.
 FATAL_CODES: Final = frozenset(
     {"frame_too_large", "slow_consumer", "shutting_down", "too_many_connections", "kicked",
-     "banned"}
+     "banned", "too_many_errors"}
 )
 
 
