@@ -47,6 +47,15 @@ class ErrorBudget:
                 stamps.popleft()  # bounded: only whether it is over matters
             return len(stamps) <= self.limit
 
+    def remaining(self) -> int:
+        """Errors still allowed in the current window (a large number when off)."""
+        if self.limit <= 0:
+            return 1 << 30
+        now = self.clock()
+        with self._lock:
+            live = sum(1 for t in self._stamps if t > now - self.window)
+        return max(0, self.limit - live)
+
     def error(self) -> dict[str, Any]:
         """The `too_many_errors` error body (the connection is closed after it)."""
         return {"t": "error", "code": "too_many_errors",

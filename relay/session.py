@@ -268,12 +268,16 @@ class Session:
         conn = self.conn
         assert conn is not None
         codec = conn.codec
+        codec.error_allowance = conn.errors.remaining()
         decoded = codec.receive_data(data)
         extra = codec.data_to_send()
         # The codec's own replies (/help, IRC numerics, PING before
         # registration) cost like frames; a last word before a close is free.
         if extra and (codec.closed or self._allowed(None, extra.count(b"\n"))):
             conn.send(extra)
+        for _ in range(codec.take_own_errors()):
+            if not self._count_error():
+                return
         self._dispatch(decoded)
         if codec.closed and not conn.closing:
             # The dialect ended the conversation itself (an HTTP page served,

@@ -44,6 +44,7 @@ from relay.config import Settings
 from relay.connection import Connection
 from relay.rounds import SendRounds
 from transports.base import ServerCodec
+from transports.errors import CUT_CODES
 
 if TYPE_CHECKING:
     from relay.metrics import WorkerMetrics
@@ -57,7 +58,6 @@ def _joined(pending: bytes | list[bytes]) -> bytes:
 HEARTBEAT = 0.5
 FILL_WAIT = 2.0  # seconds a room's live traffic may wait behind a fill from history
 # Errors after which we close the client.
-_CUT_CODES = frozenset({"kicked", "banned", "too_many_errors"})
 
 
 class WorkerBus:
@@ -621,7 +621,7 @@ class WorkerBus:
         # line) was charged to the error budget when it was made.
         charged = body.pop("_charged", False)
         self._emit(conn, conn.codec.encode(body))
-        if body.get("code") in _CUT_CODES:
+        if body.get("code") in CUT_CODES:
             self._cut(conn, str(body["code"]))
         elif not charged:
             self._charge_error(conn)
@@ -733,7 +733,7 @@ class WorkerBus:
                 self.slow_cuts += 1
                 log.info("cut %s (%s): slow consumer", conn.nick or conn.id, conn.addr)
             # Hard (both ways) also wakes the reader thread blocked in recv().
-            conn.shutdown(hard=conn.slow or conn.close_reason in _CUT_CODES)
+            conn.shutdown(hard=conn.slow or conn.close_reason in CUT_CODES)
             if conn.fd in watched:
                 poller.unregister(conn.fd)
                 watched.discard(conn.fd)

@@ -173,7 +173,7 @@ def test_tls_against_a_plain_relay_says_drop_tls(relay: RelayProcess) -> None:
 
 
 def test_the_library_raises_not_tls_too(relay: RelayProcess) -> None:
-    with pytest.raises(NotTls, match="answered our TLS hello in plain text"):
+    with pytest.raises(NotTls, match="closed the connection at our TLS hello"):
         connect(HOST, relay.port, "alice", tls=ssl.create_default_context(), timeout=5 * UNIT)
 
 

@@ -127,3 +127,26 @@ def test_text_rooms_and_pending_output_are_bounded() -> None:
     assert codec.rooms == ("r",)  # one entry per room, however often joined
     codec.receive_data(b"/help\n" * 50)
     assert len(codec.data_to_send()) > 0 and codec.data_to_send() == b""
+
+
+def test_one_read_of_help_lines_queues_one_page() -> None:
+    codec = TextServerCodec()
+    codec.receive_data(b"/help\n")
+    page = codec.data_to_send()
+    codec.receive_data(b"/help\n" * 10_000)  # 60 KB in: one page out, not 10,000
+    assert codec.data_to_send() == page
+
+
+def test_error_numerics_the_irc_codec_answers_itself_are_counted_once() -> None:
+    codec = registered()
+    codec.receive_data(b"FROB\r\nFROB\r\nKICK\r\n")  # 421, 421, 461
+    assert numerics(codec.data_to_send()) == ["421", "421", "461"]
+    assert codec.take_own_errors() == 3
+    assert codec.take_own_errors() == 0
+    codec.error_allowance = 2  # what the reader's error budget has left
+    codec.receive_data(b"FROB\r\n" * 1000)
+    assert numerics(codec.data_to_send()) == ["421", "421"]
+    assert codec.take_own_errors() == 1000
+    codec.receive_data(b"MODE alice\r\n")  # an answer, not an error
+    codec.data_to_send()
+    assert codec.take_own_errors() == 0

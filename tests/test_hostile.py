@@ -18,6 +18,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import socket
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -395,6 +396,24 @@ def test_5000_unknown_types_through_the_hub_are_budgeted_too(relay_factory: Rela
     print(f"5,000 unknown-type frames: {count} replies, then a close")
     codes = [b.get("code") for b in got]
     assert codes == ["unknown_type"] * 100 + ["too_many_errors"], codes[-5:]
+
+
+def test_5000_unknown_irc_commands_are_budgeted_like_frames(relay_factory: RelayFactory
+                                                             ) -> None:
+    """The IRC gateway answers 421 itself, without the relay: still charged."""
+    relay = relay_factory(workers=1, args=["--rate-limit", "0"])
+    sock = socket.create_connection(("127.0.0.1", relay.port), timeout=10)
+    sock.sendall(b"NICK ircfrob\r\nUSER ircfrob 0 * :x\r\n")
+    got = b""
+    while b" 001 " not in got:
+        got += sock.recv(65536)
+    sock.sendall(b"FROB\r\n" * 5000)
+    got = b""
+    while chunk := sock.recv(65536):
+        got += chunk
+    sock.close()
+    print(f"5,000 unknown IRC commands: {got.count(b' 421 ')} 421 replies, then a close")
+    assert got.count(b" 421 ") <= 101 and b"too_many_errors" in got
 
 
 def test_error_budget_at_its_bound(relay_factory: RelayFactory) -> None:

@@ -91,6 +91,14 @@ class ServerCodec:
         self.max_text = max_text
         self.closed = False
         self.nick: str | None = None
+        # Errors this codec answered on its own (IRC's 421, 461, ...), not as
+        # a decoded ProtocolError: the reader charges them to the connection's
+        # error budget like any other error. Decode state (reader thread).
+        self.own_errors = 0
+        # How many more the reader will let it answer before the connection is
+        # closed for too many errors; past it the codec counts but stays silent,
+        # so one read of junk cannot make thousands of replies.
+        self.error_allowance = 1 << 30
 
     @classmethod
     def configured(cls, settings: CodecSettings) -> Self:
@@ -102,6 +110,11 @@ class ServerCodec:
 
     def data_to_send(self) -> bytes:
         return b""
+
+    def take_own_errors(self) -> int:
+        """How many errors the codec answered itself since the last call."""
+        count, self.own_errors = self.own_errors, 0
+        return count
 
     @property
     def partial(self) -> bool:

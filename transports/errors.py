@@ -48,11 +48,22 @@ ERROR_CODES: Final = frozenset(
     }
 )
 
-# Codes after which the relay closes the connection.
-FATAL_CODES: Final = frozenset(
-    {"frame_too_large", "slow_consumer", "shutting_down", "too_many_connections", "kicked",
-     "banned", "too_many_errors"}
-)
+# The one table of codes after which the relay closes the connection, with
+# the WebSocket close code each one ends with (RFC 6455 section 7.4.1). The IRC
+# codec ends each with an `ERROR :Closing Link` line.
+WS_CLOSE_CODES: Final[dict[str, int]] = {
+    "frame_too_large": 1009,       # message too big
+    "shutting_down": 1001,         # going away
+    "slow_consumer": 1008,         # policy violation
+    "too_many_connections": 1013,  # try again later
+    "kicked": 1008,
+    "banned": 1008,
+    "too_many_errors": 1008,
+}
+FATAL_CODES: Final = frozenset(WS_CLOSE_CODES)
+# The closing codes the hub decides (not the reader): the worker's bus thread
+# cuts the client once the error is written.
+CUT_CODES: Final = frozenset({"kicked", "banned", "too_many_errors"})
 
 
 class ChatRelayError(Exception):

@@ -36,7 +36,7 @@ from collections.abc import Callable, Hashable
 from typing import Any, Final, Self
 
 from transports.base import CodecSettings, Decoded, ServerCodec
-from transports.errors import ProtocolError
+from transports.errors import FATAL_CODES, ProtocolError
 from transports.events import (
     Ban,
     Bye,
@@ -161,6 +161,10 @@ class IrcServerCodec(ServerCodec):
         return build(SERVER_NAME, code, (self.me, *params), text)
 
     def _reply(self, code: str, *params: str, text: str | None = None) -> None:
+        if code[:1] in ("4", "5"):
+            self.own_errors += 1  # an error numeric the relay never saw: still charged
+            if self.own_errors > self.error_allowance:
+                return  # the reader closes this connection for too many errors
         self._out.append(self._numeric(code, *params, text=text))
 
     def _server_notice(self, text: str) -> str:
@@ -703,8 +707,7 @@ class IrcServerCodec(ServerCodec):
             return self._numeric("451", text="You have not registered")
         if code == "text_too_long":
             return self._numeric("417", text=text)
-        if code in ("frame_too_large", "slow_consumer", "shutting_down", "too_many_connections",
-                    "kicked"):
+        if code in FATAL_CODES:
             self.closed = True
             return f"ERROR :Closing Link: {self.me} ({clean(code)}: {clean(text)})\r\n"
         return self._server_notice(f"error {code}: {text}")

@@ -370,7 +370,8 @@ class TextServerCodec(ServerCodec):
             f"* you are {self.nick or '(not named yet)'}; current room: "
             f"{self.current_room or 'none'}; your rooms: {rooms}"
         )
-        self._pending += _render((status, *HELP_LINES))
+        if not self._pending:  # one read of "/help" lines: one page
+            self._pending += _render((status, *HELP_LINES))
         return None
 
     # Moderation: the relay answers a non-operator with not_operator.

@@ -35,7 +35,7 @@ from websockets.server import ServerProtocol
 from websockets.typing import Subprotocol
 
 from transports.base import CodecSettings, Decoded, ServerCodec
-from transports.errors import FatalProtocolError, ProtocolError
+from transports.errors import WS_CLOSE_CODES, FatalProtocolError, ProtocolError
 from transports.events import Bye, parse_client_body
 from transports.native import pack_body, unpack_body
 from transports.validate import MAX_DEPTH, json_depth_exceeds
@@ -61,13 +61,6 @@ _log = logging.getLogger("transports.websocket")
 # A \\uD800-\\uDFFF escape may leave a lone surrogate that no encoder accepts.
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
-# Close codes for the errors after which the relay closes the connection.
-_CLOSE_CODES: Final = {
-    "frame_too_large": CloseCode.MESSAGE_TOO_BIG,
-    "shutting_down": CloseCode.GOING_AWAY,
-    "slow_consumer": CloseCode.POLICY_VIOLATION,
-    "too_many_connections": CloseCode.TRY_AGAIN_LATER,
-}
 
 
 def _select_subprotocol(
@@ -378,7 +371,7 @@ class WebSocketServerCodec(ServerCodec):
             self.nick = body.get("nick", self.nick)
         data = self.encode_fanout(body, self.subprotocol)
         if t == "error":
-            code = _CLOSE_CODES.get(str(body.get("code")))
+            code = WS_CLOSE_CODES.get(str(body.get("code")))
             if code is not None:
                 self._close_sent = True
                 self.closed = True
