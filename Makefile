@@ -48,8 +48,8 @@ bench: $(STAMP)
 # and of the hub. Tables print; JSON lands in benchmarks/results/.
 .PHONY: bench-faults
 bench-faults: $(STAMP)
-	$(BIN)/python -m benchmarks.bus_gaps
-	$(BIN)/python -m benchmarks.faults
+	$(BIN)/python -m benchmarks.experiments.bus_gaps
+	$(BIN)/python -m benchmarks.experiments.faults
 
 # Codec fuzzing (outside CI): atheris (coverage-guided) when it installs, else the
 # built-in mutation engine. FUZZ_RUNS=N to change the count. Then the hostile

@@ -54,7 +54,7 @@ ConnKey = tuple[str, int]
 ROOMS_REPLY_MAX = 500  # entries in a `rooms` reply: 500 of the longest names fit 64 KiB frames
 # Bytes a stored msg costs besides its text: tracemalloc counts 280 (the body
 # dict, its ts and seq ints, the ring slot); the rest is the allocator's share.
-# benchmarks/room_memory.py weighs the whole hub against --history-bytes.
+# benchmarks/experiments/room_memory.py weighs the whole hub against --history-bytes.
 MSG_OVERHEAD = 400
 MAX_TOMBSTONES = 100_000  # forgotten rooms whose last seq is kept exactly
 FLOOR_SLOTS = 65_536  # past that, a seq floor per hash slot: a seq is never handed out twice

@@ -760,9 +760,9 @@ def test_result_table_says_when_no_latency_was_measured() -> None:
 
 
 def test_contention_summary_keeps_cases_apart_and_sums_the_machines_cpu() -> None:
-    """benchmarks.contention: each case's medians come from its own runs only,
+    """benchmarks.experiments.contention: each case's medians come from its own runs only,
     and the CPU sum is per run (server + generator + hog), then the median."""
-    from benchmarks.contention import Case, duty, markdown, summarize
+    from benchmarks.experiments.contention import Case, duty, markdown, summarize
 
     def run(case: Case, p50: float, p99: float, server: float, gen: float,
             hog: float) -> dict[str, Any]:

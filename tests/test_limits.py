@@ -74,7 +74,7 @@ def test_slow_consumer_cut_while_50_others_lose_nothing(relay_factory: RelayFact
     print(f"slow consumer got {len(seqs)} of {total} msgs, told={told}; "
           f"50 others lost nothing, worst p99 {worst:.1f} ms")
     # p99 is printed, not asserted: latency targets are checked by benchmarks
-    # (benchmarks/faults.py), never by a timed unit test on a shared machine.
+    # (benchmarks/experiments/faults.py), never by a timed unit test on a shared machine.
     assert cut_after < 30
 
 

@@ -3,7 +3,7 @@
 On a machine that the load generator shares with the relay, every µs the
 generator spends per delivered message is taken from the server it
 measures; the C engine spends a small fraction of what the Python receive
-path does (`python -m benchmarks.feedbench`). Python keeps everything else:
+path does (`python -m benchmarks.experiments.feedbench`). Python keeps everything else:
 connecting, every handshake, control and reporting. The library is compiled
 once per source version into the user's cache directory with the system C
 compiler (`$CC`, else `cc`); without one, chat-bench says so and runs the

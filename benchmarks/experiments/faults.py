@@ -17,8 +17,8 @@ the sender's send time, both `time.time_ns()` on this host; the relay logs in
 JSON (`--log-format json`), whose millisecond UTC stamps are on the same
 clock. Results: benchmarks/results/faults-<date>.json and a table.
 
-    python -m benchmarks.faults                 # all three
-    python -m benchmarks.faults --only a
+    python -m benchmarks.experiments.faults                 # all three
+    python -m benchmarks.experiments.faults --only a
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
 
-from benchmarks.bus_gaps import (
+from benchmarks.experiments.bus_gaps import (
     ROOT,
     NickTaken,
     join,
@@ -50,8 +50,8 @@ from benchmarks.bus_gaps import (
     served_by,
     worker_pids,
 )
-from benchmarks.relayproc import RelayProcess
 from relay.config import Settings
+from tests.relayproc import RelayProcess
 from transports.native import frame
 
 ROOM = "faults"

@@ -7,7 +7,7 @@ offers every server the same moderate load (one room, N receivers, 4 senders,
 the CPU-seconds the server's own process tree spent (/proc, the whole run:
 connects, warm-up, drain included, so the figure is conservative).
 
-    python -m benchmarks.efficiency [--servers ...] [--deliveries 50000]
+    python -m benchmarks.experiments.efficiency [--servers ...] [--deliveries 50000]
 
 Writes benchmarks/results/efficiency-<date>.{json,md}.
 """

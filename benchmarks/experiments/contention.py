@@ -11,7 +11,7 @@ beside them taking --hog-share of one CPU, so that the machine is as busy as
 it is under chat-relay. Runs are interleaved, a round of every case at a
 time, so a noisy minute hits them all.
 
-    python -m benchmarks.contention [--runs 8] [--hog-share 0.6]
+    python -m benchmarks.experiments.contention [--runs 8] [--hog-share 0.6]
 
 Writes benchmarks/results/contention-<date>.{json,md}. Every server and hog
 is started here and stopped here, by its PID.
@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks.efficiency import run_weighed
+from benchmarks.experiments.efficiency import run_weighed
 from benchmarks.runner import RunConfig
 from benchmarks.suite import RESULTS, pooled_latency, server
 
@@ -56,7 +56,7 @@ def duty(share: float, period: float = HOG_PERIOD) -> tuple[float, float]:
 
 def hog(share: float) -> None:
     """Nap, then spin until this process has had `share` of the time since it
-    began (`-m benchmarks.contention --hog S`): a sleep overshoots by tens of
+    began (`-m benchmarks.experiments.contention --hog S`): a sleep overshoots by tens of
     us, so fixed spins would fall short of the share; this one keeps to it."""
     _spin, nap = duty(share)
     clock, cpu = time.perf_counter, time.process_time
@@ -72,7 +72,7 @@ def measure(case: Case, args: argparse.Namespace) -> dict[str, Any]:
     with server(case.server) as (pid, port, dialect, greeting):
         hog_proc = None
         if case.hog_share:
-            hog_proc = subprocess.Popen([sys.executable, "-m", "benchmarks.contention",
+            hog_proc = subprocess.Popen([sys.executable, "-m", "benchmarks.experiments.contention",
                                          "--hog", str(case.hog_share)])
         try:
             cfg = RunConfig(port=port, dialect=dialect, greeting=greeting,
@@ -149,7 +149,7 @@ def markdown(rows: list[dict[str, Any]], cpus: int, when: str = "") -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.contention",
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.experiments.contention",
                                  description=__doc__.splitlines()[0])
     ap.add_argument("--servers", default=f"chat-relay-w{os.cpu_count() or 1},ngircd",
                     help="servers measured as they are")

@@ -1,6 +1,6 @@
 """Weigh the hub with 10,000 rooms whose history is filled to --history-bytes.
 
-    python -m benchmarks.room_memory [--text 4000] [--history-bytes N] [--over 1.5]
+    python -m benchmarks.experiments.room_memory [--text 4000] [--history-bytes N] [--over 1.5]
 
 Starts a relay (one worker), opens 100 native clients that join 100 rooms
 each (10,000 rooms), then says messages round-robin over every room until
@@ -19,8 +19,8 @@ from typing import Any
 
 import psutil
 
-from benchmarks.relayproc import RelayProcess
 from relay.hubstate import msg_cost
+from tests.relayproc import RelayProcess
 from transports.native import FrameDecoder, frame
 
 CLIENTS = 100

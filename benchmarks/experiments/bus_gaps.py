@@ -16,11 +16,11 @@ Two runs against a real relay (`chat-relay start`, 2 workers, loopback):
     SNDHWM; the hub counts those (`process="hub"`). A control run repeats the
     burst at the default HWM.
 
-    python -m benchmarks.bus_gaps                      # both runs
-    python -m benchmarks.bus_gaps --only b --hwm 1     # just the tiny-HWM run
+    python -m benchmarks.experiments.bus_gaps                      # both runs
+    python -m benchmarks.experiments.bus_gaps --only b --hwm 1     # just the tiny-HWM run
 
 Shared helpers (placing clients on a chosen worker, scraping metrics, the
-machine's load) are used by benchmarks/faults.py too.
+machine's load) are used by benchmarks/experiments/faults.py too.
 """
 
 from __future__ import annotations
@@ -45,8 +45,8 @@ from typing import Any
 import msgpack
 import psutil
 
-from benchmarks.relayproc import RelayProcess
 from relay.config import Settings
+from tests.relayproc import RelayProcess
 from transports.native import frame
 
 ROOT = Path(__file__).resolve().parent.parent

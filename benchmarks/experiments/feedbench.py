@@ -1,6 +1,6 @@
 """Micro-benchmark of the receive path: µs of CPU per message in `Peer.feed`.
 
-    python -m benchmarks.feedbench            # 100,000 deliveries per figure
+    python -m benchmarks.experiments.feedbench            # 100,000 deliveries per figure
 
 The load generator's CPU per delivered message caps what any relay can show
 on a shared machine, so this measures the parsing half of it without

@@ -8,8 +8,8 @@ requests in flight (batched, as a worker batches) and counts the `msg` items
 the hub broadcasts back. Every relay is in every room, so each message is
 delivered to N relays.
 
-    python -m benchmarks.hub_ceiling --relays 4 --seconds 5
-    python -m benchmarks.hub_ceiling --sweep          # 1, 2, 4, 8 relays, tcp and ipc
+    python -m benchmarks.experiments.hub_ceiling --relays 4 --seconds 5
+    python -m benchmarks.experiments.hub_ceiling --sweep          # 1, 2, 4, 8 relays, tcp and ipc
 
 Prints one line per run and writes JSON (benchmarks/results/hub_ceiling.json).
 The fake relays share the CPU with the hub, so on a small machine the figure
