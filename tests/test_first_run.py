@@ -175,3 +175,82 @@ def test_ctrl_c_while_reconnecting_leaves_quietly() -> None:
     child.expect("reconnecting")
     time.sleep(0.2 * UNIT)  # let the backoff start; not a wait for a condition
     _ctrl_c(child)
+
+
+# Nick colours and the shutdown notice (chat-client) -----------------------------
+
+
+def _lab(hex_colour: str) -> tuple[float, float, float]:
+    """sRGB hex -> CIELAB (D65): where Euclidean distance approximates what eyes tell."""
+    def linear(c: float) -> float:
+        return c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4
+
+    r, g, b = (linear(int(hex_colour[i:i + 2], 16) / 255) for i in (1, 3, 5))
+    x = (0.4124 * r + 0.3576 * g + 0.1805 * b) / 0.95047
+    y = 0.2126 * r + 0.7152 * g + 0.0722 * b
+    z = (0.0193 * r + 0.1192 * g + 0.9505 * b) / 1.08883
+
+    def f(t: float) -> float:
+        return t ** (1 / 3) if t > 0.008856 else 7.787 * t + 16 / 116
+
+    return 116 * f(y) - 16, 500 * (f(x) - f(y)), 200 * (f(y) - f(z))
+
+
+def _distance(a: str, b: str) -> float:
+    return sum((p - q) ** 2 for p, q in zip(_lab(a), _lab(b), strict=True)) ** 0.5
+
+
+def test_palette_has_no_near_duplicates() -> None:
+    from clients.render import NICK_COLOURS
+
+    assert len(NICK_COLOURS) >= 8
+    worst = min(_distance(a, b) for i, a in enumerate(NICK_COLOURS) for b in NICK_COLOURS[i + 1:])
+    assert worst >= 25, worst
+
+
+@pytest.mark.parametrize("nicks", [
+    ["alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi"],
+    [f"user{i}" for i in range(8)],
+    [f"guest-{i}" for i in range(1, 9)],
+])
+def test_first_eight_nicks_of_a_room_get_distinct_colours(nicks: list[str]) -> None:
+    from clients.render import View, render
+    from transports.events import Msg
+
+    view = View("me", "lobby", {"lobby": None})
+    colours = []
+    for seq, nick in enumerate(nicks, 1):
+        line = render(Msg("lobby", seq, 0, nick, "hi"), view)[0]
+        colours.append(next(style for style, text in line if text == nick).split()[0])
+    assert min(_distance(a, b) for i, a in enumerate(colours) for b in colours[i + 1:]) >= 25
+    # A nick keeps its colour, whatever its case.
+    again = render(Msg("lobby", 99, 0, nicks[0].upper(), "x"), view)[0]
+    assert any(style.startswith(colours[0]) for style, _ in again)
+
+
+def test_planned_shutdown_is_a_grey_notice() -> None:
+    from clients.render import ERROR_STYLE, SERVER_STYLE, View, plain, render
+    from clients.state import ConnectionLost
+    from transports.events import Error
+
+    view = View("me", "lobby", {"lobby": None})
+    lines = render(Error("shutting_down", "the relay is shutting down"), view)
+    lines += render(ConnectionLost("closed"), view)
+    assert all(style == SERVER_STYLE for line in lines for style, _ in line)
+    assert "error" not in " ".join(plain(line) for line in lines)
+    # An unplanned loss is still red.
+    assert render(ConnectionLost("reset"), View("me"))[0][0][0] == ERROR_STYLE
+
+
+def test_chat_client_shows_a_relay_shutdown_as_a_notice() -> None:
+    relay = RelayProcess(workers=1).start()
+    try:
+        child = pexpect.spawn(sys.executable, ["-c", PIPE_LAUNCHER, HOST, str(relay.port)],
+                              env=ENV, cwd=str(ROOT), encoding="utf-8", timeout=20 * UNIT)
+        child.expect("you joined lobby")
+    finally:
+        relay.stop()
+    child.expect(r"\* the relay is shutting down; reconnecting when it is back")
+    child.expect(r"connection closed by the relay, reconnecting")
+    assert "error" not in child.before
+    _ctrl_c(child)
