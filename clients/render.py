@@ -17,7 +17,7 @@ import time
 import zlib
 from dataclasses import dataclass, field
 
-from clients.state import ConnectionLost, Incoming, Missed, Reconnected
+from clients.state import ConnectionLost, Incoming, Missed, Reconnected, Restarted
 from transports.events import (
     Error,
     HistoryPage,
@@ -242,6 +242,8 @@ def render(ev: Incoming, view: View) -> list[Line]:
     if isinstance(ev, Reconnected):
         view.stopping = False
         return [_server("reconnected")]
+    if isinstance(ev, Restarted):
+        return [_server(f"{ev.room}: the relay restarted; messages before it are gone")]
     if isinstance(ev, Missed):
         if ev.count is None:
             return [_server(f"missed messages in {ev.room} (history no longer reaches)")]

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pexpect
 import pytest
@@ -17,6 +18,7 @@ import pytest
 from relay.banner import client_command, join_lines
 from relay.cli import build_parser
 from tests.relayproc import ROOT, UNIT, RelayProcess
+from transports.events import Error, Msg
 
 HOST = "127.0.0.1"
 ENV = {**os.environ, "PROMPT_TOOLKIT_NO_CPR": "1", "TERM": "xterm-256color",
@@ -254,3 +256,101 @@ def test_chat_client_shows_a_relay_shutdown_as_a_notice() -> None:
     child.expect(r"connection closed by the relay, reconnecting")
     assert "error" not in child.before
     _ctrl_c(child)
+
+
+# After a relay restart ------------------------------------------------------------
+
+
+def _events_across_a_restart(args: list[str]) -> tuple[list[object], Msg]:
+    """alice (reconnecting) sees 3 messages, the relay restarts on the same port,
+    bob says "after": what alice was shown from the loss to that message."""
+    from clients.state import ConnectionLost, Reconnected
+    from clients.sync import connect
+
+    first = RelayProcess(workers=1, args=args).start()
+    port = first.port
+    second = None
+    try:
+        with connect(HOST, port, "alice", reconnect=True) as alice:
+            with connect(HOST, port, "bob") as bob:
+                for i in range(3):
+                    bob.say("lobby", f"m{i}")
+                assert bob.flush(5 * UNIT)
+            got = [_next(alice, Msg).text for _ in range(3)]
+            assert got == ["m0", "m1", "m2"]
+            first.stop()
+            _next(alice, ConnectionLost, timeout=20)
+            second = RelayProcess(workers=1, args=args, port=port).start()
+            seen: list[object] = []
+            _next(alice, Reconnected, timeout=30, seen=seen)
+            with connect(HOST, port, "bob") as bob:
+                bob.say("lobby", "after")
+                assert bob.flush(5 * UNIT)
+            after = _next(alice, Msg, pred=lambda m: m.text == "after", seen=seen)
+            return seen, after
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()
+
+
+def _next(client: object, kind: type, pred: object = None, timeout: float = 10,
+          seen: list[object] | None = None) -> Any:
+    deadline = time.monotonic() + timeout * UNIT
+    while (left := deadline - time.monotonic()) > 0:
+        ev = client.recv(left)  # type: ignore[attr-defined]
+        if ev is None:
+            continue
+        if seen is not None:
+            seen.append(ev)
+        if isinstance(ev, kind) and (pred is None or pred(ev)):  # type: ignore[operator]
+            return ev
+    raise AssertionError(f"no {kind.__name__} in time; saw {(seen or [])[-10:]!r}")
+
+
+def test_restart_without_history_db_says_the_history_is_gone() -> None:
+    from clients.render import View, plain, render
+    from clients.state import Missed, Restarted
+
+    seen, after = _events_across_a_restart(["--rate-limit", "0"])
+    assert Restarted("lobby") in seen
+    assert not [e for e in seen if isinstance(e, (Missed, Error))], seen
+    assert after.seq == 1  # the new relay's numbering, shown, not dropped as old
+    line = plain(render(Restarted("lobby"), View("alice"))[0])
+    assert line.endswith("lobby: the relay restarted; messages before it are gone")
+
+
+def test_restart_with_history_db_is_a_plain_resume(tmp_path: Path) -> None:
+    from clients.state import Missed, Restarted
+
+    seen, after = _events_across_a_restart(
+        ["--rate-limit", "0", "--history-db", str(tmp_path / "history.db")])
+    assert not [e for e in seen if isinstance(e, (Restarted, Missed, Error))], seen
+    assert after.seq == 4
+
+
+def test_new_epoch_with_seq_going_on_is_one_notice_and_no_count() -> None:
+    """The hub alone restarted (seq continues): history is gone, not 'missed N'."""
+    from clients.state import ClientState, Missed, Restarted
+    from transports.events import Joined, Welcome
+
+    state = ClientState("alice")
+    state.receive(Welcome("alice", "s", 1, epoch=1))
+    state.receive(Joined("lobby", ("alice",), 10))
+    state.connection_lost()
+    state.receive(Welcome("alice", "s", 1, epoch=2))
+    assert state.receive(Joined("lobby", ("alice",), 14)) == [
+        Restarted("lobby"), Joined("lobby", ("alice",), 14)]
+    gap = Error("history_gap", "gone", "hello", room="lobby")
+    assert state.receive(gap) == []
+    out = state.receive(Msg("lobby", 13, 0, "bob", "x"))
+    assert [type(e) for e in out] == [Msg] and not any(isinstance(e, Missed) for e in out)
+    # The same epoch: a resume gap is counted.
+    same = ClientState("carol")
+    same.receive(Welcome("carol", "s", 1, epoch=5))
+    same.receive(Joined("lobby", ("carol",), 2))
+    same.connection_lost()
+    same.receive(Welcome("carol", "s", 1, epoch=5))
+    assert same.receive(Joined("lobby", ("carol",), 9)) == [Joined("lobby", ("carol",), 9)]
+    assert same.receive(gap) == []
+    assert same.receive(Msg("lobby", 6, 0, "bob", "y"))[0] == Missed("lobby", 3, 3, 5)
