@@ -354,3 +354,35 @@ def test_new_epoch_with_seq_going_on_is_one_notice_and_no_count() -> None:
     assert same.receive(Joined("lobby", ("carol",), 9)) == [Joined("lobby", ("carol",), 9)]
     assert same.receive(gap) == []
     assert same.receive(Msg("lobby", 6, 0, "bob", "y"))[0] == Missed("lobby", 3, 3, 5)
+
+
+# One slash-command grammar --------------------------------------------------------
+
+
+def test_history_n_means_the_same_in_nc_and_chat_client() -> None:
+    """The web page's side: tests/test_web_page.py::test_page_speaks_the_shared_..."""
+    from clients.commands import parse
+    from transports.events import HistoryQuery
+    from transports.text import TextServerCodec
+
+    want = HistoryQuery("lobby", None, 5)
+    assert parse("/history 5", "lobby").send == want
+    assert TextServerCodec().receive_data(b"/history 5\n") == [want]
+
+
+def test_every_front_end_handles_every_command_of_the_table() -> None:
+    from clients.commands import parse
+    from transports.commands import CLIENT, COMMANDS, TEXT, WEB
+    from transports.text import TextServerCodec
+
+    codec = TextServerCodec()
+    app = (ROOT / "transports" / "static" / "app.js").read_text()
+    for c in COMMANDS:
+        if TEXT in c.where:
+            assert c.name in codec._commands, c.name
+        if CLIENT in c.where:
+            for name in (c.name, *c.aliases):
+                action = parse(f"/{name} x", "lobby")
+                assert "unknown command" not in (action.local or ""), name
+        if WEB in c.where:
+            assert f'case "{c.name}"' in app, c.name
