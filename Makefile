@@ -19,8 +19,10 @@ $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
+# Flags for the relay: make run ARGS="--rate-limit 0 --host 0.0.0.0"
+ARGS ?=
 run: $(STAMP)
-	$(BIN)/chat-relay start
+	$(BIN)/chat-relay start $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check relay transports clients benchmarks tests

@@ -88,9 +88,10 @@ def refusal_warning(reasons: Mapping[str, int]) -> str | None:
                   if "too_many_connections" in why or "too many connections" in why.lower())
     if not refused:
         return None
-    return (f"the relay refused {refused:,} connection(s) as too many: start chat-relay "
-            "with --max-per-ip and --max-connections above the number this run opens "
-            "(make bench uses 1000000 for both)")
+    return (f"the relay refused {refused:,} connection(s) as too many: restart it with "
+            "--max-per-ip and --max-connections above the number this run opens, e.g. "
+            "`chat-relay start --max-per-ip 1000000 --max-connections 1000000` (in a "
+            "checkout: `make run ARGS=\"--max-per-ip 1000000 --max-connections 1000000\"`)")
 
 
 def rate_limit_warning(errors: Mapping[str, int]) -> str | None:
@@ -100,8 +101,10 @@ def rate_limit_warning(errors: Mapping[str, int]) -> str | None:
     if not limited:
         return None
     return (f"the relay rate-limited {limited} sender(s) and dropped what they said over "
-            "its limit, so that shows as loss: start chat-relay with --rate-limit 0 (or "
-            "above the per-sender rate) to measure throughput")
+            "its limit, so that shows as loss: restart the relay with the limit off, "
+            "`chat-relay start --rate-limit 0` (in a checkout: "
+            "`make run ARGS=\"--rate-limit 0\"`), or above the per-sender rate, to measure "
+            "throughput")
 
 
 def silent_loss_warning(lost: int, expected: int, errors: Mapping[str, int], corrupt: int,

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import getpass
 import os
+import signal
 import ssl
 import sys
 import threading
@@ -194,24 +195,35 @@ def _stdin_lines(stream: TextIO) -> asyncio.Queue[str | None]:
     return lines
 
 
+def _on_ctrl_c() -> asyncio.Event:
+    """An event set by SIGINT: Ctrl-C is how people leave, so it ends the run like
+    /quit (bye, exit 0) instead of raising KeyboardInterrupt through the tasks."""
+    pressed = asyncio.Event()
+    with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+        asyncio.get_running_loop().add_signal_handler(signal.SIGINT, pressed.set)
+    return pressed
+
+
 async def run_pipe(client: AsyncClient, room: str) -> int:
     def out(line: Line) -> None:
         print(plain(line), flush=True)
 
     ui = Ui(client, room, out)
     pump = asyncio.create_task(ui.pump())
+    interrupted = asyncio.create_task(_on_ctrl_c().wait())
     lines = _stdin_lines(sys.stdin)
     while True:
         get = asyncio.create_task(lines.get())
-        await asyncio.wait({get, pump}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({get, pump, interrupted}, return_when=asyncio.FIRST_COMPLETED)
         if not get.done():
             get.cancel()
-            break  # the connection is gone for good
+            break  # the connection is gone for good, or Ctrl-C
         line = get.result()
         if line is None or not await ui.handle(line):
             break
+    interrupted.cancel()
     lost = pump.done() and client.closed_reason is not None
-    await ui.finish(pump, wait_acks=not lost)
+    await ui.finish(pump, wait_acks=not lost and not interrupted.done())
     if lost:
         print(f"* disconnected: {clean(client.closed_reason or '')}", file=sys.stderr)
         return 1
@@ -221,13 +233,22 @@ async def run_pipe(client: AsyncClient, room: str) -> int:
 async def run_interactive(client: AsyncClient, room: str) -> int:
     from prompt_toolkit import PromptSession, print_formatted_text
     from prompt_toolkit.formatted_text import FormattedText
+    from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
     from prompt_toolkit.patch_stdout import patch_stdout
 
     def out(line: Line) -> None:
         print_formatted_text(FormattedText(line))
 
     ui = Ui(client, room, out)
-    session: PromptSession[str] = PromptSession(erase_when_done=True)
+    keys = KeyBindings()
+
+    @keys.add("c-c")
+    def _leave(event: KeyPressEvent) -> None:
+        # prompt_toolkit's own Ctrl-C raises KeyboardInterrupt inside the prompt's
+        # task, which asyncio re-raises out of the loop with a traceback.
+        event.app.exit(exception=EOFError)
+
+    session: PromptSession[str] = PromptSession(erase_when_done=True, key_bindings=keys)
 
     def prompt() -> str:
         return clean(f"[{ui.view.room or '-'}] {ui.view.nick}> ")
@@ -346,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return asyncio.run(run(args))
     except KeyboardInterrupt:
-        return 130
+        return 0  # Ctrl-C before the loop took over SIGINT: leaving, not failing
     except BrokenPipeError:
         # Our reader went away (`chat-client ... | head`): nothing left to do.
         with contextlib.suppress(OSError):

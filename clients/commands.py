@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from transports.commands import CLIENT, help_lines, lookup, parse_history
+from transports.errors import ProtocolError
 from transports.events import (
     ClientEvent,
     HistoryQuery,
@@ -20,21 +22,9 @@ from transports.events import (
     Whisper,
     Who,
 )
-from transports.validate import HISTORY_MAX_LIMIT, is_valid_nick, is_valid_room
+from transports.validate import is_valid_nick, is_valid_room
 
-HELP = """\
-commands:
-  /join ROOM       join ROOM and make it the current room
-  /part [ROOM]     leave ROOM (default: the current room)
-  /msg NICK TEXT   whisper TEXT to NICK
-  /nick NAME       change your nick
-  /who [ROOM]      list the members of ROOM (default: the current room)
-  /rooms           list every room on the relay
-  /history [N]     show the last N messages of the current room (default 20)
-  /ping            measure the round trip to the relay
-  /help            this help
-  /quit            leave
-  a plain line is said to the current room; start it with // to say a /"""
+HELP = "commands:\n" + "\n".join(f"  {line}" for line in help_lines(CLIENT, 17))
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,8 +57,11 @@ def parse(line: str, room: str | None) -> Action:
         if room is None:
             return Action(local="error: you are in no room; /join ROOM first")
         return Action(send=Say(room, text))
-    command, _, rest = line[1:].partition(" ")
-    command = command.lower()
+    typed, _, rest = line[1:].partition(" ")
+    known = lookup(typed)
+    if known is None or CLIENT not in known.where:
+        return Action(local=f"error: unknown command /{typed.lower()} (try /help)")
+    command = known.name
     arg = rest.strip()
     if command == "quit":
         return Action(quit=True)
@@ -89,24 +82,21 @@ def parse(line: str, room: str | None) -> Action:
         if isinstance(target, Action):
             return target
         return Action(send=Join(target), switch_to=target)
-    if command in ("part", "leave"):
+    if command == "part":
         target = _room_arg(arg, room, "/part")
         return target if isinstance(target, Action) else Action(send=Part(target))
     if command == "who":
         target = _room_arg(arg, room, "/who")
         return target if isinstance(target, Action) else Action(send=Who(target))
-    if command in ("msg", "whisper"):
+    if command == "msg":
         to, _, text = arg.partition(" ")
         if not to or not text.strip():
             return Action(local="error: usage /msg NICK TEXT")
         return Action(send=Whisper(to, text))
     if command == "history":
-        target = _room_arg("", room, "/history")
-        if isinstance(target, Action):
-            return target
         try:
-            limit = int(arg) if arg else 20
-        except ValueError:
-            return Action(local="error: usage /history [N]")
-        return Action(send=HistoryQuery(target, None, max(1, min(limit, HISTORY_MAX_LIMIT))))
-    return Action(local=f"error: unknown command /{command} (try /help)")
+            target, limit = parse_history(arg, room)
+        except ProtocolError as exc:
+            return Action(local=f"error: {exc.text}")
+        return Action(send=HistoryQuery(target, None, limit))
+    return Action(local=f"error: /{command} is not handled here (try /help)")

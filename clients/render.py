@@ -17,7 +17,7 @@ import time
 import zlib
 from dataclasses import dataclass, field
 
-from clients.state import ConnectionLost, Incoming, Missed, Reconnected
+from clients.state import ConnectionLost, Incoming, Missed, Reconnected, Restarted
 from transports.events import (
     Error,
     HistoryPage,
@@ -38,21 +38,25 @@ from transports.validate import nick_key
 Fragment = tuple[str, str]
 Line = list[Fragment]
 
-# Readable on dark and light terminals; bright variants double the choice.
+# Nick colours: distinct at a glance (every pair at least 25 apart in CIELAB,
+# tests/test_first_run.py measures it) and readable on dark and light
+# terminals. prompt_toolkit maps them to the terminal's depth (256 colours on
+# most). The 16 ANSI colours were not enough: their bright variants are
+# near-duplicates of the plain ones, and blue or black vanish on one background.
 NICK_COLOURS = (
-    "ansired",
-    "ansigreen",
-    "ansiyellow",
-    "ansiblue",
-    "ansimagenta",
-    "ansicyan",
-    "ansibrightred",
-    "ansibrightgreen",
-    "ansibrightyellow",
-    "ansibrightblue",
-    "ansibrightmagenta",
-    "ansibrightcyan",
+    "#e6194b",  # red
+    "#3cb44b",  # green
+    "#4363d8",  # blue
+    "#f58231",  # orange
+    "#911eb4",  # purple
+    "#42d4f4",  # cyan
+    "#f032e6",  # magenta
+    "#9a6324",  # brown
+    "#808000",  # olive
+    "#469990",  # teal
 )
+# Nicks whose colour a view remembers per room; past it, the plain hash.
+MAX_COLOURED = 1000
 SERVER_STYLE = "ansibrightblack"
 ERROR_STYLE = "ansired bold"
 
@@ -107,8 +111,20 @@ def clean_line(line: Line) -> Line:
 
 
 def nick_colour(nick: str) -> str:
-    """The same colour for a nick in every session (a hash, not an allocation)."""
+    """A nick's preferred colour, the same in every session (a hash)."""
     return NICK_COLOURS[zlib.crc32(nick_key(nick).encode("utf-8")) % len(NICK_COLOURS)]
+
+
+def allot_colour(nick: str, taken: set[str]) -> str:
+    """`nick`'s preferred colour unless another nick of the room has it; then the
+    next free one in the palette (a hash alone gives 8 nicks a shared colour
+    more often than not)."""
+    preferred = NICK_COLOURS.index(nick_colour(nick))
+    for step in range(len(NICK_COLOURS)):
+        colour = NICK_COLOURS[(preferred + step) % len(NICK_COLOURS)]
+        if colour not in taken:
+            return colour
+    return NICK_COLOURS[preferred]
 
 
 def clock(ts_ms: int | None = None) -> str:
@@ -128,9 +144,25 @@ class View:
     rooms: dict[str, None] = field(default_factory=dict)
     # Rooms whose `joined` after a reconnect is routine, not news.
     resuming: set[str] = field(default_factory=set)
+    # room ("" for whispers) -> nick key -> colour, in order of appearance, so
+    # the first nicks seen in a room all differ; a nick keeps its colour.
+    colours: dict[str, dict[str, str]] = field(default_factory=dict)
+    # The relay said it is shutting down: losing the connection is expected.
+    stopping: bool = False
 
     def is_me(self, nick: str) -> bool:
         return nick_key(nick) == nick_key(self.nick)
+
+    def colour(self, nick: str, room: str = "") -> str:
+        """The colour `nick` shows in, in `room`."""
+        seen = self.colours.setdefault(room, {})
+        key = nick_key(nick)
+        colour = seen.get(key)
+        if colour is None:
+            colour = allot_colour(nick, set(seen.values()))
+            if len(seen) < MAX_COLOURED:
+                seen[key] = colour
+        return colour
 
 
 def plain(line: Line) -> str:
@@ -141,8 +173,8 @@ def _server(text: str) -> Line:
     return [(SERVER_STYLE, f"{clock()} * {text}")]
 
 
-def _nick(nick: str) -> Fragment:
-    return (nick_colour(nick) + " bold", nick)
+def _nick(nick: str, view: View, room: str = "") -> Fragment:
+    return (view.colour(nick, room) + " bold", nick)
 
 
 def _members(members: tuple[str, ...]) -> str:
@@ -154,7 +186,7 @@ def render_msg(m: Msg, view: View) -> Line:
     line: Line = [("", f"{clock(m.ts)} ")]
     if len(view.rooms) > 1 or m.room not in view.rooms:
         line.append(("bold", f"[{m.room}] "))
-    line += [("", "<"), _nick(m.sender), ("", f"> {m.text}")]
+    line += [("", "<"), _nick(m.sender, view, m.room), ("", f"> {m.text}")]
     return line
 
 
@@ -164,8 +196,8 @@ def render(ev: Incoming, view: View) -> list[Line]:
         return [render_msg(ev, view)]
     if isinstance(ev, WhisperMsg):
         if view.is_me(ev.sender) and not view.is_me(ev.to):
-            return [[("", f"{clock(ev.ts)} -> *"), _nick(ev.to), ("", f"* {ev.text}")]]
-        return [[("", f"{clock(ev.ts)} *"), _nick(ev.sender), ("", f"* {ev.text}")]]
+            return [[("", f"{clock(ev.ts)} -> *"), _nick(ev.to, view), ("", f"* {ev.text}")]]
+        return [[("", f"{clock(ev.ts)} *"), _nick(ev.sender, view), ("", f"* {ev.text}")]]
     if isinstance(ev, Presence):
         return _presence(ev, view)
     if isinstance(ev, Joined):
@@ -194,15 +226,24 @@ def render(ev: Incoming, view: View) -> list[Line]:
     if isinstance(ev, Notice):
         return [_server(ev.text)]
     if isinstance(ev, Error):
+        if ev.code == "shutting_down":
+            # Planned: the operator stopped the relay. News, not a fault.
+            view.stopping = True
+            return [_server(f"{ev.text}; reconnecting when it is back")]
         return [[(ERROR_STYLE, f"{clock()} * error: {ev.code}: {ev.text}")]]
     if isinstance(ev, PongReply):
         return [_server("pong")]
     if isinstance(ev, Welcome):
         return [_server(f"welcome, {ev.nick} ({ev.server})")]
     if isinstance(ev, ConnectionLost):
+        if view.stopping:
+            return [_server("connection closed by the relay, reconnecting...")]
         return [[(ERROR_STYLE, f"{clock()} * connection lost, reconnecting...")]]
     if isinstance(ev, Reconnected):
+        view.stopping = False
         return [_server("reconnected")]
+    if isinstance(ev, Restarted):
+        return [_server(f"{ev.room}: the relay restarted; messages before it are gone")]
     if isinstance(ev, Missed):
         if ev.count is None:
             return [_server(f"missed messages in {ev.room} (history no longer reaches)")]

@@ -66,6 +66,14 @@ class Missed(LocalEvent):
 
 
 @dataclass(frozen=True, slots=True)
+class Restarted(LocalEvent):
+    """The relay restarted and lost its history (a new epoch, or a room whose
+    seq went back): what `room` had before the restart is gone."""
+
+    room: str
+
+
+@dataclass(frozen=True, slots=True)
 class ConnectionLost(LocalEvent):
     """The connection dropped; the client is reconnecting (with auto-reconnect on)."""
 
@@ -91,6 +99,9 @@ class RoomState:
     # The relay said history_gap for our resume; the replay's first seq tells
     # how much is gone.
     resume_gap: bool = False
+    # Resumed across a restart whose seq went on: the jump to the first
+    # message after it is what the Restarted notice said is gone.
+    quiet_gap: bool = False
 
 
 class ClientState:
@@ -102,6 +113,11 @@ class ClientState:
         # Per room, one entry per history query in flight: True = a fill (ours).
         self._history_tags: dict[str, deque[bool]] = {}
         self._out: list[ClientEvent] = []
+        # The relay's history epoch (welcome), and rooms to resume across its change.
+        self.epoch: int | None = None
+        self._restarted: set[str] = set()
+        # Rooms whose next history_gap the Restarted notice has already told.
+        self._told_gap: set[str] = set()
         # Says not yet seen coming back: id -> (room, text).
         self.unacked: dict[Any, tuple[str, str]] = {}
 
@@ -130,7 +146,9 @@ class ClientState:
             rs.filling = False
             rs.joined_seq = None
             rs.resume_gap = False
+            rs.quiet_gap = False
         self._history_tags.clear()
+        self._told_gap.clear()
         self._out.clear()
 
     # Incoming ---------------------------------------------------------------
@@ -142,28 +160,52 @@ class ClientState:
         if isinstance(event, HistoryPage):
             return self._on_page(event)
         if isinstance(event, Joined):
-            self._on_joined(event)
+            return self._on_joined(event)
+        if isinstance(event, Welcome):
+            self._on_welcome(event)
         elif isinstance(event, Parted):
             self.rooms.pop(event.room, None)
             self._history_tags.pop(event.room, None)
-        elif isinstance(event, (Welcome, Renamed)):
+        if isinstance(event, (Welcome, Renamed)):
             self.nick = event.nick
         elif isinstance(event, Error):
             return self._on_error(event)
         return [event]
 
-    def _on_joined(self, ev: Joined) -> None:
+    def _on_welcome(self, ev: Welcome) -> None:
+        """A new epoch means the relay restarted without its history (with
+        --history-db the epoch persists): every room we resume is told so."""
+        if ev.epoch is None:
+            return
+        if self.epoch is not None and ev.epoch != self.epoch:
+            self._restarted = set(self.rooms)
+        self.epoch = ev.epoch
+
+    def _on_joined(self, ev: Joined) -> list[Incoming]:
         rs = self.rooms.get(ev.room)
         if rs is None:
             # A fresh join: nothing before it is ours to deliver.
             self.rooms[ev.room] = RoomState(last=ev.seq, joined_seq=ev.seq)
-            return
+            return [ev]
         rs.joined_seq = ev.seq
+        restarted = ev.room in self._restarted
+        self._restarted.discard(ev.room)
         if ev.seq < rs.last:
-            # The room's numbering restarted (a relay without our history):
-            # follow it rather than drop everything as duplicates.
-            rs.last = ev.seq
+            # The room's numbering restarted (a relay without our history): what
+            # it holds is all from after the restart, and ours to show.
+            rs.last = 0
             rs.held.clear()
+            if ev.seq:
+                self._out.append(HistoryQuery(ev.room, 0, min(HISTORY_MAX_LIMIT, ev.seq)))
+                self._history_tags.setdefault(ev.room, deque()).append(True)
+                rs.filling = True
+            self._told_gap.add(ev.room)
+            return [Restarted(ev.room), ev]
+        if restarted:
+            rs.quiet_gap = True  # the seq went on (the hub alone restarted)
+            self._told_gap.add(ev.room)
+            return [Restarted(ev.room), ev]
+        return [ev]
 
     def _on_msg(self, m: Msg) -> list[Incoming]:
         rs = self.rooms.get(m.room)
@@ -173,11 +215,12 @@ class ClientState:
             return []
         self._ack(m)
         out: list[Incoming] = []
-        if rs.resume_gap:
-            rs.resume_gap = False
+        if rs.resume_gap or rs.quiet_gap:
             if m.seq > rs.last + 1:
-                out.append(Missed(m.room, m.seq - rs.last - 1, rs.last + 1, m.seq - 1))
+                if not rs.quiet_gap:
+                    out.append(Missed(m.room, m.seq - rs.last - 1, rs.last + 1, m.seq - 1))
                 rs.last = m.seq - 1
+            rs.resume_gap = rs.quiet_gap = False
         if m.seq == rs.last + 1 and not rs.held:
             rs.last = m.seq
             return out + [m]
@@ -278,6 +321,9 @@ class ClientState:
             if self._pop_tag(room) and rs is not None:
                 return self._give_up(room, rs)  # our fill failed: report, go on
             return [err]
+        if err.code == "history_gap" and room in self._told_gap:
+            self._told_gap.discard(room)
+            return []  # the Restarted notice said it; what is left arrives as usual
         if err.code == "history_gap" and rs is not None:
             # A resume that history no longer reaches fully. The relay replays
             # what it still has right after this; the first replayed seq says

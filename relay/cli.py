@@ -88,9 +88,16 @@ def _add_settings_flags(parser: argparse.ArgumentParser, only: set[str] | None =
         default = getattr(defaults, f.name)
         flag = "--" + f.name.replace("_", "-")
         kind: Any = type(default)
-        shown = "CPU count" if f.name == "workers" else repr(default)
         parser.add_argument(flag, dest=f.name, type=kind, default=None,
-                            help=f"{HELP.get(f.name, '')} [default: {shown}]")
+                            help=_flag_help(HELP.get(f.name, ""), default))
+
+
+def _flag_help(text: str, default: object) -> str:
+    """A flag's help with its default said once: not where the text names it
+    already, and not at all when the default is empty (the feature is off)."""
+    if "default" in text or default == "":
+        return text
+    return f"{text} [default: {default}]"
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -177,7 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="chat-relay", description="A LAN chat relay: native, text (nc), WebSocket, IRC."
     )
     parser.add_argument("--version", action="version", version=f"chat-relay {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    # The metavar lists the public subcommands only; the children's
+    # (`_hub`, `_worker`) get no help text, which keeps them out of --help.
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{start,hub,keys}")
     start = sub.add_parser(
         "start", help="run a relay: hub + worker processes on one port",
         epilog="Secrets: every user of this host can read a process's flags (ps), so give "
@@ -194,10 +203,10 @@ def build_parser() -> argparse.ArgumentParser:
     keys.add_argument("dir", help="directory to create (0700) with hub and node key pairs")
     # The supervisor's children: settings come through an inherited fd (see
     # Settings.write_fd), because argv is public on the host.
-    hub = sub.add_parser("_hub", help=argparse.SUPPRESS)
+    hub = sub.add_parser("_hub")
     hub.add_argument("--bind", required=True)
     hub.add_argument("--settings-fd", type=int, required=True)
-    worker = sub.add_parser("_worker", help=argparse.SUPPRESS)
+    worker = sub.add_parser("_worker")
     for name in ("--id", "--hub"):
         worker.add_argument(name, required=True)
     for name in ("--fd", "--status-fd", "--workers", "--settings-fd"):

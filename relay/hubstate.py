@@ -459,7 +459,10 @@ class HubState:
             return
         self.clients[key] = ClientRec(worker, key[1], nick, ip=ip)
         self.nicks[nick_key(nick)] = key
-        self._to(out, key, {"t": "welcome", "v": 1, "nick": nick, "server": self.server})
+        # `epoch` (extension): a client that sees it change knows the relay
+        # restarted and its history is gone (with --history-db it persists).
+        self._to(out, key, {"t": "welcome", "v": 1, "nick": nick, "server": self.server,
+                            "epoch": self.epoch})
         resume: dict[str, int] = req.get("resume") or {}
         for name in req.get("rooms", []):
             if name not in resume:

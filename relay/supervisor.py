@@ -30,6 +30,7 @@ from typing import Any
 import zmq
 
 from relay import __version__, curve
+from relay.banner import client_command, join_lines
 from relay.bus import REQUEST, pack, tune
 from relay.config import SECRET_ENV, Settings
 from relay.metrics import SupervisorMetrics
@@ -202,12 +203,13 @@ class Supervisor:
         scope = ("loopback only; add --host 0.0.0.0 to serve the LAN" if loopback
                  else "serving the LAN: anyone who can reach this host can join")
         join_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+        joins = join_lines(join_host, port, bool(s.tls_cert), client_command())
         print(
             f"chat-relay {__version__} listening on {shown}:{port} ({scope})\n"
             f"  {s.workers} worker process{'es' if s.workers != 1 else ''}, "
             f"hub {'on ' + self.hub_endpoint}\n"
-            f"  join with:  chat-client {join_host} {port}    or    nc {join_host} {port}\n"
-            f"  stop with Ctrl-C",
+            + "\n".join(joins) + "\n"
+            "  stop with Ctrl-C",
             flush=True,
         )
         if self.metrics is not None:

@@ -604,6 +604,9 @@ class WorkerBus:
             conn.ready = True
             conn.nick = body["nick"]
             self._after_flush.append(conn.hello_done)
+            # `max_text` (extension): this worker's limit, so the web page can
+            # refuse an over-long line before sending it.
+            body = {**body, "max_text": self.settings.max_text}
         elif t == "renamed":
             conn.nick = body["nick"]
         elif t == "error" and body.get("code") == "too_many_rooms":

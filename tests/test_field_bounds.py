@@ -340,15 +340,18 @@ def text_line(line: str) -> Any:
     return items[0]
 
 
-def test_text_after_at_19_digits_and_past() -> None:
-    assert len(str(SEQ_MAX)) == TEXT_MAX_DIGITS
-    assert text_line(f"/history lobby {SEQ_MAX}") == HistoryQuery("lobby", SEQ_MAX)
-    assert text_line("/history lobby 0000000000000000001") == HistoryQuery("lobby", 1)
-    # 19 digits but past the range, then 20 digits whatever their value.
-    assert "0 to 2^63-1" in refused(text_line(f"/history lobby {SEQ_MAX + 1}")).text
+def test_text_history_count_at_its_bound_and_past() -> None:
+    """`/history [ROOM] N` (transports/commands.py): N is 1-500, digits bounded first."""
+    assert text_line(f"/history lobby {HISTORY_MAX_LIMIT}") == HistoryQuery(
+        "lobby", None, HISTORY_MAX_LIMIT)
+    assert text_line("/history lobby 0000000000000000001") == HistoryQuery("lobby", None, 1)
+    assert "1 to" in refused(text_line(f"/history lobby {HISTORY_MAX_LIMIT + 1}")).text
+    assert "1 to" in refused(text_line("/history 0")).text
     error = refused(text_line("/history lobby 00000000000000000001"))
     assert f"at most {TEXT_MAX_DIGITS} digits" in error.text
     refused(text_line("/history lobby " + "9" * 4000))
+    # Digits of another script are not a number: a room name, refused as one.
+    refused(text_line("/history lobby \u0663"))
 
 
 def test_text_minutes_are_bounded() -> None:

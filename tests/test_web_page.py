@@ -349,3 +349,39 @@ def test_the_csp_holds_and_other_sites_cannot_open_the_relay(
     page.goto(f"http://localhost:{relay.port}/")
     assert page.evaluate(_TRY_WS, f"ws://localhost:{relay.port}/ws") == "open"
     assert ann.errors == [], ann.errors
+
+
+def test_page_speaks_the_shared_slash_commands_and_the_relays_text_limit(
+    browser: Browser, relay_factory: Callable[..., RelayProcess], people: list[Any]
+) -> None:
+    """Issue 22: /history N and /ping as in chat-client and nc; over-long input is
+    refused before sending, with the limit the relay gave in its welcome."""
+    expect = _expect()
+    relay = relay_factory(args=["--max-text", "100", "--rate-limit", "0"])
+    nat = NativePeer.joined(relay.port, "nat", ["lobby"])
+    people.append(nat)
+    for i in range(8):
+        nat.send({"t": "say", "room": "lobby", "text": f"old {i}"})
+    nat.expect(lambda b: b.get("t") == "msg" and b["text"] == "old 7")
+    ann = WebUser(browser, relay.port, "ann", DESKTOP)
+    people.append(ann)
+    ann.type("/history 5")
+    expect(ann.page.locator(".line.info", has_text="history of #lobby: 5 messages")
+           ).to_be_visible()
+    expect(ann.messages()).to_have_count(5)
+    assert [text for _, text, _ in _msg_texts(ann)] == [f"old {i}" for i in range(3, 8)]
+    ann.type("/ping")
+    expect(ann.page.locator(".line.info", has_text="pong:")).to_contain_text("ms round trip")
+    # At the bound: 100 bytes go; 101 are refused here, with the limit, and kept.
+    ann.type("x" * 100)
+    assert nat.expect(lambda b: b.get("t") == "msg" and b["from"] == "ann")["text"] == "x" * 100
+    ann.type("é" * 50 + "y")  # 101 bytes in UTF-8, 51 characters
+    expect(ann.page.locator(".line.err")).to_contain_text(
+        "not sent: your message is 101 bytes; this relay takes at most 100")
+    assert ann.page.input_value("#say") == "é" * 50 + "y"
+    ann.type("/help")
+    expect(ann.page.locator(".line.info", has_text="/history [N]")).to_be_visible()
+    ann.type("after")
+    got = nat.expect(lambda b: b.get("t") == "msg" and b["from"] == "ann")
+    assert got["text"] == "after"  # the refused line never reached the relay
+    assert ann.errors == [], ann.errors

@@ -219,6 +219,10 @@ class Welcome(RelayEvent):
     nick: str
     server: str
     v: int = PROTOCOL_VERSION
+    # Extensions: the relay's history epoch (changes when a restart lost the
+    # history) and its text limit in bytes.
+    epoch: int | None = None
+    max_text: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -534,6 +538,11 @@ def _msg(body: dict[str, Any]) -> Msg:
     )
 
 
+def _optional_int(value: Any) -> int | None:
+    """An optional integer key; anything else (an old relay's absence, junk) is None."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
 def parse_relay_body(body: Any) -> RelayEvent:
     """Turn a relay -> client map into a RelayEvent (client side; lenient on extras).
 
@@ -553,7 +562,8 @@ def parse_relay_body(body: Any) -> RelayEvent:
         if t == "parted":
             return Parted(body["room"])
         if t == "welcome":
-            return Welcome(body["nick"], body.get("server", ""), body.get("v", 1))
+            return Welcome(body["nick"], body.get("server", ""), body.get("v", 1),
+                           _optional_int(body.get("epoch")), _optional_int(body.get("max_text")))
         if t == "renamed":
             return Renamed(body["nick"])
         if t == "whisper":

@@ -15,9 +15,10 @@ Input (client -> relay), one line at a time:
 - A line that is not UTF-8 is dropped with `bad_frame`.
 - A line not starting with "/" is said to the current room. "//" escapes a
   leading slash: "//shrug" says "/shrug".
-- Commands (names case-insensitive): /nick NAME, /join ROOM (also becomes
+- Commands (names case-insensitive, aliases as in transports/commands.py,
+  the table shared with chat-client and the web page): /nick NAME, /join ROOM (also becomes
   the current room at once), /part [ROOM], /msg NICK TEXT, /who [ROOM],
-  /rooms, /history [ROOM [AFTER]], /ping, /help (answered by the codec
+  /rooms, /history [N] (or ROOM [N]), /ping, /help (answered by the codec
   itself, through `data_to_send`), /quit; and for operators (extension)
   /oper PASSWORD, /kick NICK [REASON], /ban NICK|IP [MINUTES] [REASON],
   /unban NICK|IP, /mute NICK [MINUTES] [REASON], /unmute NICK. Errors refer
@@ -55,6 +56,7 @@ from collections.abc import Callable, Hashable, Iterable
 from typing import Any, Final
 
 from transports.base import Decoded, ServerCodec
+from transports.commands import TEXT, help_lines, lookup, parse_history
 from transports.errors import ProtocolError
 from transports.events import (
     Ban,
@@ -80,7 +82,6 @@ from transports.validate import (
     DEFAULT_MAX_TEXT,
     MAX_MINUTES,
     MAX_REASON,
-    SEQ_MAX,
     check_nick,
     check_room,
     check_text,
@@ -96,23 +97,9 @@ _MAX_ECHO: Final = 40
 _CR: Final = 0x0D
 _COMMAND: Final = re.compile(r"/(\S*)\s*(.*)", re.DOTALL)
 
+# /help: the shared table's lines (transports/commands.py), as server lines.
 HELP_LINES: Final[tuple[str, ...]] = (
-    "* commands:",
-    "*   TEXT                    say TEXT in the current room (//TEXT says /TEXT)",
-    "*   /join ROOM              join ROOM and make it the current room",
-    "*   /part [ROOM]            leave ROOM (default: the current room)",
-    "*   /msg NICK TEXT          whisper TEXT to NICK",
-    "*   /nick NAME              change your nick",
-    "*   /who [ROOM]             list the members of ROOM",
-    "*   /rooms                  list the rooms and their sizes",
-    "*   /history [ROOM [AFTER]] recent messages of ROOM (after seq AFTER)",
-    "*   /ping                   check that the relay answers",
-    "*   /pass PASSWORD          log in to a relay that needs a password",
-    "*   /oper PASSWORD          become an operator, who may then use:",
-    "*     /kick NICK [REASON]   disconnect NICK",
-    "*     /ban NICK|IP [MINUTES] [REASON]    disconnect and refuse (/unban NICK|IP)",
-    "*     /mute NICK [MINUTES] [REASON]      refuse NICK's messages (/unmute NICK)",
-    "*   /quit                   leave",
+    "* commands:", *(f"*   {line}" for line in help_lines(TEXT)),
 )
 
 
@@ -305,7 +292,8 @@ class TextServerCodec(ServerCodec):
         assert match is not None  # the pattern matches every string starting with "/"
         name, arg = match[1], match[2]
         ref = "/" + name[:_MAX_ECHO]
-        handler = self._commands.get(name.lower())
+        command = lookup(name)
+        handler = self._commands.get(command.name if command is not None else name.lower())
         if handler is None:
             raise ProtocolError(
                 "unknown_type", f"unknown command {ref}; /help lists the commands", ref
@@ -357,12 +345,8 @@ class TextServerCodec(ServerCodec):
         return Whisper(to=check_nick(parts[0], ref), text=check_text(parts[1], self.max_text, ref))
 
     def _history(self, ref: str, arg: str) -> ClientEvent:
-        parts = arg.split()
-        if len(parts) > 2 or (len(parts) == 2 and not is_number(parts[1])):
-            raise ProtocolError("bad_field", "usage: /history [ROOM [AFTER]]", ref)
-        room = self._room_or_current(parts[0] if parts else "", ref)
-        after = parse_number(parts[1], "AFTER", 0, SEQ_MAX, ref) if len(parts) == 2 else None
-        return HistoryQuery(room=room, after=after)
+        room, limit = parse_history(arg, self.current_room, ref)
+        return HistoryQuery(room=room, after=None, limit=limit)
 
     def _help(self, ref: str, arg: str) -> None:
         rooms = ", ".join(self.rooms) or "none"
@@ -547,7 +531,7 @@ class TextServerCodec(ServerCodec):
             if not messages:
                 lines.append("* (no messages)")
             if body.get("more"):
-                lines.append("* (more: /history is paged)")
+                lines.append("* (older messages too: /history N shows the N latest)")
             return lines
         if t == "notice":
             return [f"* {_s(body, 'text')}"]

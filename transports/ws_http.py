@@ -43,6 +43,8 @@ PAGES: Final[dict[str, tuple[str, str]]] = {
     "/index.html": ("index.html", "text/html; charset=utf-8"),
     "/app.js": ("app.js", "text/javascript; charset=utf-8"),
     "/style.css": ("style.css", "text/css; charset=utf-8"),
+    # Made from transports/commands.py, not a file: the slash commands' table.
+    "/commands.json": ("commands.json", "application/json"),
 }
 
 
@@ -119,7 +121,11 @@ def route(request: Request) -> str:
 
 @functools.cache
 def static_file(name: str) -> bytes:
-    """A file shipped in transports/static/, read once per process."""
+    """A file shipped in transports/static/ (or the command table), read once per process."""
+    if name == "commands.json":
+        from transports.commands import as_json
+
+        return as_json().encode("utf-8")
     return (resources.files("transports") / "static" / name).read_bytes()
 
 

@@ -19,6 +19,10 @@ const state = {
   retry: 0,
   current: null,
   rooms: new Map(),    // name -> {lastSeq, members:Set, el, unread, gapEl}
+  maxText: null,       // the relay's text limit in bytes (welcome.max_text)
+  commands: null,      // the slash-command table (/commands.json), shared with nc and chat-client
+  pings: new Map(),    // ping id -> sent at (ms)
+  nextPing: 1,
 };
 
 // Rendering --------------------------------------------------------------------
@@ -211,6 +215,14 @@ function fillGap(h) {
   }
 }
 
+// A page the user asked for with /history: shown as it is, after a header line.
+function showHistory(h) {
+  const n = h.messages.length;
+  info(h.room, `history of #${h.room}: ${n} message${n === 1 ? "" : "s"}` +
+               (h.more ? " (older ones too: /history N shows the N latest)" : ""));
+  for (const m of h.messages) append(h.room, msgLine(m));
+}
+
 // Connection -----------------------------------------------------------------
 
 function send(body) {
@@ -261,6 +273,7 @@ function handle(b) {
   switch (b.t) {
     case "welcome":
       state.nick = b.nick;
+      if (Number.isInteger(b.max_text)) state.maxText = b.max_text;
       state.welcomed = true;
       state.retry = 0;
       try { localStorage.setItem("chat-relay.nick", b.nick); } catch (e) { /* private mode */ }
@@ -311,8 +324,15 @@ function handle(b) {
       showMsg(b);
       break;
     case "history":
-      fillGap(b);
+      if (room(b.room).gapEls.some((e) => e.dataset.pending === "1")) fillGap(b);
+      else showHistory(b);
       break;
+    case "pong": {
+      const sent = state.pings.get(b.id);
+      state.pings.delete(b.id);
+      info(null, sent === undefined ? "pong" : `pong: ${Date.now() - sent} ms round trip`);
+      break;
+    }
     case "whisper": {
       const text = b.from === state.nick ? `→ ${b.to}: ${b.text}` : `← ${b.from}: ${b.text}`;
       toScreen(null, line("whisper", text, b.ts));
@@ -371,25 +391,81 @@ function onError(b) {
 
 // Input ----------------------------------------------------------------------
 
+// The slash commands, as the shared table (transports/commands.py) names them.
+fetch("/commands.json").then((r) => r.json()).then((t) => { state.commands = t; })
+  .catch(() => { /* /help then says less; the commands still work */ });
+
+function canonical(name) {
+  const t = state.commands;
+  if (!t) return name;
+  const c = t.commands.find((c) => c.name === name || c.aliases.includes(name));
+  return c ? c.name : null;
+}
+
+function helpText() {
+  const t = state.commands;
+  if (!t) return "commands: /join ROOM, /part [ROOM], /msg NICK TEXT, /nick NAME, /who [ROOM], " +
+                 "/rooms, /history [N], /ping, /help, /quit";
+  return "commands: " + t.commands.map((c) => `${c.usage}: ${c.help}`).join(" · ") +
+         " · " + t.plain_line;
+}
+
+// /history [N] or /history ROOM [N]: one number alone is N (as in nc and chat-client).
+function historyArgs(words) {
+  const t = state.commands || { history_default: 20, history_max: 500 };
+  const isNum = (w) => /^[0-9]+$/.test(w);
+  let name = state.current;
+  let n = null;
+  if (words.length > 2) return null;
+  if (words.length === 2) { name = words[0]; n = words[1]; }
+  else if (words.length === 1 && isNum(words[0])) n = words[0];
+  else if (words.length === 1) name = words[0];
+  if (n !== null && (!isNum(n) || n.length > 6 || Number(n) < 1 || Number(n) > t.history_max)) {
+    return { error: `N is 1 to ${t.history_max}` };
+  }
+  return { room: name, limit: n === null ? t.history_default : Number(n) };
+}
+
 function command(text) {
-  const [cmd, ...rest] = text.slice(1).split(" ");
+  const [typed, ...rest] = text.slice(1).split(" ");
   const arg = rest.join(" ").trim();
-  switch (cmd.toLowerCase()) {
+  const cmd = canonical(typed.toLowerCase());
+  switch (cmd) {
     case "nick": send({ t: "nick", nick: arg }); break;
-    case "join": case "j": send({ t: "join", room: arg.replace(/^#/, "") }); break;
-    case "part": case "leave": send({ t: "part", room: arg.replace(/^#/, "") || state.current }); break;
-    case "msg": case "w": {
+    case "join": send({ t: "join", room: arg.replace(/^#/, "") }); break;
+    case "part": send({ t: "part", room: arg.replace(/^#/, "") || state.current }); break;
+    case "msg": {
       const [to, ...words] = rest;
       send({ t: "whisper", to: to, text: words.join(" ") });
       break;
     }
     case "who": send({ t: "who", room: arg.replace(/^#/, "") || state.current }); break;
-    case "rooms": case "list": send({ t: "rooms" }); break;
+    case "rooms": send({ t: "rooms" }); break;
+    case "history": {
+      const h = historyArgs(rest.filter((w) => w));
+      if (!h) info(null, "error: usage /history [N] or /history ROOM [N]");
+      else if (h.error) info(null, `error: ${h.error}`);
+      else if (!h.room) info(null, "error: you are in no room: /join ROOM first");
+      else send({ t: "history", room: h.room.replace(/^#/, ""), limit: h.limit });
+      break;
+    }
+    case "ping": {
+      const id = state.nextPing++;
+      state.pings.set(id, Date.now());
+      send({ t: "ping", id: id });
+      break;
+    }
     case "quit": state.quitting = true; send({ t: "bye" }); break;
-    default: info(null, (cmd.toLowerCase() === "help" ? "" : `unknown command /${cmd}; `) +
-                        "commands: /nick NAME, /join ROOM, /part [ROOM], /msg NICK TEXT, " +
-                        "/who [ROOM], /rooms, /quit");
+    case "help": info(null, helpText()); break;
+    default: info(null, `unknown command /${typed}; ` + helpText());
   }
+}
+
+// The relay's limit, in UTF-8 bytes as the relay counts them; null: not known yet.
+function tooLong(text) {
+  if (state.maxText === null) return null;
+  const size = new TextEncoder().encode(text).length;
+  return size > state.maxText ? size : null;
 }
 
 $("login").addEventListener("submit", (ev) => {
@@ -411,8 +487,16 @@ $("say-form").addEventListener("submit", (ev) => {
   ev.preventDefault();
   const text = $("say").value;
   if (!text.trim()) return;
+  const said = text.replace(/^\//, "");
+  const size = text.startsWith("/") && !text.startsWith("//") ? null : tooLong(said);
+  if (size !== null) {
+    // Refused here, whole: the text stays in the box to be shortened.
+    toScreen(null, line("err", `not sent: your message is ${size} bytes; ` +
+                               `this relay takes at most ${state.maxText}`));
+    return;
+  }
   if (text.startsWith("/") && !text.startsWith("//")) command(text);
-  else if (state.current) send({ t: "say", room: state.current, text: text.replace(/^\//, "") });
+  else if (state.current) send({ t: "say", room: state.current, text: said });
   $("say").value = "";
 });
 
