@@ -18,10 +18,12 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pexpect
 import pytest
+import trustme
 from zeroconf import ServiceBrowser, ServiceListener, Zeroconf
 
 from tests.hubproc import Proc
@@ -197,3 +199,45 @@ def test_a_zeroconf_failure_is_one_log_line(lab: Lab, caplog: pytest.LogCaptureF
     assert ad.failed and ad.registered_as is None
     lines = [r.getMessage() for r in caplog.records if r.name == "chat_relay.mdns"]
     assert len(lines) == 1 and "cannot advertise the relay on the LAN" in lines[0], lines
+
+
+def test_pick_one_of_several_by_number(lab: Lab, procs: list[Proc], tmp_path: Path) -> None:
+    """Two relays, one with TLS: the client lists both, asks, and joins the one picked
+    (over TLS, because its TXT record says so)."""
+    where = lab.addr(1)
+    ca = trustme.CA()
+    cert = ca.issue_cert(where)
+    cert_file, key_file, ca_file = (tmp_path / n for n in ("cert.pem", "key.pem", "ca.pem"))
+    cert.cert_chain_pems[0].write_to_path(str(cert_file))
+    cert.private_key_pem.write_to_path(str(key_file))
+    ca.cert_pem.write_to_path(str(ca_file))
+    _, plain_port = relay(lab, procs, "--host", "0.0.0.0")
+    _, tls_port = relay(lab, procs, "--host", "0.0.0.0", "--tls-cert", str(cert_file),
+                        "--tls-key", str(key_file))
+    label = host_label(os.uname().nodename)
+    lines = sorted([f"chat-relay on {label} ({plain_port})  {where}:{plain_port}",
+                    f"chat-relay on {label} ({tls_port})  {where}:{tls_port}  [tls]"])
+    wait_until(lambda: len(discover(lab).stdout.splitlines()) == 2, 30,
+               "the two relays were never both found from host b")
+    pick = next(i for i, line in enumerate(lines, start=1) if "[tls]" in line)
+
+    child = pexpect.spawn(
+        "ip", ["netns", "exec", lab.ns("b"), sys.executable, "-m", "clients.cli", "--nick",
+               "zed"], cwd=str(ROOT), encoding="utf-8", timeout=15 * UNIT,
+        # The CA is trusted the system's way, so no --ca (which implies --tls) is given.
+        env={**os.environ, "PROMPT_TOOLKIT_NO_CPR": "1", "TERM": "xterm-256color",
+             "SSL_CERT_FILE": str(ca_file)}, dimensions=(30, 120))
+    try:
+        for i, line in enumerate(lines, start=1):
+            child.expect(re.escape(f"{i}) {line}"))
+        child.expect(re.escape("join which relay (1-2)? "))
+        child.sendline("9")
+        child.expect(re.escape("type a number from 1 to 2"))
+        child.expect(re.escape("join which relay (1-2)? "))
+        child.sendline(str(pick))
+        child.expect(re.escape(f"connected to {where}:{tls_port} as zed"))
+        child.expect(r"\[lobby\] zed>")
+        child.sendline("/quit")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
