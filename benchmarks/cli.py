@@ -149,7 +149,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.discover:
         from clients.discover import print_discovered
 
-        return print_discovered("chat-bench")
+        try:
+            return print_discovered("chat-bench")
+        except KeyboardInterrupt:
+            return 130
     if args.host is None or args.port is None:
         parser.error("give HOST and PORT (--discover lists the relays on the LAN)")
     console = Console(stderr=False)

@@ -349,13 +349,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.host is not None and args.port is None:
         parser.error("give PORT after HOST (the relay's banner shows it; its default is 8081)")
-    if args.discover or args.host is None:
-        from clients.discover import discover_or_pick
-
-        code = discover_or_pick(args)
-        if code is not None:
-            return code
     try:
+        if args.discover or args.host is None:
+            from clients.discover import discover_or_pick
+
+            code = discover_or_pick(args)
+            if code is not None:
+                return code
         return asyncio.run(run(args))
     except KeyboardInterrupt:
         return 130
