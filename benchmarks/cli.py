@@ -3,6 +3,7 @@
     chat-bench 127.0.0.1 8081 -n 100 -s 10 -r 2000 -d 10
     chat-bench 192.168.1.20 8081 --sweep --plot sweep.png --json sweep.json
     chat-bench 127.0.0.1 8081 --idle 20000
+    chat-bench --discover
 
 Exit status: 0 when the run held (nothing lost, duplicated, reordered or
 corrupt, every connection made; a sweep: some step sustained), 1 when it did
@@ -32,8 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="chat-bench", description=__doc__.split("\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog=__doc__.split("\n", 2)[2])
-    ap.add_argument("host")
-    ap.add_argument("port", type=int)
+    ap.add_argument("host", nargs="?")
+    ap.add_argument("port", nargs="?", type=int)
+    ap.add_argument("--discover", action="store_true",
+                    help="list the relays advertised on the LAN (mDNS, 2 s) and exit")
     ap.add_argument("-n", "--receivers", type=int, default=100,
                     help="receiving connections (default 100)")
     ap.add_argument("-s", "--senders", type=int, default=10,
@@ -166,7 +169,17 @@ def latency_plot(res: dict[str, Any], args: argparse.Namespace, console: Console
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.discover:
+        from clients.discover import print_discovered
+
+        try:
+            return print_discovered("chat-bench")
+        except KeyboardInterrupt:
+            return 130
+    if args.host is None or args.port is None:
+        parser.error("give HOST and PORT (--discover lists the relays on the LAN)")
     console = Console(stderr=False)
     cfg = config_from(args)
     out: dict[str, Any] = {"environment": report.environment(), "argv": sys.argv[1:]}

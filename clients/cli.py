@@ -45,8 +45,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Chat on a chat-relay. On a terminal: interactive; in a pipe: "
         "each input line is sent and what arrives is printed.",
     )
-    p.add_argument("host", help="relay address, e.g. 127.0.0.1")
-    p.add_argument("port", type=int, help="relay port, e.g. 8081")
+    p.add_argument("host", nargs="?", help="relay address, e.g. 127.0.0.1 (on a terminal, "
+                   "leave HOST and PORT out to pick a relay found on the LAN)")
+    p.add_argument("port", nargs="?", type=int, help="relay port, e.g. 8081")
+    p.add_argument("--discover", action="store_true",
+                   help="list the relays advertised on the LAN (mDNS, 2 s) and exit")
     p.add_argument("--nick", help="your nick (default: a guest nick)")
     p.add_argument("--room", default="lobby", help="room to join first (default: lobby)")
     p.add_argument(
@@ -363,8 +366,17 @@ def _connect_error(args: argparse.Namespace, exc: BaseException) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.host is not None and args.port is None:
+        parser.error("give PORT after HOST (the relay's banner shows it; its default is 8081)")
     try:
+        if args.discover or args.host is None:
+            from clients.discover import discover_or_pick
+
+            code = discover_or_pick(args)
+            if code is not None:
+                return code
         return asyncio.run(run(args))
     except KeyboardInterrupt:
         return 0  # Ctrl-C before the loop took over SIGINT: leaving, not failing

@@ -65,6 +65,8 @@ HELP = {
     "history_db": "SQLite file that keeps history, seq and epoch across restarts",
     "metrics": "HOST:PORT to serve Prometheus metrics on (port 0 picks one; the banner says)",
     "log_format": "text or json",
+    "mdns": "do not advertise the relay on the LAN over mDNS/DNS-SD (`chat-client` with no "
+    "HOST finds advertised relays; a loopback-only relay is never advertised)",
     "oper_password": "operator password: lets a client kick, ban and mute; a flag is "
     "visible to every local user (ps), so prefer $CHAT_RELAY_OPER_PASSWORD or --config FILE",
     "auth_tries": "wrong passwords (hello, /pass, PASS, oper) on one connection before it "
@@ -88,6 +90,11 @@ def _add_settings_flags(parser: argparse.ArgumentParser, only: set[str] | None =
         default = getattr(defaults, f.name)
         flag = "--" + f.name.replace("_", "-")
         kind: Any = type(default)
+        if kind is bool:  # an on/off setting is one flag that turns it the other way
+            flag = ("--no-" if default else "--") + f.name.replace("_", "-")
+            parser.add_argument(flag, dest=f.name, action="store_const", const=not default,
+                                default=None, help=HELP.get(f.name, ""))
+            continue
         parser.add_argument(flag, dest=f.name, type=kind, default=None,
                             help=_flag_help(HELP.get(f.name, ""), default))
 

@@ -66,6 +66,7 @@ class Settings:
     history_db: str = ""              # SQLite file: history, seq and epoch survive restarts
     metrics: str = ""                 # HOST:PORT for Prometheus text metrics
     log_format: str = "text"          # text or json
+    mdns: bool = True                 # advertise on the LAN (DNS-SD); --no-mdns turns it off
     oper_password: str = field(default="", repr=False)  # lets a client /kick, /ban, /mute
     # Password guessing: per connection (worker) and per address (hub, relay-wide).
     auth_tries: int = 3               # wrong passwords on one connection before it is closed

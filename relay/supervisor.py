@@ -29,11 +29,12 @@ from typing import Any
 
 import zmq
 
-from relay import __version__, curve
+from relay import __version__, curve, discovery
 from relay.banner import client_command, join_lines
 from relay.bus import REQUEST, pack, tune
 from relay.config import SECRET_ENV, Settings
 from relay.metrics import SupervisorMetrics
+from transports.registry import SERVER_CODECS
 
 log = logging.getLogger("chat_relay.supervisor")
 
@@ -77,6 +78,7 @@ class Supervisor:
         self._notify_seq = 0
         self.restarts: Counter[str] = Counter()
         self.metrics: SupervisorMetrics | None = None
+        self.advertiser: discovery.Advertiser | None = None
 
     # Children ------------------------------------------------------------------
 
@@ -186,7 +188,20 @@ class Supervisor:
             raise RuntimeError(f"{len(late)} worker(s) did not become ready in {READY_TIMEOUT} s"
                                f"{where} (see the log above)")
         if not self.stopping:
+            self._advertise()
             self._banner()
+
+    def _advertise(self) -> None:
+        """Announce the relay on the LAN (mDNS) unless told not to or loopback-only."""
+        s = self.settings
+        assert self.listener is not None
+        if not s.mdns:
+            return
+        advert = discovery.plan(self.listener.getsockname()[0], self.listener.getsockname()[1],
+                                __version__, tls=bool(s.tls_cert), password=bool(s.password),
+                                dialects=SERVER_CODECS)
+        if advert is not None:
+            self.advertiser = discovery.Advertiser(advert).start()
 
     def _metric_facts(self) -> dict[str, Any]:
         """Asked by the metrics HTTP thread at each scrape."""
@@ -214,6 +229,11 @@ class Supervisor:
         )
         if self.metrics is not None:
             print(f"  metrics on {self.metrics.url}", flush=True)
+        if self.advertiser is not None:
+            ad = self.advertiser.advert
+            print(f"  advertising on the LAN (mDNS) as '{ad.name}' at "
+                  f"{', '.join(ad.addresses)}; find it with: {client_command()} --discover",
+                  flush=True)
         self.announced = True
 
     def run(self) -> int:
@@ -254,6 +274,9 @@ class Supervisor:
             lead = "\n" if self.stop_reason == "Ctrl-C" and sys.stdout.isatty() else ""
             print(f"{lead}chat-relay: stopping{why}; telling clients the relay is shutting down",
                   flush=True)
+        if self.advertiser is not None:  # first: nobody should find a relay that is leaving
+            self.advertiser.close()
+            self.advertiser = None
         for role in ("worker", "hub"):
             group = [c for c in self.children if c.role == role]
             for child in group:

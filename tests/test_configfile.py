@@ -27,12 +27,13 @@ def settings_for(argv: list[str]) -> Settings:
 
 
 def test_every_field_has_a_key(tmp_path: Path) -> None:
-    samples = {int: 7, float: 2.5, str: "x"}
+    samples = {int: 7, float: 2.5, str: "x", bool: False}
     lines = []
     for name, kind in field_types().items():
         key = name.replace("_", "-") if len(lines) % 2 else name  # both spellings
         value = samples[kind]
-        lines.append(f"{key} = {value!r}".replace("'", '"'))
+        toml = str(value).lower() if kind is bool else repr(value).replace("'", '"')
+        lines.append(f"{key} = {toml}")
     values = load(write(tmp_path, "\n".join(lines)))
     assert set(values) == {f.name for f in dataclasses.fields(Settings)}
     for name, kind in field_types().items():
