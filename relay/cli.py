@@ -114,7 +114,20 @@ def _settings(args: argparse.Namespace) -> Settings:
             setattr(settings, f.name, value)
     if settings.workers < 1:
         raise SystemExit("chat-relay: --workers must be at least 1")
+    _check_join_replay(settings)
     return settings
+
+
+def _check_join_replay(settings: Settings) -> None:
+    """A replay is one `history` page: at most what one history query may ask for."""
+    from transports.validate import HISTORY_MAX_LIMIT
+
+    if not 0 <= settings.join_replay <= HISTORY_MAX_LIMIT:
+        raise SystemExit(f"chat-relay: --join-replay must be 0-{HISTORY_MAX_LIMIT} "
+                         f"(messages; 0 turns it off), got {settings.join_replay}")
+    if settings.join_replay_rooms < 0:
+        raise SystemExit("chat-relay: --join-replay-rooms must be 0 or more, got "
+                         f"{settings.join_replay_rooms}")
 
 
 HUB_SETTINGS = {"history", "history_bytes", "max_rooms", "max_rooms_per_client", "room_ttl",

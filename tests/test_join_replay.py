@@ -10,10 +10,14 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import pytest
+
 from clients.core import Request
 from clients.render import View, plain, render
 from clients.state import ClientState
 from relay.bus import room_topic, worker_topic
+from relay.cli import HUB_SETTINGS, _settings, build_parser
+from relay.config import Settings
 from relay.hubstate import HubState, Out
 from transports.events import HistoryPage, HistoryQuery, Joined, Msg, hhmm, parse_relay_body
 from transports.irc import IrcServerCodec
@@ -218,3 +222,18 @@ def test_chat_client_renders_the_replay_between_dividers() -> None:
     assert lines[1].endswith("<ann> t1") and lines[2].endswith("<ann> t2")
     assert lines[1].startswith(time.strftime("%H:%M:%S", time.localtime((TS + 1) / 1000)))
     assert lines[3] == "──── end of earlier messages; /history for more ────"
+
+
+def test_join_replay_flags_parse_and_refuse_out_of_range() -> None:
+    def settings(*argv: str) -> Settings:
+        return _settings(build_parser().parse_args(["start", *argv]))
+
+    assert (Settings().join_replay, Settings().join_replay_rooms) == (20, 10)
+    got = settings("--join-replay", "500", "--join-replay-rooms", "0")
+    assert (got.join_replay, got.join_replay_rooms) == (500, 0)
+    assert settings("--join-replay", "0").join_replay == 0
+    for argv in (("--join-replay", "501"), ("--join-replay", "-1"),
+                 ("--join-replay-rooms", "-1")):
+        with pytest.raises(SystemExit, match="join-replay"):
+            settings(*argv)
+    assert {"join_replay", "join_replay_rooms"} <= HUB_SETTINGS  # `chat-relay hub` takes them
