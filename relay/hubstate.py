@@ -329,9 +329,9 @@ class HubState:
 
     def _join(self, key: ConnKey, name: str, out: Out, resume: int | None = None,
               ref: str = "join", replay: bool = True) -> bool:
-        """Join `key` to `name`: `joined`, then the resume's missed messages or (a fresh
-        join, if `replay`) the join replay, then the join's presence. True when a
-        join replay was sent."""
+        """Join `key` to `name`: `joined`, the resume's missed messages, the join's
+        presence, then (a fresh join, if `replay`) the join replay. True when a join
+        replay was sent."""
         client = self.clients[key]
         if name not in client.rooms and len(client.rooms) >= self.max_rooms_per_client:
             self._to(out, key, _error(
@@ -352,23 +352,23 @@ class HubState:
         client.rooms[name] = None
         self._to(out, key, {"t": "joined", "room": name, "members": self._members(room),
                             "seq": room.seq})
-        replayed = False
         if resume is not None:
             self._replay(key, room, resume, out)
-        elif replay and not already:
-            replayed = self._join_replay(key, room, out)
         if not already:
             self._broadcast(out, name, {"t": "presence", "room": name, "nick": client.nick,
                                         "event": "join"}, key)
-        return replayed
+            if replay and resume is None:
+                return self._join_replay(key, room, out)
+        return False
 
     def _join_replay(self, key: ConnKey, room: Room, out: Out) -> bool:
         """The room's latest messages, as an unasked `history` page marked `replay`.
 
-        It goes on the joiner's topic right behind `joined`, so it arrives before
-        any live message after `joined.seq` (the hub never reorders its output),
-        and every seq in it is <= `joined.seq`: clients show it as earlier
-        messages, not as live traffic. An empty room sends nothing.
+        It goes on the joiner's topic right behind `joined` and the join's
+        presence (v1's "joined, then presence" stays adjacent), so it arrives
+        before any live message after `joined.seq` (the hub never reorders its
+        output), and every seq in it is <= `joined.seq`: clients show it as
+        earlier messages, not as live traffic. An empty room sends nothing.
         """
         count = min(self.join_replay, len(room.history))
         if count <= 0:

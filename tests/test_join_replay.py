@@ -53,7 +53,7 @@ def room_with(s: HubState, room: str, count: int, conn: int = 99) -> None:
 # The hub ----------------------------------------------------------------------
 
 
-def test_fresh_join_gets_the_latest_20_after_joined_before_presence() -> None:
+def test_fresh_join_gets_the_latest_20_after_joined_and_presence() -> None:
     s = hub()
     room_with(s, "lobby", 30)
     out = run(s, "A", {"op": "hello", "c": 1, "nick": "new", "rooms": ["lobby"]})
@@ -63,9 +63,11 @@ def test_fresh_join_gets_the_latest_20_after_joined_before_presence() -> None:
     assert page["replay"] is True and page["room"] == "lobby" and page["more"] is True
     assert [m["seq"] for m in page["messages"]] == list(range(11, 31))
     assert all(m["seq"] <= joined["seq"] for m in page["messages"])
-    # The replay is on the joiner's topic before the join's presence (room topic).
-    topics = [t for t, _ in out]
-    assert topics.index(worker_topic("A"), 2) < topics.index(room_topic("lobby"))
+    # joined, the join's presence (room topic), then the replay; a later say comes after.
+    out += run(s, "A", {"op": "say", "c": 99, "room": "lobby", "text": "live"})
+    kinds = [(t, (item[1] if t == worker_topic("A") else item[0])["t"]) for t, item in out]
+    assert kinds[1:] == [(worker_topic("A"), "joined"), (room_topic("lobby"), "presence"),
+                         (worker_topic("A"), "history"), (room_topic("lobby"), "msg")]
 
 
 def test_join_op_replay_is_bounded_by_join_replay_and_off_at_zero() -> None:
