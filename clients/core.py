@@ -108,6 +108,8 @@ class Request:
             )
         if not isinstance(ev, _REPLY_TYPES[self.kind]):
             return False
+        if isinstance(ev, HistoryPage) and ev.replay:
+            return False  # a join's replay, sent unasked: no answer to a query
         if isinstance(ev, PongReply):
             return bool(ev.id == self.key)
         room = getattr(ev, "room", None)

@@ -58,6 +58,8 @@ NICK_COLOURS = (
 # Nicks whose colour a view remembers per room; past it, the plain hash.
 MAX_COLOURED = 1000
 SERVER_STYLE = "ansibrightblack"
+DIVIDER_STYLE = "ansibrightblack italic"
+DIVIDER = "\u2500" * 4  # a rule around "earlier messages" (a join's replay)
 ERROR_STYLE = "ansired bold"
 
 
@@ -217,6 +219,8 @@ def render(ev: Incoming, view: View) -> list[Line]:
         rooms = ", ".join(f"{name} ({count})" for name, count in sorted(ev.rooms.items()))
         more = f" (the {len(ev.rooms)} largest of {ev.total})" if ev.total is not None else ""
         return [_server(f"rooms: {rooms}{more}")]
+    if isinstance(ev, HistoryPage) and ev.replay:
+        return _replay(ev, view)
     if isinstance(ev, HistoryPage):
         lines = [_server(f"history of {ev.room}: {len(ev.messages)} messages")]
         lines += [render_msg(m, view) for m in ev.messages]
@@ -249,6 +253,17 @@ def render(ev: Incoming, view: View) -> list[Line]:
             return [_server(f"missed messages in {ev.room} (history no longer reaches)")]
         return [_server(f"missed {ev.count} messages in {ev.room}")]
     return []
+
+
+def _replay(ev: HistoryPage, view: View) -> list[Line]:
+    """A join's replay: the room's latest messages between two dividers, so they
+    read as what was said before we came, each with the time it was said."""
+    more = "; /history for more" if ev.more else ""
+    return [
+        [(DIVIDER_STYLE, f"{DIVIDER} earlier messages in {ev.room} {DIVIDER}")],
+        *(render_msg(m, view) for m in ev.messages),
+        [(DIVIDER_STYLE, f"{DIVIDER} end of earlier messages{more} {DIVIDER}")],
+    ]
 
 
 def _presence(ev: Presence, view: View) -> list[Line]:

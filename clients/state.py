@@ -16,6 +16,10 @@ Rules this module keeps (read before changing it):
 - `history_gap` is a notice, not an answer: a `history` page still follows
   it (after a query) or the replay does (after a resume hello). What history
   no longer has shows as a jump in seq there, and becomes one `Missed`.
+- A join replay (a `history` page marked `replay`, unasked, right after a
+  fresh join's `joined`) holds only seqs <= `joined.seq`: earlier messages,
+  delivered as the page itself for the user to see as such. It answers no
+  query and moves no `last`, so it is never a gap, a duplicate or a fill.
 
 Feed every relay event to `receive()`; deliver what it returns; send what
 `outgoing()` returns. Nothing here touches a socket or a clock.
@@ -276,6 +280,8 @@ class ClientState:
         return tags.popleft() if tags else None
 
     def _on_page(self, page: HistoryPage) -> list[Incoming]:
+        if page.replay:
+            return [page]  # earlier messages to show, not ours to order (see the top)
         tag = self._pop_tag(page.room)
         rs = self.rooms.get(page.room)
         if tag is False or rs is None:

@@ -40,6 +40,10 @@ HELP = {
     "make space, and a new room is refused (too_many_rooms) only when every room has members",
     "max_rooms_per_client": "rooms one client may be in; one more join gets too_many_rooms",
     "room_ttl": "seconds a room with no members and no message is kept, with its history",
+    "join_replay": "latest messages of a room sent to a client that joins it (marked as "
+    "earlier messages, before live ones); a resume gets what it missed instead; 0 = off",
+    "join_replay_rooms": "rooms of one hello that get a join replay (the first ones named); "
+    "the others are joined without one (a client can still ask with history)",
     "rate_limit": "messages per second per client (token bucket); 0 turns the limit off",
     "rate_burst": "burst size of the per-client token bucket",
     "max_errors": "errors one connection may cause in 10 s; one more closes it with "
@@ -132,10 +136,24 @@ def _settings(args: argparse.Namespace) -> Settings:
             setattr(settings, f.name, value)
     if settings.workers < 1:
         raise SystemExit("chat-relay: --workers must be at least 1")
+    _check_join_replay(settings)
     return settings
 
 
+def _check_join_replay(settings: Settings) -> None:
+    """A replay is one `history` page: at most what one history query may ask for."""
+    from transports.validate import HISTORY_MAX_LIMIT
+
+    if not 0 <= settings.join_replay <= HISTORY_MAX_LIMIT:
+        raise SystemExit(f"chat-relay: --join-replay must be 0-{HISTORY_MAX_LIMIT} "
+                         f"(messages; 0 turns it off), got {settings.join_replay}")
+    if settings.join_replay_rooms < 0:
+        raise SystemExit("chat-relay: --join-replay-rooms must be 0 or more, got "
+                         f"{settings.join_replay_rooms}")
+
+
 HUB_SETTINGS = {"history", "history_bytes", "max_rooms", "max_rooms_per_client", "room_ttl",
+                "join_replay", "join_replay_rooms",
                 "history_db", "bus_hwm", "keys", "log_level", "log_format", "metrics",
                 "auth_failures", "auth_window", "auth_block", "auth_table"}
 

@@ -45,6 +45,8 @@ class Settings:
     max_rooms: int = 10000            # rooms the hub holds at once
     max_rooms_per_client: int = 100   # rooms one client may be in
     room_ttl: float = 3600.0          # seconds an empty, silent room is kept
+    join_replay: int = 20             # latest messages shown to a fresh joiner; 0 = off
+    join_replay_rooms: int = 10       # rooms of one hello that get a join replay
     rate_limit: float = 20.0          # messages/s per client; 0 = off
     rate_burst: int = 40
     max_errors: int = 100             # errors per connection per 10 s before it is closed

@@ -79,6 +79,8 @@ class Hub:
             max_rooms=settings.max_rooms,
             max_rooms_per_client=settings.max_rooms_per_client,
             room_ttl=settings.room_ttl,
+            join_replay=settings.join_replay,
+            join_replay_rooms=settings.join_replay_rooms,
             auth=AuthGuard(settings.auth_failures, int(settings.auth_window * 1000),
                            int(settings.auth_block * 1000), settings.auth_table),
         )

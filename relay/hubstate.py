@@ -136,9 +136,13 @@ class HubState:
         max_rooms_per_client: int = 100,
         room_ttl: float = 3600.0,
         auth: AuthGuard | None = None,
+        join_replay: int = 20,
+        join_replay_rooms: int = 10,
     ) -> None:
         self.epoch = epoch
         self.history_len = history_len
+        self.join_replay = join_replay  # latest msgs replayed after a fresh join; 0 = off
+        self.join_replay_rooms = join_replay_rooms  # rooms of one hello that get a replay
         self.history_bytes = history_bytes
         self.max_rooms = max_rooms
         self.max_rooms_per_client = max_rooms_per_client
@@ -344,20 +348,23 @@ class HubState:
         out.append((room_topic(room), [body, w, c, None]))
 
     def _join(self, key: ConnKey, name: str, out: Out, resume: int | None = None,
-              ref: str = "join") -> None:
+              ref: str = "join", replay: bool = True) -> bool:
+        """Join `key` to `name`: `joined`, the resume's missed messages, the join's
+        presence, then (a fresh join, if `replay`) the join replay. True when a join
+        replay was sent."""
         client = self.clients[key]
         if name not in client.rooms and len(client.rooms) >= self.max_rooms_per_client:
             self._to(out, key, _error(
                 "too_many_rooms", f"you are in {len(client.rooms)} rooms, the most one client "
                 f"may be in; part one before joining {name}", ref, room=name))
-            return
+            return False
         if name not in self.rooms and len(self.rooms) >= self.max_rooms \
                 and not self._make_space():
             self._to(out, key, _error(
                 "too_many_rooms", f"the relay holds {len(self.rooms)} rooms, all with members, "
                 f"its limit; {name} cannot be opened now (join an existing room)", ref,
                 room=name))
-            return
+            return False
         room = self._room(name)
         already = key in room.members
         room.members[key] = None
@@ -370,6 +377,27 @@ class HubState:
         if not already:
             self._broadcast(out, name, {"t": "presence", "room": name, "nick": client.nick,
                                         "event": "join"}, key)
+            if replay and resume is None:
+                return self._join_replay(key, room, out)
+        return False
+
+    def _join_replay(self, key: ConnKey, room: Room, out: Out) -> bool:
+        """The room's latest messages, as an unasked `history` page marked `replay`.
+
+        It goes on the joiner's topic right behind `joined` and the join's
+        presence (v1's "joined, then presence" stays adjacent), so it arrives
+        before any live message after `joined.seq` (the hub never reorders its
+        output), and every seq in it is <= `joined.seq`: clients show it as
+        earlier messages, not as live traffic. An empty room sends nothing.
+        """
+        count = min(self.join_replay, len(room.history))
+        if count <= 0:
+            return False
+        start = len(room.history) - count
+        page = list(itertools.islice(room.history, start, None))
+        self._to(out, key, {"t": "history", "room": room.name, "messages": page,
+                            "more": start > 0, "replay": True})
+        return True
 
     def _replay(self, key: ConnKey, room: Room, after: int, out: Out) -> None:
         """Send what a resuming client missed, or say honestly that history is gone."""
@@ -464,9 +492,10 @@ class HubState:
         self._to(out, key, {"t": "welcome", "v": 1, "nick": nick, "server": self.server,
                             "epoch": self.epoch})
         resume: dict[str, int] = req.get("resume") or {}
+        replays = self.join_replay_rooms  # bounds what one hello can pile up at once
         for name in req.get("rooms", []):
             if name not in resume:
-                self._join(key, name, out, ref="hello")
+                replays -= self._join(key, name, out, ref="hello", replay=replays > 0)
         for name, seq in resume.items():
             self._join(key, name, out, resume=seq, ref="hello")
 

@@ -14,6 +14,7 @@ tree clean.
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -357,7 +358,8 @@ def test_page_speaks_the_shared_slash_commands_and_the_relays_text_limit(
     """Issue 22: /history N and /ping as in chat-client and nc; over-long input is
     refused before sending, with the limit the relay gave in its welcome."""
     expect = _expect()
-    relay = relay_factory(args=["--max-text", "100", "--rate-limit", "0"])
+    # No join replay: the page then shows only what /history brings.
+    relay = relay_factory(args=["--max-text", "100", "--rate-limit", "0", "--join-replay", "0"])
     nat = NativePeer.joined(relay.port, "nat", ["lobby"])
     people.append(nat)
     for i in range(8):
@@ -384,4 +386,34 @@ def test_page_speaks_the_shared_slash_commands_and_the_relays_text_limit(
     ann.type("after")
     got = nat.expect(lambda b: b.get("t") == "msg" and b["from"] == "ann")
     assert got["text"] == "after"  # the refused line never reached the relay
+
+
+def test_join_shows_the_latest_messages_under_a_divider(
+    browser: Browser, relay: RelayProcess, people: list[Any]
+) -> None:
+    """A page joining a room with 30 messages shows the latest 20 as earlier ones."""
+    expect = _expect()
+    nat = NativePeer.joined(relay.port, "nat", ["lobby"])
+    people.append(nat)
+    for i in range(1, 31):
+        nat.send({"t": "say", "room": "lobby", "text": f"m{i}"})
+    nat.msgs("lobby", 30)
+    ann = WebUser(browser, relay.port, "ann", DESKTOP)
+    people.append(ann)
+    log = ann.page.locator(".room-log:not([hidden])")
+    expect(log.locator(".divider")).to_have_text(["earlier messages", "end of earlier messages"])
+    expect(log.locator(".line.msg.earlier")).to_have_count(20)
+    nat.send({"t": "say", "room": "lobby", "text": "live"})
+    expect(ann.messages().last).to_contain_text("live")
+    shown = _msg_texts(ann)
+    assert shown == [("nat", f"m{i}", i) for i in range(11, 31)] + [("nat", "live", 31)]
+    # Top to bottom: divider, the 20, end divider, then live traffic; no gap marker.
+    order = log.locator("> div").evaluate_all(
+        "els => els.map(e => e.classList.contains('divider') ? 'divider' : "
+        "e.classList.contains('earlier') ? 'earlier' : e.classList.contains('msg') ? 'live' : "
+        "e.classList.contains('gap') ? 'gap' : 'other')")
+    kept = [x for x in order if x != "other"]
+    assert kept == ["divider"] + ["earlier"] * 20 + ["divider", "live"], order
+    # Each earlier line carries the time it was said (from its ts).
+    expect(log.locator(".line.msg.earlier time").first).to_have_text(re.compile(r"\d"))
     assert ann.errors == [], ann.errors

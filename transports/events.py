@@ -9,6 +9,7 @@ the native msgpack map (PROTOCOL.md keys), `parse_client_body()` and
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, Final
 
@@ -290,18 +291,42 @@ class Members(RelayEvent):
 
 @dataclass(frozen=True, slots=True)
 class HistoryPage(RelayEvent):
+    """A page of a room's history, oldest first.
+
+    `replay` (extension) marks the page the relay sends unasked right after a
+    fresh join's `joined`: the room's latest messages, all with seq <=
+    `joined.seq`, shown as earlier messages. It answers no query and never
+    counts as live traffic (no gap, no duplicate); an old client that reads it
+    as an ordinary page and drops seqs it already passed shows nothing.
+    """
+
     T: ClassVar[str] = "history"
     room: str
     messages: tuple[Msg, ...]
     more: bool
+    replay: bool = False
 
     def to_body(self) -> dict[str, Any]:
-        return {
+        body = {
             "t": self.T,
             "room": self.room,
             "messages": [m.to_body() for m in self.messages],
             "more": self.more,
         }
+        if self.replay:
+            body["replay"] = True
+        return body
+
+
+def hhmm(ts: Any) -> str:
+    """`HH:MM` of a relay timestamp (ms) in this process's local time zone: how
+    the line dialects (text, plain IRC) stamp replayed messages."""
+    if not isinstance(ts, int) or isinstance(ts, bool):
+        return "--:--"
+    try:
+        return time.strftime("%H:%M", time.localtime(ts / 1000))
+    except (OverflowError, OSError, ValueError):
+        return "--:--"
 
 
 @dataclass(frozen=True, slots=True)
@@ -572,7 +597,8 @@ def parse_relay_body(body: Any) -> RelayEvent:
             return Members(body["room"], tuple(body["members"]))
         if t == "history":
             return HistoryPage(
-                body["room"], tuple(_msg(m) for m in body["messages"]), bool(body["more"])
+                body["room"], tuple(_msg(m) for m in body["messages"]), bool(body["more"]),
+                body.get("replay") is True,
             )
         if t == "pong":
             return PongReply(body.get("id"))

@@ -54,6 +54,7 @@ from transports.events import (
     Unban,
     Whisper,
     Who,
+    hhmm,
 )
 from transports.irc_lines import (
     HOST,
@@ -808,7 +809,33 @@ class IrcServerCodec(ServerCodec):
         return self.encode_fanout(body, None).decode("utf-8", "replace")
 
     def _enc_history(self, body: dict[str, Any]) -> str:
+        if body.get("replay") is True:
+            return self._enc_replay(body)
         return "".join(self._enc_msg(m) for m in body.get("messages", ()) if isinstance(m, dict))
+
+    def _enc_replay(self, body: dict[str, Any]) -> str:
+        """A join replay: the room's latest messages right after the JOIN and NAMES.
+
+        Hook for IRCv3: a client that negotiated `batch` and `server-time` (or
+        `draft/chathistory`) is to get them here as one `chathistory` batch with
+        `@time=` tags and untouched texts. Every other client gets plain PRIVMSGs
+        from the original nicks (its own included: they are history, not an
+        echo) with `[HH:MM] ` (the relay's local time) before the text, the way
+        Ergo's autoreplay serves clients without server-time.
+        """
+        return self._replay_plain(body)
+
+    @staticmethod
+    def _replay_plain(body: dict[str, Any]) -> str:
+        lines = []
+        for m in body.get("messages", ()):
+            if not isinstance(m, dict):
+                continue
+            sender = clean(str(m.get("from", "*"))).replace(" ", "_")
+            channel = room_to_channel(str(m.get("room", body.get("room"))))
+            text = f"[{hhmm(m.get('ts'))}] {m.get('text', '')}"
+            lines.append(text_lines(user_prefix(sender), "PRIVMSG", channel, text))
+        return "".join(lines)
 
     def _enc_ping(self, body: dict[str, Any]) -> str:
         msg_id = body.get("id")

@@ -77,6 +77,7 @@ from transports.events import (
     Unmute,
     Whisper,
     Who,
+    hhmm,
 )
 from transports.validate import (
     DEFAULT_MAX_TEXT,
@@ -519,6 +520,8 @@ class TextServerCodec(ServerCodec):
                 shown = len(rooms) if isinstance(rooms, dict | list) else 0
                 lines.append(f"* (the {shown} largest of {body.get('total', '?')} rooms)")
             return lines
+        if t == "history" and body.get("replay") is True:
+            return cls._replay_lines(body, room)
         if t == "history":
             messages = body.get("messages")
             messages = messages if isinstance(messages, list | tuple) else []
@@ -542,6 +545,22 @@ class TextServerCodec(ServerCodec):
         # "ping" (a text client is kept alive by any line) and types this
         # dialect does not know: nothing to show.
         return []
+
+    @staticmethod
+    def _replay_lines(body: dict[str, Any], room: str) -> list[str]:
+        """A join replay: the room's latest messages, framed so that nobody takes
+        them for live ones, each stamped `[HH:MM]` in the relay's local time."""
+        messages = body.get("messages")
+        messages = messages if isinstance(messages, list | tuple) else []
+        lines = [f"* earlier messages in {room}:"]
+        lines += [
+            f"[{hhmm(m.get('ts'))}] <{_s(m, 'from')}> {_s(m, 'text')}"
+            for m in messages
+            if isinstance(m, dict)
+        ]
+        more = f"; /history {room} shows more" if body.get("more") else ""
+        lines.append(f"* (end of earlier messages{more})")
+        return lines
 
     @staticmethod
     def _msg_line(body: dict[str, Any], current: bool) -> str:

@@ -62,7 +62,7 @@ function append(name, node, before) {
   if (before) r.el.insertBefore(node, before); else r.el.appendChild(node);
   if (name === state.current) {
     if (stick) $("messages").scrollTop = $("messages").scrollHeight;
-  } else if (node.classList.contains("msg")) {
+  } else if (node.classList.contains("msg") && !node.classList.contains("earlier")) {
     r.unread += 1;
     renderRooms();
   }
@@ -223,6 +223,20 @@ function showHistory(h) {
   for (const m of h.messages) append(h.room, msgLine(m));
 }
 
+// A join's replay (a history page with replay:true, right after `joined`): the
+// room's latest messages, under an "earlier messages" divider and above an end
+// divider. Their seqs are <= joined.seq, so they leave lastSeq (gaps) alone.
+function showReplay(h) {
+  if (!h.messages || !h.messages.length) return;
+  append(h.room, el("div", "divider", "earlier messages"));
+  for (const m of h.messages) {
+    const p = msgLine(m);
+    p.classList.add("earlier");
+    append(h.room, p);
+  }
+  append(h.room, el("div", "divider end", "end of earlier messages"));
+}
+
 // Connection -----------------------------------------------------------------
 
 function send(body) {
@@ -324,7 +338,8 @@ function handle(b) {
       showMsg(b);
       break;
     case "history":
-      if (room(b.room).gapEls.some((e) => e.dataset.pending === "1")) fillGap(b);
+      if (b.replay === true) showReplay(b);
+      else if (room(b.room).gapEls.some((e) => e.dataset.pending === "1")) fillGap(b);
       else showHistory(b);
       break;
     case "pong": {
