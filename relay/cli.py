@@ -34,6 +34,10 @@ HELP = {
     "make space, and a new room is refused (too_many_rooms) only when every room has members",
     "max_rooms_per_client": "rooms one client may be in; one more join gets too_many_rooms",
     "room_ttl": "seconds a room with no members and no message is kept, with its history",
+    "presence_limit": "members past which a room's joins and parts are not announced and "
+    "`joined` lists only this many (`who` lists all); announced again at 90%% of it",
+    "presence_interval": "seconds over which a room's joins, parts and renames are gathered "
+    "into one presence_batch (the first goes at once); 0 sends each on its own",
     "rate_limit": "messages per second per client (token bucket); 0 turns the limit off",
     "rate_burst": "burst size of the per-client token bucket",
     "max_connections": "connections the relay accepts in total",
@@ -115,7 +119,8 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 HUB_SETTINGS = {"history", "history_bytes", "max_rooms", "max_rooms_per_client", "room_ttl",
                 "history_db", "bus_hwm", "keys", "log_level", "log_format", "metrics",
-                "auth_failures", "auth_window", "auth_block", "auth_table"}
+                "auth_failures", "auth_window", "auth_block", "auth_table",
+                "presence_limit", "presence_interval"}
 
 
 def _bus_refused(endpoint: str, keys: str, role: str) -> bool:

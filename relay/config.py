@@ -42,6 +42,8 @@ class Settings:
     max_rooms: int = 10000            # rooms the hub holds at once
     max_rooms_per_client: int = 100   # rooms one client may be in
     room_ttl: float = 3600.0          # seconds an empty, silent room is kept
+    presence_limit: int = 500         # members past which joins/parts are not announced
+    presence_interval: float = 0.2    # seconds a room's presence events are gathered
     rate_limit: float = 20.0          # messages/s per client; 0 = off
     rate_burst: int = 40
     max_connections: int = 10000      # per relay process group (split across workers)

@@ -217,13 +217,24 @@ class Welcome(RelayEvent):
 
 @dataclass(frozen=True, slots=True)
 class Joined(RelayEvent):
+    """`count` (extension) is set when the relay cut `members` short in a big room:
+    the room's real size; `quiet` when joins and parts there are not announced."""
+
     T: ClassVar[str] = "joined"
     room: str
     members: tuple[str, ...]
     seq: int
+    count: int | None = None
+    quiet: bool = False
 
     def to_body(self) -> dict[str, Any]:
-        return {"t": self.T, "room": self.room, "members": list(self.members), "seq": self.seq}
+        body: dict[str, Any] = {"t": self.T, "room": self.room, "members": list(self.members),
+                                "seq": self.seq}
+        if self.count is not None:
+            body.update(count=self.count, truncated=True)
+        if self.quiet:
+            body["quiet"] = True
+        return body
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,13 +280,45 @@ class Presence(RelayEvent):
 
 
 @dataclass(frozen=True, slots=True)
+class PresenceBatch(RelayEvent):
+    """Extension: a room's joins, parts and renames of one interval, in order.
+
+    `count` is the room's size when it was sent; `quiet` is set in the batch
+    that changes it: True when joins and parts stop being announced (a big
+    room), False when they are again.
+    """
+
+    T: ClassVar[str] = "presence_batch"
+    room: str
+    events: tuple[Presence, ...]
+    count: int | None = None
+    quiet: bool | None = None
+
+    def to_body(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"t": self.T, "room": self.room, "events": [
+            {k: v for k, v in e.to_body().items() if k not in ("t", "room")}
+            for e in self.events]}
+        if self.count is not None:
+            body["count"] = self.count
+        if self.quiet is not None:
+            body["quiet"] = self.quiet
+        return body
+
+
+@dataclass(frozen=True, slots=True)
 class Members(RelayEvent):
+    """`more` (extension): a big room's list comes in pages; all but the last say more."""
+
     T: ClassVar[str] = "members"
     room: str
     members: tuple[str, ...]
+    more: bool = False
 
     def to_body(self) -> dict[str, Any]:
-        return {"t": self.T, "room": self.room, "members": list(self.members)}
+        body: dict[str, Any] = {"t": self.T, "room": self.room, "members": list(self.members)}
+        if self.more:
+            body["more"] = True
+        return body
 
 
 @dataclass(frozen=True, slots=True)
@@ -514,6 +557,14 @@ def _msg(body: dict[str, Any]) -> Msg:
     )
 
 
+def _presence_batch(body: dict[str, Any]) -> PresenceBatch:
+    room = body["room"]
+    events = tuple(Presence(room, e["nick"], e["event"], e.get("new")) for e in body["events"])
+    count, quiet = body.get("count"), body.get("quiet")
+    return PresenceBatch(room, events, int(count) if count is not None else None,
+                         None if quiet is None else bool(quiet))
+
+
 def parse_relay_body(body: Any) -> RelayEvent:
     """Turn a relay -> client map into a RelayEvent (client side; lenient on extras).
 
@@ -529,7 +580,11 @@ def parse_relay_body(body: Any) -> RelayEvent:
         if t == "presence":
             return Presence(body["room"], body["nick"], body["event"], body.get("new"))
         if t == "joined":
-            return Joined(body["room"], tuple(body["members"]), body["seq"])
+            count = body.get("count") if body.get("truncated") else None
+            return Joined(body["room"], tuple(body["members"]), body["seq"],
+                          int(count) if count is not None else None, bool(body.get("quiet")))
+        if t == "presence_batch":
+            return _presence_batch(body)
         if t == "parted":
             return Parted(body["room"])
         if t == "welcome":
@@ -539,7 +594,7 @@ def parse_relay_body(body: Any) -> RelayEvent:
         if t == "whisper":
             return WhisperMsg(body["from"], body["to"], body["text"], body["ts"], body.get("id"))
         if t == "members":
-            return Members(body["room"], tuple(body["members"]))
+            return Members(body["room"], tuple(body["members"]), bool(body.get("more")))
         if t == "history":
             return HistoryPage(
                 body["room"], tuple(_msg(m) for m in body["messages"]), bool(body["more"])
