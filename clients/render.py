@@ -28,7 +28,6 @@ from transports.events import (
     Parted,
     PongReply,
     Presence,
-    PresenceBatch,
     Renamed,
     RoomList,
     Welcome,
@@ -55,7 +54,7 @@ NICK_COLOURS = (
     "ansibrightcyan",
 )
 SERVER_STYLE = "ansibrightblack"
-MAX_LISTED = 3  # nicks a presence line names before "and N others"
+MAX_LISTED = 20  # members a cut `joined` line names
 ERROR_STYLE = "ansired bold"
 
 
@@ -170,8 +169,6 @@ def render(ev: Incoming, view: View) -> list[Line]:
         return [[("", f"{clock(ev.ts)} *"), _nick(ev.sender), ("", f"* {ev.text}")]]
     if isinstance(ev, Presence):
         return _presence(ev, view)
-    if isinstance(ev, PresenceBatch):
-        return _presence_batch(ev, view)
     if isinstance(ev, Joined):
         if ev.room in view.resuming:
             view.resuming.discard(ev.room)
@@ -216,33 +213,6 @@ def render(ev: Incoming, view: View) -> list[Line]:
             return [_server(f"missed messages in {ev.room} (history no longer reaches)")]
         return [_server(f"missed {ev.count} messages in {ev.room}")]
     return []
-
-
-def _listed(nicks: list[str]) -> str:
-    """"a", "a and b", "a, b and c", "a, b, c and 37 others"."""
-    if len(nicks) <= MAX_LISTED + 1:
-        return nicks[0] if len(nicks) == 1 else f"{', '.join(nicks[:-1])} and {nicks[-1]}"
-    return f"{', '.join(nicks[:MAX_LISTED])} and {len(nicks) - MAX_LISTED} others"
-
-
-def _presence_batch(ev: PresenceBatch, view: View) -> list[Line]:
-    """One line for the joins, one for the parts, one per rename; our own events
-    are left out (`joined` etc. said them)."""
-    joins = [e.nick for e in ev.events if e.event == "join" and not view.is_me(e.nick)]
-    parts = [e.nick for e in ev.events if e.event == "part" and not view.is_me(e.nick)]
-    lines = [_server(f"{_listed(joins)} joined {ev.room}")] if joins else []
-    if parts:
-        lines.append(_server(f"{_listed(parts)} left {ev.room}"))
-    for e in ev.events:
-        if e.event not in ("join", "part"):
-            lines += _presence(e, view)
-    size = f"{ev.count} members" if ev.count is not None else "many members"
-    if ev.quiet is True:
-        lines.append(_server(f"{ev.room} has {size}: joins and parts are no longer shown "
-                             "(/who lists the members)"))
-    elif ev.quiet is False:
-        lines.append(_server(f"{ev.room} has {size}: joins and parts are shown again"))
-    return lines
 
 
 def _presence(ev: Presence, view: View) -> list[Line]:

@@ -37,7 +37,7 @@ HELP = {
     "presence_limit": "members past which a room's joins and parts are not announced and "
     "`joined` lists only this many (`who` lists all); announced again at 90%% of it",
     "presence_interval": "seconds over which a room's joins, parts and renames are gathered "
-    "into one presence_batch (the first goes at once); 0 sends each on its own",
+    "and fanned out together (the first goes at once); 0 sends each on its own",
     "rate_limit": "messages per second per client (token bucket); 0 turns the limit off",
     "rate_burst": "burst size of the per-client token bucket",
     "max_connections": "connections the relay accepts in total",

@@ -29,12 +29,16 @@ resumes with an old seq gets `history_gap`, never someone else's messages.
 Presence (issue 21). Announcing every join to every member costs N^2
 deliveries when N clients join one room. So a room's joins, parts and renames
 go out at most once per --presence-interval: the first at once, those that
-follow within the interval together as one `presence_batch` when it ends (or
-before the room's next msg, so nobody speaks before their join is told). A
-batch of one event is a plain v1 `presence`. Past --presence-limit members a
-room turns quiet: joins and parts are not announced at all (`who` lists the
-members), `joined` lists only the first members and says how many there are,
-and it turns loud again at 90% of the limit. Renames are still announced.
+follow within the interval together as one `presence_batch` item when it ends
+(or before the room's next msg, so nobody speaks before their join is told):
+one bus item and one fan-out pass instead of one per event. The codecs expand
+it (transports/events.py `presence_bodies`): native and WebSocket clients
+still get one v1 `presence` per event. A batch of one event is sent as a
+plain `presence`. Past --presence-limit members a room turns quiet: joins and
+parts are not announced at all (`who` lists the members), `joined` lists only
+the first members and says how many there are, and it turns loud again at 90%
+of the limit; the batch that changes it carries `quiet`. Renames are always
+announced.
 """
 
 from __future__ import annotations
@@ -375,6 +379,12 @@ class HubState:
         n, limit = len(room.members), self.presence_limit
         if not room.quiet and n > limit:
             room.quiet = True
+            pending = self._pending.get(room.name)
+            if pending is not None:  # joins and parts not told yet never will be
+                kept = [(e, a) for e, a in zip(pending.events, pending.authors, strict=True)
+                        if e["event"] == "nick"]
+                pending.events = [e for e, _ in kept]
+                pending.authors = [a for _, a in kept]
         elif room.quiet and n <= limit - limit // 10:
             room.quiet = False
         return room.quiet

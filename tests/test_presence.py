@@ -6,6 +6,7 @@ here is exact.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from clients.render import View, plain, render
@@ -16,12 +17,17 @@ from relay.hubstate import MEMBERS_PAGE, PRESENCE_BATCH_MAX, HubState, Out
 from transports.events import (
     Joined,
     Members,
+    Notice,
     Presence,
-    PresenceBatch,
     parse_relay_body,
 )
 from transports.irc import IrcServerCodec
-from transports.native import NativeClientCodec, frame
+from transports.native import (
+    FrameDecoder,
+    NativeClientCodec,
+    NativeServerCodec,
+    unpack_body,
+)
 from transports.text import TextServerCodec
 from transports.websocket import JSON_SUBPROTOCOL, MSGPACK_SUBPROTOCOL, WebSocketServerCodec
 
@@ -150,6 +156,18 @@ def test_joins_are_announced_up_to_the_limit_and_not_past_it() -> None:
     assert len(to(out)[-1]["members"]) == 6
     out = at(s, 0.0, ("A", {"op": "part", "c": 7, "room": "lobby"}))
     assert room_items(out) == []
+
+
+def test_joins_waiting_when_the_room_turns_quiet_are_dropped() -> None:
+    s = hub(presence_limit=3, presence_interval=1.0)
+    at(s, 0.0, hello(1, "n1"))
+    out = at(s, 0.1, hello(2, "n2"), ("A", {"op": "nick", "c": 1, "nick": "one"}),
+             hello(3, "n3"), hello(4, "n4"))  # the 4th turns it quiet
+    assert room_items(out) == []
+    s.flush_presence(1.0, out)
+    [flip] = [i[0] for i in room_items(out)]
+    assert flip["events"] == [{"nick": "n1", "event": "nick", "new": "one"}]
+    assert flip["quiet"] is True and flip["count"] == 4
 
 
 def test_renames_are_still_announced_in_a_quiet_room() -> None:
@@ -313,15 +331,42 @@ def test_irc_cut_joined_gets_a_notice() -> None:
     assert " 366 " in got
 
 
-def test_native_and_ws_carry_the_batch_as_it_is() -> None:
-    [ev] = NativeClientCodec().receive_data(frame(STORM))
-    assert isinstance(ev, PresenceBatch) and ev.count == 40 and ev.quiet is None
-    assert [(e.nick, e.event, e.new) for e in ev.events][-2:] == [
-        ("fox", "part", None), ("gus", "nick", "guy")]
-    assert parse_relay_body(ev.to_body()) == ev
-    for sub in (JSON_SUBPROTOCOL, MSGPACK_SUBPROTOCOL):
-        data = WebSocketServerCodec.encode_fanout(STORM, sub)
-        assert data[0] in (0x81, 0x82) and b"presence_batch" in data
+def test_native_and_ws_clients_get_v1_presence_per_event() -> None:
+    """A v1 client sees no new type: one `presence` per event, the room's turn to
+    quiet as a v1 `notice` (with optional keys), and its own join too."""
+    quiet = batch(*joins("alice", "bob"), {"nick": "gus", "event": "nick", "new": "guy"},
+                  quiet=True)
+    want = [
+        {"t": "presence", "room": "lobby", "nick": "alice", "event": "join"},
+        {"t": "presence", "room": "lobby", "nick": "bob", "event": "join"},
+        {"t": "presence", "room": "lobby", "nick": "gus", "event": "nick", "new": "guy"},
+        {"t": "notice", "room": "lobby", "count": 40, "quiet": True, "text": (
+            "lobby has 40 members: joins and parts there are no longer announced "
+            "(who lists the members)")},
+    ]
+    decoder = FrameDecoder()
+    assert decoder.feed(NativeServerCodec.encode_fanout(quiet, None)) == want
+    own = NativeServerCodec()
+    assert decoder.feed(own.encode_own(quiet, None)) == want
+    events = NativeClientCodec().receive_data(NativeServerCodec.encode_fanout(quiet, None))
+    assert [type(e) for e in events] == [Presence, Presence, Presence, Notice]
+    ws = WebSocketServerCodec.encode_fanout(quiet, JSON_SUBPROTOCOL)
+    assert [json.loads(p) for p in ws_payloads(ws, 0x81)] == want
+    packed = WebSocketServerCodec.encode_fanout(quiet, MSGPACK_SUBPROTOCOL)
+    assert [unpack_body(p) for p in ws_payloads(packed, 0x82)] == want
+
+
+def ws_payloads(data: bytes, first: int) -> list[bytes]:
+    """Payloads of unmasked server frames (each FIN with opcode `first`)."""
+    out, pos = [], 0
+    while pos < len(data):
+        assert data[pos] == first
+        size, pos = data[pos + 1], pos + 2
+        if size == 126:
+            size, pos = int.from_bytes(data[pos:pos + 2], "big"), pos + 2
+        out.append(data[pos:pos + size])
+        pos += size
+    return out
 
 
 def test_client_parses_cut_joined_and_paged_members() -> None:
@@ -335,14 +380,7 @@ def test_client_parses_cut_joined_and_paged_members() -> None:
     assert state.receive(Members("r", ("x",))) == [Members("r", ("x",))]
 
 
-def test_chat_client_shows_a_batch_in_one_line_without_us() -> None:
+def test_chat_client_shows_a_cut_joined_with_the_real_size() -> None:
     view = View("alice", "lobby", {"lobby": None})
-    ev = PresenceBatch("lobby", tuple(Presence("lobby", n, "join")
-                                      for n in ("alice", "bob", "cat", "dan", "eve", "fay")),
-                       600, True)
-    lines = [plain(line) for line in render(ev, view)]
-    assert lines[0].endswith("* bob, cat, dan and 2 others joined lobby")
-    assert lines[1].endswith("lobby has 600 members: joins and parts are no longer shown "
-                             "(/who lists the members)")
     joined = render(Joined("lobby", ("alice", "bob"), 0, 600, True), view)
-    assert "600 members" in plain(joined[0])
+    assert "600 members" in plain(joined[0]) and "/who" in plain(joined[0])

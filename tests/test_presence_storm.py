@@ -60,6 +60,8 @@ class Crowd:
                 t = body.get("t") if isinstance(body, dict) else None
                 assert t != "error", body
                 self.seen[str(t)] += 1
+                if t == "notice" and body.get("quiet") is True:
+                    self.seen["quiet notice"] += 1
                 if t == "joined":
                     member.joined = True
                 elif t == "msg":
@@ -96,10 +98,10 @@ def test_2000_join_one_room_with_o_n_presence(relay_factory: RelayFactory) -> No
         speaker.setblocking(False)
         crowd.wait("the message reached every member",
                    lambda: all(m.got_msg for m in crowd.members), 30)
-        presence = crowd.seen["presence"] + crowd.seen["presence_batch"]
         # The first LIMIT joins go to at most LIMIT members each (LIMIT^2 / 2 at
-        # worst), plus the one batch that says the room turned quiet.
-        assert 0 < presence < 5 * N, crowd.seen
-        assert crowd.seen["presence_batch"] >= 1  # at least the quiet notice
+        # worst), then one notice says the room turned quiet; no more presence.
+        assert 0 < crowd.seen["presence"] + crowd.seen["notice"] < 5 * N, crowd.seen
+        assert crowd.seen["presence_batch"] == 0  # the hub's form never reaches a client
+        assert 1 <= crowd.seen["quiet notice"] <= N, crowd.seen
     finally:
         crowd.close()

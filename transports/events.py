@@ -280,32 +280,6 @@ class Presence(RelayEvent):
 
 
 @dataclass(frozen=True, slots=True)
-class PresenceBatch(RelayEvent):
-    """Extension: a room's joins, parts and renames of one interval, in order.
-
-    `count` is the room's size when it was sent; `quiet` is set in the batch
-    that changes it: True when joins and parts stop being announced (a big
-    room), False when they are again.
-    """
-
-    T: ClassVar[str] = "presence_batch"
-    room: str
-    events: tuple[Presence, ...]
-    count: int | None = None
-    quiet: bool | None = None
-
-    def to_body(self) -> dict[str, Any]:
-        body: dict[str, Any] = {"t": self.T, "room": self.room, "events": [
-            {k: v for k, v in e.to_body().items() if k not in ("t", "room")}
-            for e in self.events]}
-        if self.count is not None:
-            body["count"] = self.count
-        if self.quiet is not None:
-            body["quiet"] = self.quiet
-        return body
-
-
-@dataclass(frozen=True, slots=True)
 class Members(RelayEvent):
     """`more` (extension): a big room's list comes in pages; all but the last say more."""
 
@@ -377,6 +351,40 @@ class Error(RelayEvent):
     ref: str | None = None
     room: str | None = None
     nick: str | None = None
+
+
+# Coalesced presence ------------------------------------------------------------
+#
+# The hub sends a room's presence of one interval as ONE bus item,
+#     {t:"presence_batch", room, events:[{nick, event, new?, by?, reason?}...],
+#      count, quiet?}
+# and each dialect shows it its own way: native and WebSocket clients get the
+# v1 bodies below (PROTOCOL.md's `presence` per event, so a v1 client sees
+# no change), text one line per kind of event, IRC one line per event.
+# `quiet` (when set) says the room stopped or resumed announcing joins/parts.
+
+
+def quiet_text(room: str, count: Any, quiet: bool) -> str:
+    size = f"{count} members" if isinstance(count, int) else "many members"
+    if quiet:
+        return (f"{room} has {size}: joins and parts there are no longer announced "
+                "(who lists the members)")
+    return f"{room} has {size}: joins and parts there are announced again"
+
+
+def presence_bodies(batch: dict[str, Any]) -> list[dict[str, Any]]:
+    """The v1 bodies a presence_batch stands for: a `presence` per event, then a
+    `notice` (with `room`, `count` and `quiet`) when the room turned quiet or loud."""
+    room = batch.get("room")
+    events = batch.get("events")
+    out = [{"t": "presence", "room": room, **e}
+           for e in (events if isinstance(events, list | tuple) else ()) if isinstance(e, dict)]
+    quiet = batch.get("quiet")
+    if isinstance(quiet, bool):
+        count = batch.get("count")
+        out.append({"t": "notice", "text": quiet_text(str(room), count, quiet), "room": room,
+                    "count": count, "quiet": quiet})
+    return out
 
 
 # Parsing ---------------------------------------------------------------------
@@ -557,14 +565,6 @@ def _msg(body: dict[str, Any]) -> Msg:
     )
 
 
-def _presence_batch(body: dict[str, Any]) -> PresenceBatch:
-    room = body["room"]
-    events = tuple(Presence(room, e["nick"], e["event"], e.get("new")) for e in body["events"])
-    count, quiet = body.get("count"), body.get("quiet")
-    return PresenceBatch(room, events, int(count) if count is not None else None,
-                         None if quiet is None else bool(quiet))
-
-
 def parse_relay_body(body: Any) -> RelayEvent:
     """Turn a relay -> client map into a RelayEvent (client side; lenient on extras).
 
@@ -583,8 +583,6 @@ def parse_relay_body(body: Any) -> RelayEvent:
             count = body.get("count") if body.get("truncated") else None
             return Joined(body["room"], tuple(body["members"]), body["seq"],
                           int(count) if count is not None else None, bool(body.get("quiet")))
-        if t == "presence_batch":
-            return _presence_batch(body)
         if t == "parted":
             return Parted(body["room"])
         if t == "welcome":
