@@ -114,6 +114,8 @@ def _settings(args: argparse.Namespace) -> Settings:
             setattr(settings, f.name, value)
     if settings.workers < 1:
         raise SystemExit("chat-relay: --workers must be at least 1")
+    if settings.presence_limit < 0 or settings.presence_interval < 0:
+        raise SystemExit("chat-relay: --presence-limit and --presence-interval must be >= 0")
     return settings
 
 

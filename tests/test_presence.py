@@ -9,10 +9,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
+
 from clients.render import View, plain, render
 from clients.state import ClientState
 from relay import hubstate
 from relay.bus import room_topic, worker_topic
+from relay.cli import HUB_SETTINGS, _settings, build_parser
 from relay.hubstate import MEMBERS_PAGE, PRESENCE_BATCH_MAX, HubState, Out
 from transports.events import (
     Joined,
@@ -217,6 +220,16 @@ def test_joined_list_is_cut_at_a_page_even_with_a_huge_limit(monkeypatch: Any) -
     joined = to(out)[-1]
     assert joined["members"] == ["n1", "n2", "n3", "n4", "n6"] and joined["count"] == 6
     assert "quiet" not in joined  # cut for the frame size, but joins are still announced
+
+
+def test_the_flags_reach_the_settings_and_refuse_negatives() -> None:
+    args = build_parser().parse_args(["start", "--presence-limit", "7",
+                                      "--presence-interval", "0.5"])
+    settings = _settings(args)
+    assert (settings.presence_limit, settings.presence_interval) == (7, 0.5)
+    assert {"presence_limit", "presence_interval"} <= HUB_SETTINGS
+    with pytest.raises(SystemExit, match="presence-limit"):
+        _settings(build_parser().parse_args(["start", "--presence-limit", "-1"]))
 
 
 # The bound the issue asks for -------------------------------------------------
