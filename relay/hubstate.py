@@ -66,7 +66,7 @@ MAX_SANCTIONS = 10_000  # bans by nick, bans by IP, mutes: each list holds at mo
 ConnKey = tuple[str, int]
 ROOMS_REPLY_MAX = 500  # entries in a `rooms` reply: 500 of the longest names fit 64 KiB frames
 MEMBERS_PAGE = 1500  # nicks in one `members` frame (or `joined`): 1,500 of 32 bytes fit 64 KiB
-PRESENCE_BATCH_MAX = 100  # events in one presence_batch: with 256-byte reasons, under 64 KiB
+PRESENCE_BATCH_MAX = 100  # events in one presence_batch: bounds the item and each author's own copy
 # Bytes a stored msg costs besides its text: tracemalloc counts 280 (the body
 # dict, its ts and seq ints, the ring slot); the rest is the allocator's share.
 # benchmarks/room_memory.py weighs the whole hub against --history-bytes.
