@@ -60,6 +60,7 @@ MAX_COLOURED = 1000
 SERVER_STYLE = "ansibrightblack"
 DIVIDER_STYLE = "ansibrightblack italic"
 DIVIDER = "\u2500" * 4  # a rule around "earlier messages" (a join's replay)
+MAX_LISTED = 20  # members a cut `joined` line names
 ERROR_STYLE = "ansired bold"
 
 
@@ -206,6 +207,10 @@ def render(ev: Incoming, view: View) -> list[Line]:
         if ev.room in view.resuming:
             view.resuming.discard(ev.room)
             return []
+        if ev.count is not None:  # a big room: the relay listed only some
+            listed = ", ".join(ev.members[:MAX_LISTED])
+            return [_server(f"you joined {ev.room} ({ev.count} members, among them "
+                            f"{listed}; /who lists them all)")]
         return [_server(f"you joined {ev.room} ({_members(ev.members)})")]
     if isinstance(ev, Parted):
         return [_server(f"you left {ev.room}")]

@@ -13,6 +13,8 @@ Rules this module keeps (read before changing it):
   for on the old connection is forgotten: the relay replays after `last`.
 - `history` pages the user asked for pass through untouched; pages we asked
   for are consumed here. Pages come back per room in the order asked.
+- A big room's `members` comes in pages (`more`); they are joined here into
+  one `Members`, delivered with the last page (at most MAX_MEMBERS names).
 - `history_gap` is a notice, not an answer: a `history` page still follows
   it (after a query) or the replay does (after a resume hello). What history
   no longer has shows as a jump in seq there, and becomes one `Missed`.
@@ -37,6 +39,7 @@ from transports.events import (
     HistoryPage,
     HistoryQuery,
     Joined,
+    Members,
     Msg,
     Parted,
     RelayEvent,
@@ -48,6 +51,8 @@ from transports.validate import HISTORY_MAX_LIMIT, nick_key
 
 # Live messages held back behind one unfilled gap before we give the gap up.
 MAX_HELD = 10_000
+# Names gathered from one room's paged `members` before they are delivered as they are.
+MAX_MEMBERS = 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +127,7 @@ class ClientState:
         self._restarted: set[str] = set()
         # Rooms whose next history_gap the Restarted notice has already told.
         self._told_gap: set[str] = set()
+        self._pages: dict[str, list[str]] = {}  # room -> names of `members` pages so far
         # Says not yet seen coming back: id -> (room, text).
         self.unacked: dict[Any, tuple[str, str]] = {}
 
@@ -154,6 +160,7 @@ class ClientState:
         self._history_tags.clear()
         self._told_gap.clear()
         self._out.clear()
+        self._pages.clear()
 
     # Incoming ---------------------------------------------------------------
 
@@ -174,6 +181,8 @@ class ClientState:
             self.nick = event.nick
         elif isinstance(event, Error):
             return self._on_error(event)
+        elif isinstance(event, Members):
+            return self._on_members(event)
         return [event]
 
     def _on_welcome(self, ev: Welcome) -> None:
@@ -184,6 +193,17 @@ class ClientState:
         if self.epoch is not None and ev.epoch != self.epoch:
             self._restarted = set(self.rooms)
         self.epoch = ev.epoch
+
+    def _on_members(self, ev: Members) -> list[Incoming]:
+        """Gather a paged member list; deliver it whole with its last page."""
+        if not ev.more and ev.room not in self._pages:
+            return [ev]
+        names = self._pages.setdefault(ev.room, [])
+        names += ev.members
+        if ev.more and len(names) < MAX_MEMBERS:
+            return []
+        del self._pages[ev.room]
+        return [Members(ev.room, tuple(names), ev.more)]
 
     def _on_joined(self, ev: Joined) -> list[Incoming]:
         rs = self.rooms.get(ev.room)

@@ -44,6 +44,10 @@ HELP = {
     "earlier messages, before live ones); a resume gets what it missed instead; 0 = off",
     "join_replay_rooms": "rooms of one hello that get a join replay (the first ones named); "
     "the others are joined without one (a client can still ask with history)",
+    "presence_limit": "members past which a room's joins and parts are not announced and "
+    "`joined` lists only this many (`who` lists all); announced again at 90%% of it",
+    "presence_interval": "seconds over which a room's joins, parts and renames are gathered "
+    "and fanned out together (the first goes at once); 0 sends each on its own",
     "rate_limit": "messages per second per client (token bucket); 0 turns the limit off",
     "rate_burst": "burst size of the per-client token bucket",
     "max_errors": "errors one connection may cause in 10 s; one more closes it with "
@@ -137,6 +141,8 @@ def _settings(args: argparse.Namespace) -> Settings:
     if settings.workers < 1:
         raise SystemExit("chat-relay: --workers must be at least 1")
     _check_join_replay(settings)
+    if settings.presence_limit < 0 or settings.presence_interval < 0:
+        raise SystemExit("chat-relay: --presence-limit and --presence-interval must be >= 0")
     return settings
 
 
@@ -155,7 +161,8 @@ def _check_join_replay(settings: Settings) -> None:
 HUB_SETTINGS = {"history", "history_bytes", "max_rooms", "max_rooms_per_client", "room_ttl",
                 "join_replay", "join_replay_rooms",
                 "history_db", "bus_hwm", "keys", "log_level", "log_format", "metrics",
-                "auth_failures", "auth_window", "auth_block", "auth_table"}
+                "auth_failures", "auth_window", "auth_block", "auth_table",
+                "presence_limit", "presence_interval"}
 
 
 def _bus_refused(endpoint: str, keys: str, role: str) -> bool:

@@ -47,6 +47,8 @@ class Settings:
     room_ttl: float = 3600.0          # seconds an empty, silent room is kept
     join_replay: int = 20             # latest messages shown to a fresh joiner; 0 = off
     join_replay_rooms: int = 10       # rooms of one hello that get a join replay
+    presence_limit: int = 500         # members past which joins/parts are not announced
+    presence_interval: float = 0.2    # seconds a room's presence events are gathered
     rate_limit: float = 20.0          # messages/s per client; 0 = off
     rate_burst: int = 40
     max_errors: int = 100             # errors per connection per 10 s before it is closed

@@ -83,6 +83,8 @@ class Hub:
             join_replay_rooms=settings.join_replay_rooms,
             auth=AuthGuard(settings.auth_failures, int(settings.auth_window * 1000),
                            int(settings.auth_block * 1000), settings.auth_table),
+            presence_limit=settings.presence_limit,
+            presence_interval=settings.presence_interval,
         )
         self.topic_seq: dict[bytes, int] = {}
         self._touched: set[bytes] = set()  # topics published since the last heartbeat
@@ -197,8 +199,12 @@ class Hub:
         next_beat = 0.0
         log.info("hub %s up on %s (epoch %d)", self.origin, self.endpoint, self.epoch)
         while self.running:
+            wait = HEARTBEAT
+            due = self.state.presence_due()
+            if due is not None:  # a room's presence batch is due before the next beat
+                wait = min(wait, max(0.0, due - time.monotonic()))
             try:
-                ready = dict(poller.poll(int(HEARTBEAT * 1000)))
+                ready = dict(poller.poll(int(wait * 1000) + (due is not None)))
             except zmq.ZMQError as exc:
                 if exc.errno == errno.EINTR:
                     continue
@@ -212,6 +218,7 @@ class Hub:
                     except zmq.Again:
                         break
                     self.handle_frames(frames, out, mono)
+            self.state.flush_presence(mono, out)
             if mono >= next_beat:
                 next_beat = mono + HEARTBEAT
                 out.extend(self.state.expire_workers(mono))

@@ -11,7 +11,9 @@ Items:
                   [None, body]                 for the worker itself (`_ready`)
     room topic:   [body, worker, conn, id]     a msg (author and its id, which
                                                only the author gets back) or a
-                                               presence (author fields None)
+                                               presence (its author, id None)
+                  [body, [[worker, conn]...], None, None]
+                                               a presence_batch and its authors
 
 This module has one authority per fact: nick ownership (case-insensitive),
 room membership, each room's seq and its history ring.
@@ -23,6 +25,20 @@ and a TTL after which an empty, silent room is forgotten with its history.
 A forgotten room's seq is not: it is kept as a tombstone (and in the history
 db), so a room that comes back continues where it stopped and a client that
 resumes with an old seq gets `history_gap`, never someone else's messages.
+
+Presence (issue 21). Announcing every join to every member costs N^2
+deliveries when N clients join one room. So a room's joins, parts and renames
+go out at most once per --presence-interval: the first at once, those that
+follow within the interval together as one `presence_batch` item when it ends
+(or before the room's next msg, so nobody speaks before their join is told):
+one bus item and one fan-out pass instead of one per event. The codecs expand
+it (transports/events.py `presence_bodies`): native and WebSocket clients
+still get one v1 `presence` per event. A batch of one event is sent as a
+plain `presence`. Past --presence-limit members a room turns quiet: joins and
+parts are not announced at all (`who` lists the members), `joined` lists only
+the first members and says how many there are, and it turns loud again at 90%
+of the limit; the batch that changes it carries `quiet`. Renames are always
+announced.
 """
 
 from __future__ import annotations
@@ -52,6 +68,8 @@ MAX_STASH = 100_000  # requests held per worker while it re-announces its client
 MAX_SANCTIONS = 10_000  # bans by nick, bans by IP, mutes: each list holds at most this many
 ConnKey = tuple[str, int]
 ROOMS_REPLY_MAX = 500  # entries in a `rooms` reply: 500 of the longest names fit 64 KiB frames
+MEMBERS_PAGE = 1500  # nicks in one `members` frame (or `joined`): 1,500 of 32 bytes fit 64 KiB
+PRESENCE_BATCH_MAX = 100  # events in one presence_batch: bounds the item and each author's own copy
 # Bytes a stored msg costs besides its text: tracemalloc counts 280 (the body
 # dict, its ts and seq ints, the ring slot); the rest is the allocator's share.
 # benchmarks/experiments/room_memory.py weighs the whole hub against --history-bytes.
@@ -106,11 +124,23 @@ class Room:
     members: dict[ConnKey, None] = field(default_factory=dict)
     history: deque[dict[str, Any]] = field(default_factory=deque)
     cost: int = 0  # msg_cost() of its history, counted against --history-bytes
+    quiet: bool = False  # past --presence-limit: joins and parts are not announced
+    told_quiet: bool = False  # what members were last told about `quiet`
+    presence_at: float = float("-inf")  # monotonic time its last presence went out
 
     @property
     def first_seq(self) -> int:
         """Seq of the oldest message still in history (seq+1 when it is empty)."""
         return self.seq - len(self.history) + 1
+
+
+@dataclass(slots=True)
+class PendingPresence:
+    """A room's presence events waiting for the end of its interval (`due`)."""
+
+    due: float
+    events: list[dict[str, Any]] = field(default_factory=list)
+    authors: list[ConnKey] = field(default_factory=list)
 
 
 def _error(code: str, text: str, ref: str, **ctx: Any) -> dict[str, Any]:
@@ -138,8 +168,13 @@ class HubState:
         auth: AuthGuard | None = None,
         join_replay: int = 20,
         join_replay_rooms: int = 10,
+        presence_limit: int = 500,
+        presence_interval: float = 0.0,
     ) -> None:
         self.epoch = epoch
+        self.presence_limit = presence_limit
+        self.presence_interval = presence_interval  # 0: every event on its own, at once
+        self._pending: dict[str, PendingPresence] = {}  # room -> presence not yet sent
         self.history_len = history_len
         self.join_replay = join_replay  # latest msgs replayed after a fresh join; 0 = off
         self.join_replay_rooms = join_replay_rooms  # rooms of one hello that get a replay
@@ -293,6 +328,7 @@ class HubState:
         del self.rooms[name]
         self._idle.pop(name, None)
         self._lru.pop(name, None)
+        self._pending.pop(name, None)
         self.history_used -= room.cost
         self.forgotten += 1
         if room.seq:
@@ -341,11 +377,99 @@ class HubState:
     def _to(out: Out, key: ConnKey, body: dict[str, Any]) -> None:
         out.append((worker_topic(key[0]), [key[1], body]))
 
-    @staticmethod
-    def _broadcast(out: Out, room: str, body: dict[str, Any], by: ConnKey | None = None) -> None:
-        """Room-wide body; `by` tags the client that caused it (for `encode_own`)."""
-        w, c = by if by is not None else (None, None)
-        out.append((room_topic(room), [body, w, c, None]))
+    def _joined_body(self, room: Room, key: ConnKey) -> dict[str, Any]:
+        """`joined`; in a quiet room its list is cut (the joiner stays in it) and
+        `count` and `truncated` say so, since the full list costs O(N) per join."""
+        cap = min(self.presence_limit, MEMBERS_PAGE)
+        body: dict[str, Any] = {"t": "joined", "room": room.name, "seq": room.seq}
+        if len(room.members) <= cap:
+            body["members"] = self._members(room)
+        else:
+            first = list(itertools.islice(room.members, cap))
+            if key not in first:
+                first.append(key)
+            body["members"] = [self.clients[k].nick for k in first]
+            body["count"] = len(room.members)
+            body["truncated"] = True
+        if room.quiet:
+            body["quiet"] = True
+        return body
+
+    # Presence ---------------------------------------------------------------
+
+    def _quiet_now(self, room: Room) -> bool:
+        """Whether joins and parts go unannounced: on past --presence-limit members,
+        off again at 90% of it, so a room at the limit does not flap."""
+        n, limit = len(room.members), self.presence_limit
+        if not room.quiet and n > limit:
+            room.quiet = True
+            pending = self._pending.get(room.name)
+            if pending is not None:  # joins and parts not told yet never will be
+                kept = [(e, a) for e, a in zip(pending.events, pending.authors, strict=True)
+                        if e["event"] == "nick"]
+                pending.events = [e for e, _ in kept]
+                pending.authors = [a for _, a in kept]
+        elif room.quiet and n <= limit - limit // 10:
+            room.quiet = False
+        return room.quiet
+
+    def _presence(self, room: Room, key: ConnKey, event: dict[str, Any], out: Out) -> None:
+        """Announce a join, part or rename (`event`: a presence body without t and
+        room) now, or with the room's batch when its interval ends."""
+        shown = not self._quiet_now(room) or event["event"] == "nick"
+        pending = self._pending.get(room.name)
+        if pending is None:
+            if not shown and room.quiet == room.told_quiet:
+                return  # a quiet room, already told so: nothing to send
+            pending = self._pending[room.name] = PendingPresence(
+                room.presence_at + self.presence_interval)
+        if shown:
+            pending.events.append(event)
+            pending.authors.append(key)
+        if self._mono >= pending.due or len(pending.events) >= PRESENCE_BATCH_MAX:
+            self._flush_room(room, out)
+
+    def _flush_room(self, room: Room, out: Out) -> None:
+        """Send the room's pending presence: one v1 `presence` for a lone event,
+        else one `presence_batch` (with `quiet` when that changed)."""
+        pending = self._pending.pop(room.name, None)
+        if pending is None:
+            return
+        if not room.members:
+            room.told_quiet = room.quiet  # nobody to tell; the next joiner's `joined` says
+        flip = room.quiet != room.told_quiet
+        if not (pending.events or flip):
+            return
+        room.presence_at = self._mono
+        room.told_quiet = room.quiet
+        topic = room_topic(room.name)
+        if len(pending.events) == 1 and not flip:
+            w, c = pending.authors[0]
+            out.append((topic, [{"t": "presence", "room": room.name, **pending.events[0]},
+                                w, c, None]))
+            return
+        body: dict[str, Any] = {"t": "presence_batch", "room": room.name,
+                                "events": pending.events, "count": len(room.members)}
+        if flip:
+            body["quiet"] = room.quiet
+        out.append((topic, [body, pending.authors, None, None]))
+
+    def flush_presence(self, mono: float, out: Out) -> None:
+        """Send every batch whose interval is over; the hub calls this each wake."""
+        if not self._pending:
+            return
+        self._mono = mono
+        for name, pending in list(self._pending.items()):
+            if mono >= pending.due:
+                room = self.rooms.get(name)
+                if room is None:
+                    del self._pending[name]
+                else:
+                    self._flush_room(room, out)
+
+    def presence_due(self) -> float | None:
+        """When the next batch is due (monotonic), or None when none waits."""
+        return min((p.due for p in self._pending.values()), default=None)
 
     def _join(self, key: ConnKey, name: str, out: Out, resume: int | None = None,
               ref: str = "join", replay: bool = True) -> bool:
@@ -370,13 +494,12 @@ class HubState:
         room.members[key] = None
         self._idle.pop(name, None)
         client.rooms[name] = None
-        self._to(out, key, {"t": "joined", "room": name, "members": self._members(room),
-                            "seq": room.seq})
+        self._quiet_now(room)
+        self._to(out, key, self._joined_body(room, key))
         if resume is not None:
             self._replay(key, room, resume, out)
         if not already:
-            self._broadcast(out, name, {"t": "presence", "room": name, "nick": client.nick,
-                                        "event": "join"}, key)
+            self._presence(room, key, {"nick": client.nick, "event": "join"}, out)
             if replay and resume is None:
                 return self._join_replay(key, room, out)
         return False
@@ -425,10 +548,10 @@ class HubState:
         room = self.rooms[name]
         room.members.pop(key, None)
         client.rooms.pop(name, None)
-        body = {"t": "presence", "room": name, "nick": client.nick, "event": "part"}
+        event = {"nick": client.nick, "event": "part"}
         if extra:
-            body.update(extra)  # an operator's removal: by, reason
-        self._broadcast(out, name, body, key)
+            event.update(extra)  # an operator's removal: by, reason
+        self._presence(room, key, event, out)
         if not room.members:
             if room.history:
                 self._idle[name] = self._mono  # forgotten after room_ttl
@@ -526,6 +649,8 @@ class HubState:
         room = self._in_room(key, req, "say", out)
         if room is None:
             return
+        if room.name in self._pending:
+            self._flush_room(room, out)  # who joined is told before what they say
         room.seq += 1
         self.messages += 1
         body = {"t": "msg", "room": room.name, "seq": room.seq, "ts": self.clock(),
@@ -590,17 +715,24 @@ class HubState:
             self.muted[nick_key(new)] = mute  # a mute follows its person
         self._to(out, key, {"t": "renamed", "nick": new})
         for name in client.rooms:
-            self._broadcast(out, name, {"t": "presence", "room": name, "nick": old,
-                                        "event": "nick", "new": new}, key)
+            self._presence(self.rooms[name], key, {"nick": old, "event": "nick", "new": new},
+                           out)
 
     def _op_who(self, worker: str, req: dict[str, Any], out: Out) -> None:
         key = self._client(worker, req, out)
         if key is None:
             return
         room = self._in_room(key, req, "who", out)
-        if room is not None:
+        if room is None:
+            return
+        names = self._members(room)
+        if len(names) <= MEMBERS_PAGE:
+            self._to(out, key, {"t": "members", "room": room.name, "members": names})
+            return
+        for i in range(0, len(names), MEMBERS_PAGE):  # pages that fit a 64 KiB frame
             self._to(out, key, {"t": "members", "room": room.name,
-                                "members": self._members(room)})
+                                "members": names[i:i + MEMBERS_PAGE],
+                                "more": i + MEMBERS_PAGE < len(names)})
 
     def _op_history(self, worker: str, req: dict[str, Any], out: Out) -> None:
         key = self._client(worker, req, out)
@@ -711,8 +843,7 @@ class HubState:
                 self._idle.pop(name, None)
                 self.clients[key].rooms[name] = None
                 if returning:
-                    self._broadcast(out, name, {"t": "presence", "room": name, "nick": nick,
-                                                "event": "join"}, key)
+                    self._presence(room, key, {"nick": nick, "event": "join"}, out)
 
     # Moderation -------------------------------------------------------------
     #

@@ -663,6 +663,12 @@ class WorkerBus:
         for idx, item in enumerate(items):
             if item[1] == self.id and item[2] is not None:
                 authored.setdefault(item[2], []).append(idx)
+            elif type(item[1]) is list:  # a presence_batch: each author sees it its own way
+                for worker, conn_id in item[1]:
+                    if worker == self.id:
+                        own = authored.setdefault(conn_id, [])
+                        if not own or own[-1] != idx:  # a rename after a join: once
+                            own.append(idx)
         cache: dict[tuple[type[ServerCodec], Hashable], tuple[list[bytes], bytes]] = {}
         out = self._out
         # The per-member loop is the relay's hottest code: one dict lookup for

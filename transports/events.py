@@ -228,13 +228,24 @@ class Welcome(RelayEvent):
 
 @dataclass(frozen=True, slots=True)
 class Joined(RelayEvent):
+    """`count` (extension) is set when the relay cut `members` short in a big room:
+    the room's real size; `quiet` when joins and parts there are not announced."""
+
     T: ClassVar[str] = "joined"
     room: str
     members: tuple[str, ...]
     seq: int
+    count: int | None = None
+    quiet: bool = False
 
     def to_body(self) -> dict[str, Any]:
-        return {"t": self.T, "room": self.room, "members": list(self.members), "seq": self.seq}
+        body: dict[str, Any] = {"t": self.T, "room": self.room, "members": list(self.members),
+                                "seq": self.seq}
+        if self.count is not None:
+            body.update(count=self.count, truncated=True)
+        if self.quiet:
+            body["quiet"] = True
+        return body
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,12 +292,18 @@ class Presence(RelayEvent):
 
 @dataclass(frozen=True, slots=True)
 class Members(RelayEvent):
+    """`more` (extension): a big room's list comes in pages; all but the last say more."""
+
     T: ClassVar[str] = "members"
     room: str
     members: tuple[str, ...]
+    more: bool = False
 
     def to_body(self) -> dict[str, Any]:
-        return {"t": self.T, "room": self.room, "members": list(self.members)}
+        body: dict[str, Any] = {"t": self.T, "room": self.room, "members": list(self.members)}
+        if self.more:
+            body["more"] = True
+        return body
 
 
 @dataclass(frozen=True, slots=True)
@@ -369,6 +386,40 @@ class Error(RelayEvent):
     ref: str | None = None
     room: str | None = None
     nick: str | None = None
+
+
+# Coalesced presence ------------------------------------------------------------
+#
+# The hub sends a room's presence of one interval as ONE bus item,
+#     {t:"presence_batch", room, events:[{nick, event, new?, by?, reason?}...],
+#      count, quiet?}
+# and each dialect shows it its own way: native and WebSocket clients get the
+# v1 bodies below (PROTOCOL.md's `presence` per event, so a v1 client sees
+# no change), text one line per kind of event, IRC one line per event.
+# `quiet` (when set) says the room stopped or resumed announcing joins/parts.
+
+
+def quiet_text(room: str, count: Any, quiet: bool) -> str:
+    size = f"{count} members" if isinstance(count, int) else "many members"
+    if quiet:
+        return (f"{room} has {size}: joins and parts there are no longer announced "
+                "(who lists the members)")
+    return f"{room} has {size}: joins and parts there are announced again"
+
+
+def presence_bodies(batch: dict[str, Any]) -> list[dict[str, Any]]:
+    """The v1 bodies a presence_batch stands for: a `presence` per event, then a
+    `notice` (with `room`, `count` and `quiet`) when the room turned quiet or loud."""
+    room = batch.get("room")
+    events = batch.get("events")
+    out = [{"t": "presence", "room": room, **e}
+           for e in (events if isinstance(events, list | tuple) else ()) if isinstance(e, dict)]
+    quiet = batch.get("quiet")
+    if isinstance(quiet, bool):
+        count = batch.get("count")
+        out.append({"t": "notice", "text": quiet_text(str(room), count, quiet), "room": room,
+                    "count": count, "quiet": quiet})
+    return out
 
 
 # Parsing ---------------------------------------------------------------------
@@ -583,7 +634,9 @@ def parse_relay_body(body: Any) -> RelayEvent:
         if t == "presence":
             return Presence(body["room"], body["nick"], body["event"], body.get("new"))
         if t == "joined":
-            return Joined(body["room"], tuple(body["members"]), body["seq"])
+            count = body.get("count") if body.get("truncated") else None
+            return Joined(body["room"], tuple(body["members"]), body["seq"],
+                          int(count) if count is not None else None, bool(body.get("quiet")))
         if t == "parted":
             return Parted(body["room"])
         if t == "welcome":
@@ -594,7 +647,7 @@ def parse_relay_body(body: Any) -> RelayEvent:
         if t == "whisper":
             return WhisperMsg(body["from"], body["to"], body["text"], body["ts"], body.get("id"))
         if t == "members":
-            return Members(body["room"], tuple(body["members"]))
+            return Members(body["room"], tuple(body["members"]), bool(body.get("more")))
         if t == "history":
             return HistoryPage(
                 body["room"], tuple(_msg(m) for m in body["messages"]), bool(body["more"]),

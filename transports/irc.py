@@ -735,6 +735,20 @@ class IrcServerCodec(ServerCodec):
                 return kind
         return "names"
 
+    def _peek_members_kind(self, room: str) -> str:
+        """Like `_pop_members_kind`, for a page that is not the last: the
+        record stays for the pages still to come."""
+        queue = self._asked
+        while queue:
+            try:
+                asked, kind = queue[0]
+            except IndexError:
+                break
+            if asked == room:
+                return kind
+            _pop(queue)  # a refused request's record (see _pop_members_kind)
+        return "names"
+
     def _names(self, room: str, members: list[str]) -> str:
         channel = room_to_channel(room)
         prefix = f":{SERVER_NAME} 353 {self.me} = {channel} :"
@@ -748,7 +762,10 @@ class IrcServerCodec(ServerCodec):
         if not already:
             self.rooms = (*self.rooms, room)
         join = "" if already else f":{user_prefix(self.me)} JOIN {room_to_channel(room)}\r\n"
-        return join + self._names(room, list(body.get("members", ())))
+        names = self._names(room, list(body.get("members", ())))
+        if body.get("truncated") or body.get("quiet"):
+            names += _channel_notice(room, _big_room_text(room, body.get("count"), True))
+        return join + names
 
     def _enc_parted(self, body: dict[str, Any]) -> str:
         room = str(body["room"])
@@ -765,16 +782,24 @@ class IrcServerCodec(ServerCodec):
         return f":{user_prefix(old)} NICK :{clean(new)}\r\n"
 
     def _enc_members(self, body: dict[str, Any]) -> str:
+        """353s then 366 (NAMES) or 352s then 315 (WHO); a big room's list comes
+        in pages (`more`), and only the last one ends the reply."""
         room = str(body["room"])
         members = [clean(str(m)) for m in body.get("members", ())]
-        if self._pop_members_kind(room) == "names":
-            return self._names(room, members)
+        more = bool(body.get("more"))
+        kind = self._peek_members_kind(room) if more else self._pop_members_kind(room)
         channel = room_to_channel(room)
+        if kind == "names":
+            if more:
+                prefix = f":{SERVER_NAME} 353 {self.me} = {channel} :"
+                return "".join(word_lines(prefix, members))
+            return self._names(room, members)
         lines = [
             self._numeric("352", channel, m, HOST, SERVER_NAME, m, "H", text=f"0 {m}")
             for m in members
         ]
-        return "".join(lines) + self._numeric("315", channel, text="End of WHO list")
+        end = "" if more else self._numeric("315", channel, text="End of WHO list")
+        return "".join(lines) + end
 
     def _enc_rooms(self, body: dict[str, Any]) -> str:
         wanted = _pop(self._list_filters)
@@ -807,6 +832,16 @@ class IrcServerCodec(ServerCodec):
         if self._about_me(body):
             return ""
         return self.encode_fanout(body, None).decode("utf-8", "replace")
+
+    def _enc_presence_batch(self, body: dict[str, Any]) -> str:
+        return self._batch_own(body).decode("utf-8", "replace")
+
+    def _batch_own(self, body: dict[str, Any]) -> bytes:
+        """A presence_batch without the reader's own events (`joined` etc. showed them)."""
+        events = body.get("events")
+        mine = [e for e in events if isinstance(e, dict) and not self._about_me(e)] \
+            if isinstance(events, list | tuple) else []
+        return self.encode_fanout({**body, "events": mine}, None)
 
     def _enc_history(self, body: dict[str, Any]) -> str:
         if body.get("replay") is True:
@@ -876,6 +911,8 @@ class IrcServerCodec(ServerCodec):
                 return _privmsg(
                     str(body["from"]), room_to_channel(str(body["room"])), str(body["text"])
                 )
+            if t == "presence_batch":
+                return cls._batch_lines(body)
             if t == "presence":
                 nick = clean(str(body["nick"]))
                 channel = room_to_channel(clean(str(body["room"])))
@@ -894,9 +931,24 @@ class IrcServerCodec(ServerCodec):
             _log.warning("irc fan-out got a malformed %r body", t)
         return b""
 
+    @classmethod
+    def _batch_lines(cls, body: dict[str, Any]) -> bytes:
+        """A presence_batch as IRC has it: one JOIN/PART/KICK/NICK line per event,
+        and a channel NOTICE when the room turned quiet or loud."""
+        room = str(body["room"])
+        out = [cls.encode_fanout({"t": "presence", "room": room, **e}, None)
+               for e in body.get("events", ()) if isinstance(e, dict)]
+        quiet = body.get("quiet")
+        if isinstance(quiet, bool):
+            out.append(_channel_notice(room, _big_room_text(room, body.get("count"), quiet))
+                       .encode("utf-8", "replace"))
+        return b"".join(out)
+
     def encode_own(self, body: dict[str, Any], msg_id: Any) -> bytes:
         """IRC clients show their own lines themselves, and their own joins,
         parts and renames come from `joined`/`parted`/`renamed`."""
+        if body.get("t") == "presence_batch":
+            return self._batch_own(body)
         if body.get("t") == "msg" or self._about_me(body):
             return b""
         return self.encode_fanout(body, None)
@@ -937,6 +989,18 @@ def _pop(queue: deque[Any]) -> Any:
         return None
 
 
+def _channel_notice(room: str, text: str) -> str:
+    return text_lines(SERVER_NAME, "NOTICE", room_to_channel(clean(room)), text)
+
+
+def _big_room_text(room: str, count: Any, quiet: bool) -> str:
+    size = f"{count} members" if isinstance(count, int) else "many members"
+    if quiet:
+        return (f"#{room} has {size}: joins and parts are not shown there "
+                "(NAMES lists everyone)")
+    return f"#{room} has {size}: joins and parts are shown again"
+
+
 def _pong(token: str) -> str:
     """The PONG for a client's PING (its token already cut to 200 characters
     by `_cmd_ping`), from the gateway or the relay's pong."""
@@ -955,6 +1019,7 @@ _ENCODERS: Final[dict[str, _Encoder]] = {
     "msg": IrcServerCodec._enc_msg,
     "whisper": IrcServerCodec._enc_whisper,
     "presence": IrcServerCodec._enc_presence,
+    "presence_batch": IrcServerCodec._enc_presence_batch,
     "history": IrcServerCodec._enc_history,
     "ping": IrcServerCodec._enc_ping,
     "pong": IrcServerCodec._enc_pong,

@@ -15,7 +15,13 @@ import msgpack
 
 from transports.base import Decoded, ServerCodec
 from transports.errors import FatalProtocolError, ProtocolError
-from transports.events import ClientEvent, RelayEvent, parse_client_body, parse_relay_body
+from transports.events import (
+    ClientEvent,
+    RelayEvent,
+    parse_client_body,
+    parse_relay_body,
+    presence_bodies,
+)
 from transports.validate import MAX_DEPTH, depth_exceeds
 
 DEFAULT_MAX_FRAME = 65536
@@ -136,15 +142,17 @@ class NativeServerCodec(ServerCodec):
         return out
 
     def encode(self, body: dict[str, Any]) -> bytes:
-        return frame(body)
+        return self.encode_fanout(body, None)
 
     @classmethod
     def encode_fanout(cls, body: dict[str, Any], key: Hashable) -> bytes:
+        if body.get("t") == "presence_batch":  # the hub's form; clients get v1 bodies
+            return b"".join(frame(b) for b in presence_bodies(body))
         return frame(body)
 
     def encode_own(self, body: dict[str, Any], msg_id: Any) -> bytes:
         if msg_id is None:
-            return frame(body)
+            return self.encode_fanout(body, None)
         own = dict(body)
         own["id"] = msg_id
         return frame(own)

@@ -88,11 +88,14 @@ from transports.validate import (
     check_text,
     ip_key,
     is_number,
+    nick_key,
     parse_number,
 )
 
 # A joined line names at most this many members, then "and N more".
 MAX_LISTED_MEMBERS: Final = 20
+# A presence_batch line names this many nicks, then "and N others".
+MAX_LISTED_PRESENCE: Final = 3
 # Unknown command names are echoed back cut to this many characters.
 _MAX_ECHO: Final = 40
 _CR: Final = 0x0D
@@ -131,6 +134,16 @@ def _s(body: dict[str, Any], key: str) -> str:
 
 def _names(value: Any) -> list[str]:
     return [str(name) for name in value] if isinstance(value, list | tuple) else []
+
+
+def _listed(nicks: list[str]) -> str:
+    """"a", "a and b", "a, b and c", "a, b, c and 37 others"."""
+    if len(nicks) == 1:
+        return nicks[0]
+    if len(nicks) <= MAX_LISTED_PRESENCE + 1:
+        return f"{', '.join(nicks[:-1])} and {nicks[-1]}"
+    rest = len(nicks) - MAX_LISTED_PRESENCE
+    return f"{', '.join(nicks[:MAX_LISTED_PRESENCE])} and {rest} others"
 
 
 def _too_long(size: int, limit: int) -> ProtocolError:
@@ -461,6 +474,10 @@ class TextServerCodec(ServerCodec):
         # known as ...", so it is not repeated either.
         if body.get("t") in ("msg", "presence"):
             return b""
+        if body.get("t") == "presence_batch":  # the others' events of it, without ours
+            me = nick_key(self.nick) if self.nick else None
+            current = _s(body, "room") == self.current_room
+            return _render(self._batch_lines(body, current, me))
         return super().encode_own(body, msg_id)
 
     @classmethod
@@ -488,6 +505,8 @@ class TextServerCodec(ServerCodec):
             if event == "nick":
                 return [f"* {who} is now known as {_s(body, 'new')}"]
             return []
+        if t == "presence_batch":
+            return cls._batch_lines(body, current, None)
         if t == "whisper":
             if nick is not None and _s(body, "from") == nick:
                 return [f"-> *{_s(body, 'to')}* {_s(body, 'text')}"]
@@ -496,19 +515,27 @@ class TextServerCodec(ServerCodec):
             return [f"* welcome to chat-relay, you are {_s(body, 'nick')}; type /help for commands"]
         if t == "joined":
             members = _names(body.get("members"))
-            count = f"{len(members)} member{'' if len(members) == 1 else 's'}"
+            given = body.get("count")
+            total = given if isinstance(given, int) else len(members)
+            count = f"{total} member{'' if total == 1 else 's'}"
             if not members:
                 return [f"* you joined {room} ({count})"]
             listed = ", ".join(members[:MAX_LISTED_MEMBERS])
-            if len(members) > MAX_LISTED_MEMBERS:
-                listed += f" and {len(members) - MAX_LISTED_MEMBERS} more"
-            return [f"* you joined {room} ({count}: {listed})"]
+            if total > MAX_LISTED_MEMBERS:
+                listed += f" and {total - MAX_LISTED_MEMBERS} more"
+            lines = [f"* you joined {room} ({count}: {listed})"]
+            if body.get("quiet"):
+                lines.append(f"* joins and parts are not shown in {room}, a big room "
+                             "(/who lists the members)")
+            return lines
         if t == "parted":
             return [f"* you left {room}"]
         if t == "renamed":
             return [f"* you are now known as {_s(body, 'nick')}"]
         if t == "members":
-            return [f"* members of {room}: {', '.join(_names(body.get('members'))) or 'none'}"]
+            more = " (more follow)" if body.get("more") else ""
+            return [f"* members of {room}: {', '.join(_names(body.get('members'))) or 'none'}"
+                    f"{more}"]
         if t == "rooms":
             rooms = body.get("rooms")
             if isinstance(rooms, dict):
@@ -545,6 +572,39 @@ class TextServerCodec(ServerCodec):
         # "ping" (a text client is kept alive by any line) and types this
         # dialect does not know: nothing to show.
         return []
+
+    @classmethod
+    def _batch_lines(cls, body: dict[str, Any], current: bool, me: str | None) -> list[str]:
+        """One line per kind of event in a presence_batch ("* a, b and 37 others
+        joined lobby"), one per rename or removal, and one if the room turned
+        quiet or loud. `me` (a nick_key) leaves out the reader's own events."""
+        room = _s(body, "room")
+        events = body.get("events")
+        joins: list[str] = []
+        parts: list[str] = []
+        lines: list[str] = []
+        for ev in events if isinstance(events, list | tuple) else []:
+            if not isinstance(ev, dict) or me is not None and me in (
+                    nick_key(_s(ev, "nick")), nick_key(_s(ev, "new"))):
+                continue
+            kind = ev.get("event")
+            if kind == "join":
+                joins.append(_s(ev, "nick"))
+            elif kind == "part" and not ev.get("by"):
+                parts.append(_s(ev, "nick"))
+            else:
+                lines += cls._lines({"t": "presence", "room": room, **ev}, current, None)
+        if joins:
+            lines.insert(0, f"* {_listed(joins)} joined {room}")
+        if parts:
+            lines.insert(1 if joins else 0, f"* {_listed(parts)} left {room}")
+        quiet, count = body.get("quiet"), _s(body, "count") or "many"
+        if quiet is True:
+            lines.append(f"* {room} has {count} members: joins and parts are no longer "
+                         "shown there (/who lists the members)")
+        elif quiet is False:
+            lines.append(f"* {room} has {count} members: joins and parts are shown again")
+        return lines
 
     @staticmethod
     def _replay_lines(body: dict[str, Any], room: str) -> list[str]:

@@ -36,7 +36,7 @@ from websockets.typing import Subprotocol
 
 from transports.base import CodecSettings, Decoded, ServerCodec
 from transports.errors import WS_CLOSE_CODES, FatalProtocolError, ProtocolError
-from transports.events import Bye, parse_client_body
+from transports.events import Bye, parse_client_body, presence_bodies
 from transports.native import pack_body, unpack_body
 from transports.validate import MAX_DEPTH, json_depth_exceeds
 from transports.ws_http import (
@@ -385,6 +385,8 @@ class WebSocketServerCodec(ServerCodec):
 
     @classmethod
     def encode_fanout(cls, body: dict[str, Any], key: Hashable) -> bytes:
+        if body.get("t") == "presence_batch":  # the hub's form; clients get v1 bodies
+            return b"".join(cls.encode_fanout(b, key) for b in presence_bodies(body))
         if key == MSGPACK_SUBPROTOCOL:
             return server_frame(Opcode.BINARY, pack_body(body))
         return server_frame(Opcode.TEXT, encode_json(body))
