@@ -27,6 +27,7 @@ commands:
   /join ROOM       join ROOM and make it the current room
   /part [ROOM]     leave ROOM (default: the current room)
   /msg NICK TEXT   whisper TEXT to NICK
+  /me TEXT         say TEXT as an action ("* you TEXT")
   /nick NAME       change your nick
   /who [ROOM]      list the members of ROOM (default: the current room)
   /rooms           list every room on the relay
@@ -74,6 +75,12 @@ def parse(line: str, room: str | None) -> Action:
         return Action(quit=True)
     if command == "help":
         return Action(local=HELP)
+    if command == "me":
+        if room is None:
+            return Action(local="error: you are in no room; /join ROOM first")
+        if not arg:
+            return Action(local="error: usage /me TEXT")
+        return Action(send=Say(room, arg, action=True))
     if command == "rooms":
         return Action(send=ListRooms())
     if command == "ping":

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from clients.state import ConnectionLost, Incoming, Missed, Reconnected
 from transports.events import (
+    AwayNotice,
     Error,
     HistoryPage,
     Joined,
@@ -154,7 +155,10 @@ def render_msg(m: Msg, view: View) -> Line:
     line: Line = [("", f"{clock(m.ts)} ")]
     if len(view.rooms) > 1 or m.room not in view.rooms:
         line.append(("bold", f"[{m.room}] "))
-    line += [("", "<"), _nick(m.sender), ("", f"> {m.text}")]
+    if m.action:  # `/me waves`, IRC's CTCP ACTION: "* carol waves"
+        line += [("", "* "), _nick(m.sender), ("", f" {m.text}")]
+    else:
+        line += [("", "<"), _nick(m.sender), ("", f"> {m.text}")]
     return line
 
 
@@ -193,6 +197,8 @@ def render(ev: Incoming, view: View) -> list[Line]:
         return lines
     if isinstance(ev, Notice):
         return [_server(ev.text)]
+    if isinstance(ev, AwayNotice):
+        return [_server(f"{ev.nick} is away: {ev.text}" if ev.text else f"{ev.nick} is back")]
     if isinstance(ev, Error):
         return [[(ERROR_STYLE, f"{clock()} * error: {ev.code}: {ev.text}")]]
     if isinstance(ev, PongReply):
@@ -218,4 +224,5 @@ def _presence(ev: Presence, view: View) -> list[Line]:
     if view.is_me(ev.nick):
         return []  # our own join/part: `joined` / `parted` already said it
     verb = "joined" if ev.event == "join" else "left" if ev.event == "part" else ev.event
-    return [_server(f"{ev.nick} {verb} {ev.room}")]
+    reason = f" ({ev.reason})" if ev.reason else ""
+    return [_server(f"{ev.nick} {verb} {ev.room}{reason}")]

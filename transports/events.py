@@ -358,6 +358,16 @@ class KeepalivePing(RelayEvent):
 
 
 @dataclass(frozen=True, slots=True)
+class AwayNotice(RelayEvent):
+    """Extension: someone who shares a room with the client went away (`text`)
+    or came back (no `text`); the client's own AWAY is answered the same way."""
+
+    T: ClassVar[str] = "away"
+    nick: str
+    text: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Notice(RelayEvent):
     T: ClassVar[str] = "notice"
     text: str
@@ -629,6 +639,9 @@ def parse_relay_body(body: Any) -> RelayEvent:
             return KeepalivePing(body.get("id"))
         if t == "notice":
             return Notice(body["text"])
+        if t == "away":
+            text = body.get("text")
+            return AwayNotice(body["nick"], text if isinstance(text, str) else None)
         if t == "rooms":
             total = body.get("total")
             return RoomList(dict(body["rooms"]), int(total) if total is not None else None)

@@ -92,12 +92,14 @@ function nickColour(nick) {
 
 function msgLine(m) {
   const mine = m.from === state.nick;
-  const p = el("div", "line msg" + (mine ? " mine" : ""));
+  const p = el("div", "line msg" + (mine ? " mine" : "") + (m.action ? " action" : ""));
   p.appendChild(el("time", "", clock(m.ts)));
+  // An action (`/me waves`, IRC's CTCP ACTION) reads "* carol waves".
+  if (m.action) p.appendChild(document.createTextNode("* "));
   const from = el("span", "from", m.from);
   if (!mine) from.style.color = nickColour(m.from);
   p.appendChild(from);
-  p.appendChild(document.createTextNode(m.text));
+  p.appendChild(document.createTextNode(m.action ? " " + m.text : m.text));
   p.title = "#" + m.seq;
   return p;
 }
@@ -293,7 +295,10 @@ function handle(b) {
     case "presence": {
       const r = room(b.room);
       if (b.event === "join") { r.members.add(b.nick); info(b.room, `${b.nick} joined`); }
-      else if (b.event === "part") { r.members.delete(b.nick); info(b.room, `${b.nick} left`); }
+      else if (b.event === "part") {
+        r.members.delete(b.nick);
+        info(b.room, `${b.nick} left` + (b.reason ? ` (${b.reason})` : ""));
+      }
       else if (b.event === "nick") {
         r.members.delete(b.nick); r.members.add(b.new);
         info(b.room, `${b.nick} is now known as ${b.new}`);
@@ -331,6 +336,9 @@ function handle(b) {
       break;
     case "notice":
       info(null, b.text);
+      break;
+    case "away":
+      info(null, b.text ? `${b.nick} is away: ${b.text}` : `${b.nick} is back`);
       break;
     case "ping":
       send({ t: "pong", id: b.id });
@@ -385,10 +393,16 @@ function command(text) {
     }
     case "who": send({ t: "who", room: arg.replace(/^#/, "") || state.current }); break;
     case "rooms": case "list": send({ t: "rooms" }); break;
-    case "quit": state.quitting = true; send({ t: "bye" }); break;
+    case "me":
+      if (arg && state.current) send({ t: "say", room: state.current, text: arg, action: true });
+      break;
+    case "quit":
+      state.quitting = true;
+      send(arg ? { t: "bye", reason: arg } : { t: "bye" });
+      break;
     default: info(null, (cmd.toLowerCase() === "help" ? "" : `unknown command /${cmd}; `) +
                         "commands: /nick NAME, /join ROOM, /part [ROOM], /msg NICK TEXT, " +
-                        "/who [ROOM], /rooms, /quit");
+                        "/me TEXT, /who [ROOM], /rooms, /quit [REASON]");
   }
 }
 
