@@ -25,8 +25,8 @@ from transports.events import (
     Whois,
 )
 from transports.irc import IrcServerCodec
-from transports.ircv3_caps import ls_value
 from transports.irc_lines import MAX_LINE, parse_line, split_utf8
+from transports.ircv3_caps import ls_value
 
 # What these clients send on connect, written from their known behaviour (not
 # captured from live runs): CAP LS 302 first, then NICK and USER.
