@@ -489,9 +489,10 @@ class IrcServerCodec(ServerCodec):
             return
         self._password = outcome[1]
         account = self._want_nick or outcome[0]
-        self._reply("900", user_prefix(account), account,
-                    text=f"You are now logged in as {account}")
-        self._reply("903", text="SASL authentication successful")
+        me = self._want_nick or "*"  # the nick this client asked for, as the spec shows
+        self._out.append(build(SERVER_NAME, "900", [me, user_prefix(account), account],
+                               f"You are now logged in as {account}"))
+        self._out.append(build(SERVER_NAME, "903", [me], "SASL authentication successful"))
 
     def _cmd_ping(self, params: tuple[str, ...], out: list[Decoded]) -> None:
         if not params:
