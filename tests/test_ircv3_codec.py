@@ -16,7 +16,6 @@ from transports.events import Bye, ChatHistory, Hello, Say, Whisper, Whois
 from transports.irc import IrcServerCodec
 from transports.irc_lines import parse_line
 from transports.ircv3_caps import SASL_CHUNK, SASL_MAX, ls_value, request
-from transports.ircv3_history import HistoryFail, parse
 from transports.ircv3_tags import (
     escape_value,
     parse_room_msgid,
