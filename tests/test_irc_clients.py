@@ -16,10 +16,18 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.relayproc import UNIT, RelayProcess
+from tests.test_ircv3_relay import Irc
+from tests.test_web_page import (
+    DESKTOP,
+    WebUser,
+    _expect,
+    browser,  # noqa: F401  (the module's chromium fixture)
+)
 from tests.wire import NativePeer
 
 TMUX = shutil.which("tmux")
@@ -177,3 +185,30 @@ def test_irssi_action_whois_and_motd(relay: RelayProcess, irssi: Pane) -> None:
         assert _presence(nat, "irssi_user", "part").get("reason") == "leaving now"
     finally:
         nat.close()
+
+
+def test_web_page_me_reaches_irc_as_action_and_shows_actions(
+        relay: RelayProcess, browser: Any) -> None:  # noqa: F811 (the imported fixture)
+    """The web page's `/me` is an action on IRC; IRC's ACTION and a QUIT reason
+    show on the page as `* carol bows` and `carol left (reason)`."""
+    irc = Irc(relay.port)
+    page = None
+    try:
+        irc.register("carol", caps="")
+        irc.send("JOIN #lobby")
+        irc.expect(" 366 ")
+        page = WebUser(browser, relay.port, "ann", DESKTOP)
+        page.type("/me waves from the web")
+        assert irc.expect("waves from the web") == \
+            ":ann!ann@relay PRIVMSG #lobby :\x01ACTION waves from the web\x01"
+        irc.send("PRIVMSG #lobby :\x01ACTION bows\x01")
+        expect = _expect()
+        expect(page.page.locator(".line.msg.action").last).to_contain_text("* carol bows")
+        irc.send("QUIT :time for tea")
+        expect(page.page.locator(".line.info", has_text="carol left")).to_contain_text(
+            "(time for tea)")
+        assert page.errors == [], page.errors
+    finally:
+        irc.close()
+        if page is not None:
+            page.close()
