@@ -400,3 +400,20 @@ def test_select_between() -> None:
     assert _seqs("between", ("seq", 6), ("seq", 12), limit=2) == [7, 8]
     assert _seqs("between", ("seq", 12), ("seq", 6), limit=2) == [10, 11]
     assert _seqs("between", ("ts", 1000 + 10 * 6), ("ts", 1000 + 10 * 9)) == [7, 8]
+
+
+def test_sasl_payload_at_the_bound_is_taken_one_byte_over_is_refused() -> None:
+    def run(password: str) -> list[str]:
+        codec = IrcServerCodec()
+        codec.receive_data(b"CAP REQ :sasl\r\nNICK alice\r\n")
+        codec.data_to_send()
+        payload = base64.b64encode(f"\0alice\0{password}".encode()).decode()
+        chunks = [payload[i:i + SASL_CHUNK] for i in range(0, len(payload), SASL_CHUNK)]
+        if len(chunks[-1]) == SASL_CHUNK:
+            chunks.append("+")
+        return _sasl(codec, *chunks)
+
+    at_bound = "p" * (SASL_MAX * 3 // 4 - 7)  # exactly SASL_MAX base64 bytes
+    assert len(base64.b64encode(f"\0alice\0{at_bound}".encode())) == SASL_MAX
+    assert run(at_bound)[-1].split()[1] == "903"
+    assert run(at_bound + "ppp")[-1].split()[1] == "904"  # 4 base64 bytes over

@@ -32,7 +32,10 @@ encoder owns what the relay told us (`registered`, `nick`, `rooms`, pings
 out). What crosses is a value: immutable objects published by one
 assignment (the hello answers the encoder counts against the hellos the
 reader sent), and one-way deques of what a request's answer needs (the
-reader appends, the encoder pops). No lock.
+reader appends, the encoder pops). No lock. The negotiated caps are such a
+value: the reader replaces `caps` (and `_fan_key`, the part that changes
+room traffic) on CAP REQ; the encoder only reads them. Batch references
+never collide: the reader makes `L1, L2...`, the encoder `B1, B2...`.
 """
 
 from __future__ import annotations
