@@ -167,6 +167,8 @@ def render(ev: Incoming, view: View) -> list[Line]:
     if isinstance(ev, Msg):
         return [render_msg(ev, view)]
     if isinstance(ev, WhisperMsg):
+        if ev.action:  # a private action: "* *carol* waves"
+            return [[("", f"{clock(ev.ts)} * *"), _nick(ev.sender), ("", f"* {ev.text}")]]
         if view.is_me(ev.sender) and not view.is_me(ev.to):
             return [[("", f"{clock(ev.ts)} -> *"), _nick(ev.to), ("", f"* {ev.text}")]]
         return [[("", f"{clock(ev.ts)} *"), _nick(ev.sender), ("", f"* {ev.text}")]]
