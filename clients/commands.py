@@ -67,6 +67,12 @@ def parse(line: str, room: str | None) -> Action:
         return Action(quit=True)
     if command == "help":
         return Action(local=HELP)
+    if command == "me":
+        if room is None:
+            return Action(local="error: you are in no room; /join ROOM first")
+        if not arg:
+            return Action(local="error: usage /me TEXT")
+        return Action(send=Say(room, arg, action=True))
     if command == "rooms":
         return Action(send=ListRooms())
     if command == "ping":

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from clients.state import ConnectionLost, Incoming, Missed, Reconnected, Restarted
 from transports.events import (
+    AwayNotice,
     Error,
     HistoryPage,
     Joined,
@@ -189,7 +190,10 @@ def render_msg(m: Msg, view: View) -> Line:
     line: Line = [("", f"{clock(m.ts)} ")]
     if len(view.rooms) > 1 or m.room not in view.rooms:
         line.append(("bold", f"[{m.room}] "))
-    line += [("", "<"), _nick(m.sender, view, m.room), ("", f"> {m.text}")]
+    if m.action:  # `/me waves`, IRC's CTCP ACTION: "* carol waves"
+        line += [("", "* "), _nick(m.sender, view, m.room), ("", f" {m.text}")]
+    else:
+        line += [("", "<"), _nick(m.sender, view, m.room), ("", f"> {m.text}")]
     return line
 
 
@@ -198,6 +202,8 @@ def render(ev: Incoming, view: View) -> list[Line]:
     if isinstance(ev, Msg):
         return [render_msg(ev, view)]
     if isinstance(ev, WhisperMsg):
+        if ev.action:  # a private action: "* *carol* waves"
+            return [[("", f"{clock(ev.ts)} * *"), _nick(ev.sender, view), ("", f"* {ev.text}")]]
         if view.is_me(ev.sender) and not view.is_me(ev.to):
             return [[("", f"{clock(ev.ts)} -> *"), _nick(ev.to, view), ("", f"* {ev.text}")]]
         return [[("", f"{clock(ev.ts)} *"), _nick(ev.sender, view), ("", f"* {ev.text}")]]
@@ -234,6 +240,8 @@ def render(ev: Incoming, view: View) -> list[Line]:
         return lines
     if isinstance(ev, Notice):
         return [_server(ev.text)]
+    if isinstance(ev, AwayNotice):
+        return [_server(f"{ev.nick} is away: {ev.text}" if ev.text else f"{ev.nick} is back")]
     if isinstance(ev, Error):
         if ev.code == "shutting_down":
             # Planned: the operator stopped the relay. News, not a fault.
@@ -279,4 +287,5 @@ def _presence(ev: Presence, view: View) -> list[Line]:
     if view.is_me(ev.nick):
         return []  # our own join/part: `joined` / `parted` already said it
     verb = "joined" if ev.event == "join" else "left" if ev.event == "part" else ev.event
-    return [_server(f"{ev.nick} {verb} {ev.room}")]
+    reason = f" ({ev.reason})" if ev.reason else ""
+    return [_server(f"{ev.nick} {verb} {ev.room}{reason}")]

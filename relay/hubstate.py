@@ -57,6 +57,7 @@ from typing import Any
 
 from relay.authguard import AuthGuard
 from relay.bus import ANNOUNCE, log_contained, room_topic, worker_topic
+from relay.chathistory import select as select_history
 from relay.historydb import HistoryStore
 from transports.validate import HISTORY_MAX_LIMIT, ip_key, nick_key
 
@@ -99,6 +100,8 @@ class ClientRec:
     nick: str
     rooms: dict[str, None] = field(default_factory=dict)  # ordered set
     ip: str = ""  # as ip_key() gives it; "" when unknown (re-announced after a hub restart)
+    away: str = ""  # AWAY text; "" while present
+    quit_reason: str = ""  # the reason its bye gave, shown in the parts it causes
 
 
 @dataclass(slots=True)
@@ -563,6 +566,8 @@ class HubState:
         client = self.clients.get(key)
         if client is None:
             return
+        if extra is None and client.quit_reason:
+            extra = {"reason": client.quit_reason}
         for name in list(client.rooms):
             self._part(key, name, out, extra)
         self.nicks.pop(nick_key(client.nick), None)
@@ -578,11 +583,15 @@ class HubState:
                                       str(req.get("op"))))
         return None
 
-    def _in_room(self, key: ConnKey, req: dict[str, Any], ref: str, out: Out) -> Room | None:
+    def _in_room(self, key: ConnKey, req: dict[str, Any], ref: str, out: Out,
+                 label: Any = None) -> Room | None:
         name = req.get("room", "")
         room = self.rooms.get(name)
         if room is None or key not in room.members:
-            self._to(out, key, _error("not_in_room", f"you are not in {name}", ref, room=name))
+            body = _error("not_in_room", f"you are not in {name}", ref, room=name)
+            if label is not None:
+                body["id"] = label
+            self._to(out, key, body)
             return None
         return room
 
@@ -655,6 +664,8 @@ class HubState:
         self.messages += 1
         body = {"t": "msg", "room": room.name, "seq": room.seq, "ts": self.clock(),
                 "from": self.clients[key].nick, "text": req["text"]}
+        if req.get("action"):
+            body["action"] = True
         room.history.append(body)
         if self.store is not None:
             self.store.stage(body)
@@ -682,6 +693,8 @@ class HubState:
             return
         body = {"t": "whisper", "from": self.clients[key].nick, "to": self.clients[target].nick,
                 "text": req["text"], "ts": self.clock()}
+        if req.get("action"):
+            body["action"] = True
         if target != key:
             self._to(out, target, body)
         echo = dict(body)
@@ -809,8 +822,86 @@ class HubState:
             self._to(out, (worker, int(req.get("c", -1))), body)
 
     def _op_bye(self, worker: str, req: dict[str, Any], out: Out) -> None:
-        """A barrier: by the time `_bye` reaches the worker, everything due before it has."""
-        self._to(out, (worker, int(req.get("c", -1))), {"t": "_bye"})
+        """A barrier: by the time `_bye` reaches the worker, everything due before it has.
+        Its reason is kept for the parts its connection's end will cause."""
+        key = (worker, int(req.get("c", -1)))
+        client = self.clients.get(key)
+        if client is not None and req.get("reason"):
+            client.quit_reason = str(req["reason"])
+        self._to(out, key, {"t": "_bye"})
+
+    # IRCv3 requests (the IRC dialect's WHOIS, AWAY and CHATHISTORY) ----------
+
+    def _op_whois(self, worker: str, req: dict[str, Any], out: Out) -> None:
+        key = self._client(worker, req, out)
+        if key is None:
+            return
+        label = req.get("id")
+        target = self.nicks.get(nick_key(str(req.get("nick"))))
+        if target is None:
+            body = _error("no_such_nick", f"no one is called {req.get('nick')}", "whois",
+                          nick=req.get("nick"))
+        else:
+            who = self.clients[target]
+            body = {"t": "whois", "nick": who.nick, "rooms": list(who.rooms)}
+            if who.away:
+                body["away"] = who.away
+        if label is not None:
+            body["id"] = label
+        self._to(out, key, body)
+
+    def _op_away(self, worker: str, req: dict[str, Any], out: Out) -> None:
+        """Mark a client away (or back) and tell it and everyone who shares a room
+        with it, once each: `away{nick, text?}`."""
+        key = self._client(worker, req, out)
+        if key is None:
+            return
+        client = self.clients[key]
+        client.away = str(req.get("text") or "")
+        body: dict[str, Any] = {"t": "away", "nick": client.nick}
+        if client.away:
+            body["text"] = client.away
+        told = {key}
+        self._to(out, key, body)
+        for name in client.rooms:
+            for member in self.rooms[name].members:
+                if member not in told:
+                    told.add(member)
+                    self._to(out, member, body)
+
+    def _op_chathistory(self, worker: str, req: dict[str, Any], out: Out) -> None:
+        key = self._client(worker, req, out)
+        if key is None:
+            return
+        label = req.get("id")
+        sub = str(req.get("sub"))
+        limit = max(1, min(int(req.get("limit") or 1), HISTORY_MAX_LIMIT))
+        refs = [(str(k), int(v)) for k, v in req.get("refs") or ()]
+        if sub == "targets":
+            body = self._history_targets(key, refs, limit)
+        else:
+            room = self._in_room(key, req, "chathistory", out, label)
+            if room is None:
+                return
+            page = select_history(room.history, room.first_seq, sub, refs, limit)
+            body = {"t": "chathistory", "room": room.name, "sub": sub, "messages": page}
+        if label is not None:
+            body["id"] = label
+        self._to(out, key, body)
+
+    def _history_targets(self, key: ConnKey, refs: list[tuple[str, int]],
+                         limit: int) -> dict[str, Any]:
+        """The client's rooms whose latest message falls between two timestamps."""
+        stamps = sorted(v for k, v in refs[:2] if k == "ts")
+        low, high = (stamps[0], stamps[-1]) if stamps else (0, 0)
+        found = []
+        for name in self.clients[key].rooms:
+            hist = self.rooms[name].history
+            if hist and low <= int(hist[-1].get("ts", 0)) <= high:
+                found.append((int(hist[-1]["ts"]), name))
+        found.sort()
+        return {"t": "chathistory", "sub": "targets",
+                "targets": [[name, ts] for ts, name in found[:limit]]}
 
     def _op_auth_fail(self, worker: str, req: dict[str, Any], out: Out) -> None:
         """A wrong password on any worker; a block it starts goes to every worker."""
@@ -1026,6 +1117,9 @@ class HubState:
         "nick": _op_nick,
         "who": _op_who,
         "history": _op_history,
+        "chathistory": _op_chathistory,
+        "whois": _op_whois,
+        "away": _op_away,
         "rooms": _op_rooms,
         "gone": _op_gone,
         "bye": _op_bye,

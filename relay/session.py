@@ -23,7 +23,9 @@ from transports.base import Decoded
 from transports.errors import ProtocolError
 from transports.events import (
     MODERATION,
+    Away,
     Bye,
+    ChatHistory,
     ClientEvent,
     Hello,
     HistoryQuery,
@@ -37,6 +39,7 @@ from transports.events import (
     Say,
     Whisper,
     Who,
+    Whois,
 )
 from transports.registry import SERVER_CODECS
 from transports.sniff import SNIFF_MAX_BYTES, SNIFF_TIMEOUT, looks_like_text, sniff
@@ -363,7 +366,7 @@ class Session:
         if isinstance(ev, Bye):
             if conn.ready:
                 # Round-trip through the hub so replies to earlier frames arrive first.
-                self.worker.bus.submit(conn, {"op": "bye"})
+                self.worker.bus.submit(conn, {"op": "bye", "reason": ev.reason})
                 conn.bye_done.wait(self.settings.shutdown_grace)
             conn.send(conn.codec.farewell())
             conn.finish(None, "bye")
@@ -473,13 +476,17 @@ class Session:
     @staticmethod
     def _request(ev: ClientEvent) -> dict[str, Any] | None:
         if isinstance(ev, Say):
+            if ev.action:
+                return {"op": "say", "room": ev.room, "text": ev.text, "id": ev.id,
+                        "action": True}
             return {"op": "say", "room": ev.room, "text": ev.text, "id": ev.id}
         if isinstance(ev, Join):
             return {"op": "join", "room": ev.room}
         if isinstance(ev, Part):
             return {"op": "part", "room": ev.room}
         if isinstance(ev, Whisper):
-            return {"op": "whisper", "to": ev.to, "text": ev.text, "id": ev.id}
+            return {"op": "whisper", "to": ev.to, "text": ev.text, "id": ev.id,
+                    "action": ev.action}
         if isinstance(ev, NickChange):
             return {"op": "nick", "nick": ev.nick}
         if isinstance(ev, Who):
@@ -488,6 +495,13 @@ class Session:
             return {"op": "history", "room": ev.room, "after": ev.after, "limit": ev.limit}
         if isinstance(ev, ListRooms):
             return {"op": "rooms"}
+        if isinstance(ev, ChatHistory):
+            return {"op": "chathistory", "room": ev.room, "sub": ev.sub,
+                    "refs": [list(r) for r in ev.refs], "limit": ev.limit, "id": ev.id}
+        if isinstance(ev, Whois):
+            return {"op": "whois", "nick": ev.nick, "id": ev.id}
+        if isinstance(ev, Away):
+            return {"op": "away", "text": ev.text}
         if isinstance(ev, Ping):
             # Through the hub, so the pong comes after the replies to every
             # request before it: a client pings to know those are all in.

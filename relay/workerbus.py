@@ -45,6 +45,7 @@ from relay.connection import Connection
 from relay.rounds import SendRounds
 from transports.base import ServerCodec
 from transports.errors import CUT_CODES
+from transports.ircv3_tags import set_hub_epoch
 
 if TYPE_CHECKING:
     from relay.metrics import WorkerMetrics
@@ -472,6 +473,8 @@ class WorkerBus:
         if self.hub_epoch is not None and epoch != self.hub_epoch:
             log.warning("hub restarted (epoch %s -> %s)", self.hub_epoch, epoch)
         self.hub_epoch = epoch
+        if isinstance(epoch, int):
+            set_hub_epoch(epoch)  # IRC msgids name the hub's epoch
 
     def _take_bans(self, body: dict[str, Any]) -> None:
         self.banned_ips = dict(body.get("ips") or {})
@@ -569,6 +572,7 @@ class WorkerBus:
         if conn_id is None:
             if t == "_ready":
                 self.hub_epoch = body["epoch"]
+                set_hub_epoch(int(body["epoch"]))  # IRC msgids name the hub's epoch
                 self.ready.set()
             elif t == "_resync":
                 self._resync()

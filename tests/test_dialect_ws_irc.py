@@ -175,7 +175,7 @@ def test_irc_nick_taken_then_another(relay: RelayProcess, cleanup: list[Any]) ->
     buf = _read_until(sock, b" 433 ")
     assert b"CAP * LS :" in buf
     sock.sendall(b"NICK taken_\r\n")
-    buf = _read_until(sock, b" 422 ")
+    buf = _read_until(sock, b" 376 ")
     assert b" 001 taken_ :" in buf
     sock.sendall(b"JOIN #lobby\r\nWHO #lobby\r\nLIST\r\nFOO\r\n")
     buf = _read_until(sock, b" 323 ")

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from transports.errors import ProtocolError
 from transports.events import (
+    Away,
     Bye,
     Hello,
     Join,
@@ -21,9 +22,11 @@ from transports.events import (
     Say,
     Whisper,
     Who,
+    Whois,
 )
 from transports.irc import IrcServerCodec
 from transports.irc_lines import MAX_LINE, parse_line, split_utf8
+from transports.ircv3_caps import ls_value
 
 # What these clients send on connect, written from their known behaviour (not
 # captured from live runs): CAP LS 302 first, then NICK and USER.
@@ -31,6 +34,7 @@ IRSSI = b"CAP LS 302\r\nNICK alice\r\nUSER alice alice chat-relay :Alice Liddell
 WEECHAT = b"CAP LS 302\r\nNICK alice\r\nUSER alice 0 * :alice\r\n"
 HEXCHAT = b"CAP LS 302\r\nPASS sesame\r\nNICK alice\r\nUSER alice 0 * :realname\r\n"
 IRC_LIB = b"NICK alice\r\nUSER alice 0 * :alice\r\n"  # the PyPI irc library: no CAP
+CAPS_302 = ls_value(302)
 WELCOME = {"t": "welcome", "v": 1, "nick": "alice", "server": "chat-relay/0.1.0"}
 
 
@@ -77,13 +81,13 @@ def registered(nick: str = "alice") -> IrcServerCodec:
 def test_cap_clients_register_after_cap_end(client: bytes, mode: str) -> None:
     codec = IrcServerCodec()
     assert feed(codec, client, mode) == []
-    assert lines(codec.data_to_send()) == [":chat-relay CAP * LS :"]
+    assert lines(codec.data_to_send()) == [f":chat-relay CAP * LS :{CAPS_302}"]
     events = codec.receive_data(b"\r\nCAP END\r\n" if mode == "trailing" else b"CAP END\r\n")
     hellos = [e for e in events if isinstance(e, Hello)]
     password = "sesame" if client is HEXCHAT else None
     assert hellos == [Hello(nick="alice", rooms=(), password=password)]
     welcome = codec.encode(WELCOME)
-    assert numerics(welcome) == ["001", "002", "003", "004", "005", "422"]
+    assert numerics(welcome) == ["001", "002", "003", "004", "005", "375", "372", "372", "376"]
     assert lines(welcome)[0].startswith(":chat-relay 001 alice :")
     assert codec.registered and codec.nick == "alice"
 
@@ -100,13 +104,18 @@ def test_user_before_nick_works_too() -> None:
     assert codec.receive_data(b"NICK bob\r\n") == [Hello(nick="bob", rooms=())]
 
 
-def test_cap_req_is_refused_and_list_is_empty() -> None:
+def test_cap_req_is_all_or_nothing_and_list_shows_what_is_on() -> None:
     codec = IrcServerCodec()
-    codec.receive_data(b"CAP LS 302\r\nCAP REQ :multi-prefix sasl\r\nCAP LIST\r\nCAP FOO\r\n")
+    codec.receive_data(b"CAP LS 302\r\nCAP REQ :multi-prefix sasl nonsense\r\nCAP LIST\r\n"
+                       b"CAP REQ :multi-prefix sasl\r\nCAP REQ :-sasl\r\nCAP LIST\r\n"
+                       b"CAP FOO\r\n")
     assert lines(codec.data_to_send()) == [
-        ":chat-relay CAP * LS :",
-        ":chat-relay CAP * NAK :multi-prefix sasl",
+        f":chat-relay CAP * LS :{CAPS_302}",
+        ":chat-relay CAP * NAK :multi-prefix sasl nonsense",
         ":chat-relay CAP * LIST :",
+        ":chat-relay CAP * ACK :multi-prefix sasl",
+        ":chat-relay CAP * ACK :-sasl",
+        ":chat-relay CAP * LIST :multi-prefix",
         ":chat-relay 410 * FOO :Invalid CAP command",
     ]
 
@@ -349,11 +358,11 @@ def test_topic_mode_whois_away_are_answered_harmlessly() -> None:
         b"TOPIC #lobby\r\nTOPIC #other\r\nTOPIC #lobby :new\r\n"
         b"MODE #lobby\r\nMODE #lobby b\r\nMODE #lobby +o bob\r\nMODE alice +i\r\nMODE bob\r\n"
         b"WHOIS alice\r\nWHOIS bob\r\nUSERHOST alice\r\nAWAY :lunch\r\nAWAY\r\nISON bob\r\n"
-    ) == []
+    ) == [Whois("alice"), Whois("bob"), Away("lunch"), Away(None)]
     assert numerics(codec.data_to_send()) == [
         "331", "442", "482",
         "324", "368", "482", "221", "502",
-        "311", "318", "318", "302", "306", "305", "303",
+        "302", "303",
     ]
 
 
@@ -386,7 +395,8 @@ def test_keepalive_ping_round_trip() -> None:
 
 def test_quit() -> None:
     codec = registered()
-    assert codec.receive_data(b"QUIT :gone fishing\r\nPRIVMSG #lobby :late\r\n") == [Bye()]
+    assert codec.receive_data(b"QUIT :gone fishing\r\nPRIVMSG #lobby :late\r\n") == [
+        Bye("gone fishing")]
     assert codec.closed
     # The ERROR line waits for the relay's farewell: replies to what came
     # before the QUIT go first.

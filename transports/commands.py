@@ -44,6 +44,7 @@ COMMANDS: Final[tuple[Command, ...]] = (
     Command("join", "ROOM", "join ROOM and make it the current room", ("j",)),
     Command("part", "[ROOM]", "leave ROOM (default: the current room)", ("leave",)),
     Command("msg", "NICK TEXT", "whisper TEXT to NICK", ("whisper", "w")),
+    Command("me", "TEXT", 'say TEXT as an action ("* you TEXT")'),
     Command("nick", "NAME", "change your nick"),
     Command("who", "[ROOM]", "list the members of ROOM (default: the current room)"),
     Command("rooms", "", "list the rooms and their sizes", ("list",)),
@@ -60,7 +61,7 @@ COMMANDS: Final[tuple[Command, ...]] = (
             where=(TEXT,)),
     Command("unmute", "NICK", "lift a mute", where=(TEXT,)),
     Command("help", "", "this help"),
-    Command("quit", "", "leave"),
+    Command("quit", "[REASON]", "leave (others see the reason)"),
 )
 
 BY_NAME: Final[dict[str, Command]] = {

@@ -92,10 +92,13 @@ class Part(ClientEvent):
 
 @dataclass(frozen=True, slots=True)
 class Say(ClientEvent):
+    """`action` (extension): the text is an action (`/me waves`, IRC's CTCP ACTION)."""
+
     T: ClassVar[str] = "say"
     room: str
     text: str
     id: Any = None
+    action: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +107,7 @@ class Whisper(ClientEvent):
     to: str
     text: str
     id: Any = None
+    action: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +138,10 @@ class Ping(ClientEvent):
 
 @dataclass(frozen=True, slots=True)
 class Bye(ClientEvent):
+    """`reason` (extension): shown to the rooms the client leaves."""
+
     T: ClassVar[str] = "bye"
+    reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +157,39 @@ class Pong(ClientEvent):
 
     T: ClassVar[str] = "pong"
     id: Any = None
+
+
+# IRC-only requests: the IRC codec makes them, the native parser never does
+# (a native client sending these types gets unknown_type). `id` carries an
+# IRCv3 label back with the answer.
+
+
+@dataclass(frozen=True, slots=True)
+class ChatHistory(ClientEvent):
+    """IRCv3 CHATHISTORY on a room: `sub` is latest, before, after, around,
+    between or targets; each ref is ("seq", n), ("ts", ms) or ("*", 0)."""
+
+    T: ClassVar[str] = "chathistory"
+    room: str
+    sub: str
+    refs: tuple[tuple[str, int], ...]
+    limit: int
+    id: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class Whois(ClientEvent):
+    T: ClassVar[str] = "whois"
+    nick: str
+    id: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class Away(ClientEvent):
+    """Mark the client away with `text`, or back (None)."""
+
+    T: ClassVar[str] = "away"
+    text: str | None = None
 
 
 # Moderation (extension, docs/protocol.md): `oper` makes a connection an
@@ -269,6 +309,7 @@ class Msg(RelayEvent):
     sender: str
     text: str
     id: Any = None
+    action: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,6 +320,7 @@ class WhisperMsg(RelayEvent):
     text: str
     ts: int
     id: Any = None
+    action: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,6 +330,7 @@ class Presence(RelayEvent):
     nick: str
     event: str
     new: str | None = None
+    reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -358,6 +401,16 @@ class KeepalivePing(RelayEvent):
 
     T: ClassVar[str] = "ping"
     id: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class AwayNotice(RelayEvent):
+    """Extension: someone who shares a room with the client went away (`text`)
+    or came back (no `text`); the client's own AWAY is answered the same way."""
+
+    T: ClassVar[str] = "away"
+    nick: str
+    text: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -513,6 +566,7 @@ def parse_client_body(body: Any, max_text: int = DEFAULT_MAX_TEXT) -> ClientEven
             room=check_room(body.get("room"), t),
             text=check_text(body.get("text"), max_text, t),
             id=_id(body, t),
+            action=_action(body, t),
         )
     if t == "hello":
         return _hello(body, max_text)
@@ -524,6 +578,7 @@ def parse_client_body(body: Any, max_text: int = DEFAULT_MAX_TEXT) -> ClientEven
             to=_whisper_target(body),
             text=check_text(body.get("text"), max_text, t),
             id=_id(body, t),
+            action=_action(body, t),
         )
     if t == "nick":
         return NickChange(check_nick(body.get("nick"), t))
@@ -534,12 +589,22 @@ def parse_client_body(body: Any, max_text: int = DEFAULT_MAX_TEXT) -> ClientEven
     if t == "pong":
         return Pong(_id(body, t))
     if t == "bye":
-        return Bye()
+        return Bye(_reason(body, t))
     if t == "rooms":
         return ListRooms()
     if t in _MODERATION_PARSERS:
         return _MODERATION_PARSERS[t](body, t)
     raise ProtocolError("unknown_type", f"unknown frame type {t[:40]!r}", t[:40])
+
+
+def _action(body: dict[str, Any], ref: str) -> bool | None:
+    """The optional `action` flag: True, or None when absent or false."""
+    value = body.get("action")
+    if value is None or value is False:
+        return None
+    if value is not True:
+        raise ProtocolError("bad_field", f"'action' must be a boolean, got {value!r:.40}", ref)
+    return True
 
 
 def _reason(body: dict[str, Any], ref: str) -> str | None:
@@ -611,6 +676,7 @@ def _msg(body: dict[str, Any]) -> Msg:
         sender=body["from"],
         text=body["text"],
         id=body.get("id"),
+        action=True if body.get("action") is True else None,
     )
 
 
@@ -632,7 +698,9 @@ def parse_relay_body(body: Any) -> RelayEvent:
         if t == "msg":
             return _msg(body)
         if t == "presence":
-            return Presence(body["room"], body["nick"], body["event"], body.get("new"))
+            reason = body.get("reason")
+            return Presence(body["room"], body["nick"], body["event"], body.get("new"),
+                            reason if isinstance(reason, str) else None)
         if t == "joined":
             count = body.get("count") if body.get("truncated") else None
             return Joined(body["room"], tuple(body["members"]), body["seq"],
@@ -645,7 +713,8 @@ def parse_relay_body(body: Any) -> RelayEvent:
         if t == "renamed":
             return Renamed(body["nick"])
         if t == "whisper":
-            return WhisperMsg(body["from"], body["to"], body["text"], body["ts"], body.get("id"))
+            return WhisperMsg(body["from"], body["to"], body["text"], body["ts"], body.get("id"),
+                              True if body.get("action") is True else None)
         if t == "members":
             return Members(body["room"], tuple(body["members"]), bool(body.get("more")))
         if t == "history":
@@ -659,6 +728,9 @@ def parse_relay_body(body: Any) -> RelayEvent:
             return KeepalivePing(body.get("id"))
         if t == "notice":
             return Notice(body["text"])
+        if t == "away":
+            text = body.get("text")
+            return AwayNotice(body["nick"], text if isinstance(text, str) else None)
         if t == "rooms":
             total = body.get("total")
             return RoomList(dict(body["rooms"]), int(total) if total is not None else None)

@@ -2,13 +2,20 @@
 
 Mapping (PROTOCOL.md "IRC dialect"):
 
-- Registration: `PASS`, `NICK`, `USER` and `CAP LS/REQ/END` (no capability
-  is offered, so `CAP LS` holds registration until `CAP END`). Once NICK and
-  USER are in, the codec emits `Hello(nick, rooms=())`: IRC clients join
-  their channels themselves. `welcome` becomes 001-005 and 422 (no MOTD).
-- Channel `#name` is room `name`. JOIN/PART/PRIVMSG/NOTICE/NAMES/WHO/LIST
-  become relay events; TOPIC, MODE, PING, WHOIS, USERHOST, AWAY and ISON are
-  answered here, harmlessly, because the relay has nothing to say about them.
+- Registration: `PASS`, `NICK`, `USER`, IRCv3 `CAP LS 302/REQ/LIST/END`
+  and SASL PLAIN (transports/ircv3_caps.py; `CAP LS` holds registration
+  until `CAP END`). Once NICK and USER are in, the codec emits
+  `Hello(nick, rooms=())`: IRC clients join their channels themselves.
+  `welcome` becomes 001-005 (with the relay's real limits) and the MOTD.
+- Channel `#name` is room `name`. JOIN/PART/PRIVMSG/NOTICE/NAMES/WHO/LIST,
+  WHOIS, AWAY and CHATHISTORY become relay events; TOPIC, MODE, PING,
+  USERHOST and ISON are answered here, harmlessly. CTCP ACTION (`/me`) is a
+  `say`/`whisper` with `action`.
+- IRCv3 (transports/ircv3_tags.py): `time` and `msgid` tags, BATCH,
+  echo-message and labeled-response, as negotiated. A label travels to the
+  relay as the request's `id` (PRIVMSG, WHOIS, CHATHISTORY) and comes back
+  with its answer; any other labeled command is answered here at once: its
+  own replies labeled, or `ACK`.
 - Relay errors become the RFC numerics that clients act on (433 lets a
   client pick another nick during registration) or a server NOTICE.
 
@@ -25,7 +32,10 @@ encoder owns what the relay told us (`registered`, `nick`, `rooms`, pings
 out). What crosses is a value: immutable objects published by one
 assignment (the hello answers the encoder counts against the hellos the
 reader sent), and one-way deques of what a request's answer needs (the
-reader appends, the encoder pops). No lock.
+reader appends, the encoder pops). No lock. The negotiated caps are such a
+value: the reader replaces `caps` (and `_fan_key`, the part that changes
+room traffic) on CAP REQ; the encoder only reads them. Batch references
+never collide: the reader makes `L1, L2...`, the encoder `B1, B2...`.
 """
 
 from __future__ import annotations
@@ -35,9 +45,11 @@ from collections import deque
 from collections.abc import Callable, Hashable
 from typing import Any, Final, Self
 
+from transports import ircv3_caps, ircv3_history
 from transports.base import CodecSettings, Decoded, ServerCodec
 from transports.errors import FATAL_CODES, ProtocolError
 from transports.events import (
+    Away,
     Ban,
     Bye,
     ClientEvent,
@@ -54,6 +66,7 @@ from transports.events import (
     Unban,
     Whisper,
     Who,
+    Whois,
     hhmm,
 )
 from transports.irc_lines import (
@@ -68,7 +81,9 @@ from transports.irc_lines import (
     user_prefix,
     word_lines,
 )
+from transports.ircv3_tags import room_msgid, server_time, tag_prefix, whisper_msgid
 from transports.validate import (
+    HISTORY_MAX_LIMIT,
     ID_MAX_BYTES,
     MAX_REASON,
     check_text,
@@ -81,7 +96,8 @@ from transports.validate import (
 _log = logging.getLogger("transports.irc")
 
 # Commands a client may send before 001; anything else gets 451.
-_PRE_REGISTRATION: Final = frozenset({"PASS", "NICK", "USER", "CAP", "PING", "PONG", "QUIT"})
+_PRE_REGISTRATION: Final = frozenset({"PASS", "NICK", "USER", "CAP", "PING", "PONG", "QUIT",
+                                      "AUTHENTICATE"})
 # How far past the relay's text limit a line may go (command, target, tags).
 LINE_OVERHEAD: Final = 512
 DEFAULT_MAX_PENDING: Final = 64  # NAMES/WHO (and LIST) requests awaiting an answer
@@ -89,14 +105,53 @@ _MAX_PINGS: Final = 16  # the relay's keepalive pings whose PONG we can still ma
 # Errors the relay's reader thread sends about a request it refused before it
 # reached the hub: that request gets no other answer.
 _REFUSED: Final = frozenset({"rate_limited", "not_ready"})
+# Commands whose label rides to the relay as their request's id.
+_LABEL_CARRIED: Final = frozenset({"PRIVMSG", "NOTICE", "WHOIS", "CHATHISTORY"})
+_ACTION: Final = "\x01ACTION "
+MOTD: Final = (
+    "This is a chat-relay: join a channel with /join #lobby (every #name is a room).",
+    "The same relay also speaks nc (plain text lines), WebSocket (the web page at "
+    "http://HOST:PORT/) and the native msgpack protocol (chat-client), all on this port.",
+)
 
 
 def room_to_channel(room: str) -> str:
     return "#" + room
 
 
-def _privmsg(sender: str, target: str, text: str) -> bytes:
-    return text_lines(user_prefix(sender), "PRIVMSG", target, text).encode("utf-8", "replace")
+def _privmsg(sender: str, target: str, text: str, action: bool = False, tags: str = "") -> str:
+    """PRIVMSG lines for a chat text (a CTCP ACTION when `action`), each with `tags`."""
+    lines = text_lines(user_prefix(sender), "PRIVMSG", target, text, ctcp="ACTION" if action
+                       else None)
+    if not tags:
+        return lines
+    return "".join(tags + line + "\r\n" for line in lines.split("\r\n")[:-1])
+
+
+def _split_action(text: str) -> tuple[str, bool]:
+    """`\x01ACTION waves\x01` -> ("waves", True); any other text is itself."""
+    if text.startswith(_ACTION):
+        return text[len(_ACTION):].removesuffix("\x01"), True
+    return text, False
+
+
+def _msg_tags(body: dict[str, Any], caps: frozenset[str], batch: str | None = None,
+              label: str | None = None) -> str:
+    """The tag prefix of a msg or whisper under `caps`."""
+    ts = body.get("ts")
+    msgid: str | None = None
+    if "message-tags" in caps:
+        if body.get("t") == "whisper":
+            msgid = whisper_msgid(str(body.get("from")), str(body.get("to")), int(ts or 0),
+                                  str(body.get("text")))
+        elif isinstance(body.get("seq"), int):
+            msgid = room_msgid(str(body.get("room")), body["seq"])
+    return tag_prefix((
+        ("time", server_time(ts) if "server-time" in caps and isinstance(ts, int) else None),
+        ("msgid", msgid),
+        ("batch", batch),
+        ("label", label),
+    ))
 
 
 class IrcServerCodec(ServerCodec):
@@ -106,11 +161,12 @@ class IrcServerCodec(ServerCodec):
 
     def __init__(
         self, max_frame: int = 65536, max_text: int = 4096, *,
-        max_pending: int = DEFAULT_MAX_PENDING,
+        max_pending: int = DEFAULT_MAX_PENDING, max_rooms: int = 100,
     ) -> None:
         super().__init__(max_frame, max_text)
         self.max_line = max_text + LINE_OVERHEAD
         self.max_pending = max_pending
+        self.max_rooms = max_rooms  # CHANLIMIT in 005: the relay's rooms per client
         # Decode state (reader thread) -------------------------------------
         self._buf = bytearray()  # at most max_line bytes between reads
         self._discarding = False  # inside an overlong line, until its LF
@@ -124,6 +180,14 @@ class IrcServerCodec(ServerCodec):
         self._hello_nick: str | None = None  # the nick of the last Hello sent
         self._answers_seen = 0  # hello answers the reader has acted on
         self._quit_reason = "Client quit"
+        self._cap_version = 0  # 302 once a client said `CAP LS 302`
+        self._sasl: ircv3_caps.SaslPlain | None = None  # a PLAIN exchange under way
+        self._label: str | None = None  # the label of the command being dispatched
+        self._label_used = False  # ... and whether its request carries it
+        self._local_batches = 0  # batch refs made here ("L1", "L2", ...)
+        # IRCv3 caps negotiated (the reader replaces the frozenset, the encoder reads)
+        self.caps: frozenset[str] = frozenset()
+        self._fan_key: frozenset[str] = frozenset()  # the caps that change room traffic
         # Decode -> encode (the reader publishes, the encoder reads or pops)
         self._held: tuple[str, ...] = ()  # replies held while a hello is out
         self._asked: deque[tuple[str, str]] = deque()  # (room, "names" | "who")
@@ -141,10 +205,12 @@ class IrcServerCodec(ServerCodec):
         # held replies it carried.
         self._hello_answers: tuple[int, bool, int] = (0, False, 0)
         self._ping_ids: tuple[tuple[str, Any], ...] = ()  # (token, id), newest last
+        self._batches = 0  # batch refs made by the encoder ("B1", "B2", ...)
 
     @classmethod
     def configured(cls, settings: CodecSettings) -> Self:
-        return cls(settings.max_frame, settings.max_text, max_pending=settings.max_pending)
+        return cls(settings.max_frame, settings.max_text, max_pending=settings.max_pending,
+                   max_rooms=settings.max_rooms_per_client)
 
     @property
     def hello_in_flight(self) -> bool:
@@ -274,9 +340,33 @@ class IrcServerCodec(ServerCodec):
         if handler is None:
             self._reply("421", clean(m.command)[:32], text="Unknown command")
             return
-        handler(self, m.params, out)
+        label = m.tags.get("label") if "labeled-response" in self.caps else None
+        if label is not None and (not label or len(label.encode()) > ID_MAX_BYTES):
+            label = None  # too long to travel as an id: answered unlabeled
+        self._label, self._label_used = label, False
+        start = len(self._out)
+        try:
+            handler(self, m.params, out)
+        finally:
+            self._label = None
+        if label is not None and not self._label_used:
+            self._label_local(label, start)
         if m.command in ("NICK", "USER", "CAP"):
             self._try_register(out)
+
+    def _label_local(self, label: str, start: int) -> None:
+        """Label what this command got from the codec: one line tagged, several
+        in a labeled-response batch, none as `ACK`."""
+        lines = [ln + "\r\n" for ln in "".join(self._out[start:]).split("\r\n")[:-1]]
+        del self._out[start:]
+        self._local_batches += 1
+        self._out.append(labeled(lines, label, self.caps, f"L{self._local_batches}"))
+
+    def _carry_label(self) -> str | None:
+        """The label for the request this command makes (it comes back as its id)."""
+        if self._label is not None:
+            self._label_used = True
+        return self._label
 
     def _need(self, command: str, params: tuple[str, ...], count: int) -> bool:
         if len(params) >= count and all(params[:count]):
@@ -351,17 +441,66 @@ class IrcServerCodec(ServerCodec):
         sub = params[0].upper() if params else ""
         if sub == "LS":
             self._cap_open = not self.registered
-            self._out.append(build(SERVER_NAME, "CAP", [self.me, "LS"], ""))
+            version = params[1] if len(params) > 1 else ""
+            if version.isdigit() and len(version) < 6:
+                self._cap_version = max(self._cap_version, int(version))
+            value = ircv3_caps.ls_value(self._cap_version)
+            self._out.append(build(SERVER_NAME, "CAP", [self.me, "LS"], value))
         elif sub == "LIST":
-            self._out.append(build(SERVER_NAME, "CAP", [self.me, "LIST"], ""))
+            self._out.append(build(SERVER_NAME, "CAP", [self.me, "LIST"], " ".join(
+                sorted(self.caps))))
         elif sub == "REQ":
             self._cap_open = not self.registered
             asked = params[1] if len(params) > 1 else ""
-            self._out.append(build(SERVER_NAME, "CAP", [self.me, "NAK"], asked[:400]))
+            caps = ircv3_caps.request(asked, self.caps)
+            if caps is None:
+                self._out.append(build(SERVER_NAME, "CAP", [self.me, "NAK"], asked[:400]))
+            else:
+                self.caps = caps
+                self._fan_key = caps & ircv3_caps.FANOUT_CAPS
+                self._out.append(build(SERVER_NAME, "CAP", [self.me, "ACK"], asked[:400]))
         elif sub == "END":
             self._cap_open = False
         else:
             self._reply("410", clean(sub)[:20] or "*", text="Invalid CAP command")
+
+    def _cmd_authenticate(self, params: tuple[str, ...], out: list[Decoded]) -> None:
+        """SASL PLAIN: the password becomes the hello's, checked by the relay at
+        registration like PASS (a wrong one gets 464 there); the account is the nick."""
+        if not self._need("AUTHENTICATE", params, 1):
+            return
+        if self.registered or self.hello_in_flight:
+            self._reply("907", text="You have already authenticated using SASL")
+            return
+        if "sasl" not in self.caps:
+            self._reply("904", text="SASL authentication failed: CAP REQ sasl first")
+            return
+        arg = params[0]
+        if arg == "*":
+            self._sasl = None
+            self._reply("906", text="SASL authentication aborted")
+            return
+        if self._sasl is None:
+            if arg.upper() != "PLAIN":
+                self._reply("908", "PLAIN", text="are available SASL mechanisms")
+                self._reply("904", text="SASL authentication failed")
+                return
+            self._sasl = ircv3_caps.SaslPlain()
+            self._out.append("AUTHENTICATE +\r\n")
+            return
+        outcome = self._sasl.feed(arg)
+        if outcome is None:
+            return
+        self._sasl = None
+        if isinstance(outcome, str):
+            self._reply("904", text=f"SASL authentication failed: {outcome}")
+            return
+        self._password = outcome[1]
+        account = self._want_nick or outcome[0]
+        me = self._want_nick or "*"  # the nick this client asked for, as the spec shows
+        self._out.append(build(SERVER_NAME, "900", [me, user_prefix(account), account],
+                               f"You are now logged in as {account}"))
+        self._out.append(build(SERVER_NAME, "903", [me], "SASL authentication successful"))
 
     def _cmd_ping(self, params: tuple[str, ...], out: list[Decoded]) -> None:
         if not params:
@@ -387,8 +526,9 @@ class IrcServerCodec(ServerCodec):
                 return
 
     def _cmd_quit(self, params: tuple[str, ...], out: list[Decoded]) -> None:
-        self._quit_reason = params[0][:200] if params else "Client quit"
-        out.append(Bye())
+        reason = clean(params[0])[:MAX_REASON].strip() if params else ""
+        self._quit_reason = reason or "Client quit"
+        out.append(Bye(reason or None))
         self.closed = True
 
     def farewell(self) -> bytes:
@@ -432,8 +572,12 @@ class IrcServerCodec(ServerCodec):
             if not quiet:
                 self._reply("412", text="No text to send")
             return
-        text = params[1]
+        text, action = _split_action(params[1])
+        if not text:
+            return  # a CTCP ACTION with nothing to do
+        label = self._carry_label()
         for target in params[0].split(",")[:8]:
+            label, first_label = None, label  # one labeled answer per command
             if target.startswith("#"):
                 room = target[1:]
                 if not is_valid_room(room):
@@ -455,10 +599,10 @@ class IrcServerCodec(ServerCodec):
                     out.append(err)
                 continue
             if room is not None:
-                out.append(Say(room, text))
+                out.append(Say(room, text, first_label, action or None))
             else:
                 self._whisper_to.append(target)
-                out.append(Whisper(target, text))
+                out.append(Whisper(target, text, first_label, action or None))
 
     def _ask_members(self, room: str, kind: str, out: list[Decoded]) -> None:
         """Ask the relay for `room`'s members, remembering which command asked.
@@ -581,12 +725,43 @@ class IrcServerCodec(ServerCodec):
             self._reply("502", text="Can't change mode for other users")
 
     def _cmd_whois(self, params: tuple[str, ...], out: list[Decoded]) -> None:
+        """WHOIS [server] nick: the relay answers with the nick's rooms (311/312/319/318)."""
         if not self._need("WHOIS", params, 1):
             return
         target = params[-1].split(",")[0]
-        if self.nick is not None and nick_key(target) == nick_key(self.nick):
-            self._reply("311", self.nick, self.nick, HOST, "*", text=self.nick)
-        self._reply("318", clean(target)[:64] or "*", text="End of /WHOIS list")
+        if not is_valid_nick(target):
+            self._reply("401", clean(target)[:64] or "*", text="No such nick/channel")
+            self._reply("318", clean(target)[:64] or "*", text="End of /WHOIS list")
+            return
+        out.append(Whois(target, self._carry_label()))
+
+    def _cmd_motd(self, params: tuple[str, ...], out: list[Decoded]) -> None:
+        self._out.append(self._motd())
+
+    def _motd(self) -> str:
+        lines = [self._numeric("375", text=f"- {SERVER_NAME} Message of the day -")]
+        lines += [self._numeric("372", text=f"- {line}") for line in MOTD]
+        lines.append(self._numeric("376", text="End of /MOTD command"))
+        return "".join(lines)
+
+    def _cmd_chathistory(self, params: tuple[str, ...], out: list[Decoded]) -> None:
+        if "draft/chathistory" not in self.caps:
+            self._reply("421", "CHATHISTORY", text="Unknown command (CAP REQ draft/chathistory)")
+            return
+        try:
+            request = ircv3_history.parse(params, self._label)
+        except ircv3_history.HistoryFail as fail:
+            self._out.append(fail.line())
+            return
+        if isinstance(request, str):  # a nick: private history is not kept
+            self._local_batches += 1
+            self._out.append(self._batch(f"L{self._local_batches}", "chathistory", [request], []))
+            return
+        self._carry_label()
+        out.append(request)
+
+    def _cmd_tagmsg(self, params: tuple[str, ...], out: list[Decoded]) -> None:
+        """TAGMSG (typing notices and the like): the relay has nowhere to carry them."""
 
     def _cmd_userhost(self, params: tuple[str, ...], out: list[Decoded]) -> None:
         found = [
@@ -597,10 +772,10 @@ class IrcServerCodec(ServerCodec):
         self._reply("302", text=" ".join(found))
 
     def _cmd_away(self, params: tuple[str, ...], out: list[Decoded]) -> None:
-        if params and params[0]:
-            self._reply("306", text="You have been marked as being away")
-        else:
-            self._reply("305", text="You are no longer marked as being away")
+        """Through the hub: WHOIS shows it, away-notify tells the rooms; the
+        answer (305/306) is the hub's `away` about this client."""
+        text = clean(params[0])[:MAX_REASON].strip() if params else ""
+        out.append(Away(text or None))
 
     def _cmd_ison(self, params: tuple[str, ...], out: list[Decoded]) -> None:
         self._reply("303", text="")
@@ -631,11 +806,14 @@ class IrcServerCodec(ServerCodec):
                 "CHANTYPES=#",
                 "NICKLEN=32",
                 "CHANNELLEN=65",
+                f"CHANLIMIT=#:{self.max_rooms}",
                 "CASEMAPPING=ascii",
                 f"NETWORK={SERVER_NAME}",
+                f"CHATHISTORY={HISTORY_MAX_LIMIT}",
+                "MSGREFTYPES=msgid,timestamp",
                 text="are supported by this server",
             ),
-            self._numeric("422", text="MOTD File is missing"),
+            self._motd(),
         ]
         return "".join(lines) + self._release_held(False)
 
@@ -686,9 +864,18 @@ class IrcServerCodec(ServerCodec):
                     + f"ERROR :Closing Link: {self.me} (banned: {clean(text)})\r\n")
         if code == "auth_failed":
             return self._numeric("464", text=f"Password incorrect: {text}")
+        if code == "no_such_nick" and ref == "whois":
+            nick = clean(str(body.get("nick") or "*"))
+            return self._labeled_lines([
+                self._numeric("401", nick, text="No such nick/channel"),
+                self._numeric("318", nick, text="End of /WHOIS list")], body.get("id"))
         if code == "no_such_nick":
             nick = str(body.get("nick") or _pop(self._whisper_to) or "*")
             return self._numeric("401", nick, text="No such nick/channel")
+        if ref == "chathistory":
+            fail = build(SERVER_NAME, "FAIL", ["CHATHISTORY", "INVALID_TARGET", "*", channel],
+                         text)
+            return self._labeled_lines([fail], body.get("id"))
         if ref == "whisper":
             _pop(self._whisper_to)
         if code == "not_in_room":
@@ -818,20 +1005,32 @@ class IrcServerCodec(ServerCodec):
         sender = body.get("from")
         if self.nick is not None and isinstance(sender, str):
             if nick_key(sender) == nick_key(self.nick):
-                return ""
-        return self.encode_fanout(body, None).decode("utf-8", "replace")
+                return self._echo(body, None)
+        return self.encode_fanout(body, self._fan_key).decode("utf-8", "replace")
+
+    def _echo(self, body: dict[str, Any], label: Any) -> str:
+        """This client's own msg or whisper: echo-message shows it (labeled), a
+        label without echo-message gets `ACK`, else nothing (IRC shows its own)."""
+        label = label if isinstance(label, str) and "labeled-response" in self.caps else None
+        if "echo-message" not in self.caps:
+            return _ack(label) if label is not None else ""
+        target = str(body.get("to")) if body.get("t") == "whisper" else \
+            room_to_channel(str(body.get("room")))
+        return _privmsg(self.me, target, str(body.get("text", "")), bool(body.get("action")),
+                        _msg_tags(body, self.caps, label=label))
 
     def _enc_whisper(self, body: dict[str, Any]) -> str:
         sender = str(body.get("from", ""))
         if self.nick is not None and nick_key(sender) == nick_key(self.nick):
             _pop(self._whisper_to)
-            return ""  # IRC does not echo a client's own messages
-        return text_lines(user_prefix(sender), "PRIVMSG", self.me, str(body.get("text", "")))
+            return self._echo(body, body.get("id"))
+        return _privmsg(sender, self.me, str(body.get("text", "")), bool(body.get("action")),
+                        _msg_tags(body, self.caps))
 
     def _enc_presence(self, body: dict[str, Any]) -> str:
         if self._about_me(body):
             return ""
-        return self.encode_fanout(body, None).decode("utf-8", "replace")
+        return self.encode_fanout(body, self._fan_key).decode("utf-8", "replace")
 
     def _enc_presence_batch(self, body: dict[str, Any]) -> str:
         return self._batch_own(body).decode("utf-8", "replace")
@@ -844,16 +1043,87 @@ class IrcServerCodec(ServerCodec):
         return self.encode_fanout({**body, "events": mine}, None)
 
     def _enc_history(self, body: dict[str, Any]) -> str:
-        if body.get("replay") is True:
+        """Replayed history (after a join or resume): a chathistory batch where
+        the client took `batch`; else a join replay as PRIVMSGs with a time
+        prefix, and a resume's messages as they would have come."""
+        if body.get("replay") is True and "batch" not in self.caps:
             return self._enc_replay(body)
-        return "".join(self._enc_msg(m) for m in body.get("messages", ()) if isinstance(m, dict))
+        messages = [m for m in body.get("messages", ()) if isinstance(m, dict)]
+        if "batch" in self.caps and messages:
+            return self._history_batch(str(body.get("room")), messages, None)
+        return "".join(self._enc_msg(m) for m in messages)
+
+    def _history_batch(self, room: str, messages: list[dict[str, Any]], label: Any) -> str:
+        self._batches += 1
+        ref = f"B{self._batches}"
+        lines = [
+            _privmsg(str(m.get("from")), room_to_channel(room), str(m.get("text", "")),
+                     bool(m.get("action")), _msg_tags(m, self.caps, batch=ref))
+            for m in messages
+        ]
+        return self._batch(ref, "chathistory", [room_to_channel(room)], lines, label)
+
+    def _batch(self, ref: str, kind: str, params: list[str], lines: list[str],
+               label: Any = None) -> str:
+        """`BATCH +ref kind params`, the lines (already tagged batch=ref), `BATCH -ref`."""
+        label = label if isinstance(label, str) and "labeled-response" in self.caps else None
+        if "batch" not in self.caps:
+            return "".join(lines) if lines or label is None else _ack(label)
+        start = tag_prefix([("label", label)]) + build(SERVER_NAME, "BATCH", ["+" + ref, kind,
+                                                                              *params])
+        return start + "".join(lines) + build(SERVER_NAME, "BATCH", ["-" + ref])
+
+    def _enc_chathistory(self, body: dict[str, Any]) -> str:
+        label = body.get("id")
+        if body.get("sub") == "targets":
+            self._batches += 1
+            ref = f"B{self._batches}"
+            lines = [
+                tag_prefix([("batch", ref)]) + build(
+                    SERVER_NAME, "CHATHISTORY",
+                    ["TARGETS", room_to_channel(str(name)), f"timestamp={server_time(int(ts))}"])
+                for name, ts in body.get("targets", ())
+            ]
+            return self._batch(ref, "draft/chathistory-targets", [], lines, label)
+        messages = [m for m in body.get("messages", ()) if isinstance(m, dict)]
+        return self._history_batch(str(body.get("room")), messages, label)
+
+    def _enc_whois(self, body: dict[str, Any]) -> str:
+        nick = clean(str(body.get("nick")))
+        rooms = [room_to_channel(clean(str(r))) for r in body.get("rooms", ())]
+        lines = [self._numeric("311", nick, nick, HOST, "*", text=nick),
+                 self._numeric("312", nick, SERVER_NAME, text="chat-relay")]
+        if rooms:
+            prefix = f":{SERVER_NAME} 319 {self.me} {nick} :"
+            lines += word_lines(prefix, rooms)
+        if body.get("away"):
+            lines.append(self._numeric("301", nick, text=str(body["away"])))
+        lines.append(self._numeric("318", nick, text="End of /WHOIS list"))
+        return self._labeled_lines(lines, body.get("id"))
+
+    def _labeled_lines(self, lines: list[str], label: Any) -> str:
+        if not isinstance(label, str) or "labeled-response" not in self.caps:
+            return "".join(lines)
+        self._batches += 1
+        return labeled(lines, label, self.caps, f"B{self._batches}")
+
+    def _enc_away(self, body: dict[str, Any]) -> str:
+        """AWAY: 305/306 for this client's own, `AWAY` lines with away-notify."""
+        nick, text = str(body.get("nick", "")), body.get("text")
+        if self.nick is not None and nick_key(nick) == nick_key(self.nick):
+            if text:
+                return self._numeric("306", text="You have been marked as being away")
+            return self._numeric("305", text="You are no longer marked as being away")
+        if "away-notify" not in self.caps:
+            return ""
+        return build(user_prefix(clean(nick)), "AWAY", (),
+                     str(text) if text else None)
 
     def _enc_replay(self, body: dict[str, Any]) -> str:
         """A join replay: the room's latest messages right after the JOIN and NAMES.
 
-        Hook for IRCv3: a client that negotiated `batch` and `server-time` (or
-        `draft/chathistory`) is to get them here as one `chathistory` batch with
-        `@time=` tags and untouched texts. Every other client gets plain PRIVMSGs
+        A client that negotiated `batch` gets it as one `chathistory` batch with
+        `@time=` tags and untouched texts (`_enc_history`). Every other client gets plain PRIVMSGs
         from the original nicks (its own included: they are history, not an
         echo) with `[HH:MM] ` (the relay's local time) before the text, the way
         Ergo's autoreplay serves clients without server-time.
@@ -898,19 +1168,23 @@ class IrcServerCodec(ServerCodec):
 
     # Fan-out ------------------------------------------------------------------
 
-    fixed_fanout_key = True
+    # The key is the negotiated caps that change room traffic (tags); a client
+    # may still CAP REQ after its first join, so it is asked each time.
+    fixed_fanout_key = False
 
     def fanout_key(self, room: str) -> Hashable:
-        return None
+        return self._fan_key
 
     @classmethod
     def encode_fanout(cls, body: dict[str, Any], key: Hashable) -> bytes:
         t = body.get("t")
+        caps: frozenset[str] = key if isinstance(key, frozenset) else frozenset()
         try:
             if t == "msg":
                 return _privmsg(
-                    str(body["from"]), room_to_channel(str(body["room"])), str(body["text"])
-                )
+                    str(body["from"]), room_to_channel(str(body["room"])), str(body["text"]),
+                    bool(body.get("action")), _msg_tags(body, caps),
+                ).encode("utf-8", "replace")
             if t == "presence_batch":
                 return cls._batch_lines(body)
             if t == "presence":
@@ -923,8 +1197,10 @@ class IrcServerCodec(ServerCodec):
                     by = clean(str(body["by"]))
                     return text_lines(user_prefix(by), "KICK", f"{channel} {nick}",
                                       str(body.get("reason") or by)).encode("utf-8", "replace")
-                if event == "part":
-                    return f":{user_prefix(nick)} PART {channel}\r\n".encode()
+                if event == "part":  # with the reason its QUIT gave, if any
+                    reason = body.get("reason")
+                    return build(user_prefix(nick), "PART", [channel],
+                                 str(reason) if reason else None).encode("utf-8", "replace")
                 if event == "nick" and body.get("new"):
                     return f":{user_prefix(nick)} NICK :{clean(str(body['new']))}\r\n".encode()
         except (KeyError, TypeError):
@@ -949,9 +1225,39 @@ class IrcServerCodec(ServerCodec):
         parts and renames come from `joined`/`parted`/`renamed`."""
         if body.get("t") == "presence_batch":
             return self._batch_own(body)
-        if body.get("t") == "msg" or self._about_me(body):
+        if body.get("t") == "msg":
+            return self._echo(body, msg_id).encode("utf-8", "replace")
+        if self._about_me(body):
             return b""
-        return self.encode_fanout(body, None)
+        return self.encode_fanout(body, self._fan_key)
+
+
+def _ack(label: str) -> str:
+    return tag_prefix([("label", label)]) + build(SERVER_NAME, "ACK")
+
+
+def _with_tags(prefix: str, line: str) -> str:
+    """`line` with the tags of `prefix` (`@k=v `) added before its own."""
+    if not prefix:
+        return line
+    if line.startswith("@"):
+        return prefix[:-1] + ";" + line[1:]
+    return prefix + line
+
+
+def labeled(lines: list[str], label: str, caps: frozenset[str], ref: str) -> str:
+    """A labeled answer (labeled-response): `ACK` for no line, the one line
+    labeled, or several in a `labeled-response` batch (the first line labeled
+    when the client has no `batch`)."""
+    tag = tag_prefix([("label", label)])
+    if not lines:
+        return _ack(label)
+    if len(lines) == 1 or "batch" not in caps:
+        return _with_tags(tag, lines[0]) + "".join(lines[1:])
+    inner = tag_prefix([("batch", ref)])
+    return (tag + build(SERVER_NAME, "BATCH", ["+" + ref, "labeled-response"])
+            + "".join(_with_tags(inner, line) for line in lines)
+            + build(SERVER_NAME, "BATCH", ["-" + ref]))
 
 
 _Handler = Callable[[IrcServerCodec, tuple[str, ...], list[Decoded]], None]
@@ -975,6 +1281,10 @@ _HANDLERS: Final[dict[str, _Handler]] = {
     "WHOIS": IrcServerCodec._cmd_whois,
     "USERHOST": IrcServerCodec._cmd_userhost,
     "AWAY": IrcServerCodec._cmd_away,
+    "AUTHENTICATE": IrcServerCodec._cmd_authenticate,
+    "MOTD": IrcServerCodec._cmd_motd,
+    "CHATHISTORY": IrcServerCodec._cmd_chathistory,
+    "TAGMSG": IrcServerCodec._cmd_tagmsg,
     "ISON": IrcServerCodec._cmd_ison,
     "OPER": IrcServerCodec._cmd_oper,
     "KICK": IrcServerCodec._cmd_kick,
@@ -1021,6 +1331,9 @@ _ENCODERS: Final[dict[str, _Encoder]] = {
     "presence": IrcServerCodec._enc_presence,
     "presence_batch": IrcServerCodec._enc_presence_batch,
     "history": IrcServerCodec._enc_history,
+    "chathistory": IrcServerCodec._enc_chathistory,
+    "whois": IrcServerCodec._enc_whois,
+    "away": IrcServerCodec._enc_away,
     "ping": IrcServerCodec._enc_ping,
     "pong": IrcServerCodec._enc_pong,
     "notice": IrcServerCodec._enc_notice,

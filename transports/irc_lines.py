@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
+
+from transports.ircv3_tags import MAX_CLIENT_TAGS, parse_tags
 
 SERVER_NAME: Final = "chat-relay"
 HOST: Final = "relay"
@@ -24,21 +26,28 @@ _NEWLINES = re.compile(r"\r\n|[\r\n]")
 
 @dataclass(frozen=True, slots=True)
 class IrcMessage:
-    """One parsed line: upper-cased command, its params (trailing last)."""
+    """One parsed line: upper-cased command, its params (trailing last), its
+    IRCv3 tags (unescaped; empty when the line had none)."""
 
     command: str
     params: tuple[str, ...]
+    tags: dict[str, str] = field(default_factory=dict, compare=False)
 
 
 def parse_line(line: str) -> IrcMessage | None:
     """Parse one line without its line ending; None for a line with no command.
 
-    Message tags (`@...`) and a client-sent prefix (`:...`) are dropped: the
-    relay knows who the client is.
+    A client-sent prefix (`:...`) is dropped: the relay knows who the client
+    is. Message tags (`@...`) are kept, unescaped, up to MAX_CLIENT_TAGS bytes
+    (a longer tag section is dropped whole: the line still counts).
     """
     rest = line.lstrip(" ")
+    tags: dict[str, str] = {}
     if rest.startswith("@"):
-        rest = rest.partition(" ")[2].lstrip(" ")
+        raw, _, rest = rest.partition(" ")
+        if len(raw) - 1 <= MAX_CLIENT_TAGS:
+            tags = parse_tags(raw[1:])
+        rest = rest.lstrip(" ")
     if rest.startswith(":"):
         rest = rest.partition(" ")[2].lstrip(" ")
     head, sep, trailing = rest.partition(" :")
@@ -49,7 +58,7 @@ def parse_line(line: str) -> IrcMessage | None:
     command = parts[0].upper()
     if not command:
         return None
-    return IrcMessage(command, tuple(params))
+    return IrcMessage(command, tuple(params), tags)
 
 
 def clean(text: str) -> str:
@@ -94,18 +103,22 @@ def split_utf8(text: str, budget: int) -> Iterator[str]:
         data = data[cut:]
 
 
-def text_lines(source: str, command: str, target: str, text: str) -> str:
+def text_lines(
+    source: str, command: str, target: str, text: str, ctcp: str | None = None
+) -> str:
     """`command target :text` lines for a chat text: one per line of the text,
     each split to fit 512 bytes. Empty lines are dropped (IRC cannot send them).
+    With `ctcp` (ACTION), each piece is wrapped as `\x01ACTION piece\x01`.
     """
     head = f":{source} {command} {clean(target)} :"
-    budget = MAX_LINE - 2 - len(head.encode())
+    opener, closer = (f"\x01{ctcp} ", "\x01") if ctcp else ("", "")
+    budget = MAX_LINE - 2 - len(head.encode()) - len(opener) - len(closer)
     out: list[str] = []
     for line in _NEWLINES.split(text.replace("\0", "")):
         if not line:
             continue
         for piece in split_utf8(line, budget):
-            out.append(f"{head}{piece}\r\n")
+            out.append(f"{head}{opener}{piece}{closer}\r\n")
     return "".join(out)
 
 

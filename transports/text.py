@@ -185,6 +185,7 @@ class TextServerCodec(ServerCodec):
             "help": self._help,
             "ping": lambda ref, arg: Ping(),
             "quit": self._quit,
+            "me": self._me,
             "oper": self._oper,
             "kick": self._kick,
             "ban": self._ban,
@@ -428,8 +429,17 @@ class TextServerCodec(ServerCodec):
         return Unmute(check_nick(arg.strip(), ref))
 
     def _quit(self, ref: str, arg: str) -> ClientEvent:
+        reason = arg.strip()
+        if reason:
+            check_text(reason, MAX_REASON, ref, key="'reason'")
         self.closed = True
-        return Bye()
+        return Bye(reason or None)
+
+    def _me(self, ref: str, arg: str) -> ClientEvent:
+        if not arg.strip():
+            raise ProtocolError("bad_field", "usage: /me TEXT", ref)
+        room = self._room_or_current("", "say")
+        return Say(room=room, text=check_text(arg.strip(), self.max_text, "say"), action=True)
 
     # Output ------------------------------------------------------------------
 
@@ -501,13 +511,20 @@ class TextServerCodec(ServerCodec):
                 reason = f": {_s(body, 'reason')}" if body.get("reason") else ""
                 return [f"* {who} was removed from {room} by {_s(body, 'by')}{reason}"]
             if event == "part":
-                return [f"* {who} left {room}"]
+                reason = f" ({_s(body, 'reason')})" if body.get("reason") else ""
+                return [f"* {who} left {room}{reason}"]
             if event == "nick":
                 return [f"* {who} is now known as {_s(body, 'new')}"]
             return []
         if t == "presence_batch":
             return cls._batch_lines(body, current, None)
+        if t == "away":
+            text = _s(body, "text") if body.get("text") else ""
+            return [f"* {_s(body, 'nick')} is away: {text}" if text
+                    else f"* {_s(body, 'nick')} is back"]
         if t == "whisper":
+            if body.get("action"):
+                return [f"* *{_s(body, 'from')}* {_s(body, 'text')}"]
             if nick is not None and _s(body, "from") == nick:
                 return [f"-> *{_s(body, 'to')}* {_s(body, 'text')}"]
             return [f"*{_s(body, 'from')}* {_s(body, 'text')}"]
@@ -624,5 +641,8 @@ class TextServerCodec(ServerCodec):
 
     @staticmethod
     def _msg_line(body: dict[str, Any], current: bool) -> str:
-        line = f"<{_s(body, 'from')}> {_s(body, 'text')}"
+        if body.get("action"):
+            line = f"* {_s(body, 'from')} {_s(body, 'text')}"
+        else:
+            line = f"<{_s(body, 'from')}> {_s(body, 'text')}"
         return line if current else f"[{_s(body, 'room')}] {line}"

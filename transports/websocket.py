@@ -6,11 +6,14 @@ sans-I/O like every codec here: this module only routes the HTTP request
 (`/ws` upgrades, the web page, 404), turns complete messages into
 `ClientEvent`s and bodies into frames.
 
-Two subprotocols, chosen in the handshake:
+Three subprotocols, chosen in the handshake:
 
 - `chat-relay.v1.json` (also when the client asks for none): one JSON object
   per text message;
-- `chat-relay.v1.msgpack`: one msgpack map per binary message.
+- `chat-relay.v1.msgpack`: one msgpack map per binary message;
+- `text.ircv3.net` (IRCv3 "WebSocket" spec, gamja and Kiwi IRC): one IRC
+  line per text message, without CR LF, handed to the IRC codec
+  (transports/irc.py) that this connection then wraps.
 
 Server frames are built here from the body and the subprotocol alone, never
 by the per-connection `ServerProtocol`: fan-out encodes a batch once per
@@ -37,6 +40,7 @@ from websockets.typing import Subprotocol
 from transports.base import CodecSettings, Decoded, ServerCodec
 from transports.errors import WS_CLOSE_CODES, FatalProtocolError, ProtocolError
 from transports.events import Bye, parse_client_body, presence_bodies
+from transports.irc import DEFAULT_MAX_PENDING, IrcServerCodec
 from transports.native import pack_body, unpack_body
 from transports.validate import MAX_DEPTH, json_depth_exceeds
 from transports.ws_http import (
@@ -50,7 +54,8 @@ from transports.ws_http import (
 
 JSON_SUBPROTOCOL: Final = Subprotocol("chat-relay.v1.json")
 MSGPACK_SUBPROTOCOL: Final = Subprotocol("chat-relay.v1.msgpack")
-SUBPROTOCOLS: Final = (JSON_SUBPROTOCOL, MSGPACK_SUBPROTOCOL)
+IRC_SUBPROTOCOL: Final = Subprotocol("text.ircv3.net")
+SUBPROTOCOLS: Final = (JSON_SUBPROTOCOL, MSGPACK_SUBPROTOCOL, IRC_SUBPROTOCOL)
 MAX_REQUEST_HEAD: Final = 65536  # request line + headers we hold before parsing
 # Frames one message may arrive in. websockets bounds a message's bytes
 # (max_size) but not its frames, and an empty continuation frame adds none.
@@ -128,6 +133,12 @@ def server_frame(opcode: Opcode, payload: bytes) -> bytes:
     return Frame(opcode, payload).serialize(mask=False)
 
 
+def irc_frames(lines: bytes) -> bytes:
+    """IRC lines (CR LF ended) as text frames, one line each, without the CR LF."""
+    return b"".join(server_frame(Opcode.TEXT, line)
+                    for line in lines.split(b"\r\n") if line)
+
+
 def close_frame(code: int, reason: str = "") -> bytes:
     return server_frame(Opcode.CLOSE, Close(code, reason[:120]).serialize())
 
@@ -144,8 +155,14 @@ class WebSocketServerCodec(ServerCodec):
         *,
         allowed_origins: str = "",
         max_fragments: int = DEFAULT_MAX_FRAGMENTS,
+        max_pending: int = DEFAULT_MAX_PENDING,
+        max_rooms: int = 100,
     ) -> None:
         super().__init__(max_frame, max_text)
+        # For a text.ircv3.net connection: the IRC codec it wraps, made at the
+        # upgrade (before any fan-out, so encoders see it set or never use it).
+        self.irc: IrcServerCodec | None = None
+        self._irc_limits = (max_pending, max_rooms)
         self.allowed_origins = parse_allowed_origins(allowed_origins)
         self.max_fragments = max_fragments
         # max_size bounds a whole (possibly fragmented) message, not one frame.
@@ -178,6 +195,8 @@ class WebSocketServerCodec(ServerCodec):
             settings.max_text,
             allowed_origins=settings.allowed_origins,
             max_fragments=settings.max_fragments,
+            max_pending=settings.max_pending,
+            max_rooms=settings.max_rooms_per_client,
         )
 
     # Bytes in -----------------------------------------------------------------
@@ -257,6 +276,10 @@ class WebSocketServerCodec(ServerCodec):
         if response.status_code == 101:
             # Published before is_open: the encoder reads them in that order.
             self.subprotocol = self._ws.subprotocol or JSON_SUBPROTOCOL
+            if self.subprotocol == IRC_SUBPROTOCOL:
+                self.irc = IrcServerCodec(self.max_frame, self.max_text,
+                                          max_pending=self._irc_limits[0],
+                                          max_rooms=self._irc_limits[1])
         self._ws.send_response(response)
         if response.status_code == 101:
             self.is_open = True
@@ -298,6 +321,12 @@ class WebSocketServerCodec(ServerCodec):
         self.closed = True
 
     def _receive_message(self, opcode: Opcode, data: bytes, out: list[Decoded]) -> None:
+        if self.irc is not None:
+            # One IRC line per message; a CR LF at its end is allowed.
+            out.extend(self.irc.receive_data(data.rstrip(b"\r\n") + b"\r\n"))
+            if self.irc.closed:
+                self.closed = True  # a QUIT: read nothing more
+            return
         try:
             body = self._decode_body(opcode, data)
             event = parse_client_body(body, self.max_text)
@@ -313,7 +342,8 @@ class WebSocketServerCodec(ServerCodec):
             return b""
         self._close_sent = True
         self.closed = True
-        return close_frame(CloseCode.NORMAL_CLOSURE, "bye")
+        last = irc_frames(self.irc.farewell()) if self.irc is not None else b""
+        return last + close_frame(CloseCode.NORMAL_CLOSURE, "bye")
 
     def _decode_body(self, opcode: Opcode, data: bytes) -> Any:
         """One message's body; raises ProtocolError(bad_frame) saying what is wrong."""
@@ -357,6 +387,8 @@ class WebSocketServerCodec(ServerCodec):
                 self.closed = True
 
     def data_to_send(self) -> bytes:
+        if self.irc is not None:
+            self._out += irc_frames(self.irc.data_to_send())
         data = bytes(self._out)
         self._out.clear()
         return data
@@ -369,22 +401,33 @@ class WebSocketServerCodec(ServerCodec):
         t = body.get("t")
         if t in ("welcome", "renamed"):
             self.nick = body.get("nick", self.nick)
-        data = self.encode_fanout(body, self.subprotocol)
+        if self.irc is not None:
+            data = irc_frames(self.irc.encode(body))
+        else:
+            data = self.encode_fanout(body, self.subprotocol)
         if t == "error":
             code = WS_CLOSE_CODES.get(str(body.get("code")))
+            if code is None and self.irc is not None and self.irc.closed:
+                code = CloseCode.POLICY_VIOLATION  # the IRC codec ended it (ERROR line)
             if code is not None:
                 self._close_sent = True
                 self.closed = True
                 data += close_frame(code, str(body.get("code")))
         return data
 
-    fixed_fanout_key = True  # the subprotocol is settled before the first fan-out
+    # The subprotocol is settled before the first fan-out; so are an IRC
+    # client's caps (they are negotiated before registration, thus any join).
+    fixed_fanout_key = True
 
     def fanout_key(self, room: str) -> Hashable:
+        if self.irc is not None:
+            return (IRC_SUBPROTOCOL, self.irc.fanout_key(room))
         return self.subprotocol
 
     @classmethod
     def encode_fanout(cls, body: dict[str, Any], key: Hashable) -> bytes:
+        if isinstance(key, tuple):  # (text.ircv3.net, the IRC codec's key)
+            return irc_frames(IrcServerCodec.encode_fanout(body, key[1]))
         if body.get("t") == "presence_batch":  # the hub's form; clients get v1 bodies
             return b"".join(cls.encode_fanout(b, key) for b in presence_bodies(body))
         if key == MSGPACK_SUBPROTOCOL:
@@ -394,6 +437,8 @@ class WebSocketServerCodec(ServerCodec):
     def encode_own(self, body: dict[str, Any], msg_id: Any) -> bytes:
         if self._close_sent:
             return b""
+        if self.irc is not None:
+            return irc_frames(self.irc.encode_own(body, msg_id))
         if msg_id is not None:
             body = dict(body)
             body["id"] = msg_id

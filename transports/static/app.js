@@ -96,12 +96,14 @@ function nickColour(nick) {
 
 function msgLine(m) {
   const mine = m.from === state.nick;
-  const p = el("div", "line msg" + (mine ? " mine" : ""));
+  const p = el("div", "line msg" + (mine ? " mine" : "") + (m.action ? " action" : ""));
   p.appendChild(el("time", "", clock(m.ts)));
+  // An action (`/me waves`, IRC's CTCP ACTION) reads "* carol waves".
+  if (m.action) p.appendChild(document.createTextNode("* "));
   const from = el("span", "from", m.from);
   if (!mine) from.style.color = nickColour(m.from);
   p.appendChild(from);
-  p.appendChild(document.createTextNode(m.text));
+  p.appendChild(document.createTextNode(m.action ? " " + m.text : m.text));
   p.title = "#" + m.seq;
   return p;
 }
@@ -320,7 +322,10 @@ function handle(b) {
     case "presence": {
       const r = room(b.room);
       if (b.event === "join") { r.members.add(b.nick); info(b.room, `${b.nick} joined`); }
-      else if (b.event === "part") { r.members.delete(b.nick); info(b.room, `${b.nick} left`); }
+      else if (b.event === "part") {
+        r.members.delete(b.nick);
+        info(b.room, `${b.nick} left` + (b.reason ? ` (${b.reason})` : ""));
+      }
       else if (b.event === "nick") {
         r.members.delete(b.nick); r.members.add(b.new);
         info(b.room, `${b.nick} is now known as ${b.new}`);
@@ -366,6 +371,9 @@ function handle(b) {
       break;
     case "notice":
       info(null, b.text);
+      break;
+    case "away":
+      info(null, b.text ? `${b.nick} is away: ${b.text}` : `${b.nick} is back`);
       break;
     case "ping":
       send({ t: "pong", id: b.id });
@@ -420,7 +428,7 @@ function canonical(name) {
 function helpText() {
   const t = state.commands;
   if (!t) return "commands: /join ROOM, /part [ROOM], /msg NICK TEXT, /nick NAME, /who [ROOM], " +
-                 "/rooms, /history [N], /ping, /help, /quit";
+                 "/me TEXT, /rooms, /history [N], /ping, /help, /quit [REASON]";
   return "commands: " + t.commands.map((c) => `${c.usage}: ${c.help}`).join(" · ") +
          " · " + t.plain_line;
 }
@@ -470,7 +478,13 @@ function command(text) {
       send({ t: "ping", id: id });
       break;
     }
-    case "quit": state.quitting = true; send({ t: "bye" }); break;
+    case "me":
+      if (arg && state.current) send({ t: "say", room: state.current, text: arg, action: true });
+      break;
+    case "quit":
+      state.quitting = true;
+      send(arg ? { t: "bye", reason: arg } : { t: "bye" });
+      break;
     case "help": info(null, helpText()); break;
     default: info(null, `unknown command /${typed}; ` + helpText());
   }
