@@ -30,7 +30,8 @@ FORMAT = 1  # the "summary" key: steps as tables (expand() reads them back)
 DIGITS = 4
 
 STEP_KEYS = ("offered_rate", "expected", "delivered", "lost", "duplicates", "reorders",
-             "corrupt", "deliveries_per_s", "ok", "loadavg")
+             "corrupt", "deliveries_per_s", "ok", "loadavg", "cut_receivers", "shed",
+             "backlog", "refused_senders")
 PERCENTILES = ("count", "p50", "p90", "p99", "p99_9", "max")
 GENERATOR_KEYS = ("busy", "engine", "bottleneck")
 LATENCY_RUN_KEYS = ("p50_runs_ms", "p99_runs_ms", "pooled_ms", "cpu_us_per_delivery_runs")
@@ -130,7 +131,19 @@ def expand(data: dict[str, Any]) -> dict[str, Any]:
             if isinstance(p.get(key), dict):
                 p[key] = untable(p[key])
         peaks.append(p)
-    return {**data, "peaks": peaks}
+    out = {**data, "peaks": peaks}
+    if isinstance(data.get("workloads"), dict):
+        out["workloads"] = untable(data["workloads"])
+    return out
+
+
+def workload_table(entries: list[dict[str, Any]]) -> dict[str, Any]:
+    """Workload runs as a table (as steps): who and what, then the run's figures
+    under "run." (a skipped one: its reason)."""
+    rows = [flatten({**{k: v for k, v in e.items() if k != "run"},
+                     **({"run": step(e["run"])} if "run" in e else {})}) for e in entries]
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+    return {"columns": columns, "rows": [[r.get(c) for c in columns] for r in rows]}
 
 
 def latency(run: dict[str, Any]) -> dict[str, Any]:
@@ -150,9 +163,11 @@ def idle(res: dict[str, Any]) -> dict[str, Any]:
 
 def summary(data: dict[str, Any]) -> dict[str, Any]:
     """The committed summary of one suite run's full results."""
-    out = {k: v for k, v in data.items() if k not in ("peaks", "latency", "idle")}
+    out = {k: v for k, v in data.items() if k not in ("peaks", "latency", "idle", "workloads")}
     out["summary"] = FORMAT
     out["peaks"] = [peak(p) for p in data.get("peaks", [])]
+    if data.get("workloads"):
+        out["workloads"] = workload_table(data["workloads"])
     out["latency"] = {name: latency(r) for name, r in data.get("latency", {}).items()}
     if "idle" in data:
         out["idle"] = idle(data["idle"])
@@ -170,10 +185,16 @@ def dumps(data: Any, depth: int = 0) -> str:
     if isinstance(data, dict) and data and not one_line:
         items = [f"{json.dumps(k)}: {dumps(v, depth + 1)}" for k, v in data.items()]
         return "{" + pad + ("," + pad).join(items) + end + "}" + ("\n" if depth == 0 else "")
-    if isinstance(data, list) and not one_line and any(isinstance(v, dict | list)
-                                                       for v in data):
+    if isinstance(data, list) and not one_line and any(nested(v) for v in data):
         return "[" + pad + ("," + pad).join(dumps(v, depth + 1) for v in data) + end + "]"
     return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+
+
+def nested(v: Any) -> bool:
+    """Whether `v` spans lines in dumps(): a dict, or a list holding containers (a
+    table row, which holds a list of numbers at most, stays on one line)."""
+    return isinstance(v, dict) or (isinstance(v, list)
+                                   and any(isinstance(x, dict | list) for x in v))
 
 
 def is_full(data: dict[str, Any]) -> bool:
