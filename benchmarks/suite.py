@@ -7,8 +7,10 @@ installed); at the latency point also chat-relay's design floor
 receiver count it sweeps the offered rate upwards in deliveries/s (x2 a
 step, then --sweep-refine bisection steps after the first failure) and
 keeps the highest step with no loss, no reordering and p99 under the limit;
-then one fixed-rate latency point (1,000 msgs/s, N=100) and the
-idle-connection test. Writes results/<date>.json (a summary: figures, no
+then one fixed-rate latency point (1,000 msgs/s, N=100), the workloads
+(`benchmarks/workloads.py`: heavy and light senders, many rooms, one room of
+10,000, overload at twice each server's peak) with the targets judged, and
+the idle-connection test. Writes results/<date>.json (a summary: figures, no
 histograms; benchmarks/compact.py), .md and -peak.png; the full results and
 the sweep plot go to results/raw/, which git ignores (a run of the latency
 point alone: results/<date>-latency.json and .md).

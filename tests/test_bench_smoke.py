@@ -76,6 +76,8 @@ def test_chat_bench_against_seed_baseline_via_cli(tmp_path: Path) -> None:
         data = json.loads(out.read_text())
         assert data["run"]["expected"] == 4 * 60
         assert data["run"]["lost"] == 0
+        assert (data["run"]["cut_receivers"], data["run"]["shed"]) == (0, 0)
+        assert "cut receivers / shed / backlog" in proc.stdout
         assert data["environment"]["cpu_count"] >= 1
     finally:
         seed.terminate()  # the process this test started, by its handle
