@@ -137,6 +137,7 @@ def run_sweep(cfg: RunConfig, args: argparse.Namespace, console: Console) -> dic
         verdict = "ok  " if ok else "FAIL"
         console.print(f"{verdict} {rate:>10,.0f} msgs/s  {result['deliveries_per_s']:>12,.0f} "
                       f"deliveries/s  lost {result['lost']:,}  "
+                      f"cut {result.get('cut_receivers', 0):,}  shed {result.get('shed', 0):,}  "
                       f"p99 {result['latency_ms']['p99']:.2f} ms  "
                       f"gen CPU {max(result['generator']['busy']):.0%}"
                       + report.server_cpu_note(result)

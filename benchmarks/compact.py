@@ -29,18 +29,26 @@ FORMAT = 1  # the "summary" key: steps as tables (expand() reads them back)
 # 1, at least this many significant digits (CPU shares, µs per delivery).
 DIGITS = 4
 
-STEP_KEYS = ("offered_rate", "expected", "delivered", "lost", "duplicates", "reorders",
-             "corrupt", "deliveries_per_s", "ok", "loadavg")
-PERCENTILES = ("count", "p50", "p90", "p99", "p99_9", "max")
+# Left out, as no reader needs them and a summary must stay under its limit:
+# delivered (expected - lost + duplicates), ok (those and connect.failed),
+# the latency count (deliveries/s x duration) and p90.
+STEP_KEYS = ("offered_rate", "expected", "lost", "duplicates", "reorders",
+             "corrupt", "deliveries_per_s", "loadavg", "cut_receivers", "shed",
+             "backlog", "refused_senders")
+PERCENTILES = ("p50", "p99", "p99_9", "max")
+WHOLE = 100_000  # floats from here up (rates: deliveries/s) keep no decimals
 GENERATOR_KEYS = ("busy", "engine", "bottleneck")
 LATENCY_RUN_KEYS = ("p50_runs_ms", "p99_runs_ms", "pooled_ms", "cpu_us_per_delivery_runs")
 
 
 def rounded(value: Any) -> Any:
-    """Floats to 3 decimals (DIGITS significant below 1), through dicts and lists."""
+    """Floats to 3 decimals (DIGITS significant below 1; none from WHOLE up, as
+    ints), through dicts and lists."""
     if isinstance(value, float):
         if value == 0.0 or not math.isfinite(value):
             return value
+        if abs(value) >= WHOLE:
+            return round(value)
         return round(value, max(3, DIGITS - 1 - math.floor(math.log10(abs(value)))))
     if isinstance(value, dict):
         return {k: rounded(v) for k, v in value.items()}
@@ -130,7 +138,19 @@ def expand(data: dict[str, Any]) -> dict[str, Any]:
             if isinstance(p.get(key), dict):
                 p[key] = untable(p[key])
         peaks.append(p)
-    return {**data, "peaks": peaks}
+    out = {**data, "peaks": peaks}
+    if isinstance(data.get("workloads"), dict):
+        out["workloads"] = untable(data["workloads"])
+    return out
+
+
+def workload_table(entries: list[dict[str, Any]]) -> dict[str, Any]:
+    """Workload runs as a table (as steps): who and what, then the run's figures
+    under "run." (a skipped one: its reason)."""
+    rows = [flatten({**{k: v for k, v in e.items() if k != "run"},
+                     **({"run": step(e["run"])} if "run" in e else {})}) for e in entries]
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+    return {"columns": columns, "rows": [[r.get(c) for c in columns] for r in rows]}
 
 
 def latency(run: dict[str, Any]) -> dict[str, Any]:
@@ -150,9 +170,13 @@ def idle(res: dict[str, Any]) -> dict[str, Any]:
 
 def summary(data: dict[str, Any]) -> dict[str, Any]:
     """The committed summary of one suite run's full results."""
-    out = {k: v for k, v in data.items() if k not in ("peaks", "latency", "idle")}
+    # The targets' verdicts are drawn again from the figures (workloads.targets).
+    out = {k: v for k, v in data.items()
+           if k not in ("peaks", "latency", "idle", "workloads", "targets")}
     out["summary"] = FORMAT
     out["peaks"] = [peak(p) for p in data.get("peaks", [])]
+    if data.get("workloads"):
+        out["workloads"] = workload_table(data["workloads"])
     out["latency"] = {name: latency(r) for name, r in data.get("latency", {}).items()}
     if "idle" in data:
         out["idle"] = idle(data["idle"])
@@ -170,10 +194,16 @@ def dumps(data: Any, depth: int = 0) -> str:
     if isinstance(data, dict) and data and not one_line:
         items = [f"{json.dumps(k)}: {dumps(v, depth + 1)}" for k, v in data.items()]
         return "{" + pad + ("," + pad).join(items) + end + "}" + ("\n" if depth == 0 else "")
-    if isinstance(data, list) and not one_line and any(isinstance(v, dict | list)
-                                                       for v in data):
+    if isinstance(data, list) and not one_line and any(nested(v) for v in data):
         return "[" + pad + ("," + pad).join(dumps(v, depth + 1) for v in data) + end + "]"
     return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+
+
+def nested(v: Any) -> bool:
+    """Whether `v` spans lines in dumps(): a dict, or a list holding containers (a
+    table row, which holds a list of numbers at most, stays on one line)."""
+    return isinstance(v, dict) or (isinstance(v, list)
+                                   and any(isinstance(x, dict | list) for x in v))
 
 
 def is_full(data: dict[str, Any]) -> bool:

@@ -552,7 +552,27 @@ class LoadProcess:
     def _report_sent(self, sched: Schedule, live_senders: int) -> None:
         self.ctrl.send(("sent", {"per_room": self.sent_per_room, "late": sched.late,
                                  "max_lag_ms": sched.max_lag_ns / 1e6,
-                                 "sent": sched.next_index if live_senders else 0}))
+                                 "sent": sched.next_index if live_senders else 0,
+                                 "backlog": self._backlog()}))
+
+    def _backlog(self) -> int:
+        """Messages the senders still hold, written but not taken by the server's
+        socket: its push-back, read when the schedule ends (whole messages: every
+        one of a sender's frames has the same length, the payload being padded)."""
+        queued: list[tuple[Conn, int]] = []
+        if self.engine is not None:
+            for i, c in enumerate(self.engine_conns):
+                if not c.peer.checking:
+                    st = self.engine.conn_stats(i)
+                    queued.append((c, st.queued if st.alive else 0))
+        else:
+            queued = [(c, len(c.out)) for c in self.senders if c.fd >= 0]
+        total = 0
+        for c, nbytes in queued:
+            if nbytes:
+                one = len(c.peer.say(payload.make(0, c.sender_id, 1, self.plan.size)))
+                total += -(-nbytes // one)  # a message partly written is still held
+        return total
 
     def _report_progress(self, sched: Schedule, live_senders: int) -> None:
         counts = self._counts()
@@ -614,12 +634,19 @@ class LoadProcess:
         for c in self.senders:
             if c.peer.error:
                 errors["sender: " + c.peer.error] = errors.get("sender: " + c.peer.error, 0) + 1
+        # Receivers the server cut (an error, or a close, before the end) and, per
+        # room, the most any receiver of it got: what none got, the server shed.
+        cut = sum(1 for c in self.receivers if c.peer.error or c.fd < 0)
+        best: dict[str, int] = {}
+        for c in self.receivers:
+            best[c.peer.room] = max(best.get(c.peer.room, 0), c.peer.unique())
         self.ctrl.send(("final", {
             "delivered": total.delivered, "unique": total.unique, "expected": expected,
             "lost": lost, "duplicates": total.duplicates, "reorders": total.reorders,
             "corrupt": total.corrupt, "window_deliveries": self.window_deliveries,
             "cpu_s": cpu, "wall_s": wall, "busy": cpu / wall if wall > 0 else 0.0,
-            "errors": errors, "latencies": self._flush_latencies(),
+            "errors": errors, "latencies": self._flush_latencies(), "cut": cut,
+            "room_best": best,
             "late": sched.late, "max_lag_ms": sched.max_lag_ns / 1e6,
             "lags": histo.bucket_counts(self.engine.drain_lags() if self.engine is not None
                                         else sched.drain_lags()),

@@ -140,6 +140,8 @@ def result_table(r: dict[str, Any], title: str = "chat-bench") -> Table:
         ("lost", f"{r['lost']:,} ({r['loss_ratio']:.4%})"),
         ("duplicates / reorders / corrupt",
          f"{r['duplicates']:,} / {r['reorders']:,} / {r['corrupt']:,}"),
+        ("cut receivers / shed / backlog",
+         f"{r.get('cut_receivers', 0):,} / {r.get('shed', 0):,} / {r.get('backlog', 0):,}"),
         ("deliveries/s", f"{r['deliveries_per_s']:,.0f}"),
         ("server CPU per delivery", server_cpu_cell(r)),
         *latency_rows(lat),

@@ -123,6 +123,32 @@ def silent_loss_warning(lost: int, expected: int, errors: Mapping[str, int], cor
             "silently; try a lower --rate, lift the server's flood limits, or a longer --drain")
 
 
+def pushback(per_room: Mapping[str, int], sent: list[dict[str, Any]],
+             finals: list[dict[str, Any]], errors: Mapping[str, int]) -> dict[str, int]:
+    """What the server did to keep up, besides delivering late.
+
+    cut_receivers: receivers it closed, or that got an error (slow_consumer,
+    an IRC ERROR line, a reset), before the end of the drain.
+    shed: messages that reached no receiver of their room by the end of the
+    drain: refused (rate_limited), dropped before fan-out, or never written
+    because the server stopped reading the sender. A message that some
+    receiver got is not shed; what the others missed is in `lost`.
+    backlog: messages the senders still held, unwritten, when the schedule
+    ended, because the server's socket took no more (its TCP push-back).
+    refused_senders: senders that got an error (rate_limited...).
+    """
+    best: dict[str, int] = {}
+    for f in finals:
+        for room, n in f.get("room_best", {}).items():
+            best[room] = max(best.get(room, 0), n)
+    return {
+        "cut_receivers": sum(f.get("cut", 0) for f in finals),
+        "shed": sum(max(0, per_room.get(room, 0) - got) for room, got in best.items()),
+        "backlog": sum(s.get("backlog", 0) for s in sent),
+        "refused_senders": sum(n for k, n in errors.items() if k.startswith("sender: ")),
+    }
+
+
 def resolve_engine(choice: str, warnings: list[str]) -> str:
     """"c" or "python" for the timed phase; builds the C engine here, once, before
     the load processes start (they only load it). "auto" falls back with a warning."""
@@ -271,6 +297,7 @@ class Run:
         for s in sent:
             for room, n in s["per_room"].items():
                 per_room[room] = per_room.get(room, 0) + n
+        self.per_room = per_room
         for conn in self.pipes:
             conn.send(("expect", {"per_room": per_room, "drain_s": cfg.drain}))
         finals = self._collect("final", cfg.drain + 60)
@@ -356,6 +383,7 @@ class Run:
                           "send_lag_ms": lags, "send_lag_hist": histo.encode(lag_hist),
                           "bottleneck": bottleneck, "engine": self.engine},
             "errors": errors,
+            **pushback(self.per_room, sent, finals, errors),
             "server_cpu": self._server_cpu(window),
             "loadavg": os.getloadavg()[0],
         }

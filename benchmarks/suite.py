@@ -7,8 +7,10 @@ installed); at the latency point also chat-relay's design floor
 receiver count it sweeps the offered rate upwards in deliveries/s (x2 a
 step, then --sweep-refine bisection steps after the first failure) and
 keeps the highest step with no loss, no reordering and p99 under the limit;
-then one fixed-rate latency point (1,000 msgs/s, N=100) and the
-idle-connection test. Writes results/<date>.json (a summary: figures, no
+then one fixed-rate latency point (1,000 msgs/s, N=100), the workloads
+(`benchmarks/workloads.py`: heavy and light senders, many rooms, one room of
+10,000, overload at twice each server's peak) with the targets judged, and
+the idle-connection test. Writes results/<date>.json (a summary: figures, no
 histograms; benchmarks/compact.py), .md and -peak.png; the full results and
 the sweep plot go to results/raw/, which git ignores (a run of the latency
 point alone: results/<date>-latency.json and .md).
@@ -33,7 +35,7 @@ from typing import Any
 
 from rich.console import Console
 
-from benchmarks import compact, histo, plot, report, sweep
+from benchmarks import compact, histo, plot, report, sweep, workloads
 from benchmarks.baselines import ngircd
 from benchmarks.idle import run_idle
 from benchmarks.runner import RunConfig, RunError, run_once
@@ -201,6 +203,72 @@ def latency_point(name: str, args: argparse.Namespace) -> dict[str, Any]:
         return run_once(cfg)
 
 
+def saved_peak(name: str, out: Path) -> tuple[float, str] | None:
+    """The server's N=100 sustained peak (msgs/s) in the newest saved results."""
+    import json
+
+    for path in sorted(out.glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True):
+        try:
+            saved = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        for p in saved.get("peaks", []) if isinstance(saved, dict) else []:
+            if p.get("server") == name and p.get("receivers") == 100 and p.get("offered_rate"):
+                return float(p["offered_rate"]), f"results/{path.name}"
+    return None
+
+
+def overload_peak(name: str, data: dict[str, Any],
+                  args: argparse.Namespace) -> tuple[float, str] | None:
+    """(msgs/s, where from) the overload step doubles: --overload-peak, this run's
+    N=100 sweep, else the newest saved results; None when none is known."""
+    if args.overload_peak:
+        return args.overload_peak, "--overload-peak"
+    for p in data["peaks"]:
+        if p["server"] == name and p["receivers"] == 100 and p["offered_rate"]:
+            return float(p["offered_rate"]), "this run's N=100 sweep"
+    return saved_peak(name, Path(args.out))
+
+
+def workload_point(name: str, wl: workloads.Workload, data: dict[str, Any],
+                   args: argparse.Namespace, console: Console) -> dict[str, Any]:
+    """One workload against one server, started afresh for it."""
+    e: dict[str, Any] = {"workload": wl.name, "server": name, "receivers": wl.receivers,
+                         "senders": wl.senders, "rooms": wl.rooms}
+    rate = wl.rate
+    if wl.name == "overload":
+        peak_at = overload_peak(name, data, args)
+        if peak_at is None:
+            e["skipped"] = "no N=100 peak measured (run the sweep, or pass --overload-peak)"
+            return e
+        e["peak_rate"], e["peak_source"] = peak_at
+        rate = 2 * peak_at[0]
+    big = wl.clients > 2000
+    try:
+        with server(name) as (pid, port, dialect, greeting):
+            if wl.needs_rooms and not greeting:
+                e["skipped"] = "a bare-line server has no rooms"
+                return e
+            cfg = RunConfig(port=port, dialect=dialect, greeting=greeting,
+                            receivers=wl.receivers, senders=wl.senders, rate=rate,
+                            rooms=wl.rooms, duration=args.workload_duration,
+                            warmup=args.warmup_workload, size=args.size,
+                            drain=args.workload_drain, engine=args.engine,
+                            concurrency=400 if big else 200,
+                            connect_timeout=180.0 if big else 60.0, server_pids=(pid,))
+            e["run"] = run_once(cfg)
+    except RunError as exc:
+        e["skipped"] = str(exc)
+        console.print(f"  [red]{name} {wl.name}: {exc}[/red]")
+        return e
+    r = e["run"]
+    console.print(f"  {wl.name:<9} {name:<14} {r['offered_rate']:>9,.0f} msgs/s -> "
+                  f"{r['deliveries_per_s']:>11,.0f} deliveries/s  lost {r['lost']:<7,} "
+                  f"cut {r['cut_receivers']:<5,} shed {r['shed']:<7,} "
+                  f"p99 {r['latency_ms']['p99']:8.2f} ms{report.server_cpu_note(r)}")
+    return e
+
+
 def idle_point(count: int) -> dict[str, Any]:
     workers = os.cpu_count() or 1
     with banner_process(relay_cmd(workers)) as (pid, port):
@@ -216,6 +284,8 @@ def engine_of(data: dict[str, Any]) -> str:
     used = {step["generator"].get("engine", "python") for p in data["peaks"]
             for step in p["steps"]}
     used |= {r["generator"].get("engine", "python") for r in data["latency"].values()}
+    used |= {e["run"]["generator"].get("engine", "python") for e in data.get("workloads", [])
+             if "run" in e}
     return " and ".join("C" if e == "c" else "Python" for e in sorted(used)) or "Python"
 
 
@@ -237,6 +307,9 @@ def markdown(data: dict[str, Any]) -> str:
         f"Python {env['python']}, {env['platform']}; {env['time']}.",
         f"Load generator: chat-bench with its {engine_of(data)} engine, sharing these CPUs "
         "with the servers (loopback).",
+    ]
+    # A run of workloads alone (--workload) has no sweep nor latency point.
+    lines += [] if not servers else [
         "",
         explain + "At 1k msg/s to N=100: p50 is the median over the runs; p99 is the median "
         "run (the range over all runs, interleaved across servers; then the p99 over all "
@@ -299,6 +372,7 @@ def markdown(data: dict[str, Any]) -> str:
                      "the design's hops alone cost.")
     for s, why in data.get("skipped", {}).items():
         lines.append(f"\n{s} skipped: {why}")
+    lines += workloads.markdown(data)
     idle = data.get("idle")
     if idle and idle.get("connect"):
         per = idle.get("rss_per_connection")
@@ -334,15 +408,14 @@ def peak_cpu_line(peaks: list[dict[str, Any]], servers: list[str], ns: list[int]
             + ", ".join(parts) + ".")
 
 
-def result_stamp(out: Path, latency_only: bool, now: time.struct_time | None = None) -> str:
+def result_stamp(out: Path, suffix: str, now: time.struct_time | None = None) -> str:
     """The results' file name: the date, and the time too if the day has one already.
 
-    A latency-only run gets its own name, so it never replaces the day's full
-    results, and a second run on one day never replaces the first (the README
-    links to them).
+    A partial run (`suffix`: "-latency", "-workloads") gets its own name, so it
+    never replaces the day's full results, and a second run on one day never
+    replaces the first (the README links to them).
     """
     now = now or time.localtime()
-    suffix = "-latency" if latency_only else ""
     stamp = time.strftime("%Y-%m-%d", now) + suffix
     if (out / f"{stamp}.json").exists():
         stamp = time.strftime("%Y-%m-%d-%H%M", now) + suffix
@@ -402,6 +475,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--latency-runs", type=int, default=5,
                     help="runs of the 1,000 msgs/s latency point per server (median shown)")
     ap.add_argument("--idle", type=int, default=20_000, help="idle connections (0: skip)")
+    ap.add_argument("--workloads",
+                    help="workloads run after the latency point, by name, comma-separated "
+                         f"({', '.join(workloads.BY_NAME)}; \"all\"; \"\": none; default: "
+                         "all, none when --receivers is \"\")")
+    ap.add_argument("--workload", action="append", metavar="NAME",
+                    help="run only this workload (repeat, or comma-separate; \"all\"): no "
+                         "sweep, latency point or idle test; writes results/<date>-workloads.*")
+    ap.add_argument("--quick", action="store_true",
+                    help="workloads at a tiny scale (a few clients, 1 s timed): for tests")
+    ap.add_argument("--workload-duration", type=float, default=5.0,
+                    help="timed seconds of each workload run (default 5; --quick: 1)")
+    ap.add_argument("--warmup-workload", type=float, default=1.0,
+                    help="warm-up seconds of each workload run (default 1; --quick: 0.2)")
+    ap.add_argument("--workload-drain", type=float, default=5.0,
+                    help="seconds a workload run waits for stragglers (default 5; --quick: 2)")
+    ap.add_argument("--overload-peak", type=float, default=0.0, metavar="MSGS",
+                    help="msgs/s the overload step doubles, for every server (default: each "
+                         "server's N=100 peak in this run, else in the newest saved results)")
     ap.add_argument("--out", default=str(RESULTS))
     ap.add_argument("--render", metavar="FILE.json",
                     help="only rewrite the table and plots from a saved results file")
@@ -412,6 +503,18 @@ def main(argv: list[str] | None = None) -> int:
         saved = compact.expand(json.loads(Path(args.render).read_text(encoding="utf-8")))
         write_outputs(saved, Path(args.out), Path(args.render).stem, Console())
         return 0
+    alone = bool(args.workload)
+    if alone:  # one workload (or a few) by itself
+        args.workloads = ",".join(args.workload)
+        args.receivers, args.idle = "", 0
+    if args.quick:
+        args.workload_duration, args.warmup_workload, args.workload_drain = 1.0, 0.2, 2.0
+    if args.workloads is None:  # a latency-only run stays one
+        args.workloads = "all" if args.receivers else ""
+    try:
+        todo = workloads.chosen(args.workloads, args.quick)
+    except ValueError as exc:
+        ap.error(str(exc))
     console = Console()
     cpus = os.cpu_count() or 1
     names = [s.format(cpus=cpus) for s in args.servers.split(",") if s]
@@ -430,9 +533,11 @@ def main(argv: list[str] | None = None) -> int:
         except RunError as exc:
             console.print(f"[yellow]{name} skipped: {exc}[/yellow]")
             data["skipped"][name] = str(exc)
-    console.rule(f"latency at 1,000 msgs/s, N=100, {args.latency_runs} run(s) each, interleaved")
     runs: dict[str, list[dict[str, Any]]] = {}
-    for _ in range(max(1, args.latency_runs)):
+    rounds = 0 if alone else max(1, args.latency_runs)
+    if rounds:
+        console.rule(f"latency at 1,000 msgs/s, N=100, {rounds} run(s) each, interleaved")
+    for _ in range(rounds):
         for name in latency_names:
             if name in data["skipped"]:
                 continue
@@ -446,6 +551,13 @@ def main(argv: list[str] | None = None) -> int:
             console.print(f"  {name:<14} p50 {lat['p50']:6.2f} ms  p99 {lat['p99']:6.2f} ms"
                           + report.server_cpu_note(r))
     data["latency"] = {name: median_run(rs) for name, rs in runs.items()}
+    data["workloads"] = []
+    for wl in todo:
+        console.rule(f"workload {wl.name}: {wl.clients:,} clients")
+        for name in names:
+            if name not in data["skipped"]:
+                data["workloads"].append(workload_point(name, wl, data, args, console))
+    data["targets"] = workloads.targets(data) if data["workloads"] or not alone else []
     if args.idle:
         console.rule(f"idle x{args.idle}")
         try:
@@ -454,7 +566,7 @@ def main(argv: list[str] | None = None) -> int:
             data["idle"] = {"error": str(exc)}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    stamp = result_stamp(out, latency_only=not ns)
+    stamp = result_stamp(out, "-workloads" if alone else "" if ns else "-latency")
     write_results(data, out, stamp)
     write_outputs(data, out, stamp, console)
     return 0

@@ -706,11 +706,11 @@ def test_a_second_run_on_one_day_never_replaces_the_first(tmp_path: Path) -> Non
     from benchmarks.suite import result_stamp
 
     at = time.strptime("2026-11-27 07:34", "%Y-%m-%d %H:%M")
-    assert result_stamp(tmp_path, latency_only=False, now=at) == "2026-11-27"
-    assert result_stamp(tmp_path, latency_only=True, now=at) == "2026-11-27-latency"
+    assert result_stamp(tmp_path, "", now=at) == "2026-11-27"
+    assert result_stamp(tmp_path, "-latency", now=at) == "2026-11-27-latency"
     (tmp_path / "2026-11-27-latency.json").write_text("{}", encoding="utf-8")
-    assert result_stamp(tmp_path, latency_only=True, now=at) == "2026-11-27-0734-latency"
-    assert result_stamp(tmp_path, latency_only=False, now=at) == "2026-11-27"
+    assert result_stamp(tmp_path, "-latency", now=at) == "2026-11-27-0734-latency"
+    assert result_stamp(tmp_path, "", now=at) == "2026-11-27"
 
 
 def test_the_floor_row_is_explained_under_the_table() -> None:

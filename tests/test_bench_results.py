@@ -10,7 +10,7 @@ from typing import Any
 
 from rich.console import Console
 
-from benchmarks import compact, histo, plot
+from benchmarks import compact, histo, plot, workloads
 from benchmarks.suite import RAW, RESULTS, main, markdown, write_outputs, write_results
 
 
@@ -77,10 +77,26 @@ def full_results(steps: int = 12) -> dict[str, Any]:
         run.update({"p50_runs_ms": [1.0, 2.0, 3.0], "p99_runs_ms": [5.0, 6.0, 7.0],
                     "pooled_ms": run["latency_ms"], "cpu_us_per_delivery_runs": [3.0, 2.5]})
         latency[server] = run
+    # Every workload against every server (the rooms one skipped for the seed).
+    work: list[dict[str, Any]] = []
+    for w in workloads.WORKLOADS:
+        for server in ("chat-relay-w1", "chat-relay-w2", "seed", "ngircd"):
+            e: dict[str, Any] = {"workload": w.name, "server": server,
+                                 "receivers": w.receivers, "senders": w.senders,
+                                 "rooms": w.rooms}
+            if w.needs_rooms and server == "seed":
+                e["skipped"] = "a bare-line server has no rooms"
+            else:
+                e["run"] = {**_run(w.rate or 40_000.0, rng, lost=50 if server == "seed" else 0),
+                            "cut_receivers": 1, "shed": 20, "backlog": 300,
+                            "refused_senders": 0}
+            if w.name == "overload":
+                e.update(peak_rate=20_000.0, peak_source="this run's N=100 sweep")
+            work.append(e)
     env = {"cpu_model": "CPU", "machine": "x86_64", "cpu_count": 2, "python": "3.11",
            "platform": "Linux", "time": "T", "versions": {"rich": "13"}}
     return {"environment": env, "params": {"receivers": "10,100,1000"}, "p99_limit_ms": 100.0,
-            "peaks": peaks, "latency": latency, "skipped": {},
+            "peaks": peaks, "latency": latency, "skipped": {}, "workloads": work,
             "idle": {"idle": 20000, "connect": {"connected": 20000, "failed": 0,
                                                 "failures": [], "failure_reasons": {},
                                                 "seconds": 25.0, "rate_per_s": 800.0,
@@ -97,6 +113,7 @@ def test_a_runs_summary_is_small_holds_no_histogram_and_draws_the_same_table() -
     assert "_hist" not in text and "relay_pids" not in text and "warnings\": [\"" not in text
     back = compact.expand(json.loads(text))
     assert markdown(back) == markdown(full)
+    assert len(back["workloads"]) == 24 and back["workloads"][0]["run"]["shed"] == 20
     step, orig = back["peaks"][5]["steps"][3], full["peaks"][5]["steps"][3]
     for key in ("p50", "p99", "p99_9", "max"):  # what the sweep plot draws
         assert step["latency_ms"][key] == round(orig["latency_ms"][key], 3)
@@ -111,7 +128,8 @@ def test_a_runs_summary_is_small_holds_no_histogram_and_draws_the_same_table() -
 
 def test_floats_keep_three_decimals_and_four_digits_below_one() -> None:
     assert compact.rounded(12.345678) == 12.346
-    assert compact.rounded(1234567.891) == 1234567.891
+    assert compact.rounded(12345.6789) == 12345.679
+    assert compact.rounded(1234567.891) == 1234568  # deliveries/s: a whole number
     assert compact.rounded(0.000123456) == 0.0001235
     assert compact.rounded({"a": [0.1234567, 2]}) == {"a": [0.1235, 2]}
 

@@ -76,6 +76,8 @@ def test_chat_bench_against_seed_baseline_via_cli(tmp_path: Path) -> None:
         data = json.loads(out.read_text())
         assert data["run"]["expected"] == 4 * 60
         assert data["run"]["lost"] == 0
+        assert (data["run"]["cut_receivers"], data["run"]["shed"]) == (0, 0)
+        assert "cut receivers / shed / backlog" in proc.stdout
         assert data["environment"]["cpu_count"] >= 1
     finally:
         seed.terminate()  # the process this test started, by its handle
@@ -89,6 +91,9 @@ def test_chat_bench_says_when_the_relay_rate_limits_its_senders(engine: str) -> 
         result = run_once(_tiny(relay.port, "native", engine=engine))
     assert result["lost"] > 0 and not result["ok"]
     assert result["errors"] == {"sender: rate_limited": 2}
+    # What the relay refused reached no receiver: shed, told apart from a cut.
+    assert result["refused_senders"] == 2 and result["cut_receivers"] == 0
+    assert 0 < result["shed"] <= result["sent"] and result["shed"] * 6 == result["lost"]
     assert any("rate-limited 2 sender(s)" in w and "--rate-limit 0" in w
                for w in result["warnings"])
 

@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any
 
 SOURCE = Path(__file__).with_name("loadengine.c")
-ABI = 3
+ABI = 4
 DIALECT_CODES = {"native": 0, "text": 1, "irc": 2}
-STATS = 10  # int64s per connection in eng_conn_stats
+STATS = 11  # int64s per connection in eng_conn_stats
 TOTALS = 4  # int64s in eng_totals before the per-room counts
 _HIST_CHUNK = 4096
 
@@ -119,6 +119,7 @@ class ConnStats:
     counter: int
     overflow: bool
     error: str
+    queued: int = 0  # bytes the socket has not taken yet (the server pushing back)
 
 
 @dataclass(slots=True)
@@ -191,7 +192,7 @@ class Engine:
         self.lib.eng_conn_stats(self.ptr, i, s)
         err = self.lib.eng_conn_error(self.ptr, i) or b""
         return ConnStats(s[0], s[1], s[2], s[3], s[4], s[5], bool(s[6]), s[7], s[8],
-                         bool(s[9]), err.decode(errors="replace"))
+                         bool(s[9]), err.decode(errors="replace"), s[10])
 
     def totals(self) -> Totals:
         t = self._totals

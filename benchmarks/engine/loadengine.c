@@ -929,7 +929,8 @@ int eng_run(engine *e, int64_t until) {
 
 /* ---- reading results back ----------------------------------------------------- */
 
-/* delivered, corrupt, unique, duplicates, reorders, gaps, alive, next, counter, overflow */
+/* delivered, corrupt, unique, duplicates, reorders, gaps, alive, next, counter, overflow,
+ * queued (bytes written but not yet taken by the socket: the server's push-back) */
 void eng_conn_stats(const engine *e, int i, int64_t *out) {
     const conn *c = &e->conns[i];
     checker sum = c->chk;
@@ -951,6 +952,7 @@ void eng_conn_stats(const engine *e, int i, int64_t *out) {
     out[7] = c->chk.next;
     out[8] = c->counter;
     out[9] = overflow;
+    out[10] = (int64_t)c->olen;
 }
 
 const char *eng_conn_error(const engine *e, int i) { return e->conns[i].err; }
@@ -987,7 +989,7 @@ int eng_drain_lag(engine *e, int64_t *values, int64_t *counts, int max) {
     return drain(e->lag_hist, values, counts, max);
 }
 
-int eng_abi(void) { return 3; }
+int eng_abi(void) { return 4; }
 
 /* Bytes a peer received before the engine took over: an incomplete frame or line. */
 int eng_set_pending(engine *e, int i, const char *data, size_t len) {
