@@ -19,7 +19,6 @@ import zmq
 from zmq.auth.thread import ThreadAuthenticator
 
 from relay import __version__, curve
-from relay.authguard import AuthGuard
 from relay.bus import (
     ANNOUNCE,
     REQUEST,
@@ -33,8 +32,11 @@ from relay.bus import (
     worker_topic,
 )
 from relay.config import Settings
-from relay.historydb import HistoryStore
-from relay.hubstate import HubState, Out
+from relay.hub.authguard import AuthGuard
+from relay.hub.historydb import HistoryStore
+from relay.hub.replies import Out
+from relay.hub.state import HubState
+from relay.hub.stats import HubStats
 from relay.metrics import HubMetrics
 
 log = logging.getLogger("chat_relay.hub")
@@ -150,22 +152,17 @@ class Hub:
             if isinstance(item, dict) and item.get("t") == "_hub":
                 seqs = {}
                 for topic in self._touched:
-                    room = self.state.rooms.get(topic_room(topic)) if topic[:1] == b"r" else None
-                    seqs[topic] = [self.topic_seq[topic], room.seq if room else None]
+                    seq = self.state.engine.seq(topic_room(topic)) if topic[:1] == b"r" else None
+                    seqs[topic] = [self.topic_seq[topic], seq]
                 item["seqs"] = seqs
                 self._touched.clear()
 
-    def save(self) -> None:
-        """Commit the batch's messages to the history db (one transaction)."""
-        assert self.store is not None
-        if not self.store.staged and not self.store.due:
-            return
-        try:
-            self.store.commit()
-        except Exception as exc:
-            # Keep serving from memory; the staged messages are retried next batch.
-            log.error("history db %s: write failed (%s); %d message(s) waiting",
-                      self.store.path, exc, self.store.staged)
+    def stats(self) -> HubStats:
+        """What metrics reads at each heartbeat (a snapshot, not our fields)."""
+        state = self.state
+        return HubStats(messages=state.messages, clients=state.engine.client_count(),
+                        rooms=state.engine.room_count(), bus_gaps=self.gaps.gaps,
+                        bus_missing=self.gaps.missing, moderation=dict(state.moderation))
 
     def expire_rooms(self, mono: float) -> None:
         """Forget rooms past --room-ttl; a history db that fails here is logged, not fatal."""
@@ -218,6 +215,7 @@ class Hub:
                     except zmq.Again:
                         break
                     self.handle_frames(frames, out, mono)
+            out.extend(self.state.engine.incoming())  # sequenced by other hosts (none here)
             self.state.flush_presence(mono, out)
             if mono >= next_beat:
                 next_beat = mono + HEARTBEAT
@@ -225,14 +223,11 @@ class Hub:
                 self.expire_rooms(mono)
                 out.append((ANNOUNCE, {"t": "_hub", "epoch": self.epoch}))
                 if self.metrics is not None:
-                    self.metrics.update(self)
-            if self.store is not None:
-                self.save()  # before publishing: a seq a client saw is never reused
+                    self.metrics.update(self.stats())
+            self.state.engine.flush()  # before publishing: a seq a client saw is never reused
             if out:
                 self.publish(out)
-        if self.store is not None:
-            self.save()
-            self.store.close()
+        self.state.engine.close()
         self.sock.close(linger=200)
         if self.auth is not None:
             self.auth.stop()
