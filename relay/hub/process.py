@@ -1,9 +1,11 @@
 """The hub process: one sequencer for every room, behind an XPUB socket.
 
 Thin I/O around HubState: receive every pending request batch (many per
-wake), let the state decide, then publish the output coalesced into one bus
-message per run of one topic. Bodies are never re-encoded per receiver here;
-the workers do that once per dialect.
+wake), let the state decide (state.py and its handlers, over the engine this
+module chooses), make what was sequenced durable (`engine.flush`), then
+publish the output coalesced into one bus message per run of one topic.
+Bodies are never re-encoded per receiver here; the workers do that once per
+dialect.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from relay.bus import (
 from relay.config import Settings
 from relay.hub.authguard import AuthGuard
 from relay.hub.historydb import HistoryStore
+from relay.hub.memory import MemoryEngine
 from relay.hub.replies import Out
 from relay.hub.state import HubState
 from relay.hub.stats import HubStats
@@ -67,24 +70,30 @@ class Hub:
         self.epoch = time.time_ns() // 1_000_000
         # With --history-db the epoch, every room's seq and its history come
         # back from the file, so a restart looks like no restart to clients.
-        self.store: HistoryStore | None = None
+        store: HistoryStore | None = None
         if settings.history_db:
-            self.store = HistoryStore.open(settings.history_db, settings.history)
-            self.epoch = self.store.epoch(self.epoch)
+            store = HistoryStore.open(settings.history_db, settings.history)
+            self.epoch = store.epoch(self.epoch)
         self.origin = f"hub-{self.epoch}"
-        self.state = HubState(
+        # The engine seam (engine.py): the state every handler decides on. The
+        # memory engine is the only one today; another plugs in here.
+        engine = MemoryEngine(
             epoch=self.epoch,
             history_len=settings.history,
-            server=f"chat-relay/{__version__}",
-            store=self.store,
+            store=store,
             history_bytes=settings.history_bytes,
             max_rooms=settings.max_rooms,
-            max_rooms_per_client=settings.max_rooms_per_client,
             room_ttl=settings.room_ttl,
-            join_replay=settings.join_replay,
-            join_replay_rooms=settings.join_replay_rooms,
             auth=AuthGuard(settings.auth_failures, int(settings.auth_window * 1000),
                            int(settings.auth_block * 1000), settings.auth_table),
+        )
+        self.state = HubState(
+            epoch=self.epoch,
+            engine=engine,
+            server=f"chat-relay/{__version__}",
+            max_rooms_per_client=settings.max_rooms_per_client,
+            join_replay=settings.join_replay,
+            join_replay_rooms=settings.join_replay_rooms,
             presence_limit=settings.presence_limit,
             presence_interval=settings.presence_interval,
         )
