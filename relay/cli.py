@@ -179,7 +179,7 @@ def _run_hub(args: argparse.Namespace) -> int:
     """`chat-relay hub`: the hub alone, in the foreground, for relays on other hosts."""
     import zmq
 
-    from relay import hub
+    from relay.hub import process as hub
     from relay.procutil import setup_logging
 
     settings = _settings(args)
@@ -258,7 +258,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         if settings.history_db and not settings.hub:
             # Fail here, in words, rather than in a hub the supervisor keeps restarting.
-            from relay.historydb import HistoryStore, HistoryStoreError
+            from relay.hub.historydb import HistoryStore, HistoryStoreError
 
             try:
                 HistoryStore.open(settings.history_db, settings.history).close()
@@ -267,7 +267,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return 1
         return supervisor.main(settings)
     if args.command == "_hub":
-        from relay import hub
+        from relay.hub import process as hub
         from relay.procutil import die_with_parent, setup_logging
 
         settings = Settings.read_fd(args.settings_fd)

@@ -12,7 +12,7 @@ the supervisor over the bus) would need W scrape targets or a new bus topic;
 the files cost nothing until a scrape reads them.
 
 The hot path never touches prometheus objects. Workers and the hub count in
-plain ints (WorkerBus.delivered, HubState.messages, GapCounter...), and the
+plain ints (WorkerBus.delivered, the hub's HubStats snapshot, GapCounter...), and the
 bus thread's (or hub loop's) heartbeat, every 0.5 s, moves the deltas into
 the prometheus Counters and sets the Gauges. So a scrape is at most one
 heartbeat behind, and a message costs no lock and no mmap write.
@@ -37,7 +37,7 @@ from prometheus_client.multiprocess import MultiProcessCollector, mark_process_d
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
 
-    from relay.hub import Hub
+    from relay.hub.stats import HubStats
     from relay.workerbus import WorkerBus
 
 log = logging.getLogger("chat_relay.metrics")
@@ -165,18 +165,18 @@ class HubMetrics(_Updater):
         self.moderation = self._counter("moderation_actions",
                                         "Operator kicks, bans and mutes", ("action",))
 
-    def update(self, hub: Hub) -> None:
-        self._guarded(lambda: self._update(hub))
+    def update(self, stats: HubStats) -> None:
+        """Called by the hub loop at its heartbeat with the snapshot it published."""
+        self._guarded(lambda: self._update(stats))
 
-    def _update(self, hub: Hub) -> None:
+    def _update(self, stats: HubStats) -> None:
         sync = self.deltas.sync
-        state = hub.state
-        sync(self.messages, state.messages)
-        self.clients.set(len(state.clients))
-        self.rooms.set(len(state.rooms))
-        sync(self.gaps.labels("hub"), hub.gaps.gaps)
-        sync(self.missing.labels("hub"), hub.gaps.missing)
-        for action, count in list(state.moderation.items()):
+        sync(self.messages, stats.messages)
+        self.clients.set(stats.clients)
+        self.rooms.set(stats.rooms)
+        sync(self.gaps.labels("hub"), stats.bus_gaps)
+        sync(self.missing.labels("hub"), stats.bus_missing)
+        for action, count in stats.moderation.items():
             sync(self.moderation.labels(action), count)
 
 

@@ -22,8 +22,8 @@ from collections import Counter
 import zmq
 
 from relay.admission import RefusalPen, Refused
-from relay.authguard import auth_key
 from relay.config import Settings
+from relay.hub.authguard import auth_key
 from relay.procutil import die_with_parent, raise_fd_limit, setup_logging
 from relay.session import Session
 from relay.tls import server_context

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from relay.config import Settings
-from relay.hub import Hub
+from relay.hub.process import Hub
 from relay.worker import Worker
 from tests.conftest import RelayFactory
 from tests.relayproc import UNIT

@@ -1,4 +1,4 @@
-"""Password guessing, counted by the hub (relay/authguard.py), and the sniffer's
+"""Password guessing, counted by the hub (relay/hub/authguard.py), and the sniffer's
 TLS and binary checks (transports/sniff.py): pure, no sockets."""
 
 from __future__ import annotations
@@ -7,9 +7,9 @@ import logging
 
 import pytest
 
-from relay.authguard import AuthGuard, auth_key
 from relay.bus import ANNOUNCE, worker_topic
-from relay.hubstate import HubState, Out
+from relay.hub.authguard import AuthGuard, auth_key
+from relay.hub.state import HubState, Out
 from transports.sniff import looks_like_text, sniff
 
 T0 = 1_000_000

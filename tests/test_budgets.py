@@ -12,10 +12,12 @@ from typing import Any
 
 import pytest
 
-import relay.hubstate as hubstate
 from relay.bus import worker_topic
-from relay.historydb import HistoryStore
-from relay.hubstate import ROOMS_REPLY_MAX, HubState, Out, msg_cost
+from relay.hub import rooms
+from relay.hub.history import msg_cost
+from relay.hub.historydb import HistoryStore
+from relay.hub.requests import ROOMS_REPLY_MAX
+from relay.hub.state import HubState, Out
 from tests.conftest import RelayFactory
 from tests.test_hubstate import bodies, ready, run
 from tests.test_metrics import metrics_url, value, wait_metrics
@@ -202,7 +204,7 @@ def test_a_member_or_a_message_keeps_a_room_alive() -> None:
 
 def test_past_the_tombstone_table_a_seq_floor_still_prevents_reuse(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(hubstate, "MAX_TOMBSTONES", 2)
+    monkeypatch.setattr(rooms, "MAX_TOMBSTONES", 2)
     s = hub(room_ttl=0.0)
     at(s, 0.0, {"op": "hello", "c": 1, "nick": "ann", "rooms": ["a", "b", "c"]},
        *(say(1, room, "x") for room in "abc" for _ in range(3)),

@@ -12,8 +12,8 @@ import zmq
 from relay.bus import ANNOUNCE, GapCounter, room_topic, unpack, worker_topic
 from relay.config import Settings
 from relay.connection import Connection
-from relay.hub import Hub
-from relay.hubstate import HubState, Out
+from relay.hub.process import Hub
+from relay.hub.state import HubState, Out
 from relay.workerbus import WorkerBus
 from transports.native import FrameDecoder, NativeServerCodec
 

@@ -22,7 +22,7 @@ from relay.bus import (
 )
 from relay.config import Settings
 from relay.errorbudget import ErrorBudget
-from relay.hub import Hub
+from relay.hub.process import Hub
 from relay.ratelimit import TokenBucket
 from tests.test_hubstate import bodies, hub, ready, run
 

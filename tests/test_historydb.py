@@ -10,8 +10,8 @@ from typing import Any
 import psutil
 import pytest
 
-from relay.historydb import HistoryStore, HistoryStoreError
-from relay.hubstate import HubState, Out
+from relay.hub.historydb import HistoryStore, HistoryStoreError
+from relay.hub.state import HubState, Out
 from tests.relayproc import RelayProcess
 from tests.wire import NativePeer
 

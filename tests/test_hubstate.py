@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from relay.bus import room_topic, worker_topic
-from relay.hubstate import HubState, Out
+from relay.hub.state import HubState, Out
 
 
 def hub(**kw: Any) -> HubState:

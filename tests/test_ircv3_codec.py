@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from relay.chathistory import select
+from relay.hub.chathistory import select
 from transports.events import Bye, ChatHistory, Hello, Say, Whisper, Whois, hhmm
 from transports.irc import IrcServerCodec
 from transports.irc_lines import parse_line

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from relay.bus import room_topic, worker_topic
-from relay.hubstate import HubState
+from relay.hub.state import HubState
 from tests.test_hubstate import bodies, hub, ready, run
 from transports.errors import ProtocolError
 from transports.events import Bye, Say, Whisper, parse_client_body

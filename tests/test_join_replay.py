@@ -18,7 +18,7 @@ from clients.state import ClientState
 from relay.bus import room_topic, worker_topic
 from relay.cli import HUB_SETTINGS, _settings, build_parser
 from relay.config import Settings
-from relay.hubstate import HubState, Out
+from relay.hub.state import HubState, Out
 from transports.events import HistoryPage, HistoryQuery, Joined, Msg, hhmm, parse_relay_body
 from transports.irc import IrcServerCodec
 from transports.native import NativeClientCodec, frame

@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-import relay.hubstate as hubstate
 from relay.bus import ANNOUNCE, room_topic, worker_topic
-from relay.hubstate import HubState, Out
+from relay.hub import moderation
+from relay.hub.state import HubState, Out
 from tests.conftest import RelayFactory
 from tests.relayproc import RelayProcess
 from tests.wire import NativePeer, TextPeer, worker_of
@@ -169,7 +169,7 @@ def test_unmute() -> None:
 
 
 def test_sanction_lists_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(hubstate, "MAX_SANCTIONS", 2)
+    monkeypatch.setattr(moderation, "MAX_SANCTIONS", 2)
     s, clock = hub()
     hello(s, "A", 1, "op")
     run(s, "A", {"op": "ban", "c": 1, "nick": "n1", "minutes": 1},

@@ -13,10 +13,12 @@ import pytest
 
 from clients.render import View, plain, render
 from clients.state import ClientState
-from relay import hubstate
 from relay.bus import room_topic, worker_topic
 from relay.cli import HUB_SETTINGS, _settings, build_parser
-from relay.hubstate import MEMBERS_PAGE, PRESENCE_BATCH_MAX, HubState, Out
+from relay.hub import members
+from relay.hub.members import MEMBERS_PAGE
+from relay.hub.presence import PRESENCE_BATCH_MAX
+from relay.hub.state import HubState, Out
 from transports.events import (
     Joined,
     Members,
@@ -214,7 +216,7 @@ def test_who_at_one_page_is_the_plain_v1_members() -> None:
 
 
 def test_joined_list_is_cut_at_a_page_even_with_a_huge_limit(monkeypatch: Any) -> None:
-    monkeypatch.setattr(hubstate, "MEMBERS_PAGE", 4)
+    monkeypatch.setattr(members, "MEMBERS_PAGE", 4)
     s = hub(presence_limit=1000)
     out = fill(s, 6)
     joined = to(out)[-1]

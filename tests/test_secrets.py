@@ -17,7 +17,7 @@ import pytest
 from relay.cli import _settings, build_parser
 from relay.config import SECRET_ENV, Settings
 from relay.configfile import exposure
-from relay.historydb import HistoryStore, _create_private
+from relay.hub.historydb import HistoryStore, _create_private
 from tests.relayproc import RelayProcess
 from tests.wire import NativePeer
 

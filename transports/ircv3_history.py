@@ -9,7 +9,7 @@
 
 A ref is `msgid=<id>` (an id this relay made: room, epoch and seq, so it
 turns back into a seq of the same room) or `timestamp=<ISO 8601>`. The hub
-selects the page (relay/chathistory.py); the answer comes back as a
+selects the page (relay/hub/chathistory.py); the answer comes back as a
 `chathistory` body and goes out as `BATCH +ref chathistory <target>`.
 Bad requests get the specification's `FAIL CHATHISTORY <code>` here.
 """

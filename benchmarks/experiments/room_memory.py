@@ -19,7 +19,7 @@ from typing import Any
 
 import psutil
 
-from relay.hubstate import msg_cost
+from relay.hub.history import msg_cost
 from tests.relayproc import RelayProcess
 from transports.native import FrameDecoder, frame
 

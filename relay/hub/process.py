@@ -1,9 +1,11 @@
 """The hub process: one sequencer for every room, behind an XPUB socket.
 
 Thin I/O around HubState: receive every pending request batch (many per
-wake), let the state decide, then publish the output coalesced into one bus
-message per run of one topic. Bodies are never re-encoded per receiver here;
-the workers do that once per dialect.
+wake), let the state decide (state.py and its handlers, over the engine this
+module chooses), make what was sequenced durable (`engine.flush`), then
+publish the output coalesced into one bus message per run of one topic.
+Bodies are never re-encoded per receiver here; the workers do that once per
+dialect.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ import zmq
 from zmq.auth.thread import ThreadAuthenticator
 
 from relay import __version__, curve
-from relay.authguard import AuthGuard
 from relay.bus import (
     ANNOUNCE,
     REQUEST,
@@ -33,8 +34,12 @@ from relay.bus import (
     worker_topic,
 )
 from relay.config import Settings
-from relay.historydb import HistoryStore
-from relay.hubstate import HubState, Out
+from relay.hub.authguard import AuthGuard
+from relay.hub.historydb import HistoryStore
+from relay.hub.memory import MemoryEngine
+from relay.hub.replies import Out
+from relay.hub.state import HubState
+from relay.hub.stats import HubStats
 from relay.metrics import HubMetrics
 
 log = logging.getLogger("chat_relay.hub")
@@ -65,24 +70,30 @@ class Hub:
         self.epoch = time.time_ns() // 1_000_000
         # With --history-db the epoch, every room's seq and its history come
         # back from the file, so a restart looks like no restart to clients.
-        self.store: HistoryStore | None = None
+        store: HistoryStore | None = None
         if settings.history_db:
-            self.store = HistoryStore.open(settings.history_db, settings.history)
-            self.epoch = self.store.epoch(self.epoch)
+            store = HistoryStore.open(settings.history_db, settings.history)
+            self.epoch = store.epoch(self.epoch)
         self.origin = f"hub-{self.epoch}"
-        self.state = HubState(
+        # The engine seam (engine.py): the state every handler decides on. The
+        # memory engine is the only one today; another plugs in here.
+        engine = MemoryEngine(
             epoch=self.epoch,
             history_len=settings.history,
-            server=f"chat-relay/{__version__}",
-            store=self.store,
+            store=store,
             history_bytes=settings.history_bytes,
             max_rooms=settings.max_rooms,
-            max_rooms_per_client=settings.max_rooms_per_client,
             room_ttl=settings.room_ttl,
-            join_replay=settings.join_replay,
-            join_replay_rooms=settings.join_replay_rooms,
             auth=AuthGuard(settings.auth_failures, int(settings.auth_window * 1000),
                            int(settings.auth_block * 1000), settings.auth_table),
+        )
+        self.state = HubState(
+            epoch=self.epoch,
+            engine=engine,
+            server=f"chat-relay/{__version__}",
+            max_rooms_per_client=settings.max_rooms_per_client,
+            join_replay=settings.join_replay,
+            join_replay_rooms=settings.join_replay_rooms,
             presence_limit=settings.presence_limit,
             presence_interval=settings.presence_interval,
         )
@@ -150,22 +161,17 @@ class Hub:
             if isinstance(item, dict) and item.get("t") == "_hub":
                 seqs = {}
                 for topic in self._touched:
-                    room = self.state.rooms.get(topic_room(topic)) if topic[:1] == b"r" else None
-                    seqs[topic] = [self.topic_seq[topic], room.seq if room else None]
+                    seq = self.state.engine.seq(topic_room(topic)) if topic[:1] == b"r" else None
+                    seqs[topic] = [self.topic_seq[topic], seq]
                 item["seqs"] = seqs
                 self._touched.clear()
 
-    def save(self) -> None:
-        """Commit the batch's messages to the history db (one transaction)."""
-        assert self.store is not None
-        if not self.store.staged and not self.store.due:
-            return
-        try:
-            self.store.commit()
-        except Exception as exc:
-            # Keep serving from memory; the staged messages are retried next batch.
-            log.error("history db %s: write failed (%s); %d message(s) waiting",
-                      self.store.path, exc, self.store.staged)
+    def stats(self) -> HubStats:
+        """What metrics reads at each heartbeat (a snapshot, not our fields)."""
+        state = self.state
+        return HubStats(messages=state.messages, clients=state.engine.client_count(),
+                        rooms=state.engine.room_count(), bus_gaps=self.gaps.gaps,
+                        bus_missing=self.gaps.missing, moderation=dict(state.moderation))
 
     def expire_rooms(self, mono: float) -> None:
         """Forget rooms past --room-ttl; a history db that fails here is logged, not fatal."""
@@ -218,6 +224,7 @@ class Hub:
                     except zmq.Again:
                         break
                     self.handle_frames(frames, out, mono)
+            out.extend(self.state.engine.incoming())  # sequenced by other hosts (none here)
             self.state.flush_presence(mono, out)
             if mono >= next_beat:
                 next_beat = mono + HEARTBEAT
@@ -225,14 +232,11 @@ class Hub:
                 self.expire_rooms(mono)
                 out.append((ANNOUNCE, {"t": "_hub", "epoch": self.epoch}))
                 if self.metrics is not None:
-                    self.metrics.update(self)
-            if self.store is not None:
-                self.save()  # before publishing: a seq a client saw is never reused
+                    self.metrics.update(self.stats())
+            self.state.engine.flush()  # before publishing: a seq a client saw is never reused
             if out:
                 self.publish(out)
-        if self.store is not None:
-            self.save()
-            self.store.close()
+        self.state.engine.close()
         self.sock.close(linger=200)
         if self.auth is not None:
             self.auth.stop()
