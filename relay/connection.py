@@ -61,6 +61,7 @@ class Connection:
         self.close_reason = ""
         self.close_at: float | None = None  # bus thread closes at this monotonic time
         self.slow = False
+        self.moved_at = 0.0  # bus thread: when its backlog last moved (fan-out pacing)
 
     # Writing ------------------------------------------------------------------
 

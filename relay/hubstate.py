@@ -616,6 +616,11 @@ class HubState:
             msg_id = req.get("id")
             self._to(out, key, {"t": "pong"} if msg_id is None else {"t": "pong", "id": msg_id})
 
+    def _op_credit(self, worker: str, req: dict[str, Any], out: Out) -> None:
+        """A receipt for the worker's credit window (relay/overload.py): it travels
+        behind everything this request's batch produced, on the worker's pipe."""
+        out.append((worker_topic(worker), [None, {"t": "_credit", "n": req.get("n")}]))
+
     def _op_echo(self, worker: str, req: dict[str, Any], out: Out) -> None:
         """A reply the worker wrote itself (a reader's error about a bad frame), sent
         back down the client's reply stream, so that it comes after the replies to
@@ -848,6 +853,7 @@ class HubState:
         "bye": _op_bye,
         "echo": _op_echo,
         "ping": _op_ping,
+        "credit": _op_credit,
         "fill": _op_fill,
         "worker_gone": _op_worker_gone,
         "auth_fail": _op_auth_fail,

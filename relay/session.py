@@ -15,6 +15,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from relay.connection import Connection
+from relay.overload import ReaderWeight
 from relay.ratelimit import TokenBucket
 from relay.sockio import wait_readable
 from relay.tls import TLS_RECORD_HANDSHAKE, ServerTls, TlsClosed
@@ -80,6 +81,7 @@ class Session:
         self.oper = False  # proved the operator password on this connection
         self.auth_failures = 0  # wrong passwords (hello or oper) on this connection
         self.handshaking = True  # counted in the worker's handshakes until past hello
+        self.weight = ReaderWeight()  # what it sent recently: heaviest waits first
 
     # Thread entry ---------------------------------------------------------------
 
@@ -209,6 +211,8 @@ class Session:
                     return
             if conn.ready:
                 self._handshake_over()
+                # Overloaded: stop reading (TCP pushes back on the sender).
+                self.worker.bus.admit(conn, self.weight)
             timeout = s.ping_interval if conn.ready else hello_deadline - time.monotonic()
             if timeout <= 0:
                 conn.finish(_error("not_ready", f"no hello within {s.hello_timeout:g} s"))
@@ -262,6 +266,8 @@ class Session:
         assert conn is not None
         codec = conn.codec
         decoded = codec.receive_data(data)
+        if decoded:
+            self.weight.add(len(decoded), time.monotonic())
         extra = codec.data_to_send()
         if extra:
             conn.send(extra)
