@@ -13,13 +13,15 @@ seconds behind and cut. Two closed loops keep the backlog where it enters:
   wait first: a reader's weight is what it sent in the last second or two,
   and it may read only while the window has room for that much, so a light
   sender's occasional message still goes through.
-- FanoutPacer: a worker stops pulling room traffic off the bus while most of
-  the members it last wrote to are still behind (their sockets not writable),
-  so the relay sends at the pace its readers read, and the traffic waits
-  upstream (where the credit window then stops the senders) instead of in
-  every member's outbox. A member is then over `--max-outbox` only when it
-  is behind the others. One that makes no progress for `--max-pause` stops
-  holding the rest back and is cut when its outbox overflows.
+- FanoutPacer: a worker stops pulling room traffic off the bus while a member
+  it writes to has half of `--max-outbox` queued, so the relay sends at the
+  pace its readers read, and the traffic waits upstream (where the credit
+  window then stops the senders) instead of in every member's outbox. After
+  `--max-pause` it stops waiting for members that made no progress, and for
+  a minority still far behind the rest: those are behind the others, not
+  the relay, and are cut when their outbox overflows.
+- A round hands each member at most a quarter of `--max-outbox`; the tail of
+  a bigger hub batch waits for the next round.
 
 Both are pure logic without clocks or sockets: the bus thread and the
 readers pass the time and the counts.
@@ -121,28 +123,34 @@ class ReaderWeight:
 
 
 class FanoutPacer:
-    """Whether a worker pulls more room traffic off the bus, and who is stuck.
+    """Whether a worker pulls more room traffic off the bus, and when to give up waiting.
 
-    `behind` members are waiting for their sockets to become writable, of
-    whom `stuck` made no progress for `max_pause`; `last_round` members got
-    output in the last send round. Fan-out pauses while at least two members,
-    and more than a quarter of the last round's, are behind and not stuck: so
-    many at once means the relay (or the machine) is behind, not each of them.
+    The bus thread counts the members that are behind and still held for:
+    `over_high` have more than half of --max-outbox queued, `over_low` more
+    than an eighth. Fan-out pauses while any is over the high mark. The
+    pause episode lasts until every one is under the low mark again, so a
+    member that only drains to the high mark and takes more cannot pace the
+    room for long: at `stuck_deadline()` the bus stops holding for members
+    that made no progress, and for those still over the high mark when they
+    are at most a quarter of the room (behind the others, not the relay).
     """
 
     def __init__(self, max_pause: float) -> None:
         self.max_pause = max_pause
-        self.since: float | None = None  # when the current pause began
+        self.since: float | None = None  # when the current episode began
 
-    def paused(self, behind: int, stuck: int, last_round: int, now: float) -> bool:
-        waiting = behind - stuck
-        if waiting >= 2 and waiting * 4 > last_round:
-            if self.since is None:
-                self.since = now
-            return True
-        self.since = None
-        return False
+    def paused(self, over_high: int, over_low: int, now: float) -> bool:
+        if over_high and self.since is None:
+            self.since = now
+        elif not over_low:
+            self.since = None
+        return over_high > 0
 
     def stuck_deadline(self) -> float | None:
-        """When the members behind since the pause began count as stuck."""
+        """When the members still behind stop holding the others back."""
         return None if self.since is None else self.since + self.max_pause
+
+    @staticmethod
+    def minority(over_high: int, members: int) -> bool:
+        """Few enough members over the high mark to be slow themselves."""
+        return over_high * 4 <= members

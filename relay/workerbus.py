@@ -92,6 +92,9 @@ class WorkerBus:
         self._last_round = 0  # members the last send round wrote to
         self._stuck: set[int] = set()  # ids of members behind that made no progress
         self._bus_polled = True
+        # Room batches (their tails) waiting for the next round: a hub batch can
+        # hold thousands of messages, more than one round may hand a member.
+        self._carry: deque[tuple[str, list[list[Any]]]] = deque()
         self._closing: dict[int, Connection] = {}  # connections to close once flushed
         self._watched: set[int] = set()
         self._poller = zmq.Poller()
@@ -227,11 +230,14 @@ class WorkerBus:
                     due = None
                 timeout = max(0.0, min(next_beat, self._next_close(), due or next_beat,
                                        self._pacer.stuck_deadline() or next_beat) - now)
+                carried = bool(self._carry) and self._bus_polled
+                if carried:
+                    timeout = 0.0  # the next round's share is ready
                 events = poller.poll(int(timeout * 1000) + 1)
                 ev = dict(events)
                 if self._wake_fd in ev:
                     self._consume_wake()
-                if sock in ev:
+                if sock in ev or carried:
                     self._drain_bus(sock)
                 for fd, mask in events:
                     if isinstance(fd, int) and fd != self._wake_fd and mask & zmq.POLLOUT:
@@ -316,29 +322,48 @@ class WorkerBus:
             self._send_up(batch)
 
     def _pace(self, poller: zmq.Poller, sock: zmq.Socket[bytes]) -> None:
-        """Pull room traffic off the bus only while most members keep up.
+        """Pull room traffic off the bus only while members keep up (FanoutPacer).
 
         While fan-out waits, the traffic waits upstream, the credit window
-        fills, and the readers of the heaviest senders stop reading. Members
-        that made no progress for max_pause stop holding the others back.
+        fills, and the readers of the heaviest senders stop reading.
         """
         now = time.monotonic()
         pacer = self._pacer
-        paused = pacer.paused(len(self._by_fd), len(self._stuck), self._last_round, now)
+        paused = pacer.paused(*self._over_marks(), now)
         deadline = pacer.stuck_deadline()
         if paused and deadline is not None and now >= deadline:
-            since = deadline - pacer.max_pause
-            for conn in self._by_fd.values():
-                if conn.moved_at <= since:
-                    self._stuck.add(conn.id)
+            self._give_up_waiting(deadline - pacer.max_pause)
             pacer.since = now
-            paused = pacer.paused(len(self._by_fd), len(self._stuck), self._last_round, now)
+            paused = pacer.paused(*self._over_marks(), now)
         if paused == self._bus_polled:
             if paused:
                 poller.unregister(sock)
             else:
                 poller.register(sock, zmq.POLLIN)
             self._bus_polled = not paused
+
+    def _over_marks(self) -> tuple[int, int]:
+        """Members held for, with over half / over an eighth of --max-outbox queued."""
+        high = low = 0
+        if self._by_fd:
+            half, eighth = self.settings.max_outbox // 2, self.settings.max_outbox // 8
+            stuck = self._stuck
+            for conn in self._by_fd.values():
+                pending = conn.pending
+                if pending > eighth and conn.id not in stuck:
+                    low += 1
+                    high += pending > half
+        return high, low
+
+    def _give_up_waiting(self, since: float) -> None:
+        """After --max-pause: stop holding fan-out for members that made no
+        progress, or that are a minority still far behind the others."""
+        half = self.settings.max_outbox // 2
+        high = [c for c in self._by_fd.values() if c.pending > half and c.id not in self._stuck]
+        minority = FanoutPacer.minority(len(high), self._last_round)
+        for conn in self._by_fd.values():
+            if conn.moved_at <= since or (minority and conn.pending > half):
+                self._stuck.add(conn.id)
 
     def _subscribe(self, conn: Connection, room: str) -> None:
         if room in conn.sub_rooms:
@@ -447,8 +472,13 @@ class WorkerBus:
     def _drain_bus_messages(self, sock: zmq.Socket[bytes]) -> None:
         """Take bus messages until none is left or a round's byte budget is used:
         a worker that is behind must not hand its members its whole backlog at once."""
+        budget = self._round_budget
         for _ in range(10000):
-            if self._round_bytes >= self._round_budget:
+            carry = self._carry
+            while carry and self._round_bytes < budget:
+                room, items = carry.popleft()
+                self._fan_out_some(room, items)
+            if carry or self._round_bytes >= budget:
                 return
             try:
                 topic, header, body = sock.recv_multipart(zmq.NOBLOCK)
@@ -671,7 +701,29 @@ class WorkerBus:
         self._send_up([{"op": "sync", "clients": clients}, {"op": "hb"}])
 
     def _fan_out(self, room: str, items: list[list[Any]]) -> None:
-        """Deliver one room batch: encode once per (dialect, variant), send once per member."""
+        """Deliver one room batch, or queue it behind the tail of an earlier one."""
+        if self._carry:
+            self._carry.append((room, items))
+        else:
+            self._fan_out_some(room, items)
+
+    def _fan_out_some(self, room: str, items: list[list[Any]]) -> None:
+        """Deliver what of a room batch fits this round's byte budget; carry the rest.
+
+        Sizes are guessed from the texts (one len() per message, not per member).
+        """
+        left = self._round_budget - self._round_bytes
+        size = 0
+        for n, item in enumerate(items):
+            size += len(item[0].get("text") or "") + 64
+            if size > left and n:
+                self._carry.appendleft((room, items[n:]))
+                items = items[:n]
+                break
+        self._deliver(room, items)
+
+    def _deliver(self, room: str, items: list[list[Any]]) -> None:
+        """Deliver room items: encode once per (dialect, variant), send once per member."""
         for body, _w, _c, _id in items:
             if body.get("t") == "msg":
                 self.room_seq[room] = body["seq"]
