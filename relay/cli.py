@@ -65,6 +65,12 @@ HELP = {
     "max_linger": "longest a busy worker holds fan-out to send more messages per syscall "
     "(seconds; it holds a quarter of what its recent send rounds took, up to this); "
     "0 sends at once",
+    "max_inflight": "requests a worker may have on their way through the hub; past it, "
+    "the readers of the heaviest senders stop reading (TCP pushes back on them) until "
+    "the hub's receipts return",
+    "max_pause": "seconds a worker holds room traffic back while most members it writes to "
+    "are behind; a member that makes no progress for this long no longer holds it back "
+    "and is cut when over --max-outbox",
     "password": "password every client must give; a flag is visible to every local user "
     "(ps), so prefer $CHAT_RELAY_PASSWORD or --config FILE (mode 0600)",
     "tls_cert": "PEM certificate file: the port then speaks TLS 1.2+ for every dialect",

@@ -62,6 +62,8 @@ class Settings:
     shutdown_grace: float = 3.0       # seconds to flush outboxes on SIGTERM
     bus_hwm: int = 100000             # zmq high-water marks on every bus socket
     max_linger: float = 0.02          # seconds a loaded worker may hold output to batch it
+    max_inflight: int = 2000          # requests a worker has on their way through the hub
+    max_pause: float = 0.5            # seconds fan-out waits for members that are behind
     password: str = field(default="", repr=False)
     # Security and operations.
     tls_cert: str = ""                # PEM certificate: TLS 1.2+ for every dialect

@@ -64,6 +64,7 @@ class Connection:
         self.slow = False
         # Errors sent to this client (the session sets the limit: --max-errors).
         self.errors = ErrorBudget(0)
+        self.moved_at = 0.0  # bus thread: when its backlog last moved (fan-out pacing)
 
     # Writing ------------------------------------------------------------------
 

@@ -115,6 +115,9 @@ class WorkerMetrics(_Updater):
                                      ("process",))
         self.slow_cuts = self._counter("slow_consumer_cuts", "Clients cut as slow consumers")
         self.rate_limited = self._counter("rate_limited", "Client frames dropped by the rate limit")
+        self.pushed_back = self._counter(
+            "pushed_back", "Times a reader stopped reading because its worker's credit window "
+            "(--max-inflight) was full")
         self.queue = self._gauge("worker_queue_depth",
                                  "Requests waiting for the worker's bus thread", ("worker",))
         self.outbox = self._gauge("worker_outbox_bytes",
@@ -145,6 +148,7 @@ class WorkerMetrics(_Updater):
         sync(self.missing.labels("worker"), bus.gaps.missing)
         sync(self.slow_cuts, bus.slow_cuts)
         sync(self.rate_limited, bus.rate_limited)
+        sync(self.pushed_back, bus.pushed_back)
         queued, outbox, backlogged = bus.backlog()
         self.queue.labels(self.worker_id).set(queued)
         self.outbox.labels(self.worker_id).set(outbox)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from relay.connection import Connection
 from relay.errorbudget import ErrorBudget
+from relay.overload import ReaderWeight
 from relay.ratelimit import TokenBucket
 from relay.sockio import wait_readable
 from relay.tls import TLS_RECORD_HANDSHAKE, ServerTls, TlsClosed
@@ -89,6 +90,7 @@ class Session:
         self.oper = False  # proved the operator password on this connection
         self.auth_failures = 0  # wrong passwords (hello or oper) on this connection
         self.handshaking = True  # counted in the worker's handshakes until past hello
+        self.weight = ReaderWeight()  # what it sent recently: heaviest waits first
 
     # Thread entry ---------------------------------------------------------------
 
@@ -219,6 +221,8 @@ class Session:
                     return
             if conn.ready:
                 self._handshake_over()
+                # Overloaded: stop reading (TCP pushes back on the sender).
+                self.worker.bus.admit(conn, self.weight)
             timeout = s.ping_interval if conn.ready else hello_deadline - time.monotonic()
             if timeout <= 0:
                 conn.finish(_error("not_ready", f"no hello within {s.hello_timeout:g} s"))
@@ -273,6 +277,8 @@ class Session:
         codec = conn.codec
         codec.error_allowance = conn.errors.remaining()
         decoded = codec.receive_data(data)
+        if decoded:
+            self.weight.add(len(decoded), time.monotonic())
         extra = codec.data_to_send()
         # The codec's own replies (/help, IRC numerics, PING before
         # registration) cost like frames; a last word before a close is free.

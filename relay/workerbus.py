@@ -42,6 +42,7 @@ from relay.bus import (
 )
 from relay.config import Settings
 from relay.connection import Connection
+from relay.overload import CreditWindow, FanoutPacer, ReaderWeight
 from relay.rounds import SendRounds
 from transports.base import ServerCodec
 from transports.errors import CUT_CODES
@@ -83,6 +84,21 @@ class WorkerBus:
         self._out: dict[Connection, bytes | list[bytes]] = {}
         self._after_flush: list[threading.Event] = []
         self._rounds = SendRounds(settings.max_linger)
+        # Overload (relay/overload.py): the credit window readers wait on, and
+        # the pacing of fan-out to what members read.
+        self.credit = CreditWindow(settings.max_inflight)
+        self._credit_cv = threading.Condition()
+        self._credit_waiters = 0
+        self.pushed_back = 0  # reader waits for credit (under _credit_cv)
+        self._pacer = FanoutPacer(settings.max_pause)
+        self._round_budget = max(4096, settings.max_outbox // 4)  # bytes a member gets per round
+        self._round_bytes = 0  # of one member's share held in _out now (at most)
+        self._last_round = 0  # members the last send round wrote to
+        self._stuck: set[int] = set()  # ids of members behind that made no progress
+        self._bus_polled = True
+        # Room batches (their tails) waiting for the next round: a hub batch can
+        # hold thousands of messages, more than one round may hand a member.
+        self._carry: deque[tuple[str, list[list[Any]]]] = deque()
         self._closing: dict[int, Connection] = {}  # connections to close once flushed
         self._watched: set[int] = set()
         self._poller = zmq.Poller()
@@ -124,6 +140,26 @@ class WorkerBus:
         """Queue a request for the hub (or a local op) and wake the bus thread."""
         self._queue.append((conn, req))
         self._wake()
+
+    def admit(self, conn: Connection, weight: ReaderWeight) -> None:
+        """A reader calls this before it reads: it waits while the credit window
+        has no room for what its sender sent recently (TCP then pushes back)."""
+        credit = self.credit
+        queue = self._queue
+        if credit.inflight + len(queue) < credit.window // 2:
+            return  # the common case: room even for the heaviest, no clock read
+        need = weight.value(time.monotonic())
+        if not credit.must_wait(len(queue), need):
+            return
+        with self._credit_cv:
+            self.pushed_back += 1
+            self._credit_waiters += 1
+            try:
+                while credit.must_wait(len(queue), need) and not conn.closing \
+                        and not self.stopping:
+                    self._credit_cv.wait(0.25)
+            finally:
+                self._credit_waiters -= 1
 
     def note_rate_limited(self) -> None:
         with self._tally_lock:
@@ -186,7 +222,10 @@ class WorkerBus:
                 now = time.monotonic()
                 if now >= next_beat:
                     next_beat = now + HEARTBEAT
-                    self._send_up([{"op": "hb", "hello": not self.ready.is_set()}])
+                    beat: list[dict[str, Any]] = [{"op": "hb", "hello": not self.ready.is_set()}]
+                    if self.credit.overdue():  # a receipt may have been lost: ask again
+                        beat.append({"op": "credit", "n": self.credit.ask()})
+                    self._send_up(beat)
                     if self.metrics is not None:
                         self.metrics.update(self)
                     if self._held:
@@ -195,20 +234,29 @@ class WorkerBus:
                 if due is not None and now >= due:
                     self._flush_out()
                     due = None
-                timeout = max(0.0, min(next_beat, self._next_close(), due or next_beat) - now)
+                timeout = max(0.0, min(next_beat, self._next_close(), due or next_beat,
+                                       self._pacer.stuck_deadline() or next_beat) - now)
+                carried = bool(self._carry) and self._bus_polled
+                if carried:
+                    timeout = 0.0  # the next round's share is ready
                 events = poller.poll(int(timeout * 1000) + 1)
                 ev = dict(events)
                 if self._wake_fd in ev:
                     self._consume_wake()
-                if sock in ev:
+                if sock in ev or carried:
                     self._drain_bus(sock)
                 for fd, mask in events:
                     if isinstance(fd, int) and fd != self._wake_fd and mask & zmq.POLLOUT:
                         conn = self._by_fd.get(fd)
-                        if conn is not None and conn.flush():
+                        if conn is None:
+                            continue
+                        if conn.flush():
                             poller.unregister(fd)
                             watched.discard(fd)
                             del self._by_fd[fd]
+                            self._stuck.discard(conn.id)
+                        else:
+                            conn.moved_at = now
                 self._drain_queue()
                 while self._writers:
                     conn = self._writers.popleft()
@@ -222,7 +270,9 @@ class WorkerBus:
                         poller.register(conn.fd, zmq.POLLOUT)
                         watched.add(conn.fd)
                         self._by_fd[conn.fd] = conn
+                        conn.moved_at = now
                 self._close_due(poller, watched)
+                self._pace(poller, sock)
                 if self.stopping:
                     self._shutdown_clients(poller)
                     break
@@ -294,6 +344,9 @@ class WorkerBus:
             if up is not None:
                 batch.append(up)
         if batch:
+            receipt = self.credit.add(len(batch))
+            if receipt is not None:
+                batch.append({"op": "credit", "n": receipt})
             self._send_up(batch)
 
     def _take_request(self, conn: Connection | None, req: dict[str, Any]
@@ -321,6 +374,50 @@ class WorkerBus:
             self.says += 1
         req["c"] = conn.id
         return req
+
+    def _pace(self, poller: zmq.Poller, sock: zmq.Socket[bytes]) -> None:
+        """Pull room traffic off the bus only while members keep up (FanoutPacer).
+
+        While fan-out waits, the traffic waits upstream, the credit window
+        fills, and the readers of the heaviest senders stop reading.
+        """
+        now = time.monotonic()
+        pacer = self._pacer
+        paused = pacer.paused(*self._over_marks(), now)
+        deadline = pacer.stuck_deadline()
+        if paused and deadline is not None and now >= deadline:
+            self._give_up_waiting(deadline - pacer.max_pause)
+            pacer.since = now
+            paused = pacer.paused(*self._over_marks(), now)
+        if paused == self._bus_polled:
+            if paused:
+                poller.unregister(sock)
+            else:
+                poller.register(sock, zmq.POLLIN)
+            self._bus_polled = not paused
+
+    def _over_marks(self) -> tuple[int, int]:
+        """Members held for, with over half / over an eighth of --max-outbox queued."""
+        high = low = 0
+        if self._by_fd:
+            half, eighth = self.settings.max_outbox // 2, self.settings.max_outbox // 8
+            stuck = self._stuck
+            for conn in self._by_fd.values():
+                pending = conn.pending
+                if pending > eighth and conn.id not in stuck:
+                    low += 1
+                    high += pending > half
+        return high, low
+
+    def _give_up_waiting(self, since: float) -> None:
+        """After --max-pause: stop holding fan-out for members that made no
+        progress, or that are a minority still far behind the others."""
+        half = self.settings.max_outbox // 2
+        high = [c for c in self._by_fd.values() if c.pending > half and c.id not in self._stuck]
+        minority = FanoutPacer.minority(len(high), self._last_round)
+        for conn in self._by_fd.values():
+            if conn.moved_at <= since or (minority and conn.pending > half):
+                self._stuck.add(conn.id)
 
     def _subscribe(self, conn: Connection, room: str) -> None:
         if room in conn.sub_rooms:
@@ -370,6 +467,7 @@ class WorkerBus:
             self._poller.unregister(conn.fd)
             self._watched.discard(conn.fd)
         self._by_fd.pop(conn.fd, None)
+        self._stuck.discard(conn.id)
         self._closing.pop(conn.id, None)
         self._out.pop(conn, None)  # output held for a linger has nowhere to go now
         conn.sock.close()
@@ -387,6 +485,13 @@ class WorkerBus:
             else:
                 self._out[conn] = [pending, data]
 
+    def _flush_full_or_soon(self) -> None:
+        """A round that reached its byte budget goes at once (it cannot grow)."""
+        if self._round_bytes >= self._round_budget:
+            self._flush_out()
+        else:
+            self._flush_soon()
+
     def _flush_soon(self) -> None:
         """Send what this drain produced now, or hold it while the worker is busy
         (relay/rounds.py). A reader waiting on a handshake or a bye never waits."""
@@ -396,10 +501,12 @@ class WorkerBus:
     def _flush_out(self) -> None:
         """One send round: every client gets its share of the held output in one send."""
         out, self._out = self._out, {}
+        self._round_bytes = 0
         t0 = time.monotonic()
         for conn, pending in out.items():
             conn.send(_joined(pending))
         if out:
+            self._last_round = len(out)
             self._rounds.sent(t0, time.monotonic())
         else:
             self._rounds.due = None
@@ -414,10 +521,19 @@ class WorkerBus:
         try:
             self._drain_bus_messages(sock)
         finally:
-            self._flush_soon()
+            self._flush_full_or_soon()
 
     def _drain_bus_messages(self, sock: zmq.Socket[bytes]) -> None:
+        """Take bus messages until none is left or a round's byte budget is used:
+        a worker that is behind must not hand its members its whole backlog at once."""
+        budget = self._round_budget
         for _ in range(10000):
+            carry = self._carry
+            while carry and self._round_bytes < budget:
+                room, items = carry.popleft()
+                self._fan_out_some(room, items)
+            if carry or self._round_bytes >= budget:
+                return
             try:
                 topic, header, body = sock.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
@@ -580,6 +696,8 @@ class WorkerBus:
                 self._fill(body)
             elif t == "_bans":
                 self._take_bans(body)
+            elif t == "_credit":
+                self._take_credit(int(body.get("n") or 0))
             return
         conn = self.conns.get(conn_id)
         if conn is None:
@@ -633,6 +751,12 @@ class WorkerBus:
         elif not charged:
             self._charge_error(conn)
 
+    def _take_credit(self, receipt: int) -> None:
+        """The hub's receipt: our fan-out of everything before it is done."""
+        if self.credit.receipt(receipt) and self._credit_waiters:
+            with self._credit_cv:
+                self._credit_cv.notify_all()
+
     def _cut(self, conn: Connection, reason: str) -> None:
         """An operator removed this client (the hub forgot it already): send what is
         due with the error last, take no more output, and close once it is out."""
@@ -656,7 +780,29 @@ class WorkerBus:
         self._send_up([{"op": "sync", "clients": clients}, {"op": "hb"}])
 
     def _fan_out(self, room: str, items: list[list[Any]]) -> None:
-        """Deliver one room batch: encode once per (dialect, variant), send once per member."""
+        """Deliver one room batch, or queue it behind the tail of an earlier one."""
+        if self._carry:
+            self._carry.append((room, items))
+        else:
+            self._fan_out_some(room, items)
+
+    def _fan_out_some(self, room: str, items: list[list[Any]]) -> None:
+        """Deliver what of a room batch fits this round's byte budget; carry the rest.
+
+        Sizes are guessed from the texts (one len() per message, not per member).
+        """
+        left = self._round_budget - self._round_bytes
+        size = 0
+        for n, item in enumerate(items):
+            size += len(item[0].get("text") or "") + 64
+            if size > left and n:
+                self._carry.appendleft((room, items[n:]))
+                items = items[:n]
+                break
+        self._deliver(room, items)
+
+    def _deliver(self, room: str, items: list[list[Any]]) -> None:
+        """Deliver room items: encode once per (dialect, variant), send once per member."""
         for body, _w, _c, _id in items:
             if body.get("t") == "msg":
                 self.room_seq[room] = body["seq"]
@@ -711,6 +857,8 @@ class WorkerBus:
             else:
                 out[conn] = [pending, data]
         self.delivered += len(members) * len(items)
+        if cache:
+            self._round_bytes += max(len(e[1]) for e in cache.values())
 
     def _encode_each(self, key: tuple[type[ServerCodec], Hashable], items: list[list[Any]]
                      ) -> list[bytes]:
@@ -751,6 +899,7 @@ class WorkerBus:
                 poller.unregister(conn.fd)
                 watched.discard(conn.fd)
                 self._by_fd.pop(conn.fd, None)
+                self._stuck.discard(conn.id)
             del self._closing[cid]
 
     def _shutdown_clients(self, poller: zmq.Poller) -> None:

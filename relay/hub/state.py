@@ -99,7 +99,7 @@ class HubState:
             "away": chat.op_away, "rooms": chat.op_rooms, "gone": self._op_gone,
             "bye": self._op_bye, "echo": chat.op_echo, "ping": chat.op_ping,
             "fill": chat.op_fill, "worker_gone": self._op_worker_gone,
-            "auth_fail": self._op_auth_fail, "sync": self._op_sync,
+            "auth_fail": self._op_auth_fail, "sync": self._op_sync, "credit": self._op_credit,
             "kick": mod.op_kick, "ban": mod.op_ban, "unban": mod.op_unban,
             "mute": mod.op_mute, "unmute": mod.op_unmute,
         }
@@ -233,6 +233,11 @@ class HubState:
         if client is not None and req.get("reason"):
             client.quit_reason = str(req["reason"])
         to(out, key, {"t": "_bye"})
+
+    def _op_credit(self, worker: str, req: dict[str, Any], out: Out) -> None:
+        """A receipt for the worker's credit window (relay/overload.py): it travels
+        behind everything this request's batch produced, on the worker's pipe."""
+        out.append((worker_topic(worker), [None, {"t": "_credit", "n": req.get("n")}]))
 
     def _op_auth_fail(self, worker: str, req: dict[str, Any], out: Out) -> None:
         """A wrong password on any worker; a block it starts goes to every worker."""
