@@ -521,13 +521,17 @@ def test_restart_with_history_db_is_a_plain_resume(
     assert _faults(ann) == [], ann.errors
 
 
+@pytest.mark.parametrize("history", [500, 1])
 def test_restart_shows_what_was_said_before_the_page_came_back(
-    browser: Browser, relay_factory: Callable[..., RelayProcess], people: list[Any]
+    browser: Browser, relay_factory: Callable[..., RelayProcess], people: list[Any],
+    history: int
 ) -> None:
     """The new relay's room has seq 2 when the page resumes from 3: its two
-    messages are fetched and shown under the restart line, not counted."""
+    messages are fetched and shown under the restart line, not counted. With
+    room for one in history, the other is counted where it is missing."""
     expect = _expect()
-    relay = relay_factory(workers=1)
+    args = ["--rate-limit", "0", "--history", str(history)]
+    relay = relay_factory(workers=1, args=args)
     ann = _seen_three(relay, people, browser)
     port = relay.port
     relay.stop()
@@ -535,23 +539,30 @@ def test_restart_shows_what_was_said_before_the_page_came_back(
     # new relay gets two messages.
     ann.page.evaluate("state.quitting = true")
     expect(ann.page.locator("#status")).to_have_text("offline", timeout=20000 * UNIT)
-    relay_factory(workers=1, port=port)
+    relay_factory(workers=1, args=args, port=port)
     nat = NativePeer.joined(port, "nat", ["lobby"])
     people.append(nat)
     for text in ("r1", "r2"):
         nat.send({"t": "say", "room": "lobby", "text": text})
     nat.msgs("lobby", 2)
     ann.page.evaluate("state.quitting = false; connect()")
-    expect(ann.messages()).to_have_count(5)
+    kept = [("r1", 1), ("r2", 2)][-history:]
+    expect(ann.messages()).to_have_count(3 + len(kept))
     nat.send({"t": "say", "room": "lobby", "text": "live"})
-    expect(ann.messages()).to_have_count(6)
+    expect(ann.messages()).to_have_count(4 + len(kept))
     assert [(t, s) for _, t, s in _msg_texts(ann)] == [
-        ("m0", 1), ("m1", 2), ("m2", 3), ("r1", 1), ("r2", 2), ("live", 3)]
+        ("m0", 1), ("m1", 2), ("m2", 3), *kept, ("live", 3)]
     order = ann.page.locator(".room-log:not([hidden]) > div").evaluate_all(
         "els => els.map(e => e.classList.contains('gap') ? 'gap' : "
         "e.textContent.includes('the relay restarted') ? 'restart' : e.title)")
-    assert [x for x in order if x] == ["#1", "#2", "#3", "restart", "#1", "#2", "#3"], order
-    assert "missed" not in _log_text(ann)
+    after = ["#1", "#2", "#3"] if history > 1 else ["gap", "#2", "#3"]
+    assert [x for x in order if x] == ["#1", "#2", "#3", "restart", *after], order
+    expect(ann.page.locator(".line.info", has_text=RESTART_LINE)).to_have_count(1)
+    if history > 1:
+        assert "missed" not in _log_text(ann)
+    else:
+        expect(ann.page.locator(".gap")).to_have_text(
+            "missed 1 message: no longer in the relay's history")
     assert _faults(ann) == [], ann.errors
 
 
@@ -680,3 +691,27 @@ def test_the_first_eight_nicks_of_a_room_get_eight_distinct_readable_colours(
     assert ann.messages().last.locator(".from").evaluate(
         "e => getComputedStyle(e).color") == shown[0][1]
     assert ann.errors == [], ann.errors  # no CSP violation from setting the colours
+
+
+def test_me_is_an_action_both_ways_and_quit_takes_a_reason(
+    browser: Browser, relay: RelayProcess, people: list[Any]
+) -> None:
+    """`/me waves` reads "* ann waves" everywhere; `/quit REASON` reaches others."""
+    expect = _expect()
+    ann = WebUser(browser, relay.port, "ann", DESKTOP)
+    people.append(ann)
+    nat = NativePeer.joined(relay.port, "nat", ["lobby"])
+    people.append(nat)
+    ann.type("/me waves")
+    got = nat.expect(lambda b: b.get("t") == "msg" and b["from"] == "ann")
+    assert (got["text"], got.get("action")) == ("waves", True)
+    nat.send({"t": "say", "room": "lobby", "text": "grins", "action": True})
+    actions = ann.page.locator(".line.msg.action")
+    expect(actions).to_have_count(2)
+    assert [re.sub(r"^.*?(?=\* )", "", t) for t in actions.all_text_contents()] == [
+        "* ann waves", "* nat grins"]
+    ann.type("/quit gone home")
+    got = nat.expect(lambda b: b.get("t") == "presence" and b["nick"] == "ann")
+    assert (got["event"], got.get("reason")) == ("part", "gone home")
+    expect(ann.page.locator("#status")).to_have_text("offline")
+    assert ann.errors == [], ann.errors

@@ -290,21 +290,23 @@ function fillGap(h) {
   let after = Number(g.dataset.after);
   const upto = Number(g.dataset.upto);
   let first = null;
+  let firstEl = null;
   for (const m of h.messages) {
     if (m.seq <= after || m.seq >= upto) continue;
-    if (first === null) first = m.seq;
-    append(h.room, msgLine(m, h.room), g);
+    const p = msgLine(m, h.room);
+    if (first === null) { first = m.seq; firstEl = p; }
+    append(h.room, p, g);
     after = m.seq;
   }
-  if (after + 1 >= upto) {
-    r.gapEls = r.gapEls.filter((e) => e !== g);
-    g.remove();
-  } else if (first === null || first > Number(g.dataset.after) + 1) {
+  if (first === null || first > Number(g.dataset.after) + 1) {
     // Some are gone for good (the relay's history starts later): say so.
     renderGap(g, h.room, Number(g.dataset.after), first === null ? upto : first, true);
-    if (first !== null) { // what came after the hole was inserted above the marker
-      g.parentNode.insertBefore(g, g.parentNode.querySelector(`[title="#${first}"]`));
-    }
+    // What came after the hole was inserted above the marker. (Not found by its
+    // seq: after a restart the log holds two messages #1.)
+    if (firstEl !== null) g.parentNode.insertBefore(g, firstEl);
+  } else if (after + 1 >= upto) {
+    r.gapEls = r.gapEls.filter((e) => e !== g);
+    g.remove();
   } else {
     renderGap(g, h.room, after, upto, false); // a partial page: more to load
   }
