@@ -100,18 +100,19 @@ function info(name, text) {
 // Nick colours: chat-client's palette (clients/render.py NICK_COLOURS) slot for
 // slot, so a nick has the same colour there and here, each darkened where needed
 // to read on the white message pane: every one at least 4.5:1 against #fff,
-// every pair still at least 29 apart in CIELAB (tests/test_web_page.py measures).
+// every pair at least 35 apart in CIELAB (chat-client's: 29), as
+// tests/test_web_page.py measures.
 const NICK_COLOURS = [
-  "#e6194b", // red
-  "#208920", // green
-  "#4363d8", // blue
-  "#c55002", // orange
-  "#911eb4", // purple
+  "#e5134a", // red
+  "#0f8717", // green
+  "#4264da", // blue
+  "#cc4908", // orange
+  "#7812b0", // purple
   "#1a7da3", // cyan
-  "#d813a1", // magenta
-  "#9a6324", // brown
-  "#797803", // olive
-  "#3f8275", // teal
+  "#d513ac", // magenta
+  "#9e652f", // brown
+  "#737a07", // olive
+  "#3a816b", // teal
 ];
 const MAX_COLOURED = 1000; // nicks whose colour a room remembers; past it, the plain hash
 
