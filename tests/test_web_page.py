@@ -417,3 +417,301 @@ def test_join_shows_the_latest_messages_under_a_divider(
     # Each earlier line carries the time it was said (from its ts).
     expect(log.locator(".line.msg.earlier time").first).to_have_text(re.compile(r"\d"))
     assert ann.errors == [], ann.errors
+
+
+# Relay restarts and shutdowns, as chat-client tells them (issue 22) -----------------
+
+
+SHUTDOWN_NOTICE = "the relay is shutting down; reconnecting when it is back"
+RESTART_LINE = "#lobby: the relay restarted; messages before it are gone"
+
+
+def _faults(user: WebUser) -> list[str]:
+    """The page's errors but the browser's own log of each reconnect attempt
+    that found the relay down (net::ERR_CONNECTION_REFUSED and the like)."""
+    return [e for e in user.errors
+            if not re.fullmatch(r"WebSocket connection to '\S+' failed: .*net::ERR_\w+", e)]
+
+
+def _log_text(user: WebUser, room: str = "lobby") -> str:
+    """Everything a room's log says, hidden lines and markers included."""
+    return str(user.page.evaluate("name => state.rooms.get(name).el.textContent", room))
+
+
+def _seen_three(relay: RelayProcess, people: list[Any], browser: Browser) -> WebUser:
+    """ann on the page has seen m0..m2 (seq 1..3) from nat in lobby."""
+    ann = WebUser(browser, relay.port, "ann", DESKTOP)
+    people.append(ann)
+    nat = NativePeer.joined(relay.port, "nat", ["lobby"])
+    people.append(nat)
+    for i in range(3):
+        nat.send({"t": "say", "room": "lobby", "text": f"m{i}"})
+    _expect()(ann.messages()).to_have_count(3)
+    return ann
+
+
+def _after_restart(ann: WebUser, port: int) -> dict[str, Any]:
+    """Once the page is back on the relay at `port`, nat says "after"; its msg."""
+    expect = _expect()
+    expect(ann.page.locator("#status")).to_have_text("online", timeout=30000 * UNIT)
+    expect(ann.members()).to_contain_text(["ann"])  # resumed: `joined` came
+    nat = NativePeer.joined(port, "nat", ["lobby"])
+    try:
+        nat.send({"t": "say", "room": "lobby", "text": "after"})
+        got = nat.expect(lambda b: b.get("t") == "msg" and b["text"] == "after")
+    finally:
+        nat.close()
+    expect(ann.messages().last).to_contain_text("after")
+    return got
+
+
+def test_shutdown_is_a_grey_notice_and_the_page_keeps_reconnecting(
+    browser: Browser, relay_factory: Callable[..., RelayProcess], people: list[Any]
+) -> None:
+    """Issue 22: a planned shutdown is news, not a red error."""
+    expect = _expect()
+    relay = relay_factory(workers=1)
+    ann = WebUser(browser, relay.port, "ann", DESKTOP)
+    people.append(ann)
+    relay.stop()
+    notice = ann.page.locator(".line.info", has_text=SHUTDOWN_NOTICE)
+    expect(notice).to_have_count(1)
+    assert notice.evaluate("e => getComputedStyle(e).color") == "rgb(93, 102, 119)"  # grey
+    expect(ann.page.locator(".line.err")).to_have_count(0)
+    expect(ann.page.locator("#status")).to_contain_text("offline: reconnecting in")
+    assert _faults(ann) == [], ann.errors
+
+
+def test_restart_without_history_db_says_so_once_and_counts_nothing(
+    browser: Browser, relay_factory: Callable[..., RelayProcess], people: list[Any]
+) -> None:
+    """A new epoch: one restart line, no "missed", and the new relay's seq 1 is shown."""
+    expect = _expect()
+    relay = relay_factory(workers=1)
+    ann = _seen_three(relay, people, browser)
+    port = relay.port
+    relay.stop()
+    expect(ann.page.locator(".line.info", has_text=SHUTDOWN_NOTICE)).to_have_count(1)
+    relay_factory(workers=1, port=port)
+    assert _after_restart(ann, port)["seq"] == 1
+    expect(ann.page.locator(".line.info", has_text=RESTART_LINE)).to_have_count(1)
+    assert [t for _, t, _ in _msg_texts(ann)] == ["m0", "m1", "m2", "after"]
+    expect(ann.page.locator(".gap")).to_have_count(0)
+    assert "missed" not in _log_text(ann)
+    expect(ann.page.locator(".line.err")).to_have_count(0)
+    assert _faults(ann) == [], ann.errors
+
+
+def test_restart_with_history_db_is_a_plain_resume(
+    browser: Browser, relay_factory: Callable[..., RelayProcess], people: list[Any],
+    tmp_path: Path
+) -> None:
+    expect = _expect()
+    args = ["--rate-limit", "0", "--history-db", str(tmp_path / "history.db")]
+    relay = relay_factory(workers=1, args=args)
+    ann = _seen_three(relay, people, browser)
+    port = relay.port
+    relay.stop()
+    relay_factory(workers=1, args=args, port=port)
+    assert _after_restart(ann, port)["seq"] == 4
+    assert [t for _, t, _ in _msg_texts(ann)] == ["m0", "m1", "m2", "after"]
+    log = _log_text(ann)
+    assert "restarted" not in log and "missed" not in log, log
+    expect(ann.page.locator(".gap")).to_have_count(0)
+    assert _faults(ann) == [], ann.errors
+
+
+@pytest.mark.parametrize("history", [500, 1])
+def test_restart_shows_what_was_said_before_the_page_came_back(
+    browser: Browser, relay_factory: Callable[..., RelayProcess], people: list[Any],
+    history: int
+) -> None:
+    """The new relay's room has seq 2 when the page resumes from 3: its two
+    messages are fetched and shown under the restart line, not counted. With
+    room for one in history, the other is counted where it is missing."""
+    expect = _expect()
+    args = ["--rate-limit", "0", "--history", str(history)]
+    relay = relay_factory(workers=1, args=args)
+    ann = _seen_three(relay, people, browser)
+    port = relay.port
+    relay.stop()
+    # Hold the page's reconnect (a /quit'ing page does not retry) while the
+    # new relay gets two messages.
+    ann.page.evaluate("state.quitting = true")
+    expect(ann.page.locator("#status")).to_have_text("offline", timeout=20000 * UNIT)
+    relay_factory(workers=1, args=args, port=port)
+    nat = NativePeer.joined(port, "nat", ["lobby"])
+    people.append(nat)
+    for text in ("r1", "r2"):
+        nat.send({"t": "say", "room": "lobby", "text": text})
+    nat.msgs("lobby", 2)
+    ann.page.evaluate("state.quitting = false; connect()")
+    kept = [("r1", 1), ("r2", 2)][-history:]
+    expect(ann.messages()).to_have_count(3 + len(kept))
+    nat.send({"t": "say", "room": "lobby", "text": "live"})
+    expect(ann.messages()).to_have_count(4 + len(kept))
+    assert [(t, s) for _, t, s in _msg_texts(ann)] == [
+        ("m0", 1), ("m1", 2), ("m2", 3), *kept, ("live", 3)]
+    order = ann.page.locator(".room-log:not([hidden]) > div").evaluate_all(
+        "els => els.map(e => e.classList.contains('gap') ? 'gap' : "
+        "e.textContent.includes('the relay restarted') ? 'restart' : e.title)")
+    after = ["#1", "#2", "#3"] if history > 1 else ["gap", "#2", "#3"]
+    assert [x for x in order if x] == ["#1", "#2", "#3", "restart", *after], order
+    expect(ann.page.locator(".line.info", has_text=RESTART_LINE)).to_have_count(1)
+    if history > 1:
+        assert "missed" not in _log_text(ann)
+    else:
+        expect(ann.page.locator(".gap")).to_have_text(
+            "missed 1 message: no longer in the relay's history")
+    assert _faults(ann) == [], ann.errors
+
+
+# Frames as a relay whose hub alone restarted sends them (its seq goes on): fed to
+# the page's handler, since a real hub restart keeps the page's connection.
+_RESUME_ACROSS_A_HUB_RESTART = """epochStep => {
+  const epoch = state.epoch;
+  const msg = (seq, text) => ({t: "msg", room: "side", seq: seq, ts: Date.now(),
+                                from: "bob", text: text});
+  handle({t: "joined", room: "side", members: ["ann", "bob"], seq: 10});
+  handle(msg(11, "before"));
+  handle({t: "welcome", nick: "ann", server: "x", epoch: epoch + epochStep});
+  handle({t: "joined", room: "side", members: ["ann", "bob"], seq: 14});
+  handle({t: "error", code: "history_gap", room: "side", ref: "hello", text: "gone"});
+  handle(msg(13, "after"));
+  handle(msg(14, "live"));
+  return state.rooms.get("side").el.textContent;
+}"""
+
+
+def test_new_epoch_with_the_seq_going_on_is_one_line_and_no_count(
+    browser: Browser, relay: RelayProcess, people: list[Any]
+) -> None:
+    """As chat-client (tests/test_first_run.py::test_new_epoch_with_seq_going_on_...):
+    a new epoch absorbs the jump; the same epoch counts it."""
+    ann = WebUser(browser, relay.port, "ann", DESKTOP)
+    people.append(ann)
+    text = ann.page.evaluate(_RESUME_ACROSS_A_HUB_RESTART, 1)
+    assert text.count("the relay restarted; messages before it are gone") == 1, text
+    assert "missed" not in text and "after" in text and "live" in text, text
+    ann.page.evaluate("() => { state.rooms.get('side').el.remove(); state.rooms.delete('side'); }")
+    text = ann.page.evaluate(_RESUME_ACROSS_A_HUB_RESTART, 0)
+    assert "restarted" not in text, text
+    assert "missed 1 message: no longer in the relay's history" in text, text
+    assert ann.errors == [], ann.errors
+
+
+# Nick colours ----------------------------------------------------------------------
+
+
+def _lab(rgb: tuple[float, float, float]) -> tuple[float, float, float]:
+    """sRGB (0-255) -> CIELAB (D65), as tests/test_first_run.py measures chat-client's."""
+    def linear(c: float) -> float:
+        c /= 255
+        return c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4
+
+    r, g, b = (linear(c) for c in rgb)
+    x = (0.4124 * r + 0.3576 * g + 0.1805 * b) / 0.95047
+    y = 0.2126 * r + 0.7152 * g + 0.0722 * b
+    z = (0.0193 * r + 0.1192 * g + 0.9505 * b) / 1.08883
+
+    def f(t: float) -> float:
+        return t ** (1 / 3) if t > 0.008856 else 7.787 * t + 16 / 116
+
+    return 116 * f(y) - 16, 500 * (f(x) - f(y)), 200 * (f(y) - f(z))
+
+
+def _luminance(rgb: tuple[float, float, float]) -> float:
+    def linear(c: float) -> float:
+        c /= 255
+        return c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4
+
+    r, g, b = (linear(c) for c in rgb)
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+
+def _contrast(a: tuple[float, float, float], b: tuple[float, float, float]) -> float:
+    """WCAG contrast ratio; 4.5 is AA for text this size."""
+    la, lb = sorted((_luminance(a), _luminance(b)), reverse=True)
+    return (la + 0.05) / (lb + 0.05)
+
+
+def _rgb(css: str) -> tuple[float, float, float]:
+    """'rgb(1, 2, 3)' or '#010203' -> (1, 2, 3)."""
+    if css.startswith("#"):
+        return (int(css[1:3], 16), int(css[3:5], 16), int(css[5:7], 16))
+    r, g, b = (float(v) for v in re.findall(r"[\d.]+", css)[:3])
+    return (r, g, b)
+
+
+def _worst_pair(colours: list[tuple[float, float, float]]) -> float:
+    labs = [_lab(c) for c in colours]
+    return min(sum((p - q) ** 2 for p, q in zip(a, b, strict=True)) ** 0.5
+               for i, a in enumerate(labs) for b in labs[i + 1:])
+
+
+NICKS = ["alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi"]
+
+
+def test_the_first_eight_nicks_of_a_room_get_eight_distinct_readable_colours(
+    browser: Browser, relay: RelayProcess, people: list[Any]
+) -> None:
+    """Issue 22: no two of the first 8 nicks share a colour or nearly do, and
+    every colour reads on the message pane; the page picks chat-client's slot."""
+    from clients.render import NICK_COLOURS, nick_colour
+
+    expect = _expect()
+    ann = WebUser(browser, relay.port, "ann", DESKTOP)
+    people.append(ann)
+    for nick in NICKS:
+        peer = NativePeer.joined(relay.port, nick, ["lobby"])
+        people.append(peer)
+        peer.send({"t": "say", "room": "lobby", "text": f"hi from {nick}"})
+        peer.expect(lambda b, nick=nick: b.get("t") == "msg" and b["from"] == nick)
+    expect(ann.messages()).to_have_count(8)
+    shown = ann.messages().evaluate_all(
+        "els => els.map(e => [e.querySelector('.from').textContent, "
+        "getComputedStyle(e.querySelector('.from')).color])")
+    assert [nick for nick, _ in shown] == NICKS
+    colours = [_rgb(css) for _, css in shown]
+    assert len(set(colours)) == 8, shown
+    assert _worst_pair(colours) >= 35, shown
+    pane = _rgb(ann.page.locator("#messages").evaluate(
+        "e => getComputedStyle(e).backgroundColor"))
+    assert min(_contrast(c, pane) for c in colours) >= 4.5, (shown, pane)
+    # The whole palette holds the same bounds, slot for slot with chat-client's.
+    palette = [_rgb(c) for c in ann.page.evaluate("NICK_COLOURS")]
+    assert len(palette) == len(NICK_COLOURS)
+    assert _worst_pair(palette) >= 35
+    assert min(_contrast(c, pane) for c in palette) >= 4.5
+    for nick in [*NICKS, "Alice", "user7", "x"]:
+        assert ann.page.evaluate("nickSlot", nick) == NICK_COLOURS.index(nick_colour(nick))
+    # Colours are per room and kept: a message later in the room keeps alice's.
+    people[1].send({"t": "say", "room": "lobby", "text": "again"})
+    expect(ann.messages()).to_have_count(9)
+    assert ann.messages().last.locator(".from").evaluate(
+        "e => getComputedStyle(e).color") == shown[0][1]
+    assert ann.errors == [], ann.errors  # no CSP violation from setting the colours
+
+
+def test_me_is_an_action_both_ways_and_quit_takes_a_reason(
+    browser: Browser, relay: RelayProcess, people: list[Any]
+) -> None:
+    """`/me waves` reads "* ann waves" everywhere; `/quit REASON` reaches others."""
+    expect = _expect()
+    ann = WebUser(browser, relay.port, "ann", DESKTOP)
+    people.append(ann)
+    nat = NativePeer.joined(relay.port, "nat", ["lobby"])
+    people.append(nat)
+    ann.type("/me waves")
+    got = nat.expect(lambda b: b.get("t") == "msg" and b["from"] == "ann")
+    assert (got["text"], got.get("action")) == ("waves", True)
+    nat.send({"t": "say", "room": "lobby", "text": "grins", "action": True})
+    actions = ann.page.locator(".line.msg.action")
+    expect(actions).to_have_count(2)
+    assert [re.sub(r"^.*?(?=\* )", "", t) for t in actions.all_text_contents()] == [
+        "* ann waves", "* nat grins"]
+    ann.type("/quit gone home")
+    got = nat.expect(lambda b: b.get("t") == "presence" and b["nick"] == "ann")
+    assert (got["event"], got.get("reason")) == ("part", "gone home")
+    expect(ann.page.locator("#status")).to_have_text("offline")
+    assert ann.errors == [], ann.errors

@@ -2,7 +2,9 @@
 // (subprotocol chat-relay.v1.json). No build step, no dependencies.
 // Every room remembers the last seq it showed, so a reconnect resumes with
 // hello.resume and a seq gap shows a "missed N messages" marker that can
-// fetch the gap with `history`.
+// fetch the gap with `history`. After a relay restart (a new epoch in
+// `welcome`) it says so once per room instead of counting missed messages,
+// as chat-client does (clients/state.py).
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -23,6 +25,7 @@ const state = {
   commands: null,      // the slash-command table (/commands.json), shared with nc and chat-client
   pings: new Map(),    // ping id -> sent at (ms)
   nextPing: 1,
+  epoch: null,         // the relay's history epoch (welcome.epoch): a change is a restart
 };
 
 // Rendering --------------------------------------------------------------------
@@ -45,7 +48,14 @@ function room(name) {
     const box = el("div", "room-log");
     box.hidden = true;
     $("messages").appendChild(box);
-    r = { lastSeq: null, members: new Set(), el: box, unread: 0, gapEls: [], gone: false };
+    r = {
+      lastSeq: null, members: new Set(), el: box, unread: 0, gapEls: [],
+      gone: false,       // history_gap for our resume: the jump to the next seq is gone
+      restarted: false,  // the epoch changed: the next `joined` tells the restart
+      quietGap: false,   // restart told, seq went on: the next jump is what it said is gone
+      toldGap: false,    // restart told: the resume's history_gap says nothing new
+      colours: new Map(), // nick key -> colour, in order of appearance (nickColour)
+    };
     state.rooms.set(name, r);
   }
   return r;
@@ -87,21 +97,71 @@ function info(name, text) {
   toScreen(name, line("info", text));
 }
 
-// Each nick keeps one colour on every page (a hash of its lower-case form).
-function nickColour(nick) {
-  let h = 0;
-  for (const c of nick.toLowerCase()) h = (h * 31 + c.codePointAt(0)) >>> 0;
-  return `hsl(${h % 360}, 55%, 36%)`;
+// Nick colours: chat-client's palette (clients/render.py NICK_COLOURS) slot for
+// slot, so a nick has the same colour there and here, each darkened where needed
+// to read on the white message pane: every one at least 4.5:1 against #fff,
+// every pair at least 35 apart in CIELAB (chat-client's: 29), as
+// tests/test_web_page.py measures.
+const NICK_COLOURS = [
+  "#e5134a", // red
+  "#0f8717", // green
+  "#4264da", // blue
+  "#cc4908", // orange
+  "#7812b0", // purple
+  "#1a7da3", // cyan
+  "#d513ac", // magenta
+  "#9e652f", // brown
+  "#737a07", // olive
+  "#3a816b", // teal
+];
+const MAX_COLOURED = 1000; // nicks whose colour a room remembers; past it, the plain hash
+
+const CRC_TABLE = Array.from({ length: 256 }, (_, n) => {
+  let c = n;
+  for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+  return c >>> 0;
+});
+
+// zlib.crc32, so the hash picks the slot chat-client picks.
+function crc32(bytes) {
+  let c = 0xffffffff;
+  for (const b of bytes) c = CRC_TABLE[(c ^ b) & 0xff] ^ (c >>> 8);
+  return (c ^ 0xffffffff) >>> 0;
 }
 
-function msgLine(m) {
+// A nick's preferred slot (nicks are ASCII: lower case is the relay's nick key).
+function nickSlot(nick) {
+  return crc32(new TextEncoder().encode(nick.toLowerCase())) % NICK_COLOURS.length;
+}
+
+// A nick's colour in a room: its preferred one unless another nick of the room
+// has it, then the next free one (a hash alone gives 8 nicks a shared colour
+// more often than not); once given, it keeps it.
+function nickColour(name, nick) {
+  const preferred = nickSlot(nick);
+  const r = state.rooms.get(name);
+  if (!r) return NICK_COLOURS[preferred];
+  const key = nick.toLowerCase();
+  let colour = r.colours.get(key);
+  if (colour) return colour;
+  const taken = new Set(r.colours.values());
+  colour = NICK_COLOURS[preferred];
+  for (let step = 0; step < NICK_COLOURS.length; step++) {
+    const c = NICK_COLOURS[(preferred + step) % NICK_COLOURS.length];
+    if (!taken.has(c)) { colour = c; break; }
+  }
+  if (r.colours.size < MAX_COLOURED) r.colours.set(key, colour);
+  return colour;
+}
+
+function msgLine(m, name) {
   const mine = m.from === state.nick;
   const p = el("div", "line msg" + (mine ? " mine" : "") + (m.action ? " action" : ""));
   p.appendChild(el("time", "", clock(m.ts)));
   // An action (`/me waves`, IRC's CTCP ACTION) reads "* carol waves".
   if (m.action) p.appendChild(document.createTextNode("* "));
   const from = el("span", "from", m.from);
-  if (!mine) from.style.color = nickColour(m.from);
+  from.style.color = nickColour(name, m.from); // CSSOM: allowed by style-src 'self'
   p.appendChild(from);
   p.appendChild(document.createTextNode(m.action ? " " + m.text : m.text));
   p.title = "#" + m.seq;
@@ -152,9 +212,11 @@ function setStatus(text, offline) {
 function showMsg(m) {
   const r = room(m.room);
   if (r.lastSeq !== null && m.seq <= r.lastSeq) return; // already shown
+  if (r.quietGap && r.lastSeq !== null && m.seq > r.lastSeq + 1) r.lastSeq = m.seq - 1;
+  r.quietGap = false;
   if (r.lastSeq !== null && m.seq > r.lastSeq + 1) gapMarker(m.room, r.lastSeq, m.seq, r.gone);
   r.gone = false;
-  append(m.room, msgLine(m));
+  append(m.room, msgLine(m, m.room));
   r.lastSeq = m.seq;
 }
 
@@ -173,6 +235,7 @@ function renderGap(g, name, after, upto, gone) {
   const what = `missed ${missed} message${missed === 1 ? "" : "s"}`;
   g.dataset.after = String(after);
   g.dataset.upto = String(upto);
+  g.hidden = false; // a restart's fill (restartFill) shows only what it could not fill
   delete g.dataset.pending;
   if (gone) {
     g.replaceChildren(document.createTextNode(`${what}: no longer in the relay's history`));
@@ -188,6 +251,37 @@ function renderGap(g, name, after, upto, gone) {
   g.appendChild(b);
 }
 
+// The messages said after a restart and before we came back (seq 1..upto-1):
+// fetched at once into a hidden marker under the restart line, which shows
+// only if history no longer has them all.
+function restartFill(name, upto) {
+  const r = room(name);
+  const g = el("div", "gap");
+  g.hidden = true;
+  g.dataset.after = "0";
+  g.dataset.upto = String(upto);
+  g.dataset.pending = "1";
+  r.gapEls.push(g);
+  append(name, g);
+  send({ t: "history", room: name, after: 0, limit: Math.min(upto - 1, HISTORY_MAX) });
+}
+
+// A relay restart, as chat-client tells it (clients/state.py _on_joined): once
+// per room, with no count, since nothing was missed; what history no longer has
+// is what this line says is gone.
+function restarted(name, seq) {
+  const r = room(name);
+  info(name, `#${name}: the relay restarted; messages before it are gone`);
+  r.toldGap = true;
+  if (seq < r.lastSeq) {
+    // The room's numbering started over: what it has now is all after the restart.
+    if (seq > 0) restartFill(name, seq + 1);
+    r.lastSeq = seq;
+  } else {
+    r.quietGap = true; // the seq went on (the hub alone restarted)
+  }
+}
+
 // A history page answers the marker whose load is pending: its messages go
 // before the marker, and the marker shrinks to what is still missing.
 function fillGap(h) {
@@ -197,21 +291,23 @@ function fillGap(h) {
   let after = Number(g.dataset.after);
   const upto = Number(g.dataset.upto);
   let first = null;
+  let firstEl = null;
   for (const m of h.messages) {
     if (m.seq <= after || m.seq >= upto) continue;
-    if (first === null) first = m.seq;
-    append(h.room, msgLine(m), g);
+    const p = msgLine(m, h.room);
+    if (first === null) { first = m.seq; firstEl = p; }
+    append(h.room, p, g);
     after = m.seq;
   }
-  if (after + 1 >= upto) {
-    r.gapEls = r.gapEls.filter((e) => e !== g);
-    g.remove();
-  } else if (first === null || first > Number(g.dataset.after) + 1) {
+  if (first === null || first > Number(g.dataset.after) + 1) {
     // Some are gone for good (the relay's history starts later): say so.
     renderGap(g, h.room, Number(g.dataset.after), first === null ? upto : first, true);
-    if (first !== null) { // what came after the hole was inserted above the marker
-      g.parentNode.insertBefore(g, g.parentNode.querySelector(`[title="#${first}"]`));
-    }
+    // What came after the hole was inserted above the marker. (Not found by its
+    // seq: after a restart the log holds two messages #1.)
+    if (firstEl !== null) g.parentNode.insertBefore(g, firstEl);
+  } else if (after + 1 >= upto) {
+    r.gapEls = r.gapEls.filter((e) => e !== g);
+    g.remove();
   } else {
     renderGap(g, h.room, after, upto, false); // a partial page: more to load
   }
@@ -222,7 +318,7 @@ function showHistory(h) {
   const n = h.messages.length;
   info(h.room, `history of #${h.room}: ${n} message${n === 1 ? "" : "s"}` +
                (h.more ? " (older ones too: /history N shows the N latest)" : ""));
-  for (const m of h.messages) append(h.room, msgLine(m));
+  for (const m of h.messages) append(h.room, msgLine(m, h.room));
 }
 
 // A join's replay (a history page with replay:true, right after `joined`): the
@@ -232,7 +328,7 @@ function showReplay(h) {
   if (!h.messages || !h.messages.length) return;
   append(h.room, el("div", "divider", "earlier messages"));
   for (const m of h.messages) {
-    const p = msgLine(m);
+    const p = msgLine(m, h.room);
     p.classList.add("earlier");
     append(h.room, p);
   }
@@ -272,7 +368,7 @@ function connect() {
     if (state.ws !== ws) return;
     state.ws = null;
     state.nick = null;
-    for (const r of state.rooms.values()) r.members.clear();
+    for (const [name, r] of state.rooms) lostConnection(name, r);
     renderMembers();
     if (state.quitting || !state.welcomed) {
       setStatus("offline", true);
@@ -285,6 +381,17 @@ function connect() {
   };
 }
 
+// What the old connection owed a room is forgotten; lastSeq stays for the resume.
+function lostConnection(name, r) {
+  r.members.clear();
+  r.gone = r.quietGap = r.toldGap = false;
+  for (const g of r.gapEls) {
+    if (g.dataset.pending !== "1") continue;
+    // Its page will not come: the marker offers the load again (a restart's fill too).
+    renderGap(g, name, Number(g.dataset.after), Number(g.dataset.upto), false);
+  }
+}
+
 function handle(b) {
   switch (b.t) {
     case "welcome":
@@ -292,6 +399,13 @@ function handle(b) {
       if (Number.isInteger(b.max_text)) state.maxText = b.max_text;
       state.welcomed = true;
       state.retry = 0;
+      if (Number.isInteger(b.epoch)) {
+        // A new epoch: the relay restarted without its history (--history-db keeps it).
+        if (state.epoch !== null && b.epoch !== state.epoch) {
+          for (const r of state.rooms.values()) r.restarted = r.lastSeq !== null;
+        }
+        state.epoch = b.epoch;
+      }
       try { localStorage.setItem("chat-relay.nick", b.nick); } catch (e) { /* private mode */ }
       $("login").hidden = true;
       $("chat").hidden = false;
@@ -302,11 +416,10 @@ function handle(b) {
       r.members = new Set(b.members);
       if (r.lastSeq === null) {
         r.lastSeq = b.seq; // a fresh join starts at the room's seq
-      } else if (b.seq < r.lastSeq) {
-        // Resumed on a relay that restarted without its history: seq starts over.
-        info(b.room, `the relay restarted: #${b.room} continues from message ${b.seq}`);
-        r.lastSeq = b.seq;
+      } else if (r.restarted || b.seq < r.lastSeq) {
+        restarted(b.room, b.seq); // a seq gone back is a restart too (a relay with no epoch)
       }
+      r.restarted = false;
       if (!state.current || !state.rooms.has(state.current)) show(b.room);
       renderRooms();
       renderMembers();
@@ -399,10 +512,16 @@ function onError(b) {
     $("chat").hidden = true;
     return;
   }
+  if (b.code === "shutting_down") {
+    // Planned: the operator stopped the relay. News, not a fault; onclose reconnects.
+    info(null, "the relay is shutting down; reconnecting when it is back");
+    return;
+  }
   if (b.code === "history_gap") {
     // The gap marker (or the restart line) says it where the messages are missing.
     const r = state.rooms.get(b.room);
-    if (r && b.ref === "hello") r.gone = true;
+    if (r && b.ref === "hello" && r.toldGap) r.toldGap = false;
+    else if (r && b.ref === "hello") r.gone = true;
     else if (!r || !r.gapEls.some((e) => e.dataset.pending === "1")) {
       info(b.room, `history no longer reaches that far: ${b.text}`);
     }
