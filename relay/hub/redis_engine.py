@@ -32,6 +32,7 @@ from relay.hub.engine import ClientRec, EngineUnavailable, Sanction, SanctionKin
 from relay.hub.redis_feed import Feed
 from relay.hub.redis_hosts import Hosts
 from relay.hub.redis_link import Link, connect
+from relay.hub.redis_scripts import ckey, parse_ckey
 from relay.hub.redis_traffic import Traffic, entry_body
 from relay.hub.replies import Body, ConnKey, Out
 
@@ -40,19 +41,6 @@ log = logging.getLogger("chat_relay.hub")
 CLIENTS = lua.PREFIX + "clients"
 WORKERS = lua.PREFIX + "workers"
 ROOMS = lua.PREFIX + "rooms"
-
-
-def ckey(key: ConnKey) -> str:
-    return f"{key[0]}\t{key[1]}"
-
-
-def parse_ckey(raw: bytes | str) -> ConnKey:
-    worker, conn = (raw.decode() if isinstance(raw, bytes) else raw).split("\t")
-    return worker, int(conn)
-
-
-def _ignore(name: str) -> None:
-    """The default on_forget."""
 
 
 class RedisEngine:
@@ -65,7 +53,7 @@ class RedisEngine:
         client = connect(url, password)
         self.link = Link(client, url)
         self.host = host or f"{socket.gethostname()}-{os.getpid()}-{time.time_ns() % 10**6}"
-        self.on_forget: Callable[[str], None] = _ignore
+        self.on_forget: Callable[[str], None] = lambda name: None
         self.is_local: Callable[[str], bool] = lambda worker: False  # set by the hub
         self.local: dict[ConnKey, ClientRec] = {}   # this host's clients
         self.local_rooms: dict[str, set[ConnKey]] = {}  # room -> this host's members
@@ -91,8 +79,8 @@ class RedisEngine:
     def _blob(self, rec: ClientRec) -> bytes:
         return pack([rec.nick, rec.ip, rec.away, self.host, rec.quit_reason, list(rec.rooms)])
 
-    def _save(self, rec: ClientRec, p: Any) -> None:
-        p.hset(CLIENTS, ckey((rec.worker, rec.conn)), self._blob(rec))
+    def _save(self, rec: ClientRec, p: Any) -> Any:
+        return p.hset(CLIENTS, ckey((rec.worker, rec.conn)), self._blob(rec))
 
     def _load(self, key: ConnKey, blob: bytes | None) -> ClientRec | None:
         if blob is None:
@@ -248,7 +236,7 @@ class RedisEngine:
         return [(int(c), n) for c, n in zip(counts, names, strict=True) if c]
 
     def quiet(self, name: str) -> bool:
-        return self.link.run(lambda r: r.exists(lua.room_key(name, "quiet"))) == 1
+        return bool(self.link.run(lambda r: r.exists(lua.room_key(name, "quiet"))) == 1)
 
     def set_quiet(self, name: str, quiet: bool) -> None:
         key = lua.room_key(name, "quiet")
@@ -385,19 +373,11 @@ class RedisEngine:
         self.epoch_key_again()
         self.hosts.register()
         for key, rec in self.local.items():
-            ks = ckey(key)
-            if not self.link.run(lambda r, n=rec.nick, s=ks: r.set(lua.nick_rkey(n), s, nx=True)):
-                log.warning("nick %s was taken on another host while redis was away", rec.nick)
-            self.link.pipe(lambda p, rc=rec, s=ks: (
-                self._save(rc, p), p.sadd(lua.host_key(self.host, "clients"), s),
-                p.hset(WORKERS, rc.worker, self.host),
-                [p.zadd(lua.room_key(n, "mem"), {s: time.time_ns() // 1000}, nx=True)
-                 for n in rc.rooms],
-                [p.sadd(ROOMS, n) for n in rc.rooms]))
+            self.hosts.rewrite(ckey(key), rec, self._blob(rec))
         self.traffic.check_all()
 
     def epoch_key_again(self) -> None:
-        self.link.run(lambda r: r.set(lua.PREFIX + "epoch", self.epoch, nx=True))
+        self.link.run(lambda r: r.set(lua.PREFIX + "epoch", self.epoch, nx=True))  # if lost
 
     def flush(self) -> None:
         self._remote.clear()  # other hosts' records are read afresh next wake

@@ -12,12 +12,14 @@ everyone's presence well within 30 s.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from typing import Any
 
 from relay.bus import pack, unpack
 from relay.hub import redis_scripts as lua
+from relay.hub.engine import ClientRec
 from relay.hub.redis_link import Link
 
 log = logging.getLogger("chat_relay.hub")
@@ -50,10 +52,30 @@ class Hosts:
         if mono - self._looked >= LOOK:
             self._looked = mono
             for host in self._dead():
-                if self.link.run(lambda r, h=host: self.link.claim_cleanup(
-                        keys=[lua.PREFIX + "cleanup:" + h, lua.PREFIX + "lease:" + h],
-                        args=[self.host, CLEANUP_MS], client=r)):
+                if self.link.run(functools.partial(self._claim, host)):
                     self.remove(host)
+
+    def _claim(self, host: str, r: Any) -> Any:
+        return self.link.claim_cleanup(
+            keys=[lua.PREFIX + "cleanup:" + host, lua.PREFIX + "lease:" + host],
+            args=[self.host, CLEANUP_MS], client=r)
+
+    def rewrite(self, ks: str, rec: ClientRec, blob: bytes) -> None:
+        """Write one of our clients again (Redis came back, maybe empty): its nick
+        (unless another host took it meanwhile), record and memberships."""
+        if not self.link.run(lambda r: r.set(lua.nick_rkey(rec.nick), ks, nx=True)):
+            log.warning("nick %s was taken on another host while redis was away", rec.nick)
+        now = time.time_ns() // 1000
+
+        def fill(p: Any) -> None:
+            p.hset(lua.PREFIX + "clients", ks, blob)
+            p.sadd(lua.host_key(self.host, "clients"), ks)
+            p.hset(lua.PREFIX + "workers", rec.worker, self.host)
+            for name in rec.rooms:
+                p.zadd(lua.room_key(name, "mem"), {ks: now}, nx=True)
+                p.sadd(lua.PREFIX + "rooms", name)
+
+        self.link.pipe(fill)
 
     def _dead(self) -> list[str]:
         hosts = [h.decode() for h in self.link.run(lambda r: r.hkeys(lua.PREFIX + "hosts"))]

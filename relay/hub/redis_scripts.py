@@ -40,6 +40,16 @@ def room_key(room: str, part: str) -> str:
     return f"{PREFIX}{{{room}}}:{part}"
 
 
+def ckey(key: tuple[str, int]) -> str:
+    """A client's key in Redis: "worker<TAB>conn"."""
+    return f"{key[0]}\t{key[1]}"
+
+
+def parse_ckey(raw: bytes | str) -> tuple[str, int]:
+    worker, conn = (raw.decode() if isinstance(raw, bytes) else raw).split("\t")
+    return worker, int(conn)
+
+
 def nick_rkey(nick: str) -> str:
     """The key that holds a nick's owner (nicks compare case-insensitively)."""
     return f"{PREFIX}nick:{nick_key(nick)}"
