@@ -32,6 +32,7 @@ lint: $(STAMP)
 unit: $(STAMP)
 	sh tests/ensure_apt.sh chromium chromium /usr/bin/chromium
 	sh tests/ensure_apt.sh irssi "irssi tmux" "irssi tmux"
+	sh tests/ensure_apt.sh redis redis-server redis-server
 	sh tests/ensure_apt.sh weechat "weechat-curses tmux" "weechat tmux"
 	$(BIN)/python -m pytest -q
 

@@ -21,6 +21,11 @@ HELP = {
     "port": "TCP port for every dialect (default 8081; 0 picks a free one)",
     "workers": "worker processes accepting clients (default: the CPU count)",
     "log_level": "DEBUG, INFO, WARNING or ERROR",
+    "engine": "keep the relay's state in Redis so many hosts share it, each with its own "
+    "hub (redis://HOST:PORT[/DB] or rediss:// for TLS); the password goes in "
+    "$CHAT_RELAY_ENGINE_PASSWORD (or the URL), never on a child's command line",
+    "engine_password": "the --engine's Redis password; a flag is visible to every local "
+    "user (ps), so prefer $CHAT_RELAY_ENGINE_PASSWORD",
     "hub": "use the hub at this zmq endpoint instead of starting one (tcp://HOST:PORT)",
     "max_frame": "largest native frame body in bytes",
     "max_text": "largest message text (and text-dialect line) in bytes",
@@ -147,9 +152,23 @@ def _settings(args: argparse.Namespace) -> Settings:
     if settings.workers < 1:
         raise SystemExit("chat-relay: --workers must be at least 1")
     _check_join_replay(settings)
+    _check_engine(settings)
     if settings.presence_limit < 0 or settings.presence_interval < 0:
         raise SystemExit("chat-relay: --presence-limit and --presence-interval must be >= 0")
     return settings
+
+
+def _check_engine(settings: Settings) -> None:
+    """--engine: a Redis URL, and not together with --hub (each host runs its own hub)."""
+    if not settings.engine:
+        return
+    from relay.hub.redis_link import check_url
+
+    problem = check_url(settings.engine)
+    if not problem and settings.hub:
+        problem = "--engine and --hub exclude each other: with --engine every host runs its own hub"
+    if problem:
+        raise SystemExit(f"chat-relay: {problem}")
 
 
 def _check_join_replay(settings: Settings) -> None:

@@ -13,11 +13,26 @@ from __future__ import annotations
 
 import json
 import os
+import urllib.parse
 from dataclasses import asdict, dataclass, field, replace
 
 # Environment variables that set a secret (env name -> Settings field). They
 # rank above the config file and below the flags, and children never inherit them.
-SECRET_ENV = {"CHAT_RELAY_PASSWORD": "password", "CHAT_RELAY_OPER_PASSWORD": "oper_password"}
+SECRET_ENV = {"CHAT_RELAY_PASSWORD": "password", "CHAT_RELAY_OPER_PASSWORD": "oper_password",
+              "CHAT_RELAY_ENGINE_PASSWORD": "engine_password"}
+
+
+def redacted(url: str) -> str:
+    """`url` without its password (for the banner, the logs and the workers' copy)."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    user = parts.username or ""
+    netloc = f"{user}:***@{host}" if user else f"***@{host}"
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
 def default_workers() -> int:
@@ -32,6 +47,10 @@ class Settings:
     log_level: str = "INFO"
     # Bus: empty hub means "start our own hub on a private ipc endpoint".
     hub: str = ""
+    # Engine: empty = the hub's memory; redis://HOST:PORT[/DB] or rediss:// = shared state
+    # in Redis, so many hosts each run their own hub with no single point of failure.
+    engine: str = ""
+    engine_password: str = field(default="", repr=False)  # or in the URL; never in argv
     # Limits (each has a flag and a test at its bound).
     max_frame: int = 65536            # native frame body bytes
     max_text: int = 4096              # text bytes per message / line
@@ -92,6 +111,11 @@ class Settings:
     def without_secrets(self) -> Settings:
         """A copy for a process that checks no password (the hub): least privilege."""
         return replace(self, password="", oper_password="")
+
+    def for_workers(self) -> Settings:
+        """A copy for the workers: they never talk to the engine, so no engine secret."""
+        return replace(self, engine=redacted(self.engine) if self.engine else "",
+                       engine_password="")
 
     def write_fd(self) -> int:
         """These settings in an anonymous in-memory file; returns its fd for `pass_fds`.

@@ -32,7 +32,7 @@ import zmq
 from relay import __version__, curve, discovery
 from relay.banner import client_command, join_lines
 from relay.bus import REQUEST, pack, tune
-from relay.config import SECRET_ENV, Settings
+from relay.config import SECRET_ENV, Settings, redacted
 from relay.metrics import SupervisorMetrics
 from transports.registry import SERVER_CODECS
 
@@ -117,7 +117,8 @@ class Supervisor:
             "--workers", str(self.settings.workers),
         )
         try:
-            proc = self._spawn(cmd, self.settings, (self.listener.fileno(), status_w))
+            proc = self._spawn(cmd, self.settings.for_workers(),
+                               (self.listener.fileno(), status_w))
         except BaseException:
             os.close(status_r)
             raise
@@ -222,7 +223,8 @@ class Supervisor:
         print(
             f"chat-relay {__version__} listening on {shown}:{port} ({scope})\n"
             f"  {s.workers} worker process{'es' if s.workers != 1 else ''}, "
-            f"hub {'on ' + self.hub_endpoint}\n"
+            f"hub {'on ' + self.hub_endpoint}"
+            f"{', engine ' + redacted(s.engine) if s.engine else ''}\n"
             + "\n".join(joins) + "\n"
             "  stop with Ctrl-C",
             flush=True,

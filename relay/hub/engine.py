@@ -29,6 +29,11 @@ from relay.hub.replies import Body, ConnKey, Out
 SanctionKind = Literal["nick", "ip", "mute"]  # bans by nick_key, bans by ip_key, mutes by nick_key
 
 
+class EngineUnavailable(RuntimeError):
+    """A shared engine cannot reach its store (Redis down): the request that met it
+    is answered `unavailable` (clients stay connected) and the engine retries."""
+
+
 @dataclass(slots=True)
 class ClientRec:
     """One connected client as the engine registers it."""
@@ -205,6 +210,17 @@ class Engine(Protocol):
     def flush(self) -> None:
         """Make everything sequenced so far durable before the hub publishes it: a
         seq a client has seen is never reused. Failures are logged and retried."""
+
+    wake_fd: int | None
+    """A file descriptor the hub loop polls: readable when `incoming()` has items
+    (None for an engine with nothing coming from elsewhere)."""
+
+    def outgoing(self, out: Out) -> Out:
+        """Take the wake's output before it is published and return what this hub
+        publishes itself. A shared engine sequences the msgs here (one round trip for
+        the wake) and sends room items and replies for other hosts' workers through
+        the store; its room items come back to every host, this one included, by
+        `incoming()`, in one order per room."""
 
     def incoming(self) -> Out:
         """Room items sequenced by other hosts since the last call, to publish on

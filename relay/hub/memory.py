@@ -225,6 +225,11 @@ class MemoryEngine:
             log.error("history db %s: write failed (%s); %d message(s) waiting",
                       store.path, exc, store.staged)
 
+    wake_fd: int | None = None  # nothing arrives from elsewhere
+
+    def outgoing(self, out: Out) -> Out:
+        return out  # this hub publishes everything itself
+
     def incoming(self) -> Out:
         return []  # one hub sequences everything: nothing comes from elsewhere
 

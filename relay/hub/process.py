@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import functools
 import logging
+import os
 import signal
 import time
 from typing import Any
@@ -35,6 +36,7 @@ from relay.bus import (
 )
 from relay.config import Settings
 from relay.hub.authguard import AuthGuard
+from relay.hub.engine import Engine
 from relay.hub.historydb import HistoryStore
 from relay.hub.memory import MemoryEngine
 from relay.hub.replies import Out
@@ -68,25 +70,10 @@ class Hub:
         self.sock.bind(bind)
         self.endpoint = self.sock.getsockopt_string(zmq.LAST_ENDPOINT) or bind
         self.epoch = time.time_ns() // 1_000_000
-        # With --history-db the epoch, every room's seq and its history come
-        # back from the file, so a restart looks like no restart to clients.
-        store: HistoryStore | None = None
-        if settings.history_db:
-            store = HistoryStore.open(settings.history_db, settings.history)
-            self.epoch = store.epoch(self.epoch)
-        self.origin = f"hub-{self.epoch}"
-        # The engine seam (engine.py): the state every handler decides on. The
-        # memory engine is the only one today; another plugs in here.
-        engine = MemoryEngine(
-            epoch=self.epoch,
-            history_len=settings.history,
-            store=store,
-            history_bytes=settings.history_bytes,
-            max_rooms=settings.max_rooms,
-            room_ttl=settings.room_ttl,
-            auth=AuthGuard(settings.auth_failures, int(settings.auth_window * 1000),
-                           int(settings.auth_block * 1000), settings.auth_table),
-        )
+        # The engine seam (engine.py): the state every handler decides on.
+        engine = self._engine(settings)
+        self.epoch = engine.epoch
+        self.origin = f"hub-{self.epoch}-{os.getpid()}" if settings.engine else f"hub-{self.epoch}"
         self.state = HubState(
             epoch=self.epoch,
             engine=engine,
@@ -103,6 +90,34 @@ class Hub:
         self.running = True
         self._seen_failures: set[tuple[str, str]] = set()  # for log_contained
         self.metrics = HubMetrics() if settings.metrics else None
+
+    def _engine(self, settings: Settings) -> Engine:
+        """The memory engine (with --history-db, history, seq and epoch come back
+        from the file, so a restart looks like no restart), or Redis (--engine)."""
+        if settings.engine:
+            from relay.hub.redis_engine import RedisEngine
+
+            redis_engine = RedisEngine(
+                settings.engine, password=settings.engine_password,
+                history_len=settings.history, auth_failures=settings.auth_failures,
+                auth_window_ms=int(settings.auth_window * 1000),
+                auth_block_ms=int(settings.auth_block * 1000))
+            redis_engine.is_local = lambda worker: worker in self.state.workers
+            return redis_engine
+        store: HistoryStore | None = None
+        if settings.history_db:
+            store = HistoryStore.open(settings.history_db, settings.history)
+            self.epoch = store.epoch(self.epoch)
+        return MemoryEngine(
+            epoch=self.epoch,
+            history_len=settings.history,
+            store=store,
+            history_bytes=settings.history_bytes,
+            max_rooms=settings.max_rooms,
+            room_ttl=settings.room_ttl,
+            auth=AuthGuard(settings.auth_failures, int(settings.auth_window * 1000),
+                           int(settings.auth_block * 1000), settings.auth_table),
+        )
 
     def publish(self, out: Out) -> None:
         """Send `out` in order, one bus message per run of equal topics.
@@ -202,6 +217,9 @@ class Hub:
     def run(self) -> None:
         poller = zmq.Poller()
         poller.register(self.sock, zmq.POLLIN)
+        engine = self.state.engine
+        if engine.wake_fd is not None:  # items sequenced by other hosts wake us
+            poller.register(engine.wake_fd, zmq.POLLIN)
         next_beat = 0.0
         log.info("hub %s up on %s (epoch %d)", self.origin, self.endpoint, self.epoch)
         while self.running:
@@ -224,16 +242,22 @@ class Hub:
                     except zmq.Again:
                         break
                     self.handle_frames(frames, out, mono)
-            out.extend(self.state.engine.incoming())  # sequenced by other hosts (none here)
             self.state.flush_presence(mono, out)
-            if mono >= next_beat:
+            beat = mono >= next_beat
+            if beat:
                 next_beat = mono + HEARTBEAT
                 out.extend(self.state.expire_workers(mono))
                 self.expire_rooms(mono)
+            if out:
+                out = engine.outgoing(out)  # a shared engine sequences and routes here
+            # Then what the engine brings in (never back out to it): other hosts' items
+            # and, with a shared engine, this hub's own room items in the room's order.
+            out.extend(engine.incoming())
+            if beat:
                 out.append((ANNOUNCE, {"t": "_hub", "epoch": self.epoch}))
                 if self.metrics is not None:
                     self.metrics.update(self.stats())
-            self.state.engine.flush()  # before publishing: a seq a client saw is never reused
+            engine.flush()  # before publishing: a seq a client saw is never reused
             if out:
                 self.publish(out)
         self.state.engine.close()

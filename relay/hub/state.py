@@ -26,7 +26,7 @@ from typing import Any
 
 from relay.bus import ANNOUNCE, log_contained, worker_topic
 from relay.hub.authguard import AuthGuard
-from relay.hub.engine import ClientRec, Engine, Sanction
+from relay.hub.engine import ClientRec, Engine, EngineUnavailable, Sanction
 from relay.hub.historydb import HistoryStore
 from relay.hub.members import Membership
 from relay.hub.memory import MemoryEngine
@@ -142,8 +142,16 @@ class HubState:
         """A request whose handling raised (a value validation let through):
         dropped with one log line and an error to its sender; the hub goes on.
         What it changed before raising stays, with the output that says so."""
-        self.contained += 1
         op, conn = str(req.get("op")), req.get("c")
+        if isinstance(exc, EngineUnavailable):  # the store is away: say so, keep the client
+            if isinstance(conn, int) and op not in ("gone", "auth_fail"):
+                body = error("unavailable", f"the relay cannot reach its message store "
+                             f"right now; your {op} was not done, try again shortly", op)
+                if op == "say" and req.get("id") is not None:
+                    body["id"] = req["id"]
+                to(out, (worker, conn), body)
+            return
+        self.contained += 1
         log_contained(log, self._seen_failures, f"{op} request from {worker}/{conn}", exc)
         if isinstance(conn, int) and op != "gone":
             to(out, (worker, conn), error(
@@ -198,9 +206,15 @@ class HubState:
         ip = ip_key(str(req.get("ip") or "")) or ""
         if self.mod.refuse_banned(key, nick, ip, out):
             return
+        guest = nick is None
         if nick is None:
             nick = self._guest_nick()
-        if not engine.register(ClientRec(worker, key[1], nick, ip=ip)):
+        # A shared engine's hosts count guests alike: a guest nick claimed meanwhile
+        # on another host is skipped, not refused.
+        while not engine.register(ClientRec(worker, key[1], nick, ip=ip)):
+            if guest and int(nick.rpartition("-")[2]) < 1_000_000:
+                nick = self._guest_nick()
+                continue
             to(out, key, error("nick_taken", f"nick {nick} is taken", "hello", nick=nick))
             return
         # `epoch` (extension): a client that sees it change knows the relay

@@ -1,0 +1,397 @@
+"""The Redis engine (`--engine redis://`): the relay's state in Redis, shared by hosts.
+
+Each host runs its own hub; every hub drives this engine against one Redis,
+so no host is special. Keys and scripts: redis_scripts.py; msgs and
+presence through Redis: redis_traffic.py; leases and dead hosts:
+redis_hosts.py; the subscription thread: redis_feed.py.
+
+This host's clients are kept in memory too (read without a round trip, and
+written through to Redis on every change), so a `say` costs no Redis call
+until the wake's one pipeline. Other hosts' clients are read from Redis
+when a handler asks (a whisper's target, a member list). When Redis is
+unreachable, calls raise EngineUnavailable (the request gets `unavailable`);
+when it comes back this host writes its clients, nicks and memberships
+again (Redis may have restarted empty) and fills what its rooms missed.
+Implements relay.hub.engine.Engine; read that for what each method promises.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from relay.bus import pack, unpack
+from relay.hub import redis_scripts as lua
+from relay.hub.authguard import auth_key
+from relay.hub.chathistory import select as select_history
+from relay.hub.engine import ClientRec, EngineUnavailable, Sanction, SanctionKind
+from relay.hub.redis_feed import Feed
+from relay.hub.redis_hosts import Hosts
+from relay.hub.redis_link import Link, connect
+from relay.hub.redis_scripts import ckey, parse_ckey
+from relay.hub.redis_traffic import Traffic, entry_body
+from relay.hub.replies import Body, ConnKey, Out
+
+log = logging.getLogger("chat_relay.hub")
+
+CLIENTS = lua.PREFIX + "clients"
+WORKERS = lua.PREFIX + "workers"
+ROOMS = lua.PREFIX + "rooms"
+
+
+class RedisEngine:
+    """Every fact the hub decides on, in Redis; this host's clients cached here."""
+
+    def __init__(self, url: str, *, password: str = "", history_len: int = 1000,
+                 auth_failures: int = 5,
+                 auth_window_ms: int = 60_000, auth_block_ms: int = 60_000,
+                 host: str | None = None) -> None:
+        client = connect(url, password)
+        self.link = Link(client, url)
+        self.host = host or f"{socket.gethostname()}-{os.getpid()}-{time.time_ns() % 10**6}"
+        self.on_forget: Callable[[str], None] = lambda name: None
+        self.is_local: Callable[[str], bool] = lambda worker: False  # set by the hub
+        self.local: dict[ConnKey, ClientRec] = {}   # this host's clients
+        self.local_rooms: dict[str, set[ConnKey]] = {}  # room -> this host's members
+        self._remote: dict[ConnKey, ClientRec | None] = {}  # other hosts' clients, this wake
+        self._hosts_of: dict[str, str] = {}
+        self.auth = (max(1, auth_failures), auth_window_ms, auth_block_ms)
+        self.epoch = self._epoch()
+        self.hosts = Hosts(self.link, self.host)
+        self.hosts.register()
+        self.feed = Feed(client, [lua.host_key(self.host, "ch"), lua.ALL_CHANNEL])
+        self.wake_fd: int | None = self.feed.wake_fd
+        self.traffic = Traffic(self.link, self.feed, self.host, history_len,
+                               lambda w: self.is_local(w), self._host_of)
+
+    def _epoch(self) -> int:
+        now = time.time_ns() // 1_000_000
+        key = lua.PREFIX + "epoch"
+        _, got = self.link.pipe(lambda p: (p.set(key, now, nx=True), p.get(key)))
+        return int(got)
+
+    # Records ----------------------------------------------------------------------
+
+    def _blob(self, rec: ClientRec) -> bytes:
+        return pack([rec.nick, rec.ip, rec.away, self.host, rec.quit_reason, list(rec.rooms)])
+
+    def _save(self, rec: ClientRec, p: Any) -> Any:
+        return p.hset(CLIENTS, ckey((rec.worker, rec.conn)), self._blob(rec))
+
+    def _load(self, key: ConnKey, blob: bytes | None) -> ClientRec | None:
+        if blob is None:
+            return None
+        nick, ip, away, host, reason, rooms = unpack(blob)
+        self._hosts_of.setdefault(key[0], host)
+        return ClientRec(key[0], key[1], nick, dict.fromkeys(rooms), ip, away, reason)
+
+    def _host_of(self, worker: str) -> str | None:
+        host = self._hosts_of.get(worker)
+        if host is None:
+            try:
+                raw = self.link.run(lambda r: r.hget(WORKERS, worker))
+            except EngineUnavailable:
+                return None
+            if raw is not None:
+                host = self._hosts_of[worker] = raw.decode()
+        return host
+
+    def _prefetch(self, keys: Sequence[ConnKey]) -> None:
+        want = [k for k in keys if k not in self.local and k not in self._remote]
+        if want:
+            blobs = self.link.run(lambda r: r.hmget(CLIENTS, [ckey(k) for k in want]))
+            for k, blob in zip(want, blobs, strict=True):
+                self._remote[k] = self._load(k, blob)
+
+    def _write(self, rec: ClientRec) -> None:
+        """Write a record back (a remote one too: a kick from this host parts it)."""
+        self.link.run(lambda r: r.hset(CLIENTS, ckey((rec.worker, rec.conn)), pack(
+            [rec.nick, rec.ip, rec.away, self._hosts_of.get(rec.worker, self.host),
+             rec.quit_reason, list(rec.rooms)])))
+
+    # Clients and nicks ----------------------------------------------------------
+
+    def client(self, key: ConnKey) -> ClientRec | None:
+        rec = self.local.get(key)
+        if rec is None and key[0] and not self.is_local(key[0]):
+            self._prefetch([key])
+            rec = self._remote.get(key)
+        return rec
+
+    def clients_on(self, worker: str) -> list[ConnKey]:
+        return [k for k in self.local if k[0] == worker]
+
+    def clients_at(self, ip: str) -> list[ConnKey]:
+        return [k for k, c in self.local.items() if c.ip == ip]  # each host cuts its own
+
+    def client_count(self) -> int:
+        return len(self.local)
+
+    def register(self, rec: ClientRec) -> bool:
+        key = (rec.worker, rec.conn)
+        ks = ckey(key)
+        if not self.link.run(lambda r: r.set(lua.nick_rkey(rec.nick), ks, nx=True)):
+            return False
+        self._hosts_of[rec.worker] = self.host
+        self.link.pipe(lambda p: (self._save(rec, p),
+                                  p.sadd(lua.host_key(self.host, "clients"), ks),
+                                  p.hset(WORKERS, rec.worker, self.host)))
+        self.local[key] = rec
+        return True
+
+    def unregister(self, key: ConnKey) -> ClientRec | None:
+        rec = self.local.pop(key, None)
+        if rec is None:
+            return None
+        ks = ckey(key)
+        self.link.pipe(lambda p: (
+            self.link.release_nick(keys=[lua.nick_rkey(rec.nick)], args=[ks], client=p),
+            p.hdel(CLIENTS, ks), p.srem(lua.host_key(self.host, "clients"), ks)))
+        return rec
+
+    def nick_owner(self, nick: str) -> ConnKey | None:
+        raw = self.link.run(lambda r: r.get(lua.nick_rkey(nick)))
+        return None if raw is None else parse_ckey(raw)
+
+    def rename(self, key: ConnKey, new: str) -> None:
+        rec = self.local[key]
+        ks = ckey(key)
+        old = rec.nick
+        if lua.nick_rkey(old) != lua.nick_rkey(new):
+            if not self.link.run(lambda r: r.set(lua.nick_rkey(new), ks, nx=True)):
+                raise ValueError(f"nick {new} was taken on another host meanwhile")
+        rec.nick = new
+        self.link.pipe(lambda p: (
+            self._save(rec, p),
+            lua.nick_rkey(old) != lua.nick_rkey(new) and self.link.release_nick(
+                keys=[lua.nick_rkey(old)], args=[ks], client=p)))
+
+    def set_away(self, key: ConnKey, text: str) -> None:
+        rec = self.local[key]
+        rec.away = text
+        self._write(rec)
+
+    # Rooms and members ----------------------------------------------------------
+
+    def room_count(self) -> int:
+        return len(self.local_rooms)
+
+    def open_room(self, name: str, force: bool = False) -> bool:
+        return True  # Redis holds any number of rooms; streams are capped by --history
+
+    def join(self, name: str, key: ConnKey) -> bool:
+        rec = self.client(key)
+        assert rec is not None, key
+        rec.rooms[name] = None
+        ks, now = ckey(key), time.time_ns() // 1000
+        added, *_ = self.link.pipe(lambda p: (
+            p.zadd(lua.room_key(name, "mem"), {ks: now}, nx=True), p.sadd(ROOMS, name),
+            p.hset(CLIENTS, ks, pack([rec.nick, rec.ip, rec.away,
+                                      self._hosts_of.get(key[0], self.host),
+                                      rec.quit_reason, list(rec.rooms)]))))
+        if key in self.local:
+            self.local_rooms.setdefault(name, set()).add(key)
+            self.traffic.watch(name)
+        return bool(added)
+
+    def part(self, name: str, key: ConnKey) -> None:
+        rec = self.client(key)
+        self.link.run(lambda r: r.zrem(lua.room_key(name, "mem"), ckey(key)))
+        if rec is not None:
+            rec.rooms.pop(name, None)
+            self._write(rec)
+        here = self.local_rooms.get(name)
+        if here is not None:
+            here.discard(key)
+            if not here:
+                del self.local_rooms[name]
+                self.traffic.unwatch(name)
+
+    def vacated(self, name: str, mono: float) -> None:
+        self.link.run(lambda r: r.srem(ROOMS, name))
+
+    def members(self, name: str, limit: int | None = None) -> list[ConnKey]:
+        end = -1 if limit is None else limit - 1
+        raw = self.link.run(lambda r: r.zrange(lua.room_key(name, "mem"), 0, end))
+        keys = [parse_ckey(k) for k in raw]
+        self._prefetch(keys)
+        return [k for k in keys if k in self.local or self._remote.get(k) is not None]
+
+    def member_count(self, name: str) -> int:
+        return int(self.link.run(lambda r: r.zcard(lua.room_key(name, "mem"))))
+
+    def is_member(self, name: str, key: ConnKey) -> bool:
+        rec = self.local.get(key)
+        if rec is not None:
+            return name in rec.rooms
+        return self.link.run(lambda r: r.zscore(lua.room_key(name, "mem"), ckey(key))) is not None
+
+    def occupied(self) -> list[tuple[int, str]]:
+        names = sorted(n.decode() for n in self.link.run(lambda r: r.smembers(ROOMS)))
+        counts = self.link.pipe(lambda p: [p.zcard(lua.room_key(n, "mem")) for n in names])
+        return [(int(c), n) for c, n in zip(counts, names, strict=True) if c]
+
+    def quiet(self, name: str) -> bool:
+        return bool(self.link.run(lambda r: r.exists(lua.room_key(name, "quiet"))) == 1)
+
+    def set_quiet(self, name: str, quiet: bool) -> None:
+        key = lua.room_key(name, "quiet")
+        self.link.run(lambda r: r.set(key, 1) if quiet else r.delete(key))
+
+    # Sequencing and history -----------------------------------------------------
+
+    def sequence(self, name: str, bodies: Sequence[Body]) -> Sequence[Body]:
+        if not self.link.up:
+            raise EngineUnavailable(f"redis at {self.link.url} is unreachable")
+        return bodies  # seqs come from the wake's pipeline (outgoing), atomically
+
+    def seq(self, name: str) -> int | None:
+        done = self.traffic.delivered.get(name)
+        if done is not None:
+            return done
+        return int(self.link.run(lambda r: r.get(lua.room_key(name, "seq"))) or 0)
+
+    def raise_seq(self, name: str, seq: int) -> None:
+        self.link.run(lambda r: self.link.raise_seq(
+            keys=[lua.room_key(name, "seq"), lua.room_key(name, "epoch")], args=[seq],
+            client=r))
+        if name in self.traffic.delivered:
+            self.traffic.delivered[name] = max(self.traffic.delivered[name], seq)
+
+    def _range(self, name: str, low: int, high: int, count: int | None,
+               newest: bool = False) -> list[Body]:
+        stream = lua.room_key(name, "log")
+        lo, hi = f"{low}-0", f"{high}-0"
+        if newest:
+            entries = self.link.run(lambda r: r.xrevrange(stream, hi, lo, count=count))
+            entries.reverse()
+        else:
+            entries = self.link.run(lambda r: r.xrange(stream, lo, hi, count=count))
+        return [entry_body(e) for e in entries]
+
+    def first_seq(self, name: str) -> int:
+        top = self.seq(name) or 0
+        first = self._range(name, 1, top, 1)
+        return first[0]["seq"] if first else top + 1
+
+    def latest(self, name: str, limit: int) -> tuple[list[Body], bool]:
+        page = self._range(name, 1, self.seq(name) or 0, limit + 1, newest=True)
+        return page[-limit:], len(page) > limit
+
+    def after(self, name: str, seq: int, limit: int | None) -> tuple[list[Body], bool]:
+        top = self.seq(name) or 0
+        if seq >= top:
+            return [], False
+        page = self._range(name, seq + 1, top, None if limit is None else limit + 1)
+        if limit is not None and len(page) > limit:
+            return page[:limit], True
+        return page, False
+
+    def select(self, name: str, sub: str, refs: Sequence[tuple[str, int]],
+               limit: int) -> list[Body]:
+        ring = self._range(name, 1, self.seq(name) or 0, None)
+        return select_history(ring, ring[0]["seq"] if ring else 1, sub, refs, limit)
+
+    def last_ts(self, name: str) -> int | None:
+        page = self._range(name, 1, self.seq(name) or 0, 1, newest=True)
+        return int(page[-1].get("ts", 0)) if page else None
+
+    # Moderation and failed passwords -------------------------------------------
+
+    def sanction(self, kind: SanctionKind, key: str, now: int) -> Sanction | None:
+        raw = self.link.run(lambda r: r.hget(lua.PREFIX + "ban:" + kind, key))
+        if raw is None:
+            return None
+        found = Sanction(*unpack(raw))
+        if found.until and found.until <= now:
+            self.link.run(lambda r: r.hdel(lua.PREFIX + "ban:" + kind, key))
+            return None
+        return found
+
+    def sanctions(self, kind: SanctionKind) -> dict[str, Sanction]:
+        raw = self.link.run(lambda r: r.hgetall(lua.PREFIX + "ban:" + kind))
+        return {k.decode(): Sanction(*unpack(v)) for k, v in raw.items()}
+
+    def set_sanction(self, kind: SanctionKind, key: str, sanction: Sanction, cap: int,
+                     now: int) -> bool:
+        table = lua.PREFIX + "ban:" + kind
+        if self.link.run(lambda r: r.hlen(table)) >= cap and self.sanction(kind, key, now) is None:
+            held = self.sanctions(kind)
+            stale = [k for k, s in held.items() if s.until and s.until <= now]
+            if stale:
+                self.link.run(lambda r: r.hdel(table, *stale))
+            if len(held) - len(stale) >= cap:
+                return False
+        value = pack([sanction.until, sanction.by, sanction.reason])
+        self.link.run(lambda r: r.hset(table, key, value))
+        return True
+
+    def lift(self, kind: SanctionKind, key: str) -> Sanction | None:
+        found = self.sanction(kind, key, 0)
+        if found is not None:
+            self.link.run(lambda r: r.hdel(lua.PREFIX + "ban:" + kind, key))
+        return found
+
+    def auth_fail(self, req: Body, now: int) -> Body | None:
+        key = auth_key(str(req.get("ip") or ""))
+        if key is None:
+            return None
+        failures, window, block = self.auth
+        until = int(self.link.run(lambda r: self.link.auth_fail(
+            keys=[lua.PREFIX + "af:" + key, lua.PREFIX + "blocks"],
+            args=[key, failures, window, block, now], client=r)))
+        if not until:
+            return None
+        log.warning("blocking %s for %.0f s: %d failed passwords within %.0f s", key,
+                    block / 1000, failures, window / 1000)
+        return {"t": "_block", "key": key, "until": until}
+
+    def auth_blocks(self, now: int) -> dict[str, int]:
+        raw = self.link.run(lambda r: r.hgetall(lua.PREFIX + "blocks"))
+        blocks = {k.decode(): int(v) for k, v in raw.items()}
+        stale = [k for k, u in blocks.items() if u <= now]
+        if stale:
+            self.link.run(lambda r: r.hdel(lua.PREFIX + "blocks", *stale))
+        return {k: u for k, u in blocks.items() if u > now}
+
+    # Upkeep ---------------------------------------------------------------------
+
+    def expire(self, mono: float) -> None:
+        """Each heartbeat: the lease, dead hosts, a returning Redis, missed msgs."""
+        if self.link.probe():
+            self._resync()
+        if self.link.up:
+            self.hosts.beat(mono)
+            self.traffic.check_all()
+
+    def _resync(self) -> None:
+        """Redis is back (perhaps empty): write this host's facts again."""
+        self.epoch_key_again()
+        self.hosts.register()
+        for key, rec in self.local.items():
+            self.hosts.rewrite(ckey(key), rec, self._blob(rec))
+        self.traffic.check_all()
+
+    def epoch_key_again(self) -> None:
+        self.link.run(lambda r: r.set(lua.PREFIX + "epoch", self.epoch, nx=True))  # if lost
+
+    def flush(self) -> None:
+        self._remote.clear()  # other hosts' records are read afresh next wake
+
+    def outgoing(self, out: Out) -> Out:
+        return self.traffic.outgoing(out)
+
+    def incoming(self) -> Out:
+        return self.traffic.incoming()
+
+    def close(self) -> None:
+        try:
+            self.hosts.leave()
+        except EngineUnavailable:
+            pass
+        self.feed.close()
+        self.link.r.close()

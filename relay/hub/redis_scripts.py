@@ -1,0 +1,141 @@
+"""The Redis engine's key layout and its server-side (Lua) scripts.
+
+Every key of one room carries the room's hash tag (`{room}`), so a room
+lives on one shard. A room's seq, epoch and stream change only inside
+SEQUENCE, one script call per batch of the room's messages, which Redis runs
+atomically: no two hosts ever get the same seq, and the channel carries the
+batches in seq order.
+
+    cr:epoch                   the relay's epoch (clients see it in `welcome`)
+    cr:{room}:seq              the room's last seq (INCRBY per batch)
+    cr:{room}:epoch            bumped when the seq key was lost (flush, failover)
+    cr:{room}:log              capped stream; entry id `<seq>-0`, field b = msg body
+    cr:{room}:mem              zset: "worker<TAB>conn" of each member, score = join time
+    cr:{room}:quiet            "1" while the room is past --presence-limit
+    cr:{room}:ch               pub/sub channel: the room's msgs and presence
+    cr:clients                 hash "worker<TAB>conn" -> msgpack client record
+    cr:nick:<nick_key>         "worker<TAB>conn" of the nick's holder (SET NX)
+    cr:workers                 hash worker -> host that holds it
+    cr:hosts                   hash host -> ms it started
+    cr:lease:<host>            exists while the host lives (PX, renewed)
+    cr:host:<host>:clients     set of that host's client keys (for its cleanup)
+    cr:host:<host>:ch          channel: replies for that host's workers
+    cr:cleanup:<host>          SET NX by the host that removes a dead host's clients
+    cr:all                     channel: announcements to every host (bans, blocks)
+    cr:ban:<kind>              hash key -> msgpack [until, by, reason]
+    cr:af:<ip_key>             failed passwords within the window (INCR, PX)
+    cr:blocks                  hash ip_key -> until (ms) of password blocks
+"""
+
+from __future__ import annotations
+
+from transports.validate import nick_key
+
+PREFIX = "cr:"
+ALL_CHANNEL = PREFIX + "all"
+
+
+def room_key(room: str, part: str) -> str:
+    """A key of one room, hash-tagged so all of the room's keys share a slot."""
+    return f"{PREFIX}{{{room}}}:{part}"
+
+
+def ckey(key: tuple[str, int]) -> str:
+    """A client's key in Redis: "worker<TAB>conn"."""
+    return f"{key[0]}\t{key[1]}"
+
+
+def parse_ckey(raw: bytes | str) -> tuple[str, int]:
+    worker, conn = (raw.decode() if isinstance(raw, bytes) else raw).split("\t")
+    return worker, int(conn)
+
+
+def nick_rkey(nick: str) -> str:
+    """The key that holds a nick's owner (nicks compare case-insensitively)."""
+    return f"{PREFIX}nick:{nick_key(nick)}"
+
+
+def host_key(host: str, part: str) -> str:
+    return f"{PREFIX}host:{host}:{part}"
+
+
+# KEYS: seq, epoch, log.  ARGV: channel, maxlen, floor (the caller's last known
+# seq of the room), now_ms, the published item list (msgpack), body 1..n.
+# Returns {first seq, room epoch, 1 if this batch started a new epoch}.
+#
+# A missing seq key with the room's epoch present means the counter was lost
+# (flush, failover that lost writes): the room starts a new epoch and its seq
+# continues above anything known (the caller's floor, the stream's newest
+# entry, else the clock in ms), so a seq a client saw is never handed out
+# again; clients see the jump as a gap that history cannot fill.
+SEQUENCE = """
+local n = #ARGV - 5
+local seq = redis.call('GET', KEYS[1])
+local epoch = tonumber(redis.call('GET', KEYS[2]) or '0')
+local fresh = 0
+local floor = tonumber(ARGV[3])
+if not seq then
+  local base = floor
+  local last = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', 1)
+  if last[1] then
+    base = math.max(base, tonumber(string.match(last[1][1], '^(%d+)')))
+  end
+  if epoch > 0 then
+    fresh = 1
+    if base == 0 then base = tonumber(ARGV[4]) end
+  end
+  epoch = redis.call('INCR', KEYS[2])
+  redis.call('SET', KEYS[1], string.format('%d', base))
+elseif tonumber(seq) < floor then
+  redis.call('SET', KEYS[1], string.format('%d', floor))
+end
+local last = redis.call('INCRBY', KEYS[1], n)
+local first = last - n + 1
+for i = 1, n do
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[2],
+             string.format('%d-0', first + i - 1), 'b', ARGV[5 + i])
+end
+redis.call('PUBLISH', ARGV[1], 'm' .. string.format('%d', first) .. '\\n' .. ARGV[5])
+return {first, epoch, fresh}
+"""
+
+# KEYS: seq, epoch.  ARGV: floor.  Raises the room's seq to at least `floor`
+# (a worker re-announcing what its clients saw after a restart).
+RAISE = """
+local seq = tonumber(redis.call('GET', KEYS[1]) or '0')
+if seq < tonumber(ARGV[1]) then
+  redis.call('SET', KEYS[1], ARGV[1])
+  if redis.call('EXISTS', KEYS[2]) == 0 then redis.call('SET', KEYS[2], '1') end
+end
+return 1
+"""
+
+# KEYS: count key, blocks hash.  ARGV: ip key, failures, window ms, block ms, now ms.
+# Returns the block's end (ms) when this failure starts one, else 0.
+AUTH_FAIL = """
+local blocked = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
+if blocked > tonumber(ARGV[5]) then return 0 end
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
+if n >= tonumber(ARGV[2]) then
+  redis.call('DEL', KEYS[1])
+  local untl = tonumber(ARGV[5]) + tonumber(ARGV[4])
+  redis.call('HSET', KEYS[2], ARGV[1], string.format('%d', untl))
+  return untl
+end
+return 0
+"""
+
+# KEYS: cleanup lock, lease.  ARGV: this host, lock ms.  1 when this host won
+# the cleanup of a host whose lease is gone (one winner per dead host).
+CLAIM_CLEANUP = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
+return 0
+"""
+
+# KEYS: nick key.  ARGV: the holder.  Frees the nick only if `holder` has it.
+RELEASE_NICK = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
