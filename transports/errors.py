@@ -40,6 +40,8 @@ ERROR_CODES: Final = frozenset(
         # Budgets (docs/protocol.md, extension): a join refused, the connection stays.
         "too_many_rooms",
         "too_many_errors",
+        # --engine redis:// with the store out of reach: not done, try again (not fatal).
+        "unavailable",
         # Moderation (docs/protocol.md, extension):
         "not_operator",
         "kicked",
