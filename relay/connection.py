@@ -21,7 +21,7 @@ from relay.errorbudget import ErrorBudget
 from relay.outbox import Outbox
 from relay.sockio import wait_readable
 from relay.tls import ServerTls
-from transports.base import ServerCodec
+from transports.codec import ServerCodec
 
 _DONTWAIT = socket.MSG_DONTWAIT | getattr(socket, "MSG_NOSIGNAL", 0)
 

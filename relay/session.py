@@ -20,7 +20,7 @@ from relay.overload import ReaderWeight
 from relay.ratelimit import TokenBucket
 from relay.sockio import wait_readable
 from relay.tls import TLS_RECORD_HANDSHAKE, ServerTls, TlsClosed
-from transports.base import Decoded
+from transports.codec import Decoded
 from transports.errors import ProtocolError
 from transports.events import (
     MODERATION,

@@ -44,7 +44,7 @@ from relay.config import Settings
 from relay.connection import Connection
 from relay.overload import CreditWindow, FanoutPacer, ReaderWeight
 from relay.rounds import SendRounds
-from transports.base import ServerCodec
+from transports.codec import ServerCodec
 from transports.errors import CUT_CODES
 from transports.ircv3_tags import set_hub_epoch
 

@@ -26,7 +26,7 @@ such requests (and as many LISTs) wait for their answer: past that the
 codec answers a NAMES, WHO or LIST itself, with an empty list, and records
 nothing, so a client that never reads its answers cannot grow the record.
 
-Threads (transports/base.py has the rule): the reader thread owns the
+Threads (transports/codec.py has the rule): the reader thread owns the
 decode state (input buffer, replies made here, registration progress), the
 encoder owns what the relay told us (`registered`, `nick`, `rooms`, pings
 out). What crosses is a value: immutable objects published by one
@@ -46,7 +46,7 @@ from collections.abc import Callable, Hashable
 from typing import Any, Final, Self
 
 from transports import ircv3_caps, ircv3_history
-from transports.base import CodecSettings, Decoded, ServerCodec
+from transports.codec import CodecSettings, Decoded, ServerCodec
 from transports.errors import FATAL_CODES, ProtocolError
 from transports.events import (
     Away,

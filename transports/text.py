@@ -39,7 +39,7 @@ room still held (or None). It starts as "lobby", where the relay's hello
 puts a text client, so `printf 'hi\\n' | nc` works however fast the line
 arrives.
 
-Threads (transports/base.py has the rule): the reader thread moves the
+Threads (transports/codec.py has the rule): the reader thread moves the
 current room on /join, the encoder on joined/parted, so it lives in two
 slots, one per side, each an immutable pair replaced by one assignment:
 the reader's `(joins typed, room)` and the encoder's `(joins typed when it
@@ -55,7 +55,7 @@ import re
 from collections.abc import Callable, Hashable, Iterable
 from typing import Any, Final
 
-from transports.base import Decoded, ServerCodec
+from transports.codec import Decoded, ServerCodec
 from transports.commands import TEXT, help_lines, lookup, parse_history
 from transports.errors import ProtocolError
 from transports.events import (

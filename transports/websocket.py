@@ -37,7 +37,7 @@ from websockets.http11 import Request
 from websockets.server import ServerProtocol
 from websockets.typing import Subprotocol
 
-from transports.base import CodecSettings, Decoded, ServerCodec
+from transports.codec import CodecSettings, Decoded, ServerCodec
 from transports.errors import WS_CLOSE_CODES, FatalProtocolError, ProtocolError
 from transports.events import Bye, parse_client_body, presence_bodies
 from transports.irc import DEFAULT_MAX_PENDING, IrcServerCodec

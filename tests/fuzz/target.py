@@ -1,6 +1,6 @@
 """One fuzz case: feed bytes to a fresh codec the way a socket would, check the rules.
 
-The rules every server codec keeps, whatever the peer sends (transports/base.py,
+The rules every server codec keeps, whatever the peer sends (transports/codec.py,
 STYLE.md "its parser never raises into the I/O loop"):
 
 - `receive_data` returns a list of ClientEvents and ProtocolErrors and raises
@@ -31,7 +31,7 @@ from typing import Any, Final
 import msgpack
 
 from tests.fuzz.samples import MAX_FRAME, MAX_TEXT, RELAY_BODIES, SEEDS
-from transports.base import ServerCodec
+from transports.codec import ServerCodec
 from transports.errors import ProtocolError
 from transports.events import Ban, ClientEvent, Hello, HistoryQuery, Mute
 from transports.registry import SERVER_CODECS
