@@ -265,7 +265,7 @@ def test_relay_allowed_origins_flag(relay_factory: Any) -> None:
 
 
 def _client_after_101() -> Any:
-    from clients.ws import WebSocketClientCodec
+    from transports.websocket_client import WebSocketClientCodec
 
     client = WebSocketClientCodec("relay.local", 8081)
     server = WebSocketServerCodec()

@@ -46,7 +46,7 @@ from transports.ws_http import WS_PATH
 TRANSPORTS: Final = {"ws": JSON_SUBPROTOCOL, "ws-msgpack": MSGPACK_SUBPROTOCOL}
 DEFAULT_MAX_MESSAGE = 16 * 1024 * 1024  # like the native client: history pages are big
 
-_log = logging.getLogger("clients.ws")
+_log = logging.getLogger("transports.websocket_client")
 
 
 def ws_uri(host: str, port: int, tls: bool) -> str:
