@@ -376,7 +376,7 @@ def test_every_front_end_handles_every_command_of_the_table() -> None:
     from transports.text import TextServerCodec
 
     codec = TextServerCodec()
-    app = (ROOT / "transports" / "static" / "app.js").read_text()
+    app = (ROOT / "transports" / "webpage" / "app.js").read_text()
     for c in COMMANDS:
         if TEXT in c.where:
             assert c.name in codec._commands, c.name

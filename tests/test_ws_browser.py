@@ -25,7 +25,7 @@ from tests.relayproc import UNIT, RelayProcess
 from transports.errors import ProtocolError
 from transports.events import Hello, Say
 from transports.websocket import DEFAULT_MAX_FRAGMENTS, WebSocketServerCodec
-from transports.ws_http import static_file
+from transports.ws_http import webpage_file
 
 KEY = "dGhlIHNhbXBsZSBub25jZQ=="
 HELLO = {"t": "hello", "v": 1, "nick": "alice", "rooms": ["lobby"]}
@@ -163,7 +163,7 @@ def test_every_response_carries_csp_and_nosniff(path: str) -> None:
 
 
 def test_the_page_has_no_inline_script_or_style() -> None:
-    html = static_file("index.html").decode()
+    html = webpage_file("index.html").decode()
     assert re.findall(r"<script[^>]*>", html) == ['<script src="/app.js">']
     assert not re.search(r"\son[a-z]+=", html)  # onclick= and friends
     assert " style=" not in html and "<style" not in html
