@@ -234,7 +234,7 @@ def test_empty_continuations_cannot_pile_up_in_small_reads() -> None:
     for i in range(0, len(data), 6):
         out += codec.receive_data(data[i : i + 6])
     assert [e.code for e in out] == ["frame_too_large"]
-    assert codec._fragment_count == 0 and not codec._fragments
+    assert codec._fragments.held == 0 and codec._fragments.frames == 0
 
 
 # On a real relay ---------------------------------------------------------------------

@@ -93,8 +93,8 @@ def _buffered(codec: ServerCodec) -> dict[str, int]:
         # An HTTP line is at most 8,192 bytes (websockets' limit), a frame header 14.
         return {
             "reader buffer": len(ws.reader.buffer) - max(MAX_FRAME + 14, 8192 + 2),
-            "fragments": len(codec._fragments) - MAX_FRAME,  # type: ignore[attr-defined]
-            "fragment count": codec._fragment_count - codec.max_fragments,  # type: ignore[attr-defined]
+            "fragments": codec._fragments.held - MAX_FRAME,  # type: ignore[attr-defined]
+            "fragment count": codec._fragments.frames - codec.max_fragments,  # type: ignore[attr-defined]
         }
     return {}
 
