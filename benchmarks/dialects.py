@@ -94,8 +94,11 @@ def _irc_error_start(data: bytes) -> int:
     return at + 1 + len(IRC_ERROR_LINE) if at >= 0 else -1
 
 
-class Peer:
-    """State every dialect shares; subclasses implement the wire details."""
+class LoadPeer:
+    """One load-generator connection's side of a dialect (no socket: bytes in,
+    bytes out). This holds what every dialect shares; subclasses implement
+    the wire details. (tests/wire.py's NativePeer and TextPeer are different:
+    test clients on real sockets.)"""
 
     dialect = ""
 
@@ -132,7 +135,7 @@ class Peer:
         return out
 
 
-class NativePeer(Peer):
+class NativeLoadPeer(LoadPeer):
     """msgpack frames; joins its room in `hello` and checks the room's seq.
 
     The framing is done here rather than by `transports.native.FrameDecoder`
@@ -254,7 +257,7 @@ class NativePeer(Peer):
         return t
 
 
-class LinePeer(Peer):
+class LineLoadPeer(LoadPeer):
     """Line dialects (text, IRC): checks each sender's counter in the payload."""
 
     def __init__(self, nick: str, room: str, size: int, checking: bool) -> None:
@@ -343,7 +346,7 @@ class LinePeer(Peer):
         return t
 
 
-class TextPeer(LinePeer):
+class TextLoadPeer(LineLoadPeer):
     """chat-relay's text dialect; with `greeting=False`, bare lines (the seed server).
 
     A bare-line server says nothing when it has taken a client in, so with
@@ -385,7 +388,7 @@ class TextPeer(LinePeer):
         return b""
 
 
-class IrcPeer(LinePeer):
+class IrcLoadPeer(LineLoadPeer):
     """RFC 2812 client subset: register, JOIN #room, PRIVMSG, answer PING."""
 
     dialect = "irc"
@@ -415,14 +418,14 @@ class IrcPeer(LinePeer):
 
 def make_peer(
     dialect: str, nick: str, room: str, size: int, checking: bool, greeting: bool = True
-) -> Peer:
+) -> LoadPeer:
     """A peer for a run: a bare-line (greeting-less) one waits for the probe."""
     if dialect == "native":
-        return NativePeer(nick, room, size, checking)
+        return NativeLoadPeer(nick, room, size, checking)
     if dialect == "text":
-        return TextPeer(nick, room, size, checking, greeting, probe=not greeting)
+        return TextLoadPeer(nick, room, size, checking, greeting, probe=not greeting)
     if dialect == "irc":
-        return IrcPeer(nick, room, size, checking)
+        return IrcLoadPeer(nick, room, size, checking)
     raise ValueError(f"unknown dialect {dialect!r}; choose one of {', '.join(DIALECTS)}")
 
 
@@ -431,6 +434,6 @@ def merge_latencies(into: dict[int, int], part: dict[int, int]) -> None:
         into[k] = into.get(k, 0) + v
 
 
-def describe(peer: Peer) -> dict[str, Any]:
+def describe(peer: LoadPeer) -> dict[str, Any]:
     """A compact snapshot for debugging a failed handshake."""
     return {"nick": peer.nick, "room": peer.room, "ready": peer.ready, "error": peer.error}

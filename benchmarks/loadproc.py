@@ -35,7 +35,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from benchmarks import engine, histo, payload
-from benchmarks.dialects import LinePeer, NativePeer, Peer, make_peer
+from benchmarks.dialects import LineLoadPeer, LoadPeer, NativeLoadPeer, make_peer
 from benchmarks.pacing import Schedule
 from benchmarks.seqcheck import StreamChecker, Tally
 
@@ -71,7 +71,7 @@ class ProcPlan:
 @dataclass(slots=True)
 class Conn:
     sock: socket.socket
-    peer: Peer
+    peer: LoadPeer
     sender_id: int = -1
     fd: int = -1  # kept after close so the epoll entry can be found; -1 once closed
     out: bytearray = field(default_factory=bytearray)
@@ -154,7 +154,7 @@ class LoadProcess:
 
     # Connection setup -----------------------------------------------------
 
-    def _open(self, peer: Peer, sender_id: int) -> Conn:
+    def _open(self, peer: LoadPeer, sender_id: int) -> Conn:
         sock = socket.socket(socket.AF_INET6 if ":" in self.plan.host else socket.AF_INET)
         sock.setblocking(False)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -186,7 +186,7 @@ class LoadProcess:
 
     def connect_all(self) -> None:
         plan = self.plan
-        todo: list[tuple[Peer, int]] = [
+        todo: list[tuple[LoadPeer, int]] = [
             (make_peer(plan.dialect, nick, room, plan.size, True, plan.greeting), -1)
             for nick, room in plan.receivers
         ] + [
@@ -484,7 +484,7 @@ class LoadProcess:
                                           [self._engine_conn(c) for c in self.engine_conns])
         # What the peers counted before (handshake frames): the engine's counts add to it.
         self._bases = [(c.peer.delivered, c.peer.corrupt,
-                        dict(c.peer.streams) if isinstance(c.peer, LinePeer) else {})
+                        dict(c.peer.streams) if isinstance(c.peer, LineLoadPeer) else {})
                        for c in self.engine_conns]
         self.sched = sched = Schedule(int(go["t0_ns"]), float(go["rate"]), int(go["count"]))
         live_senders = sum(1 for c in self.engine_conns if not c.peer.checking)
@@ -532,10 +532,10 @@ class LoadProcess:
         peer = c.peer
         pending = b""
         next_seq = 1
-        if isinstance(peer, NativePeer):
+        if isinstance(peer, NativeLoadPeer):
             next_seq = peer.checker.next
             pending = bytes(peer._buf)
-        elif isinstance(peer, LinePeer):
+        elif isinstance(peer, LineLoadPeer):
             pending = bytes(peer._buf)
         return engine.EngineConn(fd=c.fd, sender=not peer.checking, room=peer.room,
                                  sender_id=c.sender_id, next_seq=next_seq, counter=c.counter,
@@ -599,11 +599,11 @@ class LoadProcess:
             base_delivered, base_corrupt, base_streams = self._bases[i]
             peer.delivered = base_delivered + st.delivered
             peer.corrupt = base_corrupt + st.corrupt
-            if isinstance(peer, NativePeer):
+            if isinstance(peer, NativeLoadPeer):
                 chk = peer.checker
                 chk.next = st.next
             else:
-                assert isinstance(peer, LinePeer)
+                assert isinstance(peer, LineLoadPeer)
                 # Tallies only add streams up: one summary stream carries the engine's.
                 chk = StreamChecker()
                 peer.streams = {**base_streams, b"(engine)": chk}

@@ -66,8 +66,8 @@ def codec_factory(transport: str, host: str, port: int, tls: bool = False) -> Co
     """
     if transport == "native":
         return NativeClientCodec
-    from clients.ws import TRANSPORTS as WS_TRANSPORTS
-    from clients.ws import WebSocketClientCodec
+    from transports.websocket_client import TRANSPORTS as WS_TRANSPORTS
+    from transports.websocket_client import WebSocketClientCodec
 
     if transport not in WS_TRANSPORTS:
         raise ValueError(f"unknown transport {transport!r}; choose one of {', '.join(TRANSPORTS)}")

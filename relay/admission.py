@@ -23,6 +23,7 @@ import socket
 import time
 from dataclasses import dataclass, field
 
+from transports.errors import error_body
 from transports.registry import SERVER_CODECS
 from transports.sniff import SNIFF_TIMEOUT, sniff
 
@@ -57,7 +58,7 @@ def refusal_bytes(dialect: str, code: str, text: str, max_frame: int, max_text: 
                 b"Connection: close\r\nContent-Length: " + str(len(body)).encode()
                 + b"\r\n\r\n" + body)
     codec_cls = SERVER_CODECS.get(dialect) or SERVER_CODECS["text"]
-    return codec_cls(max_frame, max_text).encode({"t": "error", "code": code, "text": text})
+    return codec_cls(max_frame, max_text).encode(error_body(code, text))
 
 
 class RefusalPen:

@@ -21,7 +21,8 @@ from relay.errorbudget import ErrorBudget
 from relay.outbox import Outbox
 from relay.sockio import wait_readable
 from relay.tls import ServerTls
-from transports.base import ServerCodec
+from transports.codec import ServerCodec
+from transports.errors import error_body
 
 _DONTWAIT = socket.MSG_DONTWAIT | getattr(socket, "MSG_NOSIGNAL", 0)
 
@@ -142,14 +143,9 @@ class Connection:
 
     def _slow_consumer(self) -> None:
         queued = len(self._outbox)
-        error = self.codec.encode(
-            {
-                "t": "error",
-                "code": "slow_consumer",
-                "text": f"you fell {queued} bytes behind (limit {self.max_outbox}); "
-                "closing, reconnect and resume from your last seq",
-            }
-        )
+        error = self.codec.encode(error_body(
+            "slow_consumer", f"you fell {queued} bytes behind (limit {self.max_outbox}); "
+            "closing, reconnect and resume from your last seq"))
         if self.tls is None:
             # What was queued is dropped; the error takes its place.
             # (a chunk the kernel took part of keeps its tail: frames stay whole).

@@ -19,6 +19,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from transports.errors import error_body
+
 ERROR_WINDOW = 10.0  # seconds over which --max-errors counts
 
 
@@ -58,5 +60,5 @@ class ErrorBudget:
 
     def error(self) -> dict[str, Any]:
         """The `too_many_errors` error body (the connection is closed after it)."""
-        return {"t": "error", "code": "too_many_errors",
-                "text": f"more than {self.limit} errors in {self.window:g} s; closing"}
+        return error_body("too_many_errors",
+                          f"more than {self.limit} errors in {self.window:g} s; closing")

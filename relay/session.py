@@ -20,8 +20,9 @@ from relay.overload import ReaderWeight
 from relay.ratelimit import TokenBucket
 from relay.sockio import wait_readable
 from relay.tls import TLS_RECORD_HANDSHAKE, ServerTls, TlsClosed
-from transports.base import Decoded
+from transports.codec import Decoded
 from transports.errors import ProtocolError
+from transports.errors import error_body as _error
 from transports.events import (
     MODERATION,
     Away,
@@ -64,13 +65,6 @@ NOTICE_INTERVAL = 1.0  # at most one rate_limited notice a second per connection
 # Errors about bytes that never became a typed frame: answered by the reader
 # at once, never through the hub (there is no request to keep in line with).
 _FRAMING_CODES = frozenset({"bad_frame", "frame_too_large"})
-
-
-def _error(code: str, text: str, ref: str | None = None) -> dict[str, Any]:
-    body: dict[str, Any] = {"t": "error", "code": code, "text": text}
-    if ref:
-        body["ref"] = ref
-    return body
 
 
 class Session:

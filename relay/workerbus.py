@@ -44,8 +44,8 @@ from relay.config import Settings
 from relay.connection import Connection
 from relay.overload import CreditWindow, FanoutPacer, ReaderWeight
 from relay.rounds import SendRounds
-from transports.base import ServerCodec
-from transports.errors import CUT_CODES
+from transports.codec import ServerCodec
+from transports.errors import CUT_CODES, error_body
 from transports.ircv3_tags import set_hub_epoch
 
 if TYPE_CHECKING:
@@ -315,10 +315,9 @@ class WorkerBus:
         log_contained(log, self._seen_failures, f"{what} for {who}", exc)
         if conn is None or conn.closing:
             return
-        error = conn.codec.encode({
-            "t": "error", "code": "bad_field", "ref": what,
-            "text": f"the relay could not handle this {what} ({type(exc).__name__}); "
-                    "it was dropped"})
+        error = conn.codec.encode(error_body(
+            "bad_field", f"the relay could not handle this {what} ({type(exc).__name__}); "
+            "it was dropped", what))
         pending = self._out.pop(conn, None)  # what was due before it goes first
         conn.send(_joined(pending) + error if pending else error)
         self._charge_error(conn)
@@ -908,7 +907,7 @@ class WorkerBus:
         conns = list(self.conns.values())
         for conn in conns:
             conn.finish(
-                {"t": "error", "code": "shutting_down", "text": "the relay is shutting down"},
+                error_body("shutting_down", "the relay is shutting down"),
                 "shutting_down",
             )
         deadline = time.monotonic() + self.settings.shutdown_grace

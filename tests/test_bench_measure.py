@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from benchmarks import dialects, histo, payload, sweep
-from benchmarks.dialects import MAX_FRAME, IrcPeer, NativePeer, TextPeer
+from benchmarks.dialects import MAX_FRAME, IrcLoadPeer, NativeLoadPeer, TextLoadPeer
 from benchmarks.pacing import Schedule, split_rate
 from benchmarks.runner import RunConfig, plan_processes, process_rate
 from benchmarks.seqcheck import StreamChecker
@@ -106,7 +106,7 @@ def test_duplicates_and_losses() -> None:
 
 
 def test_baseline_from_joined_seq() -> None:
-    p = NativePeer("n", "r", 64, True)
+    p = NativeLoadPeer("n", "r", 64, True)
     data = frame({"t": "welcome", "v": 1, "nick": "n", "server": "x"}) + frame(
         {"t": "joined", "room": "r", "members": ["n"], "seq": 41})
     p.feed(data, 0)
@@ -147,7 +147,7 @@ def _line(sender: int, counter: int, size: int = 64) -> bytes:
 
 
 def test_text_peer_checks_each_sender_and_rejects_glued_lines() -> None:
-    p = TextPeer("n", "room", 64, True, greeting=False)
+    p = TextLoadPeer("n", "room", 64, True, greeting=False)
     stream = b"".join(b"<guest-1> " + _line(s, k) + b"\n" for k in (1, 2, 3) for s in (0, 1))
     for i in range(len(stream)):  # one byte at a time, like a relay that splits chunks
         p.feed(stream[i : i + 1], 2_000_000)
@@ -159,7 +159,7 @@ def test_text_peer_checks_each_sender_and_rejects_glued_lines() -> None:
 
 
 def test_text_peer_handshake_joins_after_greeting() -> None:
-    p = TextPeer("n", "bench1", 64, True)
+    p = TextLoadPeer("n", "bench1", 64, True)
     assert p.feed(b"* welcome, you are guest-3; /help for commands\n", 0) == b"/join bench1\n"
     assert not p.ready
     p.feed(b"* you joined bench1\n", 0)
@@ -181,7 +181,7 @@ def test_bare_line_peer_is_ready_only_when_the_probe_came_back() -> None:
 
 
 def test_irc_peer_registers_joins_and_answers_ping() -> None:
-    p = IrcPeer("bxr1", "bench1", 64, True)
+    p = IrcLoadPeer("bxr1", "bench1", 64, True)
     assert p.start().startswith(b"NICK bxr1\r\n")
     assert p.feed(b":s 001 bxr1 :Welcome bxr1!~bxr1@127.0.0.1\r\n", 0) == b"JOIN #bench1\r\n"
     p.feed(b":bxr1!~bxr1@127.0.0.1 JOIN :#bench1\r\n:s 366 bxr1 #bench1 :End\r\n", 0)
@@ -333,7 +333,7 @@ def test_sweep_without_refine_stops_at_the_first_failure() -> None:
 
 
 def _native_reference(stream: bytes, room: str, now_ns: int) -> tuple[object, ...]:
-    """What NativePeer must find in `stream`: transports' FrameDecoder, one body at a time."""
+    """What NativeLoadPeer must find in `stream`: transports' FrameDecoder, one body at a time."""
     decoder = FrameDecoder(16 * 1024 * 1024)
     checker = StreamChecker()
     delivered = corrupt = 0
@@ -361,7 +361,7 @@ def _native_reference(stream: bytes, room: str, now_ns: int) -> tuple[object, ..
             checker.reorders, latencies)
 
 
-def _native_outcome(p: NativePeer) -> tuple[object, ...]:
+def _native_outcome(p: NativeLoadPeer) -> tuple[object, ...]:
     t = p.tally()
     return (t.delivered, t.corrupt, t.unique, t.gaps, t.duplicates, t.reorders,
             p.drain_latencies())
@@ -394,11 +394,11 @@ def test_native_peer_matches_reference_at_every_split() -> None:
     # delivered 10 11 14 12 11 15 16 17 13; corrupt: 2 bad bodies, 2 bad texts, 1 no seq
     assert want[:6] == (9, 5, 8, 0, 1, 2)
     for cut in range(len(stream) + 1):
-        p = NativePeer("n", "r", 80, True)
+        p = NativeLoadPeer("n", "r", 80, True)
         p.feed(stream[:cut], 5_000_000)
         p.feed(stream[cut:], 5_000_000)
         assert p.ready and _native_outcome(p) == want, cut
-    p = NativePeer("n", "r", 80, True)
+    p = NativeLoadPeer("n", "r", 80, True)
     for i in range(len(stream)):
         p.feed(stream[i : i + 1], 5_000_000)
     assert _native_outcome(p) == want
@@ -408,7 +408,7 @@ def test_native_peer_matches_reference_at_every_split() -> None:
 def test_native_peer_any_chunking(cuts: list[int]) -> None:
     stream = _native_stream()
     want = _native_reference(stream, "r", 5_000_000)
-    p = NativePeer("n", "r", 80, True)
+    p = NativeLoadPeer("n", "r", 80, True)
     pos = 0
     k = 0
     while pos < len(stream):
@@ -420,7 +420,7 @@ def test_native_peer_any_chunking(cuts: list[int]) -> None:
 
 
 def test_native_peer_oversized_frame_is_fatal_after_the_frames_before_it() -> None:
-    p = NativePeer("n", "r", 64, True)
+    p = NativeLoadPeer("n", "r", 64, True)
     p.feed(frame({"t": "joined", "room": "r", "members": [], "seq": 0}), 0)
     ok = frame({"t": "msg", "room": "r", "seq": 1, "ts": 0, "from": "s",
                 "text": payload.make(0, 0, 1, 64)})
@@ -431,7 +431,7 @@ def test_native_peer_oversized_frame_is_fatal_after_the_frames_before_it() -> No
 
 
 def test_native_sender_ignores_everything_after_joining() -> None:
-    p = NativePeer("n", "r", 64, False)
+    p = NativeLoadPeer("n", "r", 64, False)
     p.feed(frame({"t": "joined", "room": "r", "members": [], "seq": 3})[:5], 0)
     assert not p.ready
     p.feed(frame({"t": "joined", "room": "r", "members": [], "seq": 3})[5:], 0)
@@ -477,7 +477,7 @@ def test_parse_span_agrees_with_the_old_parser(
 
 
 def test_line_peers_agree_at_every_split() -> None:
-    def run(peer: TextPeer | IrcPeer, stream: bytes, cut: int) -> tuple[object, ...]:
+    def run(peer: TextLoadPeer | IrcLoadPeer, stream: bytes, cut: int) -> tuple[object, ...]:
         peer.feed(stream[:cut], 2_000_000)
         peer.feed(stream[cut:], 2_000_000)
         t = peer.tally()
@@ -491,7 +491,7 @@ def test_line_peers_agree_at_every_split() -> None:
     irc += b":s!~s@h PRIVMSG #r :" + _line(7, 4) + b"x\r\n"
     # (delivered, unique, corrupt, gaps, duplicates, reorders) of each whole stream
     for make, stream, counts in (
-            (lambda: TextPeer("n", "r", 64, True, greeting=False), text, (10, 8, 1, 0, 2, 2)),
+            (lambda: TextLoadPeer("n", "r", 64, True, greeting=False), text, (10, 8, 1, 0, 2, 2)),
             (lambda: _ready_irc(), irc, (6, 6, 1, 0, 0, 0))):
         want = run(make(), stream, 0)
         assert want[:6] == counts
@@ -499,14 +499,14 @@ def test_line_peers_agree_at_every_split() -> None:
             assert run(make(), stream, cut) == want, cut
 
 
-def _ready_irc() -> IrcPeer:
-    p = IrcPeer("n", "r", 64, True)
+def _ready_irc() -> IrcLoadPeer:
+    p = IrcLoadPeer("n", "r", 64, True)
     p.ready = True
     return p
 
 
 def test_line_peer_counts_an_endless_line_once() -> None:
-    p = TextPeer("n", "r", 64, True, greeting=False)
+    p = TextLoadPeer("n", "r", 64, True, greeting=False)
     chunk = b"x" * (64 * 1024)
     for _ in range(17):
         p.feed(chunk, 0)
@@ -623,7 +623,8 @@ def test_senders_notice_the_relays_errors_in_what_they_discard() -> None:
     }
     expect = {"native": "rate_limited", "irc": "rate_limited",
               "text": "over 20 messages/s (burst 40); this one was dropped"}
-    for dialect, peer_cls in (("native", NativePeer), ("text", TextPeer), ("irc", IrcPeer)):
+    for dialect, peer_cls in (("native", NativeLoadPeer), ("text", TextLoadPeer),
+                              ("irc", IrcLoadPeer)):
         peer = peer_cls("s1", "bench", 100, checking=False)
         peer.ready = True
         peer.feed(traffic[dialect], 0)
@@ -638,7 +639,7 @@ def test_irc_senders_notice_any_servers_closing_error_line() -> None:
     closing = b"ERROR :Closing Link: s1[127.0.0.1] (Excess Flood)\r\n"
     mid_line = b":a!a@irc PRIVMSG #bench :why ERROR :is no error here\r\n"
     for data in (closing, mid_line + closing):
-        peer = IrcPeer("s1", "bench", 100, checking=False)
+        peer = IrcLoadPeer("s1", "bench", 100, checking=False)
         peer.ready = True
         peer.feed(mid_line, 0)
         assert peer.error is None
@@ -650,7 +651,7 @@ def test_a_long_error_line_is_cut_to_error_text_bytes() -> None:
     """A server's long reason is kept to its first ERROR_TEXT bytes (not characters),
     as the C engine keeps it, so both engines report the same text."""
     reason = "Closing Link: " + "é" * dialects.ERROR_TEXT  # 14 bytes, then 2 per character
-    peer = IrcPeer("s1", "bench", 100, checking=False)
+    peer = IrcLoadPeer("s1", "bench", 100, checking=False)
     peer.ready = True
     peer.feed(b"ERROR :" + reason.encode() + b"\r\n", 0)
     assert peer.error == "Closing Link: " + "é" * ((dialects.ERROR_TEXT - 14) // 2)

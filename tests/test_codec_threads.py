@@ -1,7 +1,7 @@
-"""Every server codec decodes on one thread while another encodes (transports/base.py).
+"""Every server codec decodes on one thread while another encodes (transports/codec.py).
 
 The relay's reader thread feeds a connection's codec while the worker's bus
-thread encodes for the same codec. The rule in transports/base.py says the
+thread encodes for the same codec. The rule in transports/codec.py says the
 two sides share no mutable state, so neither side's output may depend on
 when the other ran. Each test prepares a codec (handshake, registration),
 then runs a long decode stream and a long encode stream on two threads at
@@ -30,7 +30,7 @@ from websockets.uri import parse_uri
 
 from tests.codec_samples import norm
 from tests.relayproc import UNIT
-from transports.base import ServerCodec
+from transports.codec import ServerCodec
 from transports.irc import IrcServerCodec
 from transports.native import frame
 from transports.registry import SERVER_CODECS

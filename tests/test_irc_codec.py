@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from transports.errors import ProtocolError
+from transports.errors import ERRORS, ProtocolError
 from transports.events import (
     Away,
     Bye,
@@ -415,6 +415,31 @@ def test_relay_errors_map_to_numerics_or_notices() -> None:
     assert not codec.closed
     assert reply("shutting_down") == ["ERROR :Closing Link: alice (shutting_down: why)"]
     assert codec.closed
+
+
+# What IRC clients act on, pinned here: the error table must keep giving these.
+IRC_NUMERICS = {
+    "not_ready": "451", "nick_taken": "433", "nick_invalid": "432", "room_invalid": "479",
+    "not_in_room": "442", "no_such_nick": "401", "text_too_long": "417",
+    "auth_failed": "464", "too_many_rooms": "405", "not_operator": "481", "banned": "465",
+}
+
+
+@pytest.mark.parametrize("code", sorted(ERRORS))
+def test_every_error_code_is_answered_as_the_table_says(code: str) -> None:
+    """A plain error (no request that needs its own reply) becomes the table's
+    numeric or a NOTICE, then the closing line if the code closes."""
+    codec = registered()
+    got = lines(codec.encode(
+        {"t": "error", "code": code, "text": "why", "room": "x", "nick": "bob"}))
+    rule = ERRORS[code]
+    assert {c: r.irc.numeric for c, r in ERRORS.items() if r.irc} == IRC_NUMERICS
+    if code in IRC_NUMERICS:
+        assert got[0].split()[1] == IRC_NUMERICS[code]
+    elif not rule.closes:
+        assert got == [f":chat-relay NOTICE alice :error {code}: why"]
+    assert codec.closed == rule.closes
+    assert got[-1].startswith("ERROR :Closing Link: alice") == rule.closes
 
 
 def test_notice_from_relay() -> None:

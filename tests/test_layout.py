@@ -1,4 +1,5 @@
-"""The layout's rules (issue 20): no import circle, no file in relay/ over ~400 lines.
+"""The layout's rules (issue 20): no import circle, no file in relay/ over ~400 lines,
+one home for the closing error codes and the slash commands.
 
 The import graph is read from the source with `ast`, not by importing, so it
 sees every import: at module level, inside functions, and under
@@ -11,7 +12,7 @@ own submodules in `__init__` shows up here as the circle it makes.
 from __future__ import annotations
 
 import ast
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -138,3 +139,85 @@ def test_no_file_in_relay_is_over_the_line_limit() -> None:
     assert not unexpected, f"files over {MAX_LINES} lines (split them by job): {unexpected}"
     stale = TOO_LONG_FOR_NOW - set(long)
     assert not stale, f"no longer over {MAX_LINES} lines, take off TOO_LONG_FOR_NOW: {stale}"
+
+
+# One home per protocol rule ----------------------------------------------------
+#
+# The codes after which the relay closes a connection live in the error table
+# (transports/errors.py), the slash commands in transports/commands.py. A
+# second copy is found by its shape, not its name: any collection literal or
+# comparison that names two or more closing codes, or three or more command
+# names of which one can only be a slash command (`help`, `quit`, an alias, or
+# a name written with its "/"; plain `join`, `who`, ... are also frame types).
+# The web page's app.js is not searched: it fetches the table (/commands.json).
+
+SEARCHED = ("relay", "transports", "clients", "benchmarks")
+_GROUPS = (ast.Tuple, ast.List, ast.Set, ast.Dict, ast.BoolOp, ast.Compare)
+
+
+def _strings(node: ast.AST) -> set[str]:
+    return {n.value for n in ast.walk(node)
+            if isinstance(n, ast.Constant) and isinstance(n.value, str)}
+
+
+def _frame_types() -> set[str]:
+    from transports.events import ClientEvent, RelayEvent
+
+    found: set[str] = set()
+    todo: list[type] = [ClientEvent, RelayEvent]
+    while todo:
+        cls = todo.pop()
+        todo += cls.__subclasses__()
+        found.add(getattr(cls, "T", ""))
+    return found
+
+
+def closing_code_copies(source: str) -> list[int]:
+    """Lines of `source` where two or more closing error codes are listed together."""
+    from transports.errors import FATAL_CODES
+
+    return sorted({node.lineno for node in ast.walk(ast.parse(source))
+                   if isinstance(node, _GROUPS) and len(_strings(node) & FATAL_CODES) >= 2})
+
+
+def command_table_copies(source: str) -> list[int]:
+    """Lines of `source` where slash command names are listed together."""
+    from transports.commands import BY_NAME
+
+    names = set(BY_NAME)
+    slash_only = names - _frame_types()
+    lines: set[int] = set()
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, _GROUPS):
+            continue
+        found = _strings(node)
+        named = {s.removeprefix("/") for s in found} & names
+        marked = {s for s in found if s in slash_only or s.startswith("/") and s[1:] in names}
+        if len(named) >= 3 and marked:
+            lines.add(node.lineno)
+    return sorted(lines)
+
+
+def _files_with(find: Callable[[str], list[int]]) -> set[str]:
+    return {str(p.relative_to(ROOT)) for package in SEARCHED
+            for p in sorted((ROOT / package).rglob("*.py")) if find(p.read_text())}
+
+
+def test_the_closing_error_codes_are_listed_once() -> None:
+    assert _files_with(closing_code_copies) == {"transports/errors.py"}
+
+
+def test_the_slash_command_names_are_listed_once() -> None:
+    assert _files_with(command_table_copies) == {"transports/commands.py"}
+
+
+def test_the_copy_finders_find_copies() -> None:
+    """The shapes a second copy takes (these were in the tree before issue 20)."""
+    assert closing_code_copies('CLOSE = {"slow_consumer": 1008, "kicked": 1008}\n') == [1]
+    assert closing_code_copies('if code in ("kicked", "banned"):\n    pass\n') == [1]
+    assert closing_code_copies('if code == "shutting_down" or code == "kicked":\n    pass\n')
+    assert not closing_code_copies('CODES = ("bad_frame", "frame_too_large")\n')
+    handlers = 'H = {"join": self._join, "help": self._help, "quit": self._quit}\n'
+    assert command_table_copies(handlers) == [1]
+    assert command_table_copies('NAMES = ["/join", "/part", "/nick"]\n') == [1]
+    assert not command_table_copies('TYPES = ("join", "part", "who", "nick")\n')

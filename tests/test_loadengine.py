@@ -18,7 +18,7 @@ import msgpack
 import pytest
 
 from benchmarks import dialects, engine, histo, payload
-from benchmarks.dialects import PROBE_LINE, IrcPeer, NativePeer, Peer, TextPeer
+from benchmarks.dialects import PROBE_LINE, IrcLoadPeer, LoadPeer, NativeLoadPeer, TextLoadPeer
 from benchmarks.pacing import Schedule
 from transports.native import frame
 
@@ -89,12 +89,12 @@ def receive(lib: Any, pair: tuple[socket.socket, socket.socket], dialect: str, d
         w.close()
 
 
-def reference(peer: Peer, data: bytes) -> tuple[Peer, bytes]:
+def reference(peer: LoadPeer, data: bytes) -> tuple[LoadPeer, bytes]:
     replies = peer.feed(data, NOW)
     return peer, replies
 
 
-def assert_same(stats: engine.ConnStats, peer: Peer) -> None:
+def assert_same(stats: engine.ConnStats, peer: LoadPeer) -> None:
     t = peer.tally()
     got = (stats.delivered, stats.corrupt, stats.unique, stats.duplicates, stats.reorders,
            stats.gaps)
@@ -134,7 +134,7 @@ def native_stream() -> bytes:
 def test_native_counts_match_the_python_peer(lib: Any, pair: Any, piece: int) -> None:
     data = native_stream()
     stats, _, lat = receive(lib, pair, "native", data, piece)
-    peer, _ = reference(NativePeer("r", ROOM, SIZE, True), data)
+    peer, _ = reference(NativeLoadPeer("r", ROOM, SIZE, True), data)
     assert_same(stats, peer)
     assert stats.error == peer.error == "slow_consumer"  # the first reason, not the EOF
     assert stats.unique == 46 and stats.duplicates == 1 and stats.reorders == 1
@@ -207,7 +207,7 @@ def test_text_counts_match_the_python_peer(lib: Any, pair: Any) -> None:
     data = line_stream("", "\n") + b"* bob joined benchroom0\n" + PROBE_LINE + b"stray words\n"
     data += b"\r\n" + line(0, 21).encode() + b"\r\n" + line(0, 22).encode()[:40]
     stats, replies, lat = receive(lib, pair, "text", data)
-    peer, _ = reference(TextPeer("r", ROOM, SIZE, True, greeting=False), data)
+    peer, _ = reference(TextLoadPeer("r", ROOM, SIZE, True, greeting=False), data)
     assert_same(stats, peer)
     assert replies == b""
     assert stats.corrupt == 4 and stats.reorders == 1 and stats.duplicates == 1
@@ -218,7 +218,7 @@ def test_irc_counts_and_pongs_match_the_python_peer(lib: Any, pair: Any) -> None
     data = line_stream(f":s!~s@127.0.0.1 PRIVMSG #{ROOM} :", "\r\n")
     data += b"PING :irc.example\r\n:x!~x@h JOIN #benchroom0\r\n"
     stats, replies, _ = receive(lib, pair, "irc", data)
-    irc = IrcPeer("r", ROOM, SIZE, True)
+    irc = IrcLoadPeer("r", ROOM, SIZE, True)
     irc.ready = True
     peer, want = reference(irc, data)
     assert_same(stats, peer)
@@ -349,12 +349,12 @@ def test_a_long_error_is_cut_where_the_python_peer_cuts_it(lib: Any, pair: Any) 
         w.close()
 
 
-def make(dialect: str) -> Peer:
+def make(dialect: str) -> LoadPeer:
     if dialect == "native":
-        return NativePeer("s", ROOM, SIZE, False)
+        return NativeLoadPeer("s", ROOM, SIZE, False)
     if dialect == "text":
-        return TextPeer("s", ROOM, SIZE, False)
-    return IrcPeer("s", ROOM, SIZE, False)
+        return TextLoadPeer("s", ROOM, SIZE, False)
+    return IrcLoadPeer("s", ROOM, SIZE, False)
 
 
 def test_expect_completes_once_every_receiver_has_its_room(lib: Any, pair: Any) -> None:

@@ -1,4 +1,4 @@
-"""The web chat page (transports/static/) in a real browser against a real relay.
+"""The web chat page (transports/webpage/) in a real browser against a real relay.
 
 Debian's chromium, headless, driven by Playwright (never a browser Playwright
 downloads). `make test` installs chromium with tests/ensure_apt.sh;

@@ -25,7 +25,7 @@ from tests.relayproc import UNIT, RelayProcess
 from transports.errors import ProtocolError
 from transports.events import Hello, Say
 from transports.websocket import DEFAULT_MAX_FRAGMENTS, WebSocketServerCodec
-from transports.ws_http import static_file
+from transports.ws_http import webpage_file
 
 KEY = "dGhlIHNhbXBsZSBub25jZQ=="
 HELLO = {"t": "hello", "v": 1, "nick": "alice", "rooms": ["lobby"]}
@@ -163,7 +163,7 @@ def test_every_response_carries_csp_and_nosniff(path: str) -> None:
 
 
 def test_the_page_has_no_inline_script_or_style() -> None:
-    html = static_file("index.html").decode()
+    html = webpage_file("index.html").decode()
     assert re.findall(r"<script[^>]*>", html) == ['<script src="/app.js">']
     assert not re.search(r"\son[a-z]+=", html)  # onclick= and friends
     assert " style=" not in html and "<style" not in html
@@ -234,7 +234,7 @@ def test_empty_continuations_cannot_pile_up_in_small_reads() -> None:
     for i in range(0, len(data), 6):
         out += codec.receive_data(data[i : i + 6])
     assert [e.code for e in out] == ["frame_too_large"]
-    assert codec._fragment_count == 0 and not codec._fragments
+    assert codec._fragments.held == 0 and codec._fragments.frames == 0
 
 
 # On a real relay ---------------------------------------------------------------------
@@ -265,7 +265,7 @@ def test_relay_allowed_origins_flag(relay_factory: Any) -> None:
 
 
 def _client_after_101() -> Any:
-    from clients.ws import WebSocketClientCodec
+    from transports.websocket_client import WebSocketClientCodec
 
     client = WebSocketClientCodec("relay.local", 8081)
     server = WebSocketServerCodec()

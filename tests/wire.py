@@ -1,5 +1,8 @@
 """Raw-socket test peers: a native client and a text (nc-style) client.
 
+(benchmarks/dialects.py's `LoadPeer`s are the load generator's socketless side
+of each dialect, not these.)
+
 They speak bytes on real sockets and wait on conditions with deadlines, so a
 missing reply fails the test instead of hanging it.
 """

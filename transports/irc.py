@@ -26,7 +26,7 @@ such requests (and as many LISTs) wait for their answer: past that the
 codec answers a NAMES, WHO or LIST itself, with an empty list, and records
 nothing, so a client that never reads its answers cannot grow the record.
 
-Threads (transports/base.py has the rule): the reader thread owns the
+Threads (transports/codec.py has the rule): the reader thread owns the
 decode state (input buffer, replies made here, registration progress), the
 encoder owns what the relay told us (`registered`, `nick`, `rooms`, pings
 out). What crosses is a value: immutable objects published by one
@@ -46,8 +46,8 @@ from collections.abc import Callable, Hashable
 from typing import Any, Final, Self
 
 from transports import ircv3_caps, ircv3_history
-from transports.base import CodecSettings, Decoded, ServerCodec
-from transports.errors import FATAL_CODES, ProtocolError
+from transports.codec import CodecSettings, Decoded, ServerCodec
+from transports.errors import ERRORS, FATAL_CODES, ProtocolError
 from transports.events import (
     Away,
     Ban,
@@ -844,66 +844,66 @@ class IrcServerCodec(ServerCodec):
                 pass
 
     def _enc_error_now(self, body: dict[str, Any]) -> str:
+        """The reply an IRC client reads an error as: the numeric the error
+        table gives its code (transports/errors.py), except where the command
+        that asked decides, then the closing line if the code closes."""
         code = str(body.get("code", ""))
         text = str(body.get("text", ""))
         ref = body.get("ref")
         room = body.get("room")
         channel = room_to_channel(room) if isinstance(room, str) else "*"
-        if code in ("nick_taken", "nick_invalid") and (ref == "hello" or not self.registered):
-            return self._nick_error(code, str(body.get("nick") or self._hello_nick or "*"))
+        nick = str(body.get("nick") or "*")
         if code in ("nick_taken", "nick_invalid"):
-            attempted = _pop(self._nick_to) or "*"
-            return self._nick_error(code, str(body.get("nick") or attempted))
-        if code == "not_operator":
-            return self._numeric("481", text=f"Permission Denied- {text}")
-        if code == "muted" and ref == "say":
+            if ref == "hello" or not self.registered:
+                asked = self._hello_nick
+            else:
+                asked = _pop(self._nick_to)  # this answer's record, used or not
+            nick = str(body.get("nick") or asked or "*")
+        elif code == "muted" and ref == "say":
             return self._numeric("404", channel, text=f"Cannot send to channel ({text})")
-        if code == "banned":
-            self.closed = True
-            return (self._numeric("465", text=text)
-                    + f"ERROR :Closing Link: {self.me} (banned: {clean(text)})\r\n")
-        if code == "auth_failed":
-            return self._numeric("464", text=f"Password incorrect: {text}")
-        if code == "no_such_nick" and ref == "whois":
-            nick = clean(str(body.get("nick") or "*"))
+        elif code == "no_such_nick" and ref == "whois":
+            nick = clean(nick)
             return self._labeled_lines([
-                self._numeric("401", nick, text="No such nick/channel"),
+                self._error_numeric(code, text, channel, nick),
                 self._numeric("318", nick, text="End of /WHOIS list")], body.get("id"))
-        if code == "no_such_nick":
+        elif code == "no_such_nick":
             nick = str(body.get("nick") or _pop(self._whisper_to) or "*")
-            return self._numeric("401", nick, text="No such nick/channel")
+        else:
+            in_context = self._error_in_context(code, text, ref, channel, body)
+            if in_context is not None:
+                return in_context
+        reply = self._error_numeric(code, text, channel, nick)
+        if code in FATAL_CODES:
+            self.closed = True
+            reply += f"ERROR :Closing Link: {self.me} ({clean(code)}: {clean(text)})\r\n"
+        return reply or self._server_notice(f"error {code}: {text}")
+
+    def _error_in_context(self, code: str, text: str, ref: Any, channel: str,
+                          body: dict[str, Any]) -> str | None:
+        """The replies the command that asked decides (None: the table's)."""
         if ref == "chathistory":
             fail = build(SERVER_NAME, "FAIL", ["CHATHISTORY", "INVALID_TARGET", "*", channel],
                          text)
             return self._labeled_lines([fail], body.get("id"))
         if ref == "whisper":
             _pop(self._whisper_to)
-        if code == "not_in_room":
-            if ref == "who":
-                kind = self._pop_members_kind(str(room)) if isinstance(room, str) else "names"
-                if kind == "who":
-                    return self._numeric("315", channel, text="End of WHO list")
-                return self._numeric("366", channel, text="End of /NAMES list")
-            if ref == "say":
-                return self._numeric("404", channel, text="Cannot send to channel (join it first)")
-            return self._numeric("442", channel, text="You're not on that channel")
-        if code == "too_many_rooms":
-            return self._numeric("405", channel, text=f"You have joined too many channels ({text})")
-        if code == "room_invalid":
-            return self._numeric("479", channel, text=f"Illegal channel name: {text}")
-        if code == "not_ready":
-            return self._numeric("451", text="You have not registered")
-        if code == "text_too_long":
-            return self._numeric("417", text=text)
-        if code in FATAL_CODES:
-            self.closed = True
-            return f"ERROR :Closing Link: {self.me} ({clean(code)}: {clean(text)})\r\n"
-        return self._server_notice(f"error {code}: {text}")
+        if code == "not_in_room" and ref == "who":
+            room = body.get("room")
+            kind = self._pop_members_kind(str(room)) if isinstance(room, str) else "names"
+            if kind == "who":
+                return self._numeric("315", channel, text="End of WHO list")
+            return self._numeric("366", channel, text="End of /NAMES list")
+        if code == "not_in_room" and ref == "say":
+            return self._numeric("404", channel, text="Cannot send to channel (join it first)")
+        return None
 
-    def _nick_error(self, code: str, nick: str) -> str:
-        if code == "nick_taken":
-            return self._numeric("433", nick, text="Nickname is already in use")
-        return self._numeric("432", nick, text="Erroneous nickname: 1-32 of A-Z a-z 0-9 _ -")
+    def _error_numeric(self, code: str, text: str, channel: str, nick: str) -> str:
+        """The error table's numeric for `code` ("" when it has none)."""
+        rule = ERRORS.get(code)
+        if rule is None or rule.irc is None:
+            return ""
+        named = {"channel": (channel,), "nick": (nick,), "": ()}[rule.irc.names]
+        return self._numeric(rule.irc.numeric, *named, text=rule.irc.text.format(text=text))
 
     def _pop_members_kind(self, room: str) -> str:
         """Which command asked for `room`'s members.

@@ -13,7 +13,7 @@ from typing import Any
 
 import msgpack
 
-from transports.base import Decoded, ServerCodec
+from transports.codec import Decoded, ServerCodec
 from transports.errors import FatalProtocolError, ProtocolError
 from transports.events import (
     ClientEvent,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from transports.base import ServerCodec
+from transports.codec import ServerCodec
 from transports.native import NativeServerCodec
 
 SERVER_CODECS: dict[str, type[ServerCodec]] = {

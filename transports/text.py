@@ -39,7 +39,7 @@ room still held (or None). It starts as "lobby", where the relay's hello
 puts a text client, so `printf 'hi\\n' | nc` works however fast the line
 arrives.
 
-Threads (transports/base.py has the rule): the reader thread moves the
+Threads (transports/codec.py has the rule): the reader thread moves the
 current room on /join, the encoder on joined/parted, so it lives in two
 slots, one per side, each an immutable pair replaced by one assignment:
 the reader's `(joins typed, room)` and the encoder's `(joins typed when it
@@ -55,7 +55,7 @@ import re
 from collections.abc import Callable, Hashable, Iterable
 from typing import Any, Final
 
-from transports.base import Decoded, ServerCodec
+from transports.codec import Decoded, ServerCodec
 from transports.commands import TEXT, help_lines, lookup, parse_history
 from transports.errors import ProtocolError
 from transports.events import (
@@ -173,26 +173,6 @@ class TextServerCodec(ServerCodec):
         self._skipped: int | None = None
         self._skipped_cr = False
         self._pending = bytearray()
-        self._commands: dict[str, Callable[[str, str], ClientEvent | None]] = {
-            "nick": self._nick,
-            "pass": self._pass,
-            "join": self._join,
-            "part": self._part,
-            "msg": self._msg,
-            "who": self._who,
-            "rooms": lambda ref, arg: ListRooms(),
-            "history": self._history,
-            "help": self._help,
-            "ping": lambda ref, arg: Ping(),
-            "quit": self._quit,
-            "me": self._me,
-            "oper": self._oper,
-            "kick": self._kick,
-            "ban": self._ban,
-            "unban": self._unban,
-            "mute": self._mute,
-            "unmute": self._unmute,
-        }
 
     @property
     def current_room(self) -> str | None:
@@ -307,8 +287,7 @@ class TextServerCodec(ServerCodec):
         assert match is not None  # the pattern matches every string starting with "/"
         name, arg = match[1], match[2]
         ref = "/" + name[:_MAX_ECHO]
-        command = lookup(name)
-        handler = self._commands.get(command.name if command is not None else name.lower())
+        handler = self._handler(name)
         if handler is None:
             raise ProtocolError(
                 "unknown_type", f"unknown command {ref}; /help lists the commands", ref
@@ -327,43 +306,60 @@ class TextServerCodec(ServerCodec):
             raise ProtocolError("not_in_room", "you are in no room: /join ROOM first", ref)
         return self.current_room
 
-    # Commands: each takes the command as typed (for errors) and its argument.
+    # Commands: `_cmd_NAME` for each command of the shared table
+    # (transports/commands.py) this dialect has; each takes the command as
+    # typed (for errors) and its argument.
 
-    def _nick(self, ref: str, arg: str) -> ClientEvent:
+    def _handler(self, typed: str) -> Callable[[str, str], ClientEvent | None] | None:
+        """The handler of the command `typed` names (an alias too), None if none."""
+        command = lookup(typed)
+        if command is None or TEXT not in command.where:
+            return None
+        handler: Callable[[str, str], ClientEvent | None] | None = getattr(
+            self, f"_cmd_{command.name}", None)  # tests/test_first_run.py: never None
+        return handler
+
+    def _cmd_rooms(self, ref: str, arg: str) -> ClientEvent:
+        return ListRooms()
+
+    def _cmd_ping(self, ref: str, arg: str) -> ClientEvent:
+        return Ping()
+
+    def _cmd_nick(self, ref: str, arg: str) -> ClientEvent:
         if not arg.strip():
             raise ProtocolError("bad_field", "usage: /nick NAME", ref)
         return NickChange(check_nick(arg.strip(), ref))
 
-    def _pass(self, ref: str, arg: str) -> ClientEvent:
+    def _cmd_pass(self, ref: str, arg: str) -> ClientEvent:
         """On a relay with a password, the guest's hello waits for this line."""
         if not arg.strip():
             raise ProtocolError("bad_field", "usage: /pass PASSWORD", ref)
         return Hello(nick=None, rooms=("lobby",), password=arg.strip())
 
-    def _join(self, ref: str, arg: str) -> ClientEvent:
+    def _cmd_join(self, ref: str, arg: str) -> ClientEvent:
         if not arg.strip():
             raise ProtocolError("bad_field", "usage: /join ROOM", ref)
         room = check_room(arg.strip(), ref)
         self._typed = (self._typed[0] + 1, room)
         return Join(room)
 
-    def _part(self, ref: str, arg: str) -> ClientEvent:
+    def _cmd_part(self, ref: str, arg: str) -> ClientEvent:
         return Part(self._room_or_current(arg, ref))
 
-    def _who(self, ref: str, arg: str) -> ClientEvent:
+    def _cmd_who(self, ref: str, arg: str) -> ClientEvent:
         return Who(self._room_or_current(arg, ref))
 
-    def _msg(self, ref: str, arg: str) -> ClientEvent:
+    def _cmd_msg(self, ref: str, arg: str) -> ClientEvent:
         parts = arg.split(None, 1)
         if len(parts) < 2:
             raise ProtocolError("bad_field", "usage: /msg NICK TEXT", ref)
         return Whisper(to=check_nick(parts[0], ref), text=check_text(parts[1], self.max_text, ref))
 
-    def _history(self, ref: str, arg: str) -> ClientEvent:
+    def _cmd_history(self, ref: str, arg: str) -> ClientEvent:
         room, limit = parse_history(arg, self.current_room, ref)
         return HistoryQuery(room=room, after=None, limit=limit)
 
-    def _help(self, ref: str, arg: str) -> None:
+    def _cmd_help(self, ref: str, arg: str) -> None:
         rooms = ", ".join(self.rooms) or "none"
         status = (
             f"* you are {self.nick or '(not named yet)'}; current room: "
@@ -375,12 +371,12 @@ class TextServerCodec(ServerCodec):
 
     # Moderation: the relay answers a non-operator with not_operator.
 
-    def _oper(self, ref: str, arg: str) -> ClientEvent:
+    def _cmd_oper(self, ref: str, arg: str) -> ClientEvent:
         if not arg.strip():
             raise ProtocolError("bad_field", "usage: /oper PASSWORD", ref)
         return Oper(arg.strip())
 
-    def _kick(self, ref: str, arg: str) -> ClientEvent:
+    def _cmd_kick(self, ref: str, arg: str) -> ClientEvent:
         parts = arg.split(None, 1)
         if not parts:
             raise ProtocolError("bad_field", "usage: /kick NICK [REASON]", ref)
@@ -408,34 +404,34 @@ class TextServerCodec(ServerCodec):
         ip = ip_key(name)
         return (None, ip) if ip is not None else (check_nick(name, ref), None)
 
-    def _ban(self, ref: str, arg: str) -> ClientEvent:
+    def _cmd_ban(self, ref: str, arg: str) -> ClientEvent:
         name, minutes, reason = self._sanction_args(arg, "/ban NICK|IP [MINUTES] [REASON]", ref)
         nick, ip = self._target(name, ref)
         return Ban(nick=nick, ip=ip, minutes=minutes, reason=reason)
 
-    def _unban(self, ref: str, arg: str) -> ClientEvent:
+    def _cmd_unban(self, ref: str, arg: str) -> ClientEvent:
         if len(arg.split()) != 1:
             raise ProtocolError("bad_field", "usage: /unban NICK|IP", ref)
         nick, ip = self._target(arg.strip(), ref)
         return Unban(nick=nick, ip=ip)
 
-    def _mute(self, ref: str, arg: str) -> ClientEvent:
+    def _cmd_mute(self, ref: str, arg: str) -> ClientEvent:
         name, minutes, reason = self._sanction_args(arg, "/mute NICK [MINUTES] [REASON]", ref)
         return Mute(check_nick(name, ref), minutes, reason)
 
-    def _unmute(self, ref: str, arg: str) -> ClientEvent:
+    def _cmd_unmute(self, ref: str, arg: str) -> ClientEvent:
         if len(arg.split()) != 1:
             raise ProtocolError("bad_field", "usage: /unmute NICK", ref)
         return Unmute(check_nick(arg.strip(), ref))
 
-    def _quit(self, ref: str, arg: str) -> ClientEvent:
+    def _cmd_quit(self, ref: str, arg: str) -> ClientEvent:
         reason = arg.strip()
         if reason:
             check_text(reason, MAX_REASON, ref, key="'reason'")
         self.closed = True
         return Bye(reason or None)
 
-    def _me(self, ref: str, arg: str) -> ClientEvent:
+    def _cmd_me(self, ref: str, arg: str) -> ClientEvent:
         if not arg.strip():
             raise ProtocolError("bad_field", "usage: /me TEXT", ref)
         room = self._room_or_current("", "say")

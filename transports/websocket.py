@@ -37,7 +37,7 @@ from websockets.http11 import Request
 from websockets.server import ServerProtocol
 from websockets.typing import Subprotocol
 
-from transports.base import CodecSettings, Decoded, ServerCodec
+from transports.codec import CodecSettings, Decoded, ServerCodec
 from transports.errors import WS_CLOSE_CODES, FatalProtocolError, ProtocolError
 from transports.events import Bye, parse_client_body, presence_bodies
 from transports.irc import DEFAULT_MAX_PENDING, IrcServerCodec
@@ -143,6 +143,59 @@ def close_frame(code: int, reason: str = "") -> bytes:
     return server_frame(Opcode.CLOSE, Close(code, reason[:120]).serialize())
 
 
+class Reassembler:
+    """Joins a fragmented message (RFC 6455 section 5.4) for either side's codec.
+
+    Decode state: only the thread that decodes uses it. A message in more
+    than `max_fragments` frames is dropped and sets `over`; the caller says
+    so and stops reading.
+    """
+
+    def __init__(self, max_fragments: int) -> None:
+        self.max_fragments = max_fragments
+        self.over = False
+        self._data = bytearray()  # the message so far
+        self._count = 0  # the frames it came in
+        self._opcode: Opcode | None = None  # its type; None: no message under way
+
+    def add(self, frame: Frame) -> tuple[Opcode, bytes] | None:
+        """The whole message once `frame` ends one; None until then, for control
+        frames, for a continuation of no message, and past the limit."""
+        if frame.opcode is Opcode.TEXT or frame.opcode is Opcode.BINARY:
+            if frame.fin:
+                return frame.opcode, bytes(frame.data)
+            self._opcode, self._count = frame.opcode, 1
+            self._data[:] = frame.data
+            return None
+        if frame.opcode is not Opcode.CONT or self._opcode is None:
+            return None
+        self._count += 1
+        if self._count > self.max_fragments:
+            self.over = True
+            self._reset()
+            return None
+        self._data += frame.data
+        if not frame.fin:
+            return None
+        whole = self._opcode, bytes(self._data)
+        self._reset()
+        return whole
+
+    @property
+    def held(self) -> int:
+        """Bytes kept for a message under way."""
+        return len(self._data)
+
+    @property
+    def frames(self) -> int:
+        """Frames of a message under way (0: none)."""
+        return self._count
+
+    def _reset(self) -> None:
+        self._opcode, self._count = None, 0
+        self._data.clear()
+
+
 class WebSocketServerCodec(ServerCodec):
     """The relay side of `GET /` and `GET /ws` (one HTTP request per connection)."""
 
@@ -175,11 +228,9 @@ class WebSocketServerCodec(ServerCodec):
         self.subprotocol: Subprotocol = JSON_SUBPROTOCOL
         self.is_open = False  # True once the 101 response went out
         self._out = bytearray()
-        # A fragmented message so far: its bytes (at most max_frame, which
-        # ServerProtocol enforces), how many frames they came in, its opcode.
-        self._fragments = bytearray()
-        self._fragment_count = 0
-        self._fragment_opcode: Opcode | None = None
+        # A fragmented message so far (its bytes are at most max_frame, which
+        # ServerProtocol enforces).
+        self._fragments = Reassembler(max_fragments)
         self._close_sent = False
         self._too_big = False
         # The request head is held back until it is complete: ServerProtocol
@@ -286,25 +337,11 @@ class WebSocketServerCodec(ServerCodec):
 
     def _receive_frame(self, frame: Frame, out: list[Decoded]) -> None:
         # Control frames (ping, pong, close) are answered by ServerProtocol.
-        if frame.opcode is Opcode.TEXT or frame.opcode is Opcode.BINARY:
-            if frame.fin:
-                self._receive_message(frame.opcode, bytes(frame.data), out)
-            else:
-                self._fragment_opcode = frame.opcode
-                self._fragments[:] = frame.data
-                self._fragment_count = 1
-        elif frame.opcode is Opcode.CONT and self._fragment_opcode is not None:
-            self._fragment_count += 1
-            if self._fragment_count > self.max_fragments:
-                self._too_many_fragments(out)
-                return
-            self._fragments += frame.data
-            if frame.fin:
-                data = bytes(self._fragments)
-                opcode, self._fragment_opcode = self._fragment_opcode, None
-                self._fragments.clear()
-                self._fragment_count = 0
-                self._receive_message(opcode, data, out)
+        message = self._fragments.add(frame)
+        if message is not None:
+            self._receive_message(*message, out)
+        elif self._fragments.over and not self.closed:
+            self._too_many_fragments(out)
 
     def _too_many_fragments(self, out: list[Decoded]) -> None:
         """Fatal, like a message over max_frame: the error, then a 1009 close."""
@@ -315,9 +352,6 @@ class WebSocketServerCodec(ServerCodec):
                 f"the limit is {self.max_fragments} frames per message",
             )
         )
-        self._fragment_opcode = None
-        self._fragments.clear()
-        self._fragment_count = 0
         self.closed = True
 
     def _receive_message(self, opcode: Opcode, data: bytes, out: list[Decoded]) -> None:

@@ -1,7 +1,7 @@
 """The plain-HTTP side of the WebSocket dialect: the web chat page and 404s.
 
 A connection that starts with `GET ` either upgrades on `/ws` or fetches one
-of the few files shipped in `transports/static/`. Everything here builds a
+of the few files shipped in `transports/webpage/`. Everything here builds a
 `websockets.http11.Response` for `ServerProtocol.send_response()`, which
 closes the connection after any non-101 response: one request per
 connection keeps the relay's per-connection machinery free of HTTP
@@ -37,7 +37,7 @@ from websockets.http11 import Request, Response
 
 WS_PATH: Final = "/ws"
 
-# URL path -> (file in transports/static, content type). Nothing else is served.
+# URL path -> (file in transports/webpage, content type). Nothing else is served.
 PAGES: Final[dict[str, tuple[str, str]]] = {
     "/": ("index.html", "text/html; charset=utf-8"),
     "/index.html": ("index.html", "text/html; charset=utf-8"),
@@ -120,13 +120,13 @@ def route(request: Request) -> str:
 
 
 @functools.cache
-def static_file(name: str) -> bytes:
-    """A file shipped in transports/static/ (or the command table), read once per process."""
+def webpage_file(name: str) -> bytes:
+    """A file shipped in transports/webpage/ (or the command table), read once per process."""
     if name == "commands.json":
         from transports.commands import as_json
 
         return as_json().encode("utf-8")
-    return (resources.files("transports") / "static" / name).read_bytes()
+    return (resources.files("transports") / "webpage" / name).read_bytes()
 
 
 def _headers(content_type: str, length: int) -> Headers:
@@ -171,7 +171,7 @@ def page_response(request: Request) -> Response:
         return response
     name, content_type = PAGES[path]
     try:
-        body = static_file(name)
+        body = webpage_file(name)
     except OSError:
         return text_response(
             http.HTTPStatus.INTERNAL_SERVER_ERROR, f"500: {name} is missing from the package\n"

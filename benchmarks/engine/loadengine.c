@@ -639,7 +639,7 @@ static int parse_payload(const uint8_t *line, size_t i, size_t end, int size, in
 static void control_line(engine *e, conn *c, const uint8_t *line, size_t len) {
     while (len && line[len - 1] == '\r') len--;
     if (e->dialect == D_TEXT) {
-        /* TextPeer.control once ready: anything but a "* " notice is corrupt */
+        /* TextLoadPeer.control once ready: anything but a "* " notice is corrupt */
         if (len && !(len >= 2 && line[0] == '*' && line[1] == ' ')) c->corrupt++;
         return;
     }

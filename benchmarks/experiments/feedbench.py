@@ -1,4 +1,4 @@
-"""Micro-benchmark of the receive path: µs of CPU per message in `Peer.feed`.
+"""Micro-benchmark of the receive path: µs of CPU per message in `LoadPeer.feed`.
 
     python -m benchmarks.experiments.feedbench            # 100,000 deliveries per figure
 
@@ -17,15 +17,15 @@ import time
 from collections.abc import Callable
 
 from benchmarks import payload
-from benchmarks.dialects import IrcPeer, NativePeer, Peer, TextPeer
+from benchmarks.dialects import IrcLoadPeer, LoadPeer, NativeLoadPeer, TextLoadPeer
 from transports.native import frame
 
 ROOM = "bench1a2b0"
 
 
-def native_stream(n: int, size: int) -> tuple[Peer, list[bytes]]:
-    """A ready NativePeer and `n` msg frames as the relay sends them."""
-    peer = NativePeer("bxr1", ROOM, size, True)
+def native_stream(n: int, size: int) -> tuple[LoadPeer, list[bytes]]:
+    """A ready NativeLoadPeer and `n` msg frames as the relay sends them."""
+    peer = NativeLoadPeer("bxr1", ROOM, size, True)
     peer.feed(frame({"t": "joined", "room": ROOM, "members": [], "seq": 0}), 0)
     msgs = [frame({"t": "msg", "room": ROOM, "seq": k, "ts": 1.7e9 + k / 1000,
                    "from": f"b1a2bs{k % 4}",
@@ -34,17 +34,17 @@ def native_stream(n: int, size: int) -> tuple[Peer, list[bytes]]:
     return peer, msgs
 
 
-def text_stream(n: int, size: int) -> tuple[Peer, list[bytes]]:
-    """A ready TextPeer and `n` lines in the relay's text dialect."""
-    peer = TextPeer("bxr1", ROOM, size, True, greeting=False)
+def text_stream(n: int, size: int) -> tuple[LoadPeer, list[bytes]]:
+    """A ready TextLoadPeer and `n` lines in the relay's text dialect."""
+    peer = TextLoadPeer("bxr1", ROOM, size, True, greeting=False)
     msgs = [f"<b1a2bs{k % 4}> {payload.make(1_000_000 + k, k % 4, k // 4 + 1, size)}\n".encode()
             for k in range(n)]
     return peer, msgs
 
 
-def irc_stream(n: int, size: int) -> tuple[Peer, list[bytes]]:
-    """A ready IrcPeer and `n` PRIVMSG lines."""
-    peer = IrcPeer("bxr1", ROOM, size, True)
+def irc_stream(n: int, size: int) -> tuple[LoadPeer, list[bytes]]:
+    """A ready IrcLoadPeer and `n` PRIVMSG lines."""
+    peer = IrcLoadPeer("bxr1", ROOM, size, True)
     peer.ready = True
     msgs = [(f":b1a2bs{k % 4}!~b1a2bs{k % 4}@127.0.0.1 PRIVMSG #{ROOM} :"
              f"{payload.make(1_000_000 + k, k % 4, k // 4 + 1, size)}\r\n").encode()
@@ -52,7 +52,7 @@ def irc_stream(n: int, size: int) -> tuple[Peer, list[bytes]]:
     return peer, msgs
 
 
-STREAMS: dict[str, Callable[[int, int], tuple[Peer, list[bytes]]]] = {
+STREAMS: dict[str, Callable[[int, int], tuple[LoadPeer, list[bytes]]]] = {
     "native": native_stream, "text": text_stream, "irc": irc_stream}
 
 

@@ -14,7 +14,9 @@ from typing import Any
 
 from relay.hub.engine import ClientRec, Engine
 from relay.hub.presence import Presence
-from relay.hub.replies import Body, ConnKey, Out, conn_key, error, to
+from relay.hub.replies import Body, ConnKey, Out, conn_key, to
+from transports.errors import error_body as error
+from transports.errors import history_gap
 
 MEMBERS_PAGE = 1500  # nicks in one `members` frame (or `joined`): 1,500 of 32 bytes fit 64 KiB
 
@@ -149,11 +151,7 @@ class Membership:
                 "hello", room=name))
             return
         if after + 1 < first:
-            to(out, key, error(
-                "history_gap",
-                f"history of {name} starts at seq {first}; messages "
-                f"{after + 1}-{first - 1} are gone",
-                "hello", room=name))
+            to(out, key, history_gap(name, first, after, "hello"))
             after = first - 1
         for body in self.engine.after(name, after, None)[0]:
             to(out, key, body)

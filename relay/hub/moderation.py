@@ -18,7 +18,8 @@ from typing import Any
 from relay.bus import ANNOUNCE
 from relay.hub.engine import Engine, Sanction, SanctionKind
 from relay.hub.members import Membership
-from relay.hub.replies import Body, ConnKey, Out, error, to
+from relay.hub.replies import Body, ConnKey, Out, to
+from transports.errors import error_body as error
 from transports.validate import ip_key, nick_key
 
 MAX_SANCTIONS = 10_000  # bans by nick, bans by IP, mutes: each list holds at most this many
@@ -104,7 +105,7 @@ class Moderation:
         extra: Body = {"by": by}
         if reason:
             extra["reason"] = reason
-        to(out, target, {"t": "error", "code": code, "text": text, **extra})
+        to(out, target, error(code, text, None, **extra))
         self.members.leave(target, out, extra)
 
     def _notice(self, out: Out, key: ConnKey, text: str) -> None:

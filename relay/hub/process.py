@@ -43,6 +43,7 @@ from relay.hub.replies import Out
 from relay.hub.state import HubState
 from relay.hub.stats import HubStats
 from relay.metrics import HubMetrics
+from transports.errors import error_body
 
 log = logging.getLogger("chat_relay.hub")
 
@@ -51,9 +52,8 @@ HEARTBEAT = 0.5
 
 
 def _unsendable(ref: str, exc: Exception) -> dict[str, Any]:
-    return {"t": "error", "code": "bad_field", "ref": ref,
-            "text": f"the relay could not send its answer to this {ref} "
-                    f"({type(exc).__name__}); it was dropped"}
+    return error_body("bad_field", f"the relay could not send its answer to this {ref} "
+                      f"({type(exc).__name__}); it was dropped", ref)
 
 
 class Hub:

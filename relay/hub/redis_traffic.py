@@ -27,8 +27,9 @@ from relay.hub import redis_scripts as lua
 from relay.hub.engine import EngineUnavailable
 from relay.hub.redis_feed import Feed
 from relay.hub.redis_link import Link
-from relay.hub.replies import Body, Out, error
+from relay.hub.replies import Body, Out
 from relay.hub.replies import to as reply_to
+from transports.errors import error_body as error
 
 log = logging.getLogger("chat_relay.hub")
 

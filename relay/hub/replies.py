@@ -30,13 +30,6 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def error(code: str, text: str, ref: str, **ctx: Any) -> Body:
-    """An `error` body (PROTOCOL.md) answering a request of kind `ref`."""
-    body: Body = {"t": "error", "code": code, "text": text, "ref": ref}
-    body.update(ctx)
-    return body
-
-
 def to(out: Out, key: ConnKey, body: Body) -> None:
     """Queue `body` for one client, on its worker's topic."""
     out.append((worker_topic(key[0]), [key[1], body]))

@@ -18,7 +18,9 @@ from relay.hub.engine import Engine
 from relay.hub.members import Membership
 from relay.hub.moderation import Moderation
 from relay.hub.presence import Presence
-from relay.hub.replies import Body, ConnKey, Out, conn_key, error, to
+from relay.hub.replies import Body, ConnKey, Out, conn_key, to
+from transports.errors import error_body as error
+from transports.errors import history_gap
 from transports.validate import HISTORY_MAX_LIMIT
 
 FILL_MAX = 1000  # messages resent per fill request
@@ -135,10 +137,7 @@ class Chat:
         else:
             first = self.engine.first_seq(name)
             if after + 1 < first:
-                to(out, key, error(
-                    "history_gap",
-                    f"history of {name} starts at seq {first}; messages "
-                    f"{after + 1}-{first - 1} are gone", "history", room=name))
+                to(out, key, history_gap(name, first, after, "history"))
                 after = first - 1
             page, more = self.engine.after(name, after, limit)
         to(out, key, {"t": "history", "room": name, "messages": page, "more": more})

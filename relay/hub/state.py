@@ -32,9 +32,10 @@ from relay.hub.members import Membership
 from relay.hub.memory import MemoryEngine
 from relay.hub.moderation import Moderation
 from relay.hub.presence import PendingPresence, Presence
-from relay.hub.replies import ConnKey, Out, conn_key, error, now_ms, to
+from relay.hub.replies import ConnKey, Out, conn_key, now_ms, to
 from relay.hub.requests import Chat
 from relay.hub.rooms import Room
+from transports.errors import error_body as error
 from transports.validate import ip_key, nick_key
 
 log = logging.getLogger("chat_relay.hub")

@@ -1,6 +1,6 @@
 """One fuzz case: feed bytes to a fresh codec the way a socket would, check the rules.
 
-The rules every server codec keeps, whatever the peer sends (transports/base.py,
+The rules every server codec keeps, whatever the peer sends (transports/codec.py,
 STYLE.md "its parser never raises into the I/O loop"):
 
 - `receive_data` returns a list of ClientEvents and ProtocolErrors and raises
@@ -31,7 +31,7 @@ from typing import Any, Final
 import msgpack
 
 from tests.fuzz.samples import MAX_FRAME, MAX_TEXT, RELAY_BODIES, SEEDS
-from transports.base import ServerCodec
+from transports.codec import ServerCodec
 from transports.errors import ProtocolError
 from transports.events import Ban, ClientEvent, Hello, HistoryQuery, Mute
 from transports.registry import SERVER_CODECS
@@ -93,8 +93,8 @@ def _buffered(codec: ServerCodec) -> dict[str, int]:
         # An HTTP line is at most 8,192 bytes (websockets' limit), a frame header 14.
         return {
             "reader buffer": len(ws.reader.buffer) - max(MAX_FRAME + 14, 8192 + 2),
-            "fragments": len(codec._fragments) - MAX_FRAME,  # type: ignore[attr-defined]
-            "fragment count": codec._fragment_count - codec.max_fragments,  # type: ignore[attr-defined]
+            "fragments": codec._fragments.held - MAX_FRAME,  # type: ignore[attr-defined]
+            "fragment count": codec._fragments.frames - codec.max_fragments,  # type: ignore[attr-defined]
         }
     return {}
 

@@ -38,6 +38,7 @@ from transports.websocket import (
     DEFAULT_MAX_FRAGMENTS,
     JSON_SUBPROTOCOL,
     MSGPACK_SUBPROTOCOL,
+    Reassembler,
     encode_json,
 )
 from transports.ws_http import WS_PATH
@@ -46,7 +47,7 @@ from transports.ws_http import WS_PATH
 TRANSPORTS: Final = {"ws": JSON_SUBPROTOCOL, "ws-msgpack": MSGPACK_SUBPROTOCOL}
 DEFAULT_MAX_MESSAGE = 16 * 1024 * 1024  # like the native client: history pages are big
 
-_log = logging.getLogger("clients.ws")
+_log = logging.getLogger("transports.websocket_client")
 
 
 def ws_uri(host: str, port: int, tls: bool) -> str:
@@ -80,9 +81,7 @@ class WebSocketClientCodec:
         self.failed: str | None = None
         # A fragmented message so far (its bytes are bounded by max_message,
         # its frames by DEFAULT_MAX_FRAGMENTS: the relay never fragments).
-        self._fragments = bytearray()
-        self._fragment_count = 0
-        self._fragment_opcode: Opcode | None = None
+        self._fragments = Reassembler(DEFAULT_MAX_FRAGMENTS)
 
     # Bytes out ----------------------------------------------------------------
 
@@ -133,26 +132,12 @@ class WebSocketClientCodec:
 
     def _frame(self, frame: Frame, out: list[RelayEvent | ProtocolError]) -> None:
         # Ping, pong and close are handled by ClientProtocol (see data_to_send).
-        if frame.opcode in (Opcode.TEXT, Opcode.BINARY):
-            if frame.fin:
-                self._message(frame.opcode, bytes(frame.data), out)
-            else:
-                self._fragment_opcode = frame.opcode
-                self._fragments[:] = frame.data
-                self._fragment_count = 1
-        elif frame.opcode is Opcode.CONT and self._fragment_opcode is not None:
-            self._fragment_count += 1
-            if self._fragment_count > DEFAULT_MAX_FRAGMENTS:
-                self._fragments.clear()
-                self._fail(f"relay sent a message in more than {DEFAULT_MAX_FRAGMENTS} "
-                           "fragments", out)
-                return
-            self._fragments += frame.data
-            if frame.fin:
-                opcode, data = self._fragment_opcode, bytes(self._fragments)
-                self._fragment_opcode, self._fragment_count = None, 0
-                self._fragments.clear()
-                self._message(opcode, data, out)
+        message = self._fragments.add(frame)
+        if message is not None:
+            self._message(*message, out)
+        elif self._fragments.over:
+            self._fail(f"relay sent a message in more than {DEFAULT_MAX_FRAGMENTS} "
+                       "fragments", out)
 
     def _message(self, opcode: Opcode, data: bytes, out: list[RelayEvent | ProtocolError]
                  ) -> None:
