@@ -186,7 +186,7 @@ def _run_hub(args: argparse.Namespace) -> int:
     import zmq
 
     from relay.hub import process as hub
-    from relay.procutil import setup_logging
+    from relay.logs import setup_logging
 
     settings = _settings(args)
     setup_logging(settings.log_level, settings.log_format)
@@ -256,7 +256,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "start":
         from relay import supervisor
-        from relay.procutil import setup_logging
+        from relay.logs import setup_logging
 
         settings = _settings(args)
         setup_logging(settings.log_level, settings.log_format)
@@ -274,7 +274,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return supervisor.main(settings)
     if args.command == "_hub":
         from relay.hub import process as hub
-        from relay.procutil import die_with_parent, setup_logging
+        from relay.child import die_with_parent
+        from relay.logs import setup_logging
 
         settings = Settings.read_fd(args.settings_fd)
         die_with_parent()
@@ -286,7 +287,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "keys":
         return _generate_keys(args.dir)
     if args.command == "_worker":
-        from relay import worker
+        from relay.worker import process as worker
 
         settings = Settings.read_fd(args.settings_fd)
         worker.main(settings, args.id, args.hub, args.fd, args.status_fd, args.workers)

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 import zmq
 
-from relay.bus import ANNOUNCE, GapCounter, room_topic, unpack, worker_topic
+from relay.bus.wire import ANNOUNCE, GapCounter, room_topic, unpack, worker_topic
 from relay.config import Settings
-from relay.connection import Connection
+from relay.worker.writer import Connection
 from relay.hub.process import Hub
 from relay.hub.state import HubState, Out
 from relay.workerbus import WorkerBus

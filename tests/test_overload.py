@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from relay.overload import CreditWindow, FanoutPacer, ReaderWeight
+from relay.worker.pacing import CreditWindow, FanoutPacer, ReaderWeight
 from tests.conftest import RelayFactory
 from tests.relayproc import UNIT, RelayProcess
 from tests.test_metrics import metrics_url, value, wait_metrics
