@@ -273,8 +273,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return 1
         return supervisor.main(settings)
     if args.command == "_hub":
-        from relay.hub import process as hub
         from relay.child import die_with_parent
+        from relay.hub import process as hub
         from relay.logs import setup_logging
 
         settings = Settings.read_fd(args.settings_fd)

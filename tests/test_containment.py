@@ -21,9 +21,8 @@ from relay.bus.wire import (
     worker_topic,
 )
 from relay.config import Settings
-from relay.worker.limits import ErrorBudget
 from relay.hub.process import Hub
-from relay.worker.limits import TokenBucket
+from relay.worker.limits import ErrorBudget, TokenBucket
 from tests.test_hubstate import bodies, hub, ready, run
 
 

@@ -33,7 +33,8 @@ class Request:
     def to_wire(self, conn: int | None = None) -> dict[str, Any]:
         """The map the hub reads; `conn` (the client's id on its worker) as "c"."""
         wire: dict[str, Any] = {OP: self.OP}
-        for name in self.__slots__:  # type: ignore[attr-defined]
+        names: tuple[str, ...] = self.__slots__  # type: ignore[attr-defined]
+        for name in names:
             wire[name] = getattr(self, name)
         if conn is not None:
             wire["c"] = conn

@@ -12,6 +12,7 @@ members are behind, and which of them made no progress.
 from __future__ import annotations
 
 import logging
+import time
 
 import zmq
 
@@ -89,6 +90,24 @@ class Backlog:
         behind = list(self.by_fd.values())
         return sum(c.pending for c in behind), len(behind)
 
+    def shutdown_all(self, conns: list[Connection], grace: float) -> None:
+        """SIGTERM: tell everyone, flush what we can within the grace, close."""
+        for conn in conns:
+            conn.finish(
+                {"t": "error", "code": "shutting_down", "text": "the relay is shutting down"},
+                "shutting_down",
+            )
+        deadline = time.monotonic() + grace
+        pending = [c for c in conns if c.pending and not c.flush()]
+        while pending and time.monotonic() < deadline:
+            flusher = zmq.Poller()
+            for conn in pending:
+                flusher.register(conn.fd, zmq.POLLOUT)
+            flusher.poll(int((deadline - time.monotonic()) * 1000) + 1)
+            pending = [c for c in pending if not c.flush()]
+        for conn in conns:
+            conn.shutdown()  # FIN after the flushed data; readers see the peers close
+
     # Pacing --------------------------------------------------------------------------
 
     def over_marks(self) -> tuple[int, int]:
@@ -113,3 +132,13 @@ class Backlog:
         for conn in self.by_fd.values():
             if conn.moved_at <= since or (minority and conn.pending > half):
                 self.stuck.add(conn.id)
+
+    def pace(self, pacer: FanoutPacer, now: float, last_round: int) -> bool:
+        """Whether fan-out pauses now; after --max-pause, stop waiting for the stuck."""
+        paused = pacer.paused(*self.over_marks(), now)
+        deadline = pacer.stuck_deadline()
+        if paused and deadline is not None and now >= deadline:
+            self.give_up_waiting(deadline - pacer.max_pause, last_round)
+            pacer.since = now
+            paused = pacer.paused(*self.over_marks(), now)
+        return paused

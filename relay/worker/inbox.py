@@ -3,8 +3,8 @@
 A deque plus an eventfd: any thread appends and wakes the bus thread, which
 drains everything queued in one go (one bus message per wake). The eventfd
 is written only when no wake-up is pending, so a burst of requests costs
-one syscall. This is the whole of what a reader may do with the bus thread
-(`reader.ReaderLink`), and the credit window it waits on.
+one syscall. `ReaderLink` is the whole of what a reader may do with the bus
+thread, and `Inbox` implements it, with the credit window readers wait on.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import enum
 import os
 import threading
 from collections import deque
+from typing import Protocol
 
 from relay.bus.messages import Request
 from relay.worker.pacing import CreditGate, ReaderWeight
@@ -29,7 +30,31 @@ class Local(enum.Enum):
 Queued = tuple[Connection | None, Request | Local]
 
 
+class ReaderLink(Protocol):
+    """What a reader may ask of its worker's bus thread (reader.py)."""
+
+    def submit(self, conn: Connection | None, request: Request) -> None:
+        """Queue a request for the hub, in order with this client's others."""
+
+    def opened(self, conn: Connection) -> None:
+        """The connection has a codec: the bus thread takes its replies from now."""
+
+    def closed(self, conn: Connection) -> None:
+        """The reader is done: the bus thread forgets it and closes its socket."""
+
+    def want_write(self, conn: Connection) -> None:
+        """Output the kernel did not take waits in the outbox: flush it when writable."""
+
+    def admit(self, conn: Connection, weight: ReaderWeight) -> None:
+        """Wait while the worker's credit window is full (TCP then pushes back)."""
+
+    def note_rate_limited(self) -> None:
+        """Count a frame the flood limit dropped (metrics)."""
+
+
 class Inbox:
+    """The ReaderLink of a worker's bus thread."""
+
     def __init__(self, max_inflight: int) -> None:
         self.queue: deque[Queued] = deque()
         self.writers: deque[Connection] = deque()  # connections with output waiting

@@ -94,6 +94,23 @@ class RoomSync:
         self._drop_member(conn, room)
         self.unsubscribe(conn, room)
 
+    def on_reply(self, conn: Connection, t: Any, body: dict[str, Any]) -> bool:
+        """What a hub reply to `conn` changes in its rooms; True when it refused
+        the hello (its subscriptions are dropped, and the reader waits on it)."""
+        if t == "joined":
+            self.joined(conn, body["room"], body["seq"])
+        elif t == "parted":
+            self.parted(conn, body["room"])
+        elif t == "error" and body.get("code") == "too_many_rooms":
+            room = body.get("room")
+            if isinstance(room, str) and room not in conn.rooms:
+                self.unsubscribe(conn, room)  # the join was refused: no fan-out for it
+        elif t == "error" and body.get("ref") == "hello" and not conn.ready:
+            for room in list(conn.sub_rooms):
+                self.unsubscribe(conn, room)
+            return True
+        return False
+
     def leave_all(self, conn: Connection) -> None:
         """Take `conn` out of every room's fan-out and drop its subscriptions."""
         for room in list(conn.rooms):
