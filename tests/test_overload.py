@@ -3,7 +3,7 @@
 A sender that offers more than the relay can fan out must be pushed back
 (its reader stops reading), not let the backlog pile up in every member's
 outbox until all of them are cut. A member is cut only when it is behind
-the others. The logic (relay/overload.py) is tested without sockets; the
+the others. The logic (relay/worker/pacing.py) is tested without sockets; the
 rest against real relay processes, bounded in messages and seconds.
 """
 
