@@ -205,7 +205,7 @@ def _run_hub(args: argparse.Namespace) -> int:
     import zmq
 
     from relay.hub import process as hub
-    from relay.procutil import setup_logging
+    from relay.logs import setup_logging
 
     settings = _settings(args)
     setup_logging(settings.log_level, settings.log_format)
@@ -275,7 +275,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "start":
         from relay import supervisor
-        from relay.procutil import setup_logging
+        from relay.logs import setup_logging
 
         settings = _settings(args)
         setup_logging(settings.log_level, settings.log_format)
@@ -292,8 +292,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return 1
         return supervisor.main(settings)
     if args.command == "_hub":
+        from relay.child import die_with_parent
         from relay.hub import process as hub
-        from relay.procutil import die_with_parent, setup_logging
+        from relay.logs import setup_logging
 
         settings = Settings.read_fd(args.settings_fd)
         die_with_parent()
@@ -305,7 +306,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "keys":
         return _generate_keys(args.dir)
     if args.command == "_worker":
-        from relay import worker
+        from relay.worker import process as worker
 
         settings = Settings.read_fd(args.settings_fd)
         worker.main(settings, args.id, args.hub, args.fd, args.status_fd, args.workers)

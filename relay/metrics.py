@@ -12,9 +12,9 @@ the supervisor over the bus) would need W scrape targets or a new bus topic;
 the files cost nothing until a scrape reads them.
 
 The hot path never touches prometheus objects. Workers and the hub count in
-plain ints (WorkerBus.delivered, the hub's HubStats snapshot, GapCounter...), and the
-bus thread's (or hub loop's) heartbeat, every 0.5 s, moves the deltas into
-the prometheus Counters and sets the Gauges. So a scrape is at most one
+plain ints and publish a snapshot (worker/stats.py WorkerStats, hub/stats.py
+HubStats) at the bus thread's (or hub loop's) heartbeat, every 0.5 s; the
+update moves its deltas into the prometheus Counters and sets the Gauges. So a scrape is at most one
 heartbeat behind, and a message costs no lock and no mmap write.
 
 A public hub (`chat-relay hub --metrics HOST:PORT`, no supervisor) runs in
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
 
     from relay.hub.stats import HubStats
-    from relay.workerbus import WorkerBus
+    from relay.worker.stats import WorkerStats
 
 log = logging.getLogger("chat_relay.metrics")
 
@@ -132,27 +132,26 @@ class WorkerMetrics(_Updater):
             self.connections.labels(codec.name)
             self.opened.labels(codec.name)
 
-    def update(self, bus: WorkerBus) -> None:
-        """Called by the bus thread at its heartbeat (the only thread that reads its counts)."""
-        self._guarded(lambda: self._update(bus))
+    def update(self, stats: WorkerStats) -> None:
+        """Called by the bus thread at its heartbeat with the snapshot it published."""
+        self._guarded(lambda: self._update(stats))
 
-    def _update(self, bus: WorkerBus) -> None:
+    def _update(self, stats: WorkerStats) -> None:
         sync = self.deltas.sync
-        for dialect, count in list(bus.dialects.items()):
+        for dialect, count in stats.connections.items():
             self.connections.labels(dialect).set(count)
-        for dialect, count in list(bus.opened.items()):
+        for dialect, count in stats.opened.items():
             sync(self.opened.labels(dialect), count)
-        sync(self.messages_in, bus.says)
-        sync(self.deliveries, bus.delivered)
-        sync(self.gaps.labels("worker"), bus.gaps.gaps)
-        sync(self.missing.labels("worker"), bus.gaps.missing)
-        sync(self.slow_cuts, bus.slow_cuts)
-        sync(self.rate_limited, bus.rate_limited)
-        sync(self.pushed_back, bus.pushed_back)
-        queued, outbox, backlogged = bus.backlog()
-        self.queue.labels(self.worker_id).set(queued)
-        self.outbox.labels(self.worker_id).set(outbox)
-        self.backlogged.labels(self.worker_id).set(backlogged)
+        sync(self.messages_in, stats.says)
+        sync(self.deliveries, stats.delivered)
+        sync(self.gaps.labels("worker"), stats.bus_gaps)
+        sync(self.missing.labels("worker"), stats.bus_missing)
+        sync(self.slow_cuts, stats.slow_cuts)
+        sync(self.rate_limited, stats.rate_limited)
+        sync(self.pushed_back, stats.pushed_back)
+        self.queue.labels(self.worker_id).set(stats.queued)
+        self.outbox.labels(self.worker_id).set(stats.outbox_bytes)
+        self.backlogged.labels(self.worker_id).set(stats.backlogged)
 
 
 class HubMetrics(_Updater):

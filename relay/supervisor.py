@@ -29,9 +29,10 @@ from typing import Any
 
 import zmq
 
-from relay import __version__, curve, discovery
+from relay import __version__, discovery
 from relay.banner import client_command, join_lines
-from relay.bus import REQUEST, pack, tune
+from relay.bus.link import BusLink
+from relay.bus.messages import WorkerGone
 from relay.config import SECRET_ENV, Settings, redacted
 from relay.metrics import SupervisorMetrics
 from transports.registry import SERVER_CODECS
@@ -74,8 +75,7 @@ class Supervisor:
         self.announced = False  # the banner went out, so the operator hears the stop too
         self.listener: socket.socket | None = None
         self.ctx: zmq.Context[Any] | None = None
-        self.notify: zmq.Socket[bytes] | None = None
-        self._notify_seq = 0
+        self.notify: BusLink | None = None
         self.restarts: Counter[str] = Counter()
         self.metrics: SupervisorMetrics | None = None
         self.advertiser: discovery.Advertiser | None = None
@@ -151,16 +151,9 @@ class Supervisor:
         """Tell the hub at once, so a dead worker's nicks are free for its reconnecting users."""
         if self.notify is None:
             self.ctx = zmq.Context()
-            self.notify = self.ctx.socket(zmq.XSUB)
-            tune(self.notify, 1000)
-            if curve.is_tcp(self.hub_endpoint):
-                curve.make_client(self.notify, self.settings.keys)
-            self.notify.connect(self.hub_endpoint)
-        self._notify_seq += 1
-        self.notify.send_multipart([
-            REQUEST, pack([f"sup-{os.getpid()}", 0, self._notify_seq]),
-            pack([{"op": "worker_gone", "w": ident}]),
-        ])
+            self.notify = BusLink(self.ctx, self.hub_endpoint, f"sup-{os.getpid()}", hwm=1000,
+                                  keys=self.settings.keys)
+        self.notify.send([WorkerGone(ident).to_wire()])
 
     # Lifecycle -----------------------------------------------------------------
 

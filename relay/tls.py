@@ -9,11 +9,7 @@ order they were made.
 
 from __future__ import annotations
 
-import socket
 import ssl
-import time
-
-from relay.sockio import wait_readable
 
 TLS_RECORD_HANDSHAKE = 0x16
 
@@ -35,39 +31,24 @@ class ServerTls:
         self._out = ssl.MemoryBIO()
         self._obj = ctx.wrap_bio(self._in, self._out, server_side=True)
 
-    def handshake(self, sock: socket.socket, timeout: float) -> bytes:
-        """Complete the handshake on `sock` (blocking, bounded); returns early plaintext.
+    def handshake_step(self, data: bytes) -> tuple[bool, bytes]:
+        """Feed what the peer sent; returns (done, wire bytes to send it now).
+
+        The reader thread does the I/O (worker/reader.py), with its deadline.
 
         Raises:
-            TlsClosed: the peer went away or failed the handshake.
-            TimeoutError: it took longer than `timeout`.
+            TlsClosed: the handshake failed.
         """
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                self._obj.do_handshake()
-                break
-            except ssl.SSLWantReadError:
-                pass
-            except ssl.SSLError as exc:
-                raise TlsClosed(f"TLS handshake failed: {exc.reason}") from exc
-            out = self._out.read()
-            if out:
-                sock.sendall(out)
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError("TLS handshake timed out")
-            if not wait_readable(sock, left):
-                raise TimeoutError("TLS handshake timed out")
-            data = sock.recv(65536)
-            if not data:
-                raise TlsClosed("peer closed during the TLS handshake")
+        if data:
             self._in.write(data)
-        out = self._out.read()
-        if out:
-            sock.sendall(out)
-        plain, _ = self.decrypt(b"")
-        return plain
+        try:
+            self._obj.do_handshake()
+            done = True
+        except ssl.SSLWantReadError:
+            done = False
+        except ssl.SSLError as exc:
+            raise TlsClosed(f"TLS handshake failed: {exc.reason}") from exc
+        return done, self._out.read()
 
     def decrypt(self, raw: bytes) -> tuple[bytes, bytes]:
         """Feed wire bytes; returns (plaintext, wire bytes TLS wants sent back).

@@ -15,7 +15,7 @@ import pytest
 
 from relay.config import Settings
 from relay.hub.process import Hub
-from relay.worker import Worker
+from relay.worker.process import Worker
 from tests.conftest import RelayFactory
 from tests.relayproc import UNIT
 from tests.wire import NativePeer, TextPeer, worker_of

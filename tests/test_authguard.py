@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from relay.bus import ANNOUNCE, worker_topic
+from relay.bus.wire import ANNOUNCE, worker_topic
 from relay.hub.authguard import AuthGuard, auth_key
 from relay.hub.state import HubState, Out
 from transports.sniff import looks_like_text, sniff

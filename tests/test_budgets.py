@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from relay.bus import worker_topic
+from relay.bus.wire import worker_topic
 from relay.hub import rooms
 from relay.hub.history import msg_cost
 from relay.hub.historydb import HistoryStore

@@ -9,12 +9,16 @@ from typing import Any
 import pytest
 import zmq
 
-from relay.bus import ANNOUNCE, GapCounter, room_topic, unpack, worker_topic
+from relay.bus.link import BusLink
+from relay.bus.messages import Filled, Heartbeat
+from relay.bus.wire import ANNOUNCE, GapCounter, room_topic, unpack, worker_topic
 from relay.config import Settings
-from relay.connection import Connection
 from relay.hub.process import Hub
 from relay.hub.state import HubState, Out
-from relay.workerbus import WorkerBus
+from relay.worker.admission import Admission
+from relay.worker.busloop import BusLoop
+from relay.worker.inbox import Inbox
+from relay.worker.writer import Connection
 from transports.native import FrameDecoder, NativeServerCodec
 
 
@@ -70,12 +74,21 @@ class Recorder:
         self.sent.append(frames)
 
 
+def worker_bus(ctx: zmq.Context[Any]) -> BusLoop:
+    settings = Settings()
+    inbox = Inbox(settings.max_inflight)
+    return BusLoop(ctx, "w1", "inproc://unused", settings,
+                   Admission(settings, 1, lambda req: None), inbox)
+
+
 @pytest.fixture
-def bus_with_members() -> Iterator[tuple[WorkerBus, list[socket.socket], Recorder]]:
+def bus_with_members() -> Iterator[tuple[BusLoop, list[socket.socket], Recorder]]:
     ctx: zmq.Context[Any] = zmq.Context()
-    bus = WorkerBus(ctx, "w1", "inproc://unused", Settings())
+    bus = worker_bus(ctx)
     rec = Recorder()
-    bus.sock = rec  # type: ignore[assignment]
+    bus.link = BusLink(ctx, "inproc://unused", "w1", hwm=1000)
+    bus.link.sock.close(0)
+    bus.link.sock = rec  # type: ignore[assignment]
     peers, members = [], {}
     for i in range(3):
         a, b = socket.socketpair()
@@ -83,8 +96,8 @@ def bus_with_members() -> Iterator[tuple[WorkerBus, list[socket.socket], Recorde
         conn = Connection(i, a, "x:1", NativeServerCodec(), 1 << 20, lambda c: None)
         bus.conns[i] = members[i] = conn
         peers.append(b)
-    bus.rooms["lobby"] = members
-    bus.subs["lobby"] = 3
+    bus.sync.members["lobby"] = members
+    bus.sync.subs["lobby"] = 3
     yield bus, peers, rec
     for p in peers:
         p.close()
@@ -96,34 +109,34 @@ def msg(seq: int) -> dict[str, Any]:
 
 
 def test_worker_refills_a_dropped_tail_in_order(
-        bus_with_members: tuple[WorkerBus, list[socket.socket], Recorder]) -> None:
+        bus_with_members: tuple[BusLoop, list[socket.socket], Recorder]) -> None:
     bus, peers, rec = bus_with_members
     topic = room_topic("lobby")
     bus.gaps.check(topic, "hub", 7, 1)
-    bus._fan_out("lobby", [[msg(1), None, None, None]])
-    bus._flush_out()
+    bus.fanout.fan_out("lobby", [[msg(1), None, None, None]])
+    bus.fanout.flush()
     # The beat says the bus carried up to bus seq 4 and room seq 4: 3 messages dropped.
-    bus._check_tails({topic: [4, 4]}, "hub", 7)
+    bus.sync.check_tails({topic: [4, 4]}, "hub", 7)
     assert bus.gaps.missing == 3
     (frames,) = rec.sent
     assert unpack(frames[2]) == [{"op": "fill", "room": "lobby", "after": 1}]
-    bus._check_tails({topic: [4, 4]}, "hub", 7)
+    bus.sync.check_tails({topic: [4, 4]}, "hub", 7)
     assert len(rec.sent) == 1  # one fill on its way at a time
     # History answers with 1..4; members get 2, 3, 4 (never 1 again), in order.
-    bus._fill({"room": "lobby", "messages": [msg(s) for s in range(1, 5)]})
-    bus._flush_out()
+    bus.sync.fill(Filled("lobby", [msg(s) for s in range(1, 5)]))
+    bus.fanout.flush()
     for p in peers:
         seqs = [f["seq"] for f in FrameDecoder().feed(p.recv(1 << 16))]
         assert seqs == [1, 2, 3, 4]
-    assert bus.room_seq["lobby"] == 4
+    assert bus.sync.room_seq["lobby"] == 4
 
 
 def test_fill_never_delivers_what_live_traffic_already_passed(
-        bus_with_members: tuple[WorkerBus, list[socket.socket], Recorder]) -> None:
+        bus_with_members: tuple[BusLoop, list[socket.socket], Recorder]) -> None:
     bus, peers, rec = bus_with_members
-    bus._fan_out("lobby", [[msg(1), None, None, None], [msg(5), None, None, None]])
-    bus._fill({"room": "lobby", "messages": [msg(s) for s in range(2, 6)]})
-    bus._flush_out()
+    bus.fanout.fan_out("lobby", [[msg(1), None, None, None], [msg(5), None, None, None]])
+    bus.sync.fill(Filled("lobby", [msg(s) for s in range(2, 6)]))
+    bus.fanout.flush()
     seqs = [f["seq"] for f in FrameDecoder().feed(peers[0].recv(1 << 16))]
     assert seqs == [1, 5]  # the client sees the jump and fills it itself
 
@@ -147,60 +160,58 @@ def test_no_lost_wakeup_when_a_request_arrives_mid_wake(monkeypatch: pytest.Monk
     import os
     import select
 
-    ctx: zmq.Context[Any] = zmq.Context()
-    bus = WorkerBus(ctx, "w1", "inproc://unused", Settings())
-    bus.submit(None, {"op": "hb"})  # first request: flag set, eventfd written
+    bus = Inbox(1000)
+    bus.submit(None, Heartbeat())  # first request: flag set, eventfd written
     real_read = os.eventfd_read
 
     def read_with_a_producer_racing_in(fd: int) -> int:
-        bus.submit(None, {"op": "hb"})  # a client thread queues right now
+        bus.submit(None, Heartbeat())  # a client thread queues right now
         return real_read(fd)
 
     monkeypatch.setattr(os, "eventfd_read", read_with_a_producer_racing_in)
-    bus._consume_wake()
-    readable = bool(select.select([bus._wake_fd], [], [], 0)[0])
+    bus.consume_wake()
+    readable = bool(select.select([bus.wake_fd], [], [], 0)[0])
     assert not bus._wake_pending or readable
-    assert len(bus._queue) == 2  # both requests are there for the drain that follows
+    assert len(bus.queue) == 2  # both requests are there for the drain that follows
     # And the next request wakes the bus thread again.
     monkeypatch.setattr(os, "eventfd_read", real_read)
-    bus.submit(None, {"op": "hb"})
-    assert select.select([bus._wake_fd], [], [], 0)[0]
-    ctx.term()
+    bus.submit(None, Heartbeat())
+    assert select.select([bus.wake_fd], [], [], 0)[0]
 
 
 def test_a_jump_holds_live_traffic_until_the_fill_in_order(
-        bus_with_members: tuple[WorkerBus, list[socket.socket], Recorder]) -> None:
+        bus_with_members: tuple[BusLoop, list[socket.socket], Recorder]) -> None:
     bus, peers, rec = bus_with_members
-    bus._room_batch("lobby", [[msg(1), None, None, None]])
-    bus._flush_out()
+    bus.sync.room_batch("lobby", [[msg(1), None, None, None]])
+    bus.fanout.flush()
     # 2..4 never came (a restarted hub published before we re-subscribed).
-    bus._room_batch("lobby", [[msg(5), None, None, None]])
-    bus._room_batch("lobby", [[msg(6), None, None, None]])
+    bus.sync.room_batch("lobby", [[msg(5), None, None, None]])
+    bus.sync.room_batch("lobby", [[msg(6), None, None, None]])
     (frames,) = rec.sent
     assert unpack(frames[2]) == [{"op": "fill", "room": "lobby", "after": 1}]
-    bus._flush_out()
+    bus.fanout.flush()
     for p in peers:  # nothing past the gap went out
         assert [f["seq"] for f in FrameDecoder().feed(p.recv(1 << 16))] == [1]
     # History answers 2..5 (5 arrived meanwhile): members get 2..6 once each, in order.
-    bus._fill({"room": "lobby", "messages": [msg(s) for s in range(2, 6)]})
-    bus._flush_out()
+    bus.sync.fill(Filled("lobby", [msg(s) for s in range(2, 6)]))
+    bus.fanout.flush()
     for p in peers:
         assert [f["seq"] for f in FrameDecoder().feed(p.recv(1 << 16))] == [2, 3, 4, 5, 6]
-    bus._room_batch("lobby", [[msg(7), None, None, None]])
-    assert "lobby" not in bus._held
+    bus.sync.room_batch("lobby", [[msg(7), None, None, None]])
+    assert "lobby" not in bus.sync.held
 
 
 def test_a_fill_that_never_comes_releases_the_hold(
-        bus_with_members: tuple[WorkerBus, list[socket.socket], Recorder],
+        bus_with_members: tuple[BusLoop, list[socket.socket], Recorder],
         monkeypatch: pytest.MonkeyPatch) -> None:
     bus, peers, rec = bus_with_members
-    bus._room_batch("lobby", [[msg(1), None, None, None]])
-    bus._room_batch("lobby", [[msg(4), None, None, None]])
-    assert "lobby" in bus._held
-    deadline = bus._held["lobby"][0]
-    import relay.workerbus as wb
+    bus.sync.room_batch("lobby", [[msg(1), None, None, None]])
+    bus.sync.room_batch("lobby", [[msg(4), None, None, None]])
+    assert "lobby" in bus.sync.held
+    deadline = bus.sync.held["lobby"][0]
+    import relay.worker.roomsync as wb
 
     monkeypatch.setattr(wb.time, "monotonic", lambda: deadline + 0.01)
-    bus._release_stale_holds()
-    assert "lobby" not in bus._held and "lobby" not in bus._filling
+    bus.sync.release_stale_holds()
+    assert "lobby" not in bus.sync.held and "lobby" not in bus.sync.filling
     assert [f["seq"] for f in FrameDecoder().feed(peers[0].recv(1 << 16))] == [1, 4]

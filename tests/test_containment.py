@@ -9,7 +9,7 @@ import msgpack
 import pytest
 import zmq
 
-from relay.bus import (
+from relay.bus.wire import (
     MAX_NESTING,
     TooDeep,
     check_nesting,
@@ -21,9 +21,8 @@ from relay.bus import (
     worker_topic,
 )
 from relay.config import Settings
-from relay.errorbudget import ErrorBudget
 from relay.hub.process import Hub
-from relay.ratelimit import TokenBucket
+from relay.worker.limits import ErrorBudget, TokenBucket
 from tests.test_hubstate import bodies, hub, ready, run
 
 

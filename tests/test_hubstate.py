@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from relay.bus import room_topic, worker_topic
+from relay.bus.wire import room_topic, worker_topic
 from relay.hub.state import HubState, Out
 
 

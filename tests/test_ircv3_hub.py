@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from relay.bus import room_topic, worker_topic
+from relay.bus.wire import room_topic, worker_topic
 from relay.hub.state import HubState
 from tests.test_hubstate import bodies, hub, ready, run
 from transports.errors import ProtocolError

@@ -15,7 +15,7 @@ import pytest
 from clients.core import Request
 from clients.render import View, plain, render
 from clients.state import ClientState
-from relay.bus import room_topic, worker_topic
+from relay.bus.wire import room_topic, worker_topic
 from relay.cli import HUB_SETTINGS, _settings, build_parser
 from relay.config import Settings
 from relay.hub.state import HubState, Out

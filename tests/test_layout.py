@@ -1,5 +1,6 @@
 """The layout's rules (issue 20): no import circle, no file in relay/ over ~400 lines,
-one home for the closing error codes and the slash commands.
+one home for the closing error codes and the slash commands, and
+no bus request name ("op") spelled outside relay/bus/.
 
 The import graph is read from the source with `ast`, not by importing, so it
 sees every import: at module level, inside functions, and under
@@ -19,11 +20,18 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("relay", "transports", "clients")
 MAX_LINES = 400
 
-# issue 20: moved (and split) by the worker step; empty these lists then.
-TOO_LONG_FOR_NOW = {"relay/workerbus.py", "relay/session.py"}
-CIRCLES_FOR_NOW = {
-    frozenset({"relay.session", "relay.worker"}),
-    frozenset({"relay.metrics", "relay.workerbus"}),
+TOO_LONG_FOR_NOW: set[str] = set()
+CIRCLES_FOR_NOW: set[frozenset[str]] = set()
+# Files that still spell the key "op" outside relay/bus/ (it should come from
+# relay.bus.messages: OP, op_of, a message's to_wire):
+OP_LITERAL_FOR_NOW = {
+    # The hub's dispatch reads the name off each request dict (state.handle,
+    # _failed), and its error paths name it in logs and refusals; the hub
+    # package is being changed for the Redis engine at the same time, so this
+    # waits for that merge (issue 20).
+    "relay/hub/state.py",
+    "relay/hub/members.py",
+    "relay/hub/process.py",
 }
 
 
@@ -221,3 +229,23 @@ def test_the_copy_finders_find_copies() -> None:
     assert command_table_copies(handlers) == [1]
     assert command_table_copies('NAMES = ["/join", "/part", "/nick"]\n') == [1]
     assert not command_table_copies('TYPES = ("join", "part", "who", "nick")\n')
+
+
+def _op_literals(path: Path) -> int:
+    return sum(1 for node in ast.walk(ast.parse(path.read_text(), str(path)))
+               if isinstance(node, ast.Constant) and node.value == "op")
+
+
+def test_no_op_literal_outside_the_bus_package() -> None:
+    """The bus's request names have one owner: relay/bus/messages.py."""
+    found = set()
+    for package in (*PACKAGES, "benchmarks"):
+        for path in sorted((ROOT / package).rglob("*.py")):
+            rel = str(path.relative_to(ROOT))
+            if not rel.startswith("relay/bus/") and _op_literals(path):
+                found.add(rel)
+    unexpected = found - OP_LITERAL_FOR_NOW
+    assert not unexpected, f'"op" spelled outside relay/bus/ (use relay.bus.messages): {unexpected}'
+    stale = OP_LITERAL_FOR_NOW - found
+    assert not stale, f'no "op" left, take off OP_LITERAL_FOR_NOW: {stale}'
+    assert _op_literals(ROOT / "relay/bus/messages.py") == 1  # the one spelling: OP = "op"

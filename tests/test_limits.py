@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from relay.connection import Connection
+from relay.worker.writer import Connection
 from tests.conftest import RelayFactory
 from tests.wire import NativePeer, Recorder, TextPeer, Ticker
 from transports.native import NativeServerCodec, frame

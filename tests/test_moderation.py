@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from relay.bus import ANNOUNCE, room_topic, worker_topic
+from relay.bus.wire import ANNOUNCE, room_topic, worker_topic
 from relay.hub import moderation
 from relay.hub.state import HubState, Out
 from tests.conftest import RelayFactory

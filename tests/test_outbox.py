@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from relay.outbox import IOV_MAX, Outbox
+from relay.worker.outbox import IOV_MAX, Outbox
 from transports.native import FrameDecoder, frame
 
 DONTWAIT = socket.MSG_DONTWAIT

@@ -3,7 +3,7 @@
 A sender that offers more than the relay can fan out must be pushed back
 (its reader stops reading), not let the backlog pile up in every member's
 outbox until all of them are cut. A member is cut only when it is behind
-the others. The logic (relay/overload.py) is tested without sockets; the
+the others. The logic (relay/worker/pacing.py) is tested without sockets; the
 rest against real relay processes, bounded in messages and seconds.
 """
 
@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from relay.overload import CreditWindow, FanoutPacer, ReaderWeight
+from relay.worker.pacing import CreditWindow, FanoutPacer, ReaderWeight
 from tests.conftest import RelayFactory
 from tests.relayproc import UNIT, RelayProcess
 from tests.test_metrics import metrics_url, value, wait_metrics

@@ -13,7 +13,7 @@ import pytest
 
 from clients.render import View, plain, render
 from clients.state import ClientState
-from relay.bus import room_topic, worker_topic
+from relay.bus.wire import room_topic, worker_topic
 from relay.cli import HUB_SETTINGS, _settings, build_parser
 from relay.hub import members
 from relay.hub.members import MEMBERS_PAGE

@@ -62,7 +62,7 @@ def _sequence(client: redis.Redis, room: str, bodies: list[bytes], floor: int = 
 
 
 def test_lua_seq_counts_one_per_message_and_stream_is_history(redis_url: str) -> None:
-    from relay.bus import pack
+    from relay.bus.wire import pack
     from relay.hub import redis_scripts as lua
     from relay.hub.redis_traffic import entry_body
 
@@ -74,7 +74,7 @@ def test_lua_seq_counts_one_per_message_and_stream_is_history(redis_url: str) ->
 
 
 def test_lua_lost_seq_key_starts_new_epoch_never_reusing_seqs(redis_url: str) -> None:
-    from relay.bus import pack
+    from relay.bus.wire import pack
     from relay.hub import redis_scripts as lua
 
     client = redis.Redis.from_url(redis_url)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from relay.rounds import SendRounds
+from relay.worker.fanout import SendRounds
 
 
 def test_idle_worker_sends_at_once() -> None:

@@ -1,6 +1,6 @@
 """The contract every server-side dialect codec keeps (sans-I/O).
 
-The relay's connection machinery (relay/connection.py) knows only this
+The relay's connection machinery (relay/worker/writer.py) knows only this
 interface, so adding a dialect never touches the relay core:
 
 - `receive_data(data)` takes bytes from the socket (b"" means EOF) and

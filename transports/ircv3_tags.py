@@ -23,7 +23,7 @@ import zlib
 from collections.abc import Iterable
 from typing import Final
 
-# The hub's epoch as this worker last heard it (relay/workerbus.py sets it
+# The hub's epoch as this worker last heard it (relay/worker/busloop.py sets it
 # with one assignment; encoders only read it). 0 until the hub answered.
 _hub_epoch: int = 0
 

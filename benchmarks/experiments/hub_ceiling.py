@@ -1,7 +1,7 @@
 """How many messages one hub sequences and forwards: the ceiling of a relay-wide order.
 
 Starts a real hub (`chat-relay hub`, CURVE on TCP by default, or ipc) and N
-fake relays: processes that speak relay/bus.py's format on an XSUB socket,
+fake relays: processes that speak the bus (relay/bus/) through a BusLink,
 exactly as a worker's bus thread does, but with no clients behind them. Each
 fake relay registers one client per room, then keeps a window of `say`
 requests in flight (batched, as a worker batches) and counts the `msg` items
@@ -36,7 +36,9 @@ import psutil
 import zmq
 
 from relay import curve
-from relay.bus import ANNOUNCE, REQUEST, pack, room_topic, unpack, worker_topic
+from relay.bus.link import BusLink
+from relay.bus.messages import Heartbeat, Hello, Say
+from relay.bus.wire import ANNOUNCE, pack, room_topic, unpack, worker_topic
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "hub_ceiling.json"
@@ -79,39 +81,27 @@ def fake_relay(idx: int, endpoint: str, keys: str, rooms: int, batch: int, windo
     """One relay's bus thread, minus the clients: register, then keep `window` says in flight."""
     wid = f"bench{idx}-{os.getpid()}"
     ctx: zmq.Context[Any] = zmq.Context()
-    sock: zmq.Socket[bytes] = ctx.socket(zmq.XSUB)
-    sock.setsockopt(zmq.SNDHWM, 1_000_000)
-    sock.setsockopt(zmq.RCVHWM, 1_000_000)
-    if keys:
-        curve.make_client(sock, keys)
-    sock.connect(endpoint)
+    link = BusLink(ctx, endpoint, wid, hwm=1_000_000, keys=keys, epoch=1)
+    sock = link.sock
     for topic in [worker_topic(wid), ANNOUNCE] + [room_topic(f"r{r}") for r in range(rooms)]:
-        sock.send(b"\x01" + topic)
-    up = 0
-
-    def send(reqs: list[dict[str, Any]] | bytes) -> None:
-        nonlocal up
-        up += 1
-        body = reqs if isinstance(reqs, bytes) else pack(reqs)
-        sock.send_multipart([REQUEST, pack([wid, 1, up]), body], copy=False)
+        link.subscribe(topic)
 
     # Handshake: heartbeat until the hub answers on our topic, then one client per room.
     ready = False
     while not ready:
-        send([{"op": "hb", "hello": True}])
+        link.send([Heartbeat(hello=True).to_wire()])
         if sock.poll(200):
             topic, _, body = sock.recv_multipart()
             ready = topic == worker_topic(wid)
-    send([{"op": "hello", "c": r + 1, "nick": f"{wid}-{r}", "rooms": [f"r{r}"]}
-          for r in range(rooms)])
+    link.send([Hello(f"{wid}-{r}", [f"r{r}"], {}, "").to_wire(r + 1) for r in range(rooms)])
     joined = 0
     while joined < rooms:
         topic, _, body = sock.recv_multipart()
         if topic == worker_topic(wid):
             joined += sum(1 for _, reply in unpack(body) if reply.get("t") == "joined")
     text = "x" * text_bytes
-    batches = [pack([{"op": "say", "c": r + 1, "room": f"r{r}", "text": text}
-                     for _ in range(batch)]) for r in range(rooms)]
+    batches = [pack([Say(f"r{r}", text).to_wire(r + 1) for _ in range(batch)])
+               for r in range(rooms)]
     results.put({"ready": idx})
     go.wait()
     outstanding = own = seen = sent_batches = 0
@@ -128,7 +118,7 @@ def fake_relay(idx: int, endpoint: str, keys: str, rooms: int, batch: int, windo
         if now >= measure_to:
             break
         while outstanding + batch <= window:
-            send(batches[turn % rooms])
+            link.send_body(batches[turn % rooms])
             turn += 1
             outstanding += batch
             sent_batches += 1
@@ -150,7 +140,7 @@ def fake_relay(idx: int, endpoint: str, keys: str, rooms: int, batch: int, windo
     counts["seen"] += seen
     counts["batches"] += sent_batches
     results.put(counts)
-    sock.close(linger=0)
+    link.close(linger=0)
     ctx.term()
 
 

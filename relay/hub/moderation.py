@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from relay.bus import ANNOUNCE
+from relay.bus.wire import ANNOUNCE
 from relay.hub.engine import Engine, Sanction, SanctionKind
 from relay.hub.members import Membership
 from relay.hub.replies import Body, ConnKey, Out, to

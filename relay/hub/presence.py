@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from relay.bus import room_topic
+from relay.bus.wire import room_topic
 from relay.hub.engine import Engine
 from relay.hub.replies import Body, ConnKey, Out
 

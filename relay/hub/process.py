@@ -22,7 +22,8 @@ import zmq
 from zmq.auth.thread import ThreadAuthenticator
 
 from relay import __version__, curve
-from relay.bus import (
+from relay.bus.link import tune
+from relay.bus.wire import (
     ANNOUNCE,
     REQUEST,
     GapCounter,
@@ -30,7 +31,6 @@ from relay.bus import (
     pack,
     pack_batch,
     topic_room,
-    tune,
     unpack,
     worker_topic,
 )

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from relay.bus import pack, unpack
+from relay.bus.wire import pack, unpack
 from relay.hub import redis_scripts as lua
 from relay.hub.authguard import auth_key
 from relay.hub.chathistory import select as select_history

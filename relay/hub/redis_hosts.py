@@ -17,7 +17,7 @@ import logging
 import time
 from typing import Any
 
-from relay.bus import pack, unpack
+from relay.bus.wire import pack, unpack
 from relay.hub import redis_scripts as lua
 from relay.hub.engine import ClientRec
 from relay.hub.redis_link import Link

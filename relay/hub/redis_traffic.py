@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from relay.bus import ANNOUNCE, pack, room_topic, unpack
+from relay.bus.wire import ANNOUNCE, pack, room_topic, unpack
 from relay.hub import redis_scripts as lua
 from relay.hub.engine import EngineUnavailable
 from relay.hub.redis_feed import Feed

@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from relay.bus import worker_topic
+from relay.bus.wire import worker_topic
 
 Out = list[tuple[bytes, Any]]
 ConnKey = tuple[str, int]  # (worker id, connection id): one client, relay-wide

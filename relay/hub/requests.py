@@ -13,7 +13,7 @@ import heapq
 from collections.abc import Callable
 from typing import Any
 
-from relay.bus import room_topic, worker_topic
+from relay.bus.wire import room_topic, worker_topic
 from relay.hub.engine import Engine
 from relay.hub.members import Membership
 from relay.hub.moderation import Moderation

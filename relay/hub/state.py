@@ -24,7 +24,8 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from relay.bus import ANNOUNCE, log_contained, worker_topic
+from relay.bus import messages as m
+from relay.bus.wire import ANNOUNCE, log_contained, worker_topic
 from relay.hub.authguard import AuthGuard
 from relay.hub.engine import ClientRec, Engine, EngineUnavailable, Sanction
 from relay.hub.historydb import HistoryStore
@@ -93,16 +94,17 @@ class HubState:
         self._seen_failures: set[tuple[str, str]] = set()
         chat, mod = self.chat, self.mod
         self._handlers: dict[str, Handler] = {
-            "hb": self._op_hb, "hello": self._op_hello, "join": chat.op_join,
-            "part": chat.op_part, "say": chat.op_say, "whisper": chat.op_whisper,
-            "nick": chat.op_nick, "who": chat.op_who, "history": chat.op_history,
-            "chathistory": chat.op_chathistory, "whois": chat.op_whois,
-            "away": chat.op_away, "rooms": chat.op_rooms, "gone": self._op_gone,
-            "bye": self._op_bye, "echo": chat.op_echo, "ping": chat.op_ping,
-            "fill": chat.op_fill, "worker_gone": self._op_worker_gone,
-            "auth_fail": self._op_auth_fail, "sync": self._op_sync, "credit": self._op_credit,
-            "kick": mod.op_kick, "ban": mod.op_ban, "unban": mod.op_unban,
-            "mute": mod.op_mute, "unmute": mod.op_unmute,
+            m.Heartbeat.OP: self._op_hb, m.Hello.OP: self._op_hello, m.Join.OP: chat.op_join,
+            m.Part.OP: chat.op_part, m.Say.OP: chat.op_say, m.Whisper.OP: chat.op_whisper,
+            m.Nick.OP: chat.op_nick, m.Who.OP: chat.op_who, m.History.OP: chat.op_history,
+            m.ChatHistory.OP: chat.op_chathistory, m.Whois.OP: chat.op_whois,
+            m.Away.OP: chat.op_away, m.Rooms.OP: chat.op_rooms, m.Gone.OP: self._op_gone,
+            m.Bye.OP: self._op_bye, m.Echo.OP: chat.op_echo, m.Ping.OP: chat.op_ping,
+            m.Fill.OP: chat.op_fill, m.WorkerGone.OP: self._op_worker_gone,
+            m.AuthFail.OP: self._op_auth_fail, m.Sync.OP: self._op_sync,
+            m.Credit.OP: self._op_credit,
+            m.Kick.OP: mod.op_kick, m.Ban.OP: mod.op_ban, m.Unban.OP: mod.op_unban,
+            m.Mute.OP: mod.op_mute, m.Unmute.OP: mod.op_unmute,
         }
 
     # Dispatch ---------------------------------------------------------------

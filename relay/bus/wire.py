@@ -1,4 +1,4 @@
-"""The bus between workers and the hub: topics, frames and socket options.
+"""The bus's wire format: topics, frames, packing, and counting gaps.
 
 Downstream (hub XPUB -> worker XSUB) every message is three frames:
     [topic, header, body]
@@ -24,6 +24,9 @@ inside a batch) is still within what msgpack unpacks (1,024 levels).
 
 The NUL after a name keeps prefix matching exact ("lobby" never matches
 "lobby2"); room names cannot contain NUL.
+
+What goes inside a body (each request and control item, typed) is
+messages.py; the socket that carries it (setup, CURVE, header seqs) is link.py.
 """
 
 from __future__ import annotations
@@ -33,7 +36,6 @@ from collections.abc import Callable
 from typing import Any
 
 import msgpack
-import zmq
 
 REQUEST = b"R"
 ANNOUNCE = b"*\x00"
@@ -128,13 +130,6 @@ def pack_batch(items: list[Any], refuse: Refuse, limit_nesting: bool = False) ->
 
 def unpack(data: bytes) -> Any:
     return msgpack.unpackb(data, raw=False, strict_map_key=False)
-
-
-def tune(sock: zmq.Socket[bytes], hwm: int) -> None:
-    """HWMs are set explicitly; linger short so shutdown never hangs on a dead peer."""
-    sock.setsockopt(zmq.SNDHWM, hwm)
-    sock.setsockopt(zmq.RCVHWM, hwm)
-    sock.setsockopt(zmq.LINGER, 500)
 
 
 class GapCounter:

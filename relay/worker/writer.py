@@ -7,25 +7,36 @@ kernel buffer cannot take; the bus thread flushes the queue when the socket is
 writable. Past `max_outbox` bytes the client is a slow consumer: what was
 queued is dropped, the `slow_consumer` error takes its place, and the
 connection is closed after a short grace (PROTOCOL.md).
+
+Client sockets stay in blocking mode: a Python socket with a timeout is
+non-blocking underneath, and its send() first *waits* for writability up to
+that timeout, MSG_DONTWAIT or not, and the bus thread must never wait on a
+client. So readers wait for input with `wait_readable` instead.
 """
 
 from __future__ import annotations
 
+import select
 import socket
 import threading
 import time
 from collections.abc import Callable, Hashable
 from typing import Any
 
-from relay.errorbudget import ErrorBudget
-from relay.outbox import Outbox
-from relay.sockio import wait_readable
 from relay.tls import ServerTls
+from relay.worker.limits import ErrorBudget
+from relay.worker.outbox import Outbox
 from transports.codec import ServerCodec
 from transports.errors import error_body
 
 _DONTWAIT = socket.MSG_DONTWAIT | getattr(socket, "MSG_NOSIGNAL", 0)
 
+
+def wait_readable(sock: socket.socket, timeout: float) -> bool:
+    """True when `sock` has input (or EOF/error) within `timeout` seconds."""
+    poller = select.poll()
+    poller.register(sock.fileno(), select.POLLIN | select.POLLHUP | select.POLLERR)
+    return bool(poller.poll(max(0, int(timeout * 1000))))
 
 
 class Connection:
@@ -63,7 +74,7 @@ class Connection:
         self.close_reason = ""
         self.close_at: float | None = None  # bus thread closes at this monotonic time
         self.slow = False
-        # Errors sent to this client (the session sets the limit: --max-errors).
+        # Errors sent to this client (the reader sets the limit: --max-errors).
         self.errors = ErrorBudget(0)
         self.moved_at = 0.0  # bus thread: when its backlog last moved (fan-out pacing)
 

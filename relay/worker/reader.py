@@ -1,9 +1,15 @@
-"""One client's reader thread: sniff the dialect, decode, check, hand to the hub.
+"""One client's reader thread: decode, check, hand to the hub through a narrow link.
 
 The thread owns nothing but its connection's read side. Everything that must
 be ordered with room traffic (welcome, joined, msg) or with replies to
 earlier requests (pong) comes back from the hub through the bus thread; only
 errors about the client's own input are written from here.
+
+A reader sees its worker through two objects only: a `ReaderLink` (submit a
+request, open and close, wait for credit: inbox.py)
+and the worker's `Admission` (handshake counts, password blocks and
+failures). It never holds the worker, so the worker can import it and not
+the other way round.
 """
 
 from __future__ import annotations
@@ -11,43 +17,25 @@ from __future__ import annotations
 import hmac
 import logging
 import socket
+import ssl
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from relay.connection import Connection
-from relay.errorbudget import ErrorBudget
-from relay.overload import ReaderWeight
-from relay.ratelimit import TokenBucket
-from relay.sockio import wait_readable
-from relay.tls import TLS_RECORD_HANDSHAKE, ServerTls, TlsClosed
+from relay.bus import messages as m
+from relay.config import Settings
+from relay.tls import TlsClosed
+from relay.worker.admission import Admission, peer_ip
+from relay.worker.inbox import ReaderLink
+from relay.worker.limits import FLOOD_WINDOW, ErrorBudget, Flood, FloodLimit
+from relay.worker.opening import linger_raw, open_stream
+from relay.worker.pacing import ReaderWeight
+from relay.worker.requests import moderation_for, request_for
+from relay.worker.writer import Connection, wait_readable
 from transports.codec import Decoded
 from transports.errors import ProtocolError
 from transports.errors import error_body as _error
-from transports.events import (
-    MODERATION,
-    Away,
-    Bye,
-    ChatHistory,
-    ClientEvent,
-    Hello,
-    HistoryQuery,
-    Join,
-    ListRooms,
-    NickChange,
-    Oper,
-    Part,
-    Ping,
-    Pong,
-    Say,
-    Whisper,
-    Who,
-    Whois,
-)
-from transports.registry import SERVER_CODECS
-from transports.sniff import SNIFF_MAX_BYTES, SNIFF_TIMEOUT, looks_like_text, sniff
-
-if TYPE_CHECKING:
-    from relay.worker import Worker
+from transports.events import MODERATION, Bye, ClientEvent, Hello, Oper, Pong
+from transports.sniff import SNIFF_TIMEOUT
 
 log = logging.getLogger("chat_relay.session")
 
@@ -59,27 +47,24 @@ PARTIAL_FLUSH = SNIFF_TIMEOUT  # silence after a newline-less line that ends it
 # message's path on an idle relay, against 15 us at 64 KiB); 64 KiB still
 # holds ~400 typical frames, and frames longer than a read are reassembled.
 READ_SIZE = 65536
-FLOOD_WINDOW = 10.0  # seconds of sustained flooding before the client is cut
-FLOOD_FACTOR = 10    # "flooding" means this many times the allowed rate
-NOTICE_INTERVAL = 1.0  # at most one rate_limited notice a second per connection
 # Errors about bytes that never became a typed frame: answered by the reader
 # at once, never through the hub (there is no request to keep in line with).
 _FRAMING_CODES = frozenset({"bad_frame", "frame_too_large"})
 
 
-class Session:
-    def __init__(self, worker: Worker, sock: socket.socket, addr: str, cid: int) -> None:
-        self.worker = worker
-        self.settings = worker.settings
+class Reader:
+    def __init__(self, link: ReaderLink, admission: Admission, settings: Settings,
+                 tls_ctx: ssl.SSLContext | None, sock: socket.socket, addr: str,
+                 cid: int) -> None:
+        self.link = link
+        self.admission = admission
+        self.settings = settings
+        self.tls_ctx = tls_ctx
         self.sock = sock
         self.addr = addr
         self.cid = cid
         self.conn: Connection | None = None
-        s = self.settings
-        self.bucket = TokenBucket(s.rate_limit, s.rate_burst)
-        self.flood_start: float | None = None
-        self.flood_drops = 0
-        self.notice_at = -NOTICE_INTERVAL  # when the last rate_limited notice went out
+        self.flood = FloodLimit(settings.rate_limit, settings.rate_burst)
         self.pings_unanswered = 0
         self.oper = False  # proved the operator password on this connection
         self.auth_failures = 0  # wrong passwords (hello or oper) on this connection
@@ -100,106 +85,28 @@ class Session:
             if self.conn is not None:
                 if not self.conn.slow:
                     self.conn.linger_close(self.settings.shutdown_grace)
-                self.worker.bus.submit(self.conn, {"op": "_close"})
+                self.link.closed(self.conn)
             else:
-                self._linger_raw()
+                linger_raw(self.sock)
                 self.sock.close()
-            self.worker.connection_closed(self.addr)
+            self.admission.connection_closed(self.addr)
 
     def _handshake_over(self) -> None:
         if self.handshaking:
             self.handshaking = False
-            self.worker.handshake_over()
-
-    def _linger_raw(self) -> None:
-        """The no-codec path's version of Connection.linger_close()."""
-        try:
-            self.sock.shutdown(socket.SHUT_WR)
-            for _ in range(16):
-                if not wait_readable(self.sock, 1.0) or not self.sock.recv(65536):
-                    break
-        except OSError:
-            pass
-
-    def _recv_plain(self, tls: ServerTls | None, timeout: float) -> bytes | None:
-        """One read before the Connection exists; None on EOF, b"" on timeout."""
-        if not wait_readable(self.sock, timeout):
-            return b""
-        raw = self.sock.recv(65536)
-        if not raw:
-            return None
-        if tls is None:
-            return raw
-        plain, reply = tls.decrypt(raw)
-        if reply:
-            self.sock.sendall(reply)
-        return plain
-
-    def _sniff(self, tls: ServerTls | None, prefix: bytes) -> bytes:
-        deadline = time.monotonic() + SNIFF_TIMEOUT
-        while len(prefix) < SNIFF_MAX_BYTES and sniff(prefix) is None:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            chunk = self._recv_plain(tls, left)
-            if chunk is None:
-                break
-            prefix += chunk
-        return prefix
-
-    def _start_tls(self) -> tuple[ServerTls | None, bytes]:
-        """With --tls-cert every connection must open with a TLS ClientHello and
-        finish the handshake within tls_handshake_timeout of its accept."""
-        ctx = self.worker.tls_ctx
-        if ctx is None:
-            return None, b""
-        deadline = time.monotonic() + self.settings.tls_handshake_timeout
-        first = (self.sock.recv(1, socket.MSG_PEEK)
-                 if wait_readable(self.sock, self.settings.tls_handshake_timeout) else b"")
-        if first[:1] != bytes([TLS_RECORD_HANDSHAKE]):
-            if first:
-                self.sock.sendall(b"* error: this relay speaks TLS only; connect with TLS "
-                                  b"(chat-client --tls, openssl s_client)\r\n")
-            raise TlsClosed("plaintext client on a TLS port" if first else
-                            "no TLS handshake within "
-                            f"{self.settings.tls_handshake_timeout:g} s")
-        tls = ServerTls(ctx)
-        return tls, tls.handshake(self.sock, max(0.0, deadline - time.monotonic()))
+            self.admission.handshake_over()
 
     def _serve(self) -> None:
         s = self.settings
-        try:
-            tls, early = self._start_tls()
-        except (TlsClosed, TimeoutError) as exc:
-            log.info("%s: %s", self.addr, exc)
+        opened = open_stream(self.sock, self.addr, self.tls_ctx, s)
+        if opened is None:
             return
-        prefix = self._sniff(tls, early)
-        dialect = sniff(prefix) or "text"
-        if dialect == "tls":
-            # A TLS client on a plain port: not a person typing binary. Close
-            # at once; nothing it sent is read as chat, and a plaintext word
-            # would only be a TLS error on its side.
-            log.info("%s: TLS ClientHello on a plain port; closed", self.addr)
-            return
-        if dialect == "text" and not looks_like_text(prefix):
-            notice = (b"* error: the first bytes are not UTF-8 text; this port speaks text "
-                      b"lines (nc, telnet), msgpack frames, HTTP/WebSocket and IRC\r\n")
-            log.info("%s: binary first bytes on the text dialect; closed", self.addr)
-            self.sock.sendall(tls.encrypt(notice) if tls else notice)
-            return
-        codec_cls = SERVER_CODECS.get(dialect)
-        if codec_cls is None:
-            notice = (
-                f"chat-relay: the {dialect} dialect is not supported yet; connect with the "
-                "native (msgpack) dialect or with plain text lines (nc, telnet)\r\n").encode()
-            self.sock.sendall(tls.encrypt(notice) if tls else notice)
-            return
-        codec = codec_cls.configured(s)
+        codec, prefix = opened.codec, opened.prefix
         conn = self.conn = Connection(
-            self.cid, self.sock, self.addr, codec, s.max_outbox, self.worker.bus.want_write, tls
+            self.cid, self.sock, self.addr, codec, s.max_outbox, self.link.want_write, opened.tls
         )
         conn.errors = ErrorBudget(s.max_errors)
-        self.worker.bus.submit(conn, {"op": "_open"})
+        self.link.opened(conn)
         hello_deadline = time.monotonic() + s.hello_timeout
         if codec.auto_hello:
             if s.password:
@@ -216,7 +123,7 @@ class Session:
             if conn.ready:
                 self._handshake_over()
                 # Overloaded: stop reading (TCP pushes back on the sender).
-                self.worker.bus.admit(conn, self.weight)
+                self.link.admit(conn, self.weight)
             timeout = s.ping_interval if conn.ready else hello_deadline - time.monotonic()
             if timeout <= 0:
                 conn.finish(_error("not_ready", f"no hello within {s.hello_timeout:g} s"))
@@ -251,7 +158,7 @@ class Session:
         """Ping an idle client; True once two pings went unanswered.
 
         A dialect that cannot carry a ping (text: nc cannot answer) is left to
-        TCP keepalive, which probes on the same schedule (see worker.py).
+        TCP keepalive, which probes on the same schedule (see process.py).
         """
         assert self.conn is not None
         ping = self.conn.codec.encode({"t": "ping", "id": self.pings_unanswered + 1})
@@ -329,7 +236,7 @@ class Session:
         if conn.ready and not direct:
             if error:
                 body = {**body, "_charged": True}  # the bus thread must not charge it again
-            self.worker.bus.submit(conn, {"op": "echo", "body": body})
+            self.link.submit(conn, m.Echo(body))
         else:
             conn.send(conn.codec.encode(body))
 
@@ -347,8 +254,8 @@ class Session:
             # After the replies still on their way through the hub: the bus
             # thread sends it and closes (too_many_errors is a cut code there).
             conn.bye_done.clear()
-            self.worker.bus.submit(conn, {"op": "echo", "body": {**body, "_charged": True}})
-            self.worker.bus.submit(conn, {"op": "bye"})
+            self.link.submit(conn, m.Echo({**body, "_charged": True}))
+            self.link.submit(conn, m.Bye())
             conn.bye_done.wait(self.settings.shutdown_grace)
             conn.finish(None, "too_many_errors")
         else:
@@ -366,7 +273,7 @@ class Session:
         if isinstance(ev, Bye):
             if conn.ready:
                 # Round-trip through the hub so replies to earlier frames arrive first.
-                self.worker.bus.submit(conn, {"op": "bye", "reason": ev.reason})
+                self.link.submit(conn, m.Bye(ev.reason))
                 conn.bye_done.wait(self.settings.shutdown_grace)
             conn.send(conn.codec.farewell())
             conn.finish(None, "bye")
@@ -377,39 +284,31 @@ class Session:
         if isinstance(ev, Oper):
             self._oper(ev)
             return
-        req = self._moderate(ev) if isinstance(ev, MODERATION) else self._request(ev)
+        req = self._moderate(ev) if isinstance(ev, MODERATION) else request_for(ev)
         if req is not None:
-            self.worker.bus.submit(conn, req)
+            self.link.submit(conn, req)
 
     def _allowed(self, ref: str | None, cost: int = 1) -> bool:
-        """The flood limit: drop with rate_limited; cut a client flooding 10x for 10 s.
+        """The flood limit (limits.FloodLimit): drop with rate_limited; cut a
+        client still flooding 10x after 10 s.
 
         `cost` is in frames (a codec's page of replies costs one per line, at
         most a burst). A dropped frame gets no answer of its own: at most one
-        rate_limited notice a second says that frames are being dropped. Drops
-        are counted in windows of FLOOD_WINDOW seconds that start at a drop; a
-        window holding at least half of what 10x the rate would drop means the
-        client never slowed down, and it is closed.
+        rate_limited notice a second says that frames are being dropped.
         """
-        if self.bucket.take(cost):
+        verdict = self.flood.take(cost)
+        if verdict is Flood.ALLOWED:
             return True
         conn = self.conn
         assert conn is not None
-        now = time.monotonic()
-        rate = self.settings.rate_limit
-        if self.flood_start is None:
-            self.flood_start, self.flood_drops = now, 0
-        elif now - self.flood_start >= FLOOD_WINDOW:
-            if self.flood_drops >= FLOOD_FACTOR / 2 * rate * FLOOD_WINDOW:
-                log.info("cut %s (%s): flooding", conn.nick, self.addr)
-                conn.finish(_error("rate_limited", f"flooding for {FLOOD_WINDOW:g} s; closing",
-                                   ref), "flood")
-                return False
-            self.flood_start, self.flood_drops = now, 0
-        self.flood_drops += 1
-        self.worker.bus.note_rate_limited()
-        if now - self.notice_at >= NOTICE_INTERVAL:
-            self.notice_at = now
+        if verdict is Flood.CUT:
+            log.info("cut %s (%s): flooding", conn.nick, self.addr)
+            conn.finish(_error("rate_limited", f"flooding for {FLOOD_WINDOW:g} s; closing",
+                               ref), "flood")
+            return False
+        self.link.note_rate_limited()
+        if verdict is Flood.NOTICE:
+            rate = self.settings.rate_limit
             conn.send(conn.codec.encode(_error(
                 "rate_limited", f"over {rate:g} messages/s (burst {self.settings.rate_burst}); "
                 "what you send is dropped until you slow down (one notice a second)", ref)))
@@ -439,8 +338,8 @@ class Session:
         """
         conn = self.conn
         assert conn is not None
-        ip = self.addr.rsplit(":", 1)[0]
-        blocked = self.worker.auth_blocked(ip)
+        ip = peer_ip(self.addr)
+        blocked = self.admission.auth_blocked(ip)
         if blocked:
             conn.finish(_error("auth_failed", f"{blocked}; closing", ref), "auth_blocked")
             return False
@@ -449,7 +348,7 @@ class Session:
         self.auth_failures += 1
         log.debug("%s: wrong %s password (%d on this connection)", self.addr, ref,
                   self.auth_failures)
-        self.worker.auth_failed(ip, self.auth_failures)
+        self.admission.auth_failed(ip, self.auth_failures)
         what = "operator password" if ref == "oper" else "password"
         tries = self.settings.auth_tries
         if self.auth_failures >= tries:
@@ -459,7 +358,7 @@ class Session:
             self._answer(_error("auth_failed", f"wrong {what}", ref))
         return False
 
-    def _moderate(self, ev: ClientEvent) -> dict[str, Any] | None:
+    def _moderate(self, ev: ClientEvent) -> m.Request | None:
         """An operator's kick/ban/mute goes to the hub as its op; others get not_operator."""
         conn = self.conn
         assert conn is not None
@@ -468,45 +367,9 @@ class Session:
                 "not_operator", f"{ev.T} is for operators: send oper with the operator "
                 "password first", ev.T))
             return None
-        req = ev.to_body()
-        req["op"] = req.pop("t")
+        req = moderation_for(ev)
         log.info("operator %s (%s): %r", conn.nick, self.addr, req)
         return req
-
-    @staticmethod
-    def _request(ev: ClientEvent) -> dict[str, Any] | None:
-        if isinstance(ev, Say):
-            if ev.action:
-                return {"op": "say", "room": ev.room, "text": ev.text, "id": ev.id,
-                        "action": True}
-            return {"op": "say", "room": ev.room, "text": ev.text, "id": ev.id}
-        if isinstance(ev, Join):
-            return {"op": "join", "room": ev.room}
-        if isinstance(ev, Part):
-            return {"op": "part", "room": ev.room}
-        if isinstance(ev, Whisper):
-            return {"op": "whisper", "to": ev.to, "text": ev.text, "id": ev.id,
-                    "action": ev.action}
-        if isinstance(ev, NickChange):
-            return {"op": "nick", "nick": ev.nick}
-        if isinstance(ev, Who):
-            return {"op": "who", "room": ev.room}
-        if isinstance(ev, HistoryQuery):
-            return {"op": "history", "room": ev.room, "after": ev.after, "limit": ev.limit}
-        if isinstance(ev, ListRooms):
-            return {"op": "rooms"}
-        if isinstance(ev, ChatHistory):
-            return {"op": "chathistory", "room": ev.room, "sub": ev.sub,
-                    "refs": [list(r) for r in ev.refs], "limit": ev.limit, "id": ev.id}
-        if isinstance(ev, Whois):
-            return {"op": "whois", "nick": ev.nick, "id": ev.id}
-        if isinstance(ev, Away):
-            return {"op": "away", "text": ev.text}
-        if isinstance(ev, Ping):
-            # Through the hub, so the pong comes after the replies to every
-            # request before it: a client pings to know those are all in.
-            return {"op": "ping", "id": ev.id}
-        return None
 
     def _hello(self, ev: Hello) -> None:
         conn = self.conn
@@ -518,10 +381,8 @@ class Session:
         if password and not self._password_ok(ev.password or "", password, "hello"):
             return
         conn.hello_done.clear()
-        self.worker.bus.submit(conn, {
-            "op": "hello", "nick": ev.nick, "rooms": list(ev.rooms),
-            "resume": ev.resume or {}, "ip": self.addr.rsplit(":", 1)[0],
-        })
+        self.link.submit(conn, m.Hello(ev.nick, list(ev.rooms), ev.resume or {},
+                                       peer_ip(self.addr)))
         # Wait for the hub's answer so frames pipelined after hello see its outcome.
         conn.hello_done.wait(self.settings.hello_timeout)
         if conn.ready:

@@ -1,11 +1,13 @@
-"""Process plumbing shared by hub and workers: no orphans, clean signals."""
+"""What a supervisor's child (hub or worker) asks of the kernel when it starts.
+
+It dies with its parent (no orphans, even after `kill -9` of the
+supervisor) and lifts its open-file limit (a worker holds one fd per client).
+"""
 
 from __future__ import annotations
 
 import ctypes
-import logging
 import signal
-import sys
 
 PR_SET_PDEATHSIG = 1
 
@@ -31,18 +33,3 @@ def raise_fd_limit() -> tuple[int, int]:
         except (ValueError, OSError):
             pass
     return soft, hard
-
-
-def setup_logging(level: str, fmt: str = "text") -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    if fmt == "json":
-        from relay.logjson import JsonFormatter
-
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(
-            logging.Formatter("%(asctime)s %(levelname)-7s %(name)s[%(process)d] %(message)s")
-        )
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())

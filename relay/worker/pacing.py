@@ -23,13 +23,17 @@ seconds behind and cut. Two closed loops keep the backlog where it enters:
 - A round hands each member at most a quarter of `--max-outbox`; the tail of
   a bigger hub batch waits for the next round.
 
-Both are pure logic without clocks or sockets: the bus thread and the
-readers pass the time and the counts.
+CreditWindow, ReaderWeight and FanoutPacer are pure logic without clocks or
+sockets: the bus thread and the readers pass the time and the counts.
+CreditGate is where readers wait on the window (a condition variable).
 """
 
 from __future__ import annotations
 
+import threading
+import time
 from collections import deque
+from collections.abc import Callable
 
 # A credit receipt is asked for after this fraction of the window was sent.
 ASK_FRACTION = 8
@@ -154,3 +158,43 @@ class FanoutPacer:
     def minority(over_high: int, members: int) -> bool:
         """Few enough members over the high mark to be slow themselves."""
         return over_high * 4 <= members
+
+
+class CreditGate:
+    """The credit window shared by a worker's readers (who wait) and its bus
+    thread (which sends and takes receipts)."""
+
+    def __init__(self, window: int) -> None:
+        self.credit = CreditWindow(window)
+        self._cv = threading.Condition()
+        self._waiters = 0
+        self.pushed_back = 0  # reader waits for credit (under _cv)
+
+    def admit(self, queued: Callable[[], int], weight: ReaderWeight,
+              give_up: Callable[[], bool]) -> None:
+        """A reader calls this before it reads: it waits while the window has no
+        room for what its sender sent recently (TCP then pushes back).
+
+        `queued()` is how many requests wait for the bus thread; the wait ends
+        early once `give_up()` (the connection or the worker is closing).
+        """
+        credit = self.credit
+        if credit.inflight + queued() < credit.window // 2:
+            return  # the common case: room even for the heaviest, no clock read
+        need = weight.value(time.monotonic())
+        if not credit.must_wait(queued(), need):
+            return
+        with self._cv:
+            self.pushed_back += 1
+            self._waiters += 1
+            try:
+                while credit.must_wait(queued(), need) and not give_up():
+                    self._cv.wait(0.25)
+            finally:
+                self._waiters -= 1
+
+    def receipt(self, rid: int) -> None:
+        """The hub's receipt: our fan-out of everything before it is done."""
+        if self.credit.receipt(rid) and self._waiters:
+            with self._cv:
+                self._cv.notify_all()
