@@ -8,9 +8,10 @@ import logging
 import pytest
 
 from relay.bus.wire import ANNOUNCE, worker_topic
-from relay.hub.authguard import AuthGuard, auth_key
+from relay.hub.authguard import AuthGuard
 from relay.hub.state import HubState, Out
 from transports.sniff import looks_like_text, sniff
+from transports.validate import auth_key
 
 T0 = 1_000_000
 

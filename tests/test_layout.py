@@ -249,3 +249,27 @@ def test_no_op_literal_outside_the_bus_package() -> None:
     stale = OP_LITERAL_FOR_NOW - found
     assert not stale, f'no "op" left, take off OP_LITERAL_FOR_NOW: {stale}'
     assert _op_literals(ROOT / "relay/bus/messages.py") == 1  # the one spelling: OP = "op"
+
+
+# What each folder may import (docs/architecture.md) ----------------------------
+
+FORBIDDEN = {
+    "transports": ("relay", "clients", "benchmarks"),
+    "clients": ("relay", "benchmarks"),
+    "relay.bus": ("relay.hub", "relay.worker"),
+    "relay.hub": ("relay.worker",),
+    "relay.worker": ("relay.hub",),
+}
+
+
+def test_each_folder_imports_only_what_it_may() -> None:
+    graph = import_graph()
+    wrong = sorted(
+        f"{module} -> {target}"
+        for module, targets in graph.items()
+        for folder, banned in FORBIDDEN.items()
+        if module == folder or module.startswith(folder + ".")
+        for target in targets
+        if any(target == b or target.startswith(b + ".") for b in banned)
+    )
+    assert not wrong, f"imports the layout forbids (docs/architecture.md): {wrong}"

@@ -259,3 +259,21 @@ def ip_key(address: str) -> str | None:
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         return str(ip.ipv4_mapped)
     return str(ip)
+
+
+# Failed passwords count per address; IPv6 by its /64, so that rotating the
+# addresses one host holds inside its /64 does not reset the count.
+AUTH_IPV6_PREFIX: Final = 64
+
+
+def auth_key(address: str) -> str | None:
+    """The key failures from `address` are counted under, or None if it is no IP."""
+    try:
+        ip = ipaddress.ip_address(address.strip("[]").split("%", 1)[0])
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, AUTH_IPV6_PREFIX), strict=False))
+    return str(ip)

@@ -19,27 +19,14 @@ Rules this module keeps:
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 from collections import OrderedDict, deque
 from typing import Any
 
+from transports.validate import auth_key
+
 log = logging.getLogger("chat_relay.hub")
 
-IPV6_PREFIX = 64
-
-
-def auth_key(address: str) -> str | None:
-    """The key failures from `address` are counted under, or None if it is no IP."""
-    try:
-        ip = ipaddress.ip_address(address.strip("[]").split("%", 1)[0])
-    except ValueError:
-        return None
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return str(ip.ipv4_mapped)
-        return str(ipaddress.IPv6Network((ip, IPV6_PREFIX), strict=False))
-    return str(ip)
 
 
 class AuthGuard:

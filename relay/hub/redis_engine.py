@@ -26,7 +26,6 @@ from typing import Any
 
 from relay.bus.wire import pack, unpack
 from relay.hub import redis_scripts as lua
-from relay.hub.authguard import auth_key
 from relay.hub.chathistory import select as select_history
 from relay.hub.engine import ClientRec, EngineUnavailable, Sanction, SanctionKind
 from relay.hub.redis_feed import Feed
@@ -35,6 +34,7 @@ from relay.hub.redis_link import Link, connect
 from relay.hub.redis_scripts import ckey, parse_ckey
 from relay.hub.redis_traffic import Traffic, entry_body
 from relay.hub.replies import Body, ConnKey, Out
+from transports.validate import auth_key
 
 log = logging.getLogger("chat_relay.hub")
 

@@ -37,11 +37,10 @@ from dataclasses import dataclass, field
 
 from relay.bus.messages import AuthFail, Bans, Block, Request
 from relay.config import Settings
-from relay.hub.authguard import auth_key
 from transports.errors import error_body
 from transports.registry import SERVER_CODECS
 from transports.sniff import SNIFF_TIMEOUT, sniff
-from transports.validate import ip_key
+from transports.validate import auth_key, ip_key
 
 log = logging.getLogger("chat_relay.worker")
 
