@@ -71,6 +71,8 @@ class Hosts:
             p.hset(lua.PREFIX + "clients", ks, blob)
             p.sadd(lua.host_key(self.host, "clients"), ks)
             p.hset(lua.PREFIX + "workers", rec.worker, self.host)
+            if rec.ip:
+                p.sadd(lua.ip_rkey(rec.ip), ks)
             for name in rec.rooms:
                 p.zadd(lua.room_key(name, "mem"), {ks: now}, nx=True)
                 p.sadd(lua.PREFIX + "rooms", name)
@@ -99,8 +101,10 @@ class Hosts:
                 worker, conn = ks.decode().split("\t")
                 workers.add(worker)
                 if blob is not None:
-                    nick, _ip, _away, _host, reason, rooms = unpack(blob)
+                    nick, ip, _away, _host, reason, rooms = unpack(blob)
                     gone += 1
+                    if ip:
+                        p.srem(lua.ip_rkey(ip), ks)
                     for room in rooms:
                         p.zrem(lua.room_key(room, "mem"), ks)
                         event: dict[str, Any] = {"t": "presence", "room": room, "nick": nick,

@@ -58,6 +58,10 @@ class Traffic:
         # stream still tells the author (its `id` echo), which the stream does not keep.
         self._own: dict[str, dict[int, Any]] = {}
         self._check: set[str] = set()  # rooms whose tail to check for missed msgs
+        # Members of other hosts' clients this hub took out of a room (a kick, a
+        # ban): told to their host, which then forgets them without a second part.
+        self._forget: dict[str, list[Any]] = {}
+        self.on_forgotten: Callable[[str, int, str], None] = lambda worker, conn, room: None
 
     # Subscriptions --------------------------------------------------------------
 
@@ -74,6 +78,10 @@ class Traffic:
             self.feed.unsubscribe(lua.room_key(room, "ch"))
             self._check.discard(room)
             self._own.pop(room, None)
+
+    def forget(self, host: str, worker: str, conn: int, room: str) -> None:
+        """Tell `host` (next wake) that its client left `room` by our doing."""
+        self._forget.setdefault(host, []).append([worker, conn, room])
 
     def check_all(self) -> None:
         """Check every watched room's tail at the next chance (heartbeat, resync)."""
@@ -111,13 +119,14 @@ class Traffic:
                 local.append((topic, item))
                 if topic == ANNOUNCE and isinstance(item, dict) and item.get("t") != "_hub":
                     shout.append(item)
-        if calls or remote or shout:
+        if calls or remote or shout or self._forget:
             self._send(calls, remote, shout, local)
         return local
 
     def _send(self, calls: list[tuple[str, str, list[Any]]], remote: dict[str, Out],
               shout: list[Any], local: Out) -> None:
         now = str(time.time_ns() // 1_000_000)
+        forget, self._forget = self._forget, {}
 
         def fill(p: Any) -> None:
             for kind, room, items in calls:
@@ -131,6 +140,8 @@ class Traffic:
                     keys=[lua.room_key(room, "seq"), lua.room_key(room, "epoch"),
                           lua.room_key(room, "log")],
                     args=[channel, self.history, floor, now, pack(items), *bodies], client=p)
+            for host, parted in forget.items():  # before the replies that cut them
+                p.publish(lua.host_key(host, "ch"), b"f\n" + pack(parted))
             for host, items in remote.items():
                 p.publish(lua.host_key(host, "ch"), b"w\n" + pack(items))
             if shout:
@@ -212,6 +223,9 @@ class Traffic:
         elif kind == b"w":
             for topic, item in unpack(rest):
                 out.append((bytes(topic), item))
+        elif kind == b"f":
+            for worker, conn, room in unpack(rest):
+                self.on_forgotten(str(worker), int(conn), str(room))
         elif kind == b"a":
             origin, items = unpack(rest)
             if origin != self.host:
