@@ -24,7 +24,7 @@ from tests.redisproc import REDIS, RedisServer
 from tests.relayproc import UNIT, RelayProcess
 from tests.wire import NativePeer
 
-pytest.importorskip("redis", reason="the redis client (pip install redis) is missing")
+redis = pytest.importorskip("redis", reason="the redis client (pip install redis) is missing")
 pytestmark = pytest.mark.skipif(
     REDIS is None, reason="redis-server missing: sh tests/ensure_apt.sh redis redis-server "
     "redis-server (make test does it)")
@@ -73,7 +73,7 @@ def _say(peer: NativePeer, text: str, label: int) -> dict[str, object]:
 
 def test_kill9_of_a_host_parts_its_users_and_nobody_else_notices(server: RedisServer) -> None:
     with _host(server.url).start() as one, _host(server.url).start() as two:
-        alice = NativePeer.joined(one.port, "alice")
+        alice = NativePeer.joined(one.port, "alice", rooms=["lobby", "solo"])
         bob = NativePeer.joined(two.port, "bob")
         carol = NativePeer.joined(two.port, "carol")
         bob.expect(lambda b: b.get("event") == "join" and b.get("nick") == "carol")
@@ -85,6 +85,12 @@ def test_kill9_of_a_host_parts_its_users_and_nobody_else_notices(server: RedisSe
                                and b.get("event") == "part", timeout=PRESENCE_DEADLINE)
             assert part["room"] == "lobby"
         assert time.monotonic() - killed < PRESENCE_DEADLINE
+        store = redis.Redis.from_url(server.url)
+        deadline = time.monotonic() + 5 * UNIT
+        while store.smembers("cr:rooms") != {b"lobby"} and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert store.smembers("cr:rooms") == {b"lobby"}  # its emptied room stops counting
+        store.close()
         got = _say(bob, "still here", 1)  # chat goes on; nobody on host two was cut
         assert got["t"] == "msg"
         assert carol.msgs("lobby", 1)[0]["text"] == "still here"

@@ -63,7 +63,7 @@ class RedisEngine:
         self.max_rooms, self.room_ttl_ms = max_rooms, int(room_ttl * 1000)
         self._relay_rooms = 0  # rooms with members relay-wide, as Redis last said
         self.epoch = self._epoch()
-        self.hosts = Hosts(self.link, self.host)
+        self.hosts = Hosts(self.link, self.host, self.room_ttl_ms)
         self.hosts.register()
         self.feed = Feed(client, [lua.host_key(self.host, "ch"), lua.ALL_CHANNEL])
         self.wake_fd: int | None = self.feed.wake_fd
