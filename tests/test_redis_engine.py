@@ -144,3 +144,16 @@ def test_two_hosts_share_a_room_in_one_order_with_unique_nicks(redis_url: str) -
         _until(a, "*bob* psst")  # a whisper crosses hosts
         for s in (a, b, c, d):
             s.close()
+
+
+def test_room_names_hold_no_braces_so_the_hash_tag_is_the_room() -> None:
+    from relay.hub import redis_scripts as lua
+    from transports.validate import is_valid_room
+
+    for bad in ("a{b", "a}b", "{lobby}", "x{}"):
+        assert not is_valid_room(bad)  # a brace would move or split the hash tag
+    name = "A-z_0.9#" + "x" * 56
+    assert is_valid_room(name)
+    key = lua.room_key(name, "seq")
+    start = key.index("{")
+    assert key[start + 1:key.index("}", start)] == name

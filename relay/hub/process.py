@@ -99,7 +99,8 @@ class Hub:
 
             redis_engine = RedisEngine(
                 settings.engine, password=settings.engine_password,
-                history_len=settings.history, auth_failures=settings.auth_failures,
+                history_len=settings.history, max_rooms=settings.max_rooms,
+                room_ttl=settings.room_ttl, auth_failures=settings.auth_failures,
                 auth_window_ms=int(settings.auth_window * 1000),
                 auth_block_ms=int(settings.auth_block * 1000))
             redis_engine.is_local = lambda worker: worker in self.state.workers

@@ -31,6 +31,7 @@ from relay.hub.engine import ClientRec, EngineUnavailable, Sanction, SanctionKin
 from relay.hub.redis_feed import Feed
 from relay.hub.redis_hosts import Hosts
 from relay.hub.redis_link import Link, connect
+from relay.hub.redis_moderation import Bans
 from relay.hub.redis_scripts import ckey, parse_ckey
 from relay.hub.redis_traffic import Traffic, entry_body
 from relay.hub.replies import Body, ConnKey, Out
@@ -47,7 +48,7 @@ class RedisEngine:
     """Every fact the hub decides on, in Redis; this host's clients cached here."""
 
     def __init__(self, url: str, *, password: str = "", history_len: int = 1000,
-                 auth_failures: int = 5,
+                 max_rooms: int = 10_000, room_ttl: float = 3600.0, auth_failures: int = 5,
                  auth_window_ms: int = 60_000, auth_block_ms: int = 60_000,
                  host: str | None = None) -> None:
         client = connect(url, password)
@@ -59,14 +60,17 @@ class RedisEngine:
         self.local_rooms: dict[str, set[ConnKey]] = {}  # room -> this host's members
         self._remote: dict[ConnKey, ClientRec | None] = {}  # other hosts' clients, this wake
         self._hosts_of: dict[str, str] = {}
-        self.auth = (max(1, auth_failures), auth_window_ms, auth_block_ms)
+        self.bans = Bans(self.link, (max(1, auth_failures), auth_window_ms, auth_block_ms))
+        self.max_rooms, self.room_ttl_ms = max_rooms, int(room_ttl * 1000)
+        self._relay_rooms = 0  # rooms with members relay-wide, as Redis last said
         self.epoch = self._epoch()
-        self.hosts = Hosts(self.link, self.host)
+        self.hosts = Hosts(self.link, self.host, self.room_ttl_ms)
         self.hosts.register()
         self.feed = Feed(client, [lua.host_key(self.host, "ch"), lua.ALL_CHANNEL])
         self.wake_fd: int | None = self.feed.wake_fd
         self.traffic = Traffic(self.link, self.feed, self.host, history_len,
                                lambda w: self.is_local(w), self._host_of)
+        self.traffic.on_forgotten = self._forgotten
 
     def _epoch(self) -> int:
         now = time.time_ns() // 1_000_000
@@ -126,7 +130,14 @@ class RedisEngine:
         return [k for k in self.local if k[0] == worker]
 
     def clients_at(self, ip: str) -> list[ConnKey]:
-        return [k for k, c in self.local.items() if c.ip == ip]  # each host cuts its own
+        """Relay-wide (the address index): an IP ban cuts every host's clients, the
+        other hosts' through their workers' channels like any reply."""
+        raw = self.link.run(lambda r: r.smembers(lua.ip_rkey(ip)))
+        keys = sorted({parse_ckey(k) for k in raw} | {k for k, c in self.local.items()
+                                                      if c.ip == ip})
+        self._prefetch(keys)
+        found = [k for k in keys if (c := self.client(k)) is not None and c.ip == ip]
+        return found
 
     def client_count(self) -> int:
         return len(self.local)
@@ -139,7 +150,8 @@ class RedisEngine:
         self._hosts_of[rec.worker] = self.host
         self.link.pipe(lambda p: (self._save(rec, p),
                                   p.sadd(lua.host_key(self.host, "clients"), ks),
-                                  p.hset(WORKERS, rec.worker, self.host)))
+                                  p.hset(WORKERS, rec.worker, self.host),
+                                  rec.ip and p.sadd(lua.ip_rkey(rec.ip), ks)))
         self.local[key] = rec
         return True
 
@@ -150,7 +162,8 @@ class RedisEngine:
         ks = ckey(key)
         self.link.pipe(lambda p: (
             self.link.release_nick(keys=[lua.nick_rkey(rec.nick)], args=[ks], client=p),
-            p.hdel(CLIENTS, ks), p.srem(lua.host_key(self.host, "clients"), ks)))
+            p.hdel(CLIENTS, ks), p.srem(lua.host_key(self.host, "clients"), ks),
+            rec.ip and p.srem(lua.ip_rkey(rec.ip), ks)))
         return rec
 
     def nick_owner(self, nick: str) -> ConnKey | None:
@@ -178,10 +191,18 @@ class RedisEngine:
     # Rooms and members ----------------------------------------------------------
 
     def room_count(self) -> int:
-        return len(self.local_rooms)
+        """Rooms with members relay-wide, as last seen (this host's, at least)."""
+        return max(self._relay_rooms, len(self.local_rooms))
 
     def open_room(self, name: str, force: bool = False) -> bool:
-        return True  # Redis holds any number of rooms; streams are capped by --history
+        """--max-rooms counts rooms with members on any host (an empty room costs
+        only its capped stream, which expires after --room-ttl)."""
+        if name in self.local_rooms:
+            return True
+        ok, count = self.link.run(lambda r: self.link.open_room(
+            keys=[ROOMS], args=[name, self.max_rooms, int(force)], client=r))
+        self._relay_rooms = int(count)
+        return bool(ok)
 
     def join(self, name: str, key: ConnKey) -> bool:
         rec = self.client(key)
@@ -190,6 +211,7 @@ class RedisEngine:
         ks, now = ckey(key), time.time_ns() // 1000
         added, *_ = self.link.pipe(lambda p: (
             p.zadd(lua.room_key(name, "mem"), {ks: now}, nx=True), p.sadd(ROOMS, name),
+            p.persist(lua.room_key(name, "log")),
             p.hset(CLIENTS, ks, pack([rec.nick, rec.ip, rec.away,
                                       self._hosts_of.get(key[0], self.host),
                                       rec.quit_reason, list(rec.rooms)]))))
@@ -204,6 +226,19 @@ class RedisEngine:
         if rec is not None:
             rec.rooms.pop(name, None)
             self._write(rec)
+            host = None if key in self.local else self._host_of(key[0])
+            if host is not None and host != self.host:  # its host must not part it again
+                self.traffic.forget(host, key[0], key[1], name)
+        self._drop_local(name, key)
+
+    def _forgotten(self, worker: str, conn: int, name: str) -> None:
+        """Another hub took our client out of `name` (and announced it): forget it."""
+        rec = self.local.get((worker, conn))
+        if rec is not None:
+            rec.rooms.pop(name, None)
+        self._drop_local(name, (worker, conn))
+
+    def _drop_local(self, name: str, key: ConnKey) -> None:
         here = self.local_rooms.get(name)
         if here is not None:
             here.discard(key)
@@ -212,7 +247,9 @@ class RedisEngine:
                 self.traffic.unwatch(name)
 
     def vacated(self, name: str, mono: float) -> None:
-        self.link.run(lambda r: r.srem(ROOMS, name))
+        self.link.run(lambda r: self.link.vacate(
+            keys=[ROOMS, lua.room_key(name, "mem"), lua.room_key(name, "log")],
+            args=[name, self.room_ttl_ms], client=r))
 
     def members(self, name: str, limit: int | None = None) -> list[ConnKey]:
         end = -1 if limit is None else limit - 1
@@ -300,63 +337,26 @@ class RedisEngine:
         page = self._range(name, 1, self.seq(name) or 0, 1, newest=True)
         return int(page[-1].get("ts", 0)) if page else None
 
-    # Moderation and failed passwords -------------------------------------------
+    # Moderation and failed passwords (redis_moderation.py) --------------------
 
     def sanction(self, kind: SanctionKind, key: str, now: int) -> Sanction | None:
-        raw = self.link.run(lambda r: r.hget(lua.PREFIX + "ban:" + kind, key))
-        if raw is None:
-            return None
-        found = Sanction(*unpack(raw))
-        if found.until and found.until <= now:
-            self.link.run(lambda r: r.hdel(lua.PREFIX + "ban:" + kind, key))
-            return None
-        return found
+        return self.bans.sanction(kind, key, now)
 
     def sanctions(self, kind: SanctionKind) -> dict[str, Sanction]:
-        raw = self.link.run(lambda r: r.hgetall(lua.PREFIX + "ban:" + kind))
-        return {k.decode(): Sanction(*unpack(v)) for k, v in raw.items()}
+        return self.bans.sanctions(kind)
 
     def set_sanction(self, kind: SanctionKind, key: str, sanction: Sanction, cap: int,
                      now: int) -> bool:
-        table = lua.PREFIX + "ban:" + kind
-        if self.link.run(lambda r: r.hlen(table)) >= cap and self.sanction(kind, key, now) is None:
-            held = self.sanctions(kind)
-            stale = [k for k, s in held.items() if s.until and s.until <= now]
-            if stale:
-                self.link.run(lambda r: r.hdel(table, *stale))
-            if len(held) - len(stale) >= cap:
-                return False
-        value = pack([sanction.until, sanction.by, sanction.reason])
-        self.link.run(lambda r: r.hset(table, key, value))
-        return True
+        return self.bans.set_sanction(kind, key, sanction, cap, now)
 
     def lift(self, kind: SanctionKind, key: str) -> Sanction | None:
-        found = self.sanction(kind, key, 0)
-        if found is not None:
-            self.link.run(lambda r: r.hdel(lua.PREFIX + "ban:" + kind, key))
-        return found
+        return self.bans.lift(kind, key)
 
     def auth_fail(self, req: Body, now: int) -> Body | None:
-        key = auth_key(str(req.get("ip") or ""))
-        if key is None:
-            return None
-        failures, window, block = self.auth
-        until = int(self.link.run(lambda r: self.link.auth_fail(
-            keys=[lua.PREFIX + "af:" + key, lua.PREFIX + "blocks"],
-            args=[key, failures, window, block, now], client=r)))
-        if not until:
-            return None
-        log.warning("blocking %s for %.0f s: %d failed passwords within %.0f s", key,
-                    block / 1000, failures, window / 1000)
-        return {"t": "_block", "key": key, "until": until}
+        return self.bans.auth_fail(req, now)
 
     def auth_blocks(self, now: int) -> dict[str, int]:
-        raw = self.link.run(lambda r: r.hgetall(lua.PREFIX + "blocks"))
-        blocks = {k.decode(): int(v) for k, v in raw.items()}
-        stale = [k for k, u in blocks.items() if u <= now]
-        if stale:
-            self.link.run(lambda r: r.hdel(lua.PREFIX + "blocks", *stale))
-        return {k: u for k, u in blocks.items() if u > now}
+        return self.bans.auth_blocks(now)
 
     # Upkeep ---------------------------------------------------------------------
 

@@ -33,9 +33,10 @@ CLEANUP_MS = 30_000
 class Hosts:
     """This host's lease, and the cleanup of hosts that lost theirs."""
 
-    def __init__(self, link: Link, host: str) -> None:
+    def __init__(self, link: Link, host: str, room_ttl_ms: int = 3_600_000) -> None:
         self.link = link
         self.host = host
+        self.room_ttl_ms = room_ttl_ms  # a room it empties expires like any emptied room
         self._renewed = 0.0
         self._looked = 0.0
 
@@ -71,6 +72,8 @@ class Hosts:
             p.hset(lua.PREFIX + "clients", ks, blob)
             p.sadd(lua.host_key(self.host, "clients"), ks)
             p.hset(lua.PREFIX + "workers", rec.worker, self.host)
+            if rec.ip:
+                p.sadd(lua.ip_rkey(rec.ip), ks)
             for name in rec.rooms:
                 p.zadd(lua.room_key(name, "mem"), {ks: now}, nx=True)
                 p.sadd(lua.PREFIX + "rooms", name)
@@ -91,6 +94,7 @@ class Hosts:
         keys = sorted(members)
         blobs = self.link.run(lambda r: r.hmget(lua.PREFIX + "clients", keys)) if keys else []
         workers: set[str] = set()
+        rooms_left: set[str] = set()
         gone = 0
 
         def fill(p: Any) -> None:
@@ -99,8 +103,11 @@ class Hosts:
                 worker, conn = ks.decode().split("\t")
                 workers.add(worker)
                 if blob is not None:
-                    nick, _ip, _away, _host, reason, rooms = unpack(blob)
+                    nick, ip, _away, _host, reason, rooms = unpack(blob)
                     gone += 1
+                    if ip:
+                        p.srem(lua.ip_rkey(ip), ks)
+                    rooms_left.update(rooms)
                     for room in rooms:
                         p.zrem(lua.room_key(room, "mem"), ks)
                         event: dict[str, Any] = {"t": "presence", "room": room, "nick": nick,
@@ -117,6 +124,9 @@ class Hosts:
         self.link.pipe(fill)
         if workers:
             self.link.run(lambda r: r.hdel(lua.PREFIX + "workers", *workers))
+        self.link.pipe(lambda p: [self.link.vacate(  # rooms it left empty stop counting
+            keys=[lua.PREFIX + "rooms", lua.room_key(room, "mem"), lua.room_key(room, "log")],
+            args=[room, self.room_ttl_ms], client=p) for room in sorted(rooms_left)])
         log.warning("relay host %s lost its lease: removed its %d client(s)", host, gone)
 
     def leave(self) -> None:

@@ -72,6 +72,8 @@ class Link:
         self.auth_fail = client.register_script(lua.AUTH_FAIL)
         self.claim_cleanup = client.register_script(lua.CLAIM_CLEANUP)
         self.release_nick = client.register_script(lua.RELEASE_NICK)
+        self.open_room = client.register_script(lua.OPEN_ROOM)
+        self.vacate = client.register_script(lua.VACATE)
 
     def run(self, fn: Callable[[Any], T]) -> T:
         """`fn(client)`, or EngineUnavailable when Redis is (or just went) down."""

@@ -9,10 +9,12 @@ batches in seq order.
     cr:epoch                   the relay's epoch (clients see it in `welcome`)
     cr:{room}:seq              the room's last seq (INCRBY per batch)
     cr:{room}:epoch            bumped when the seq key was lost (flush, failover)
-    cr:{room}:log              capped stream; entry id `<seq>-0`, field b = msg body
+    cr:{room}:log              capped stream; entry id `<seq>-0`, field b = msg body;
+                               expires --room-ttl after the room empties (PERSIST on use)
     cr:{room}:mem              zset: "worker<TAB>conn" of each member, score = join time
     cr:{room}:quiet            "1" while the room is past --presence-limit
     cr:{room}:ch               pub/sub channel: the room's msgs and presence
+    cr:rooms                   set of rooms with members relay-wide (--max-rooms counts it)
     cr:clients                 hash "worker<TAB>conn" -> msgpack client record
     cr:nick:<nick_key>         "worker<TAB>conn" of the nick's holder (SET NX)
     cr:workers                 hash worker -> host that holds it
@@ -22,6 +24,7 @@ batches in seq order.
     cr:host:<host>:ch          channel: replies for that host's workers
     cr:cleanup:<host>          SET NX by the host that removes a dead host's clients
     cr:all                     channel: announcements to every host (bans, blocks)
+    cr:ip:<ip_key>             set of "worker<TAB>conn" connected from that address (IP bans)
     cr:ban:<kind>              hash key -> msgpack [until, by, reason]
     cr:af:<ip_key>             failed passwords within the window (INCR, PX)
     cr:blocks                  hash ip_key -> until (ms) of password blocks
@@ -36,7 +39,13 @@ ALL_CHANNEL = PREFIX + "all"
 
 
 def room_key(room: str, part: str) -> str:
-    """A key of one room, hash-tagged so all of the room's keys share a slot."""
+    """A key of one room, hash-tagged so all of the room's keys share a slot.
+
+    Redis hashes what lies between a key's first `{` and the first `}` after
+    it. Room names are `[A-Za-z0-9_.#-]{1,64}` (transports.validate.ROOM_RE,
+    checked before any request reaches the hub), so a name holds neither
+    brace and the tag is exactly the room's name (tests/test_redis_engine.py).
+    """
     return f"{PREFIX}{{{room}}}:{part}"
 
 
@@ -53,6 +62,11 @@ def parse_ckey(raw: bytes | str) -> tuple[str, int]:
 def nick_rkey(nick: str) -> str:
     """The key that holds a nick's owner (nicks compare case-insensitively)."""
     return f"{PREFIX}nick:{nick_key(nick)}"
+
+
+def ip_rkey(ip: str) -> str:
+    """The set of clients connected from an address (as ip_key() gives it)."""
+    return f"{PREFIX}ip:{ip}"
 
 
 def host_key(host: str, part: str) -> str:
@@ -89,6 +103,7 @@ if not seq then
 elseif tonumber(seq) < floor then
   redis.call('SET', KEYS[1], string.format('%d', floor))
 end
+redis.call('PERSIST', KEYS[3])
 local last = redis.call('INCRBY', KEYS[1], n)
 local first = last - n + 1
 for i = 1, n do
@@ -138,4 +153,26 @@ return 0
 RELEASE_NICK = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
+"""
+
+# KEYS: the rooms set (rooms with members, relay-wide).  ARGV: room, cap, force.
+# {1, rooms} when the room is open (it was, or it fits under the cap, or
+# force), {0, rooms} when the cap refuses a new room.
+# (Standalone Redis: cr:rooms and the room's keys share no slot.)
+OPEN_ROOM = """
+local n = redis.call('SCARD', KEYS[1])
+if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 1 then return {1, n} end
+if ARGV[3] == '0' and n >= tonumber(ARGV[2]) then return {0, n} end
+redis.call('SADD', KEYS[1], ARGV[1])
+return {1, n + 1}
+"""
+
+# KEYS: rooms set, the room's members, the room's stream.  ARGV: room, ttl ms.
+# The last member left: the room stops counting against the cap and its
+# history expires after the TTL, unless someone joined meanwhile (any host).
+VACATE = """
+if redis.call('ZCARD', KEYS[2]) > 0 then return 0 end
+redis.call('SREM', KEYS[1], ARGV[1])
+if tonumber(ARGV[2]) > 0 then redis.call('PEXPIRE', KEYS[3], ARGV[2]) end
+return 1
 """

@@ -55,7 +55,14 @@ class Traffic:
         self.is_local = is_local  # worker id -> held by this host?
         self.host_of = host_of    # worker id -> the host that holds it, if known
         self.delivered: dict[str, int] = {}  # room -> last seq published on our bus
+        # room -> seq -> our own item, until it is delivered: a gap filled from the
+        # stream still tells the author (its `id` echo), which the stream does not keep.
+        self._own: dict[str, dict[int, Any]] = {}
         self._check: set[str] = set()  # rooms whose tail to check for missed msgs
+        # Members of other hosts' clients this hub took out of a room (a kick, a
+        # ban): told to their host, which then forgets them without a second part.
+        self._forget: dict[str, list[Any]] = {}
+        self.on_forgotten: Callable[[str, int, str], None] = lambda worker, conn, room: None
 
     # Subscriptions --------------------------------------------------------------
 
@@ -71,6 +78,11 @@ class Traffic:
         if self.delivered.pop(room, None) is not None:
             self.feed.unsubscribe(lua.room_key(room, "ch"))
             self._check.discard(room)
+            self._own.pop(room, None)
+
+    def forget(self, host: str, worker: str, conn: int, room: str) -> None:
+        """Tell `host` (next wake) that its client left `room` by our doing."""
+        self._forget.setdefault(host, []).append([worker, conn, room])
 
     def check_all(self) -> None:
         """Check every watched room's tail at the next chance (heartbeat, resync)."""
@@ -108,13 +120,14 @@ class Traffic:
                 local.append((topic, item))
                 if topic == ANNOUNCE and isinstance(item, dict) and item.get("t") != "_hub":
                     shout.append(item)
-        if calls or remote or shout:
+        if calls or remote or shout or self._forget:
             self._send(calls, remote, shout, local)
         return local
 
     def _send(self, calls: list[tuple[str, str, list[Any]]], remote: dict[str, Out],
               shout: list[Any], local: Out) -> None:
         now = str(time.time_ns() // 1_000_000)
+        forget, self._forget = self._forget, {}
 
         def fill(p: Any) -> None:
             for kind, room, items in calls:
@@ -128,6 +141,8 @@ class Traffic:
                     keys=[lua.room_key(room, "seq"), lua.room_key(room, "epoch"),
                           lua.room_key(room, "log")],
                     args=[channel, self.history, floor, now, pack(items), *bodies], client=p)
+            for host, parted in forget.items():  # before the replies that cut them
+                p.publish(lua.host_key(host, "ch"), b"f\n" + pack(parted))
             for host, items in remote.items():
                 p.publish(lua.host_key(host, "ch"), b"w\n" + pack(items))
             if shout:
@@ -146,9 +161,14 @@ class Traffic:
                 for it in items:
                     if isinstance(it[1], str) and isinstance(it[2], int):
                         reply_to(local, (it[1], it[2]), unavailable(it[3]))
-            elif kind == "msg" and res[2]:
-                log.warning("%s lost its seq counter in redis: new epoch %s from seq %s",
-                            room, res[1], res[0])
+            elif kind == "msg":
+                if room in self.delivered:
+                    own = self._own.setdefault(room, {})
+                    for offset, it in enumerate(items):
+                        own[int(res[0]) + offset] = it
+                if res[2]:
+                    log.warning("%s lost its seq counter in redis: new epoch %s from seq %s",
+                                room, res[1], res[0])
 
     # In ---------------------------------------------------------------------------
 
@@ -200,10 +220,13 @@ class Traffic:
                 if seq > done:
                     it[0]["seq"] = seq
                     out.append((topic, it))
-            self.delivered[room] = max(done, last)
+            self._advance(room, last)
         elif kind == b"w":
             for topic, item in unpack(rest):
                 out.append((bytes(topic), item))
+        elif kind == b"f":
+            for worker, conn, room in unpack(rest):
+                self.on_forgotten(str(worker), int(conn), str(room))
         elif kind == b"a":
             origin, items = unpack(rest)
             if origin != self.host:
@@ -218,12 +241,29 @@ class Traffic:
         entries = self.link.run(lambda r: r.xrange(
             lua.room_key(room, "log"), f"{done + 1}-0", f"{upto}-0"))
         topic = room_topic(room)
+        own = self._own.get(room, {})
+        lost = 0
         for entry in entries:
-            out.append((topic, [entry_body(entry), None, None, None]))
-        if entries:
-            log.warning("filled %d msg(s) of %s from redis (seq %d-%d)", len(entries), room,
+            body = entry_body(entry)
+            mine = own.get(body["seq"])
+            if mine is not None:  # ours: the author still gets its id echo
+                mine[0]["seq"] = body["seq"]
+                out.append((topic, mine))
+            else:
+                lost += 1
+                out.append((topic, [body, None, None, None]))
+        if lost:
+            log.warning("filled %d msg(s) of %s from redis (seq %d-%d)", lost, room,
                         done + 1, upto)
-        self.delivered[room] = max(self.delivered[room], upto)
+        self._advance(room, upto)
+
+    def _advance(self, room: str, seq: int) -> None:
+        """Our bus has carried `room` up to `seq`: forget our own items up to there."""
+        self.delivered[room] = max(self.delivered[room], seq)
+        own = self._own.get(room)
+        if own:
+            for done in [s for s in own if s <= seq]:
+                del own[done]
 
     def _tails(self, out: Out) -> None:
         rooms = [r for r in self._check if r in self.delivered]
