@@ -16,7 +16,7 @@ import time
 import redis
 
 from benchmarks.experiments.redis_engine import redis_server
-from relay.bus import pack
+from relay.bus.wire import pack
 from relay.hub import redis_scripts as lua
 
 

@@ -35,7 +35,6 @@ from relay.hub.redis_moderation import Bans
 from relay.hub.redis_scripts import ckey, parse_ckey
 from relay.hub.redis_traffic import Traffic, entry_body
 from relay.hub.replies import Body, ConnKey, Out
-from transports.validate import auth_key
 
 log = logging.getLogger("chat_relay.hub")
 

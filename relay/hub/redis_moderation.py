@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import logging
 
-from relay.bus import pack, unpack
+from relay.bus.wire import pack, unpack
 from relay.hub import redis_scripts as lua
-from relay.hub.authguard import auth_key
 from relay.hub.engine import Sanction, SanctionKind
 from relay.hub.redis_link import Link
 from relay.hub.replies import Body
+from transports.validate import auth_key
 
 log = logging.getLogger("chat_relay.hub")
 
