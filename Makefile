@@ -42,7 +42,7 @@ test: lint unit
 .PHONY: screenshots
 screenshots: $(STAMP)
 	sh tests/ensure_apt.sh chromium chromium /usr/bin/chromium
-	CHAT_RELAY_SCREENSHOTS=docs/screenshots $(BIN)/python -m pytest -q tests/test_web_page.py
+	CHAT_RELAY_SCREENSHOTS=docs/screenshots $(BIN)/python -m pytest -q tests/clients/test_web_page.py
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.suite
@@ -65,7 +65,7 @@ fuzz: $(STAMP)
 	-$(BIN)/python -m pip install -q atheris
 	$(BIN)/python -m tests.fuzz.fuzz_codecs --runs $(FUZZ_RUNS)
 	CHAT_RELAY_HOSTILE_EXAMPLES=$(HOSTILE_EXAMPLES) $(BIN)/python -m pytest -q \
-	  tests/test_hostile.py
+	  tests/integration/test_hostile.py
 
 # Connection churn and traffic against a real relay, then a leak check (RSS, fds,
 # threads). SOAK_MINUTES=N to shorten; JSON lands in benchmarks/results/.

@@ -40,7 +40,7 @@ Fragment = tuple[str, str]
 Line = list[Fragment]
 
 # Nick colours: distinct at a glance (every pair at least 25 apart in CIELAB,
-# tests/test_first_run.py measures it) and readable on dark and light
+# tests/integration/test_first_run.py measures it) and readable on dark and light
 # terminals. prompt_toolkit maps them to the terminal's depth (256 colours on
 # most). The 16 ANSI colours were not enough: their bright variants are
 # near-duplicates of the plain ones, and blue or black vanish on one background.

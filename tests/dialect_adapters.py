@@ -1,4 +1,4 @@
-"""One small interface over every dialect, for tests/test_conformance.py.
+"""One small interface over every dialect, for tests/integration/test_conformance.py.
 
 Each adapter speaks its dialect on a real socket the way that dialect's users
 do (a native client, nc, a browser's WebSocket, an IRC client) and turns what

@@ -2,8 +2,8 @@
 # Make sure the Debian packages a test drives are installed, so `make test` runs
 # it on a fresh machine instead of skipping it:
 #   sh tests/ensure_apt.sh NAME "PACKAGES" "PROGRAMS"
-# e.g. chromium for the browser test (tests/test_web_page.py), irssi and tmux for
-# the IRC client test (tests/test_irssi.py). apt only, never a download of our own,
+# e.g. chromium for the browser test (tests/clients/test_web_page.py), irssi and tmux for
+# the IRC client test (tests/clients/test_irssi.py). apt only, never a download of our own,
 # and `apt-get update` only when a package is missing and cannot be found. When a
 # package truly cannot be installed (no root, no apt, no network), say so loudly and
 # succeed: the test then skips, with the reason in .venv/NAME-unavailable.

@@ -48,7 +48,7 @@ thread may be encoding.
 4. A flag that only ever goes from False to True (`closed`, WebSocket's
    "close frame sent") may be set by either side: both write the same value.
 
-tests/test_codec_threads.py decodes and encodes on every codec at once and
+tests/unit/transports/test_codec_threads.py decodes and encodes on every codec at once and
 checks both outputs are the ones a single thread gives.
 """
 

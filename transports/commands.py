@@ -4,8 +4,8 @@ Each front end parses a line itself (the text dialect in the relay, chat-client
 in clients/commands.py, the web page in app.js, which fetches this table as
 `/commands.json`), but the names, aliases, arguments, defaults and help text
 live here, so `/history 5` means the same everywhere: the 5 latest messages of
-the current room. tests/test_first_run.py checks every front end against the
-table, and tests/test_layout.py that no other module lists command names.
+the current room. tests/integration/test_first_run.py checks every front end against the
+table, and tests/unit/test_layout.py that no other module lists command names.
 
 Arguments shared by all: ROOM defaults to the current room; N is a count of
 messages, 1 to HISTORY_MAX_LIMIT.

@@ -316,7 +316,7 @@ class TextServerCodec(ServerCodec):
         if command is None or TEXT not in command.where:
             return None
         handler: Callable[[str, str], ClientEvent | None] | None = getattr(
-            self, f"_cmd_{command.name}", None)  # tests/test_first_run.py: never None
+            self, f"_cmd_{command.name}", None)  # tests/integration/test_first_run.py: never None
         return handler
 
     def _cmd_rooms(self, ref: str, arg: str) -> ClientEvent:

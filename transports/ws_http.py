@@ -50,7 +50,7 @@ PAGES: Final[dict[str, tuple[str, str]]] = {
 
 # What the page may load and where it may connect. 'self' covers ws:// and
 # wss:// to the page's own host:port in CSP3 browsers (Chromium, Firefox,
-# Safari 15.4+): tests/test_web_page.py runs the page under this policy.
+# Safari 15.4+): tests/clients/test_web_page.py runs the page under this policy.
 CSP: Final = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"

@@ -44,7 +44,7 @@ def room_key(room: str, part: str) -> str:
     Redis hashes what lies between a key's first `{` and the first `}` after
     it. Room names are `[A-Za-z0-9_.#-]{1,64}` (transports.validate.ROOM_RE,
     checked before any request reaches the hub), so a name holds neither
-    brace and the tag is exactly the room's name (tests/test_redis_engine.py).
+    brace and the tag is exactly the room's name (tests/integration/test_redis_engine.py).
     """
     return f"{PREFIX}{{{room}}}:{part}"
 

@@ -27,8 +27,8 @@ import trustme
 from zeroconf import ServiceBrowser, ServiceListener, Zeroconf
 
 from tests.hubproc import Proc
+from tests.integration.test_netns import Lab, ip, netns_unavailable
 from tests.relayproc import ROOT, UNIT
-from tests.test_netns import Lab, ip, netns_unavailable
 from transports.dnssd import SERVICE_TYPE, host_label
 
 pytestmark = pytest.mark.timeout(180)

@@ -24,7 +24,7 @@ from tests.wire import NativePeer
 
 IRSSI = shutil.which("irssi")
 TMUX = shutil.which("tmux")
-SKIP_FILE = Path(__file__).resolve().parent.parent / ".venv" / "irssi-unavailable"
+SKIP_FILE = Path(__file__).resolve().parents[2] / ".venv" / "irssi-unavailable"
 pytestmark = pytest.mark.skipif(
     IRSSI is None or TMUX is None,
     reason=f"irssi test needs irssi and tmux (missing: "

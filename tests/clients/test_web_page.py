@@ -586,7 +586,7 @@ _RESUME_ACROSS_A_HUB_RESTART = """epochStep => {
 def test_new_epoch_with_the_seq_going_on_is_one_line_and_no_count(
     browser: Browser, relay: RelayProcess, people: list[Any]
 ) -> None:
-    """As chat-client (tests/test_first_run.py::test_new_epoch_with_seq_going_on_...):
+    """As chat-client (tests/integration/test_first_run.py::test_new_epoch_with_seq_going_on_...):
     a new epoch absorbs the jump; the same epoch counts it."""
     ann = WebUser(browser, relay.port, "ann", DESKTOP)
     people.append(ann)
@@ -604,7 +604,7 @@ def test_new_epoch_with_the_seq_going_on_is_one_line_and_no_count(
 
 
 def _lab(rgb: tuple[float, float, float]) -> tuple[float, float, float]:
-    """sRGB (0-255) -> CIELAB (D65), as tests/test_first_run.py measures chat-client's."""
+    """sRGB (0-255) -> CIELAB (D65), as test_first_run.py measures chat-client's."""
     def linear(c: float) -> float:
         c /= 255
         return c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4

@@ -1,6 +1,6 @@
 """Properties of every server codec under hostile structure (issue 19).
 
-tests/test_fuzz_short.py feeds bytes (mutated samples and random ones); here
+tests/unit/transports/test_fuzz_short.py feeds bytes (mutated samples and random ones); here
 hypothesis builds well-formed containers with hostile contents instead, so
 the inputs get past the framing and reach every field check: bodies as
 native frames, WebSocket JSON and msgpack messages, with every type in every

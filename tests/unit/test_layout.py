@@ -16,7 +16,7 @@ import ast
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("relay", "transports", "clients")
 MAX_LINES = 400
 

@@ -20,20 +20,20 @@ from typing import Any
 
 import pytest
 
-from tests.relayproc import UNIT, RelayProcess
-from tests.test_ircv3_relay import Irc
-from tests.test_web_page import (
+from tests.clients.test_web_page import (
     DESKTOP,
     WebUser,
     _expect,
     browser,  # noqa: F401  (the module's chromium fixture)
 )
+from tests.integration.test_ircv3_relay import Irc
+from tests.relayproc import UNIT, RelayProcess
 from tests.wire import NativePeer
 
 TMUX = shutil.which("tmux")
 WEECHAT = shutil.which("weechat") or shutil.which("weechat-curses")
 IRSSI = shutil.which("irssi")
-VENV = Path(__file__).resolve().parent.parent / ".venv"
+VENV = Path(__file__).resolve().parents[2] / ".venv"
 
 
 def _why_missing(name: str, path: str | None) -> str:

@@ -1,5 +1,5 @@
 """The hub's side of IRCv3 and the native extensions it needs: WHOIS, AWAY,
-CHATHISTORY, a bye's reason, actions (sans-I/O, like tests/test_hubstate.py)."""
+CHATHISTORY, a bye's reason, actions (sans-I/O, like tests/unit/relay/test_hubstate.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 from relay.bus.wire import room_topic, worker_topic
 from relay.hub.state import HubState
-from tests.test_hubstate import bodies, hub, ready, run
+from tests.unit.relay.test_hubstate import bodies, hub, ready, run
 from transports.errors import ProtocolError
 from transports.events import Bye, Say, Whisper, parse_client_body
 

@@ -23,7 +23,7 @@ from relay.bus.wire import (
 from relay.config import Settings
 from relay.hub.process import Hub
 from relay.worker.limits import ErrorBudget, TokenBucket
-from tests.test_hubstate import bodies, hub, ready, run
+from tests.unit.relay.test_hubstate import bodies, hub, ready, run
 
 
 def nest(depth: int) -> Any:

@@ -3,7 +3,7 @@
 A room with 30 messages: a newcomer gets exactly the latest 20 (the default),
 marked as earlier messages, in seq order, after its `joined` and before live
 traffic; `--join-replay 5` gives 5 and 0 none; a resume gets only what it
-missed, never the replay as well. The web page is in tests/test_web_page.py.
+missed, never the replay as well. The web page is in tests/clients/test_web_page.py.
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ import pytest
 from clients.state import ConnectionLost, Reconnected
 from clients.sync import connect
 from tests.conftest import RelayFactory
+from tests.integration.test_chat_client import CLIENT, ENV, TIME
+from tests.integration.test_client_lib import CuttableProxy
+from tests.integration.test_dialect_ws_irc import IrcPeer, WsPeer
 from tests.relayproc import ROOT, UNIT, RelayProcess
-from tests.test_chat_client import CLIENT, ENV, TIME
-from tests.test_client_lib import CuttableProxy
-from tests.test_dialect_ws_irc import IrcPeer, WsPeer
 from tests.wire import NativePeer, TextPeer
 from transports.events import HistoryPage, Msg
 

@@ -19,8 +19,8 @@ from relay.hub.historydb import HistoryStore
 from relay.hub.requests import ROOMS_REPLY_MAX
 from relay.hub.state import HubState, Out
 from tests.conftest import RelayFactory
-from tests.test_hubstate import bodies, ready, run
-from tests.test_metrics import metrics_url, value, wait_metrics
+from tests.integration.test_metrics import metrics_url, value, wait_metrics
+from tests.unit.relay.test_hubstate import bodies, ready, run
 from tests.wire import NativePeer, TextPeer
 from transports.irc import IrcServerCodec
 from transports.text import TextServerCodec

@@ -20,8 +20,8 @@ from clients import aio
 from clients.errors import ConnectionClosed, HandshakeError, RelayError
 from clients.state import ConnectionLost, Reconnected
 from clients.sync import connect
+from tests.integration.test_client_lib import HOST, next_event, wait_until
 from tests.relayproc import ROOT, UNIT, RelayProcess
-from tests.test_client_lib import HOST, next_event, wait_until
 from tests.wire import NativePeer, worker_of
 from transports.errors import ProtocolError
 from transports.events import Hello, Msg, Presence, WhisperMsg

@@ -30,8 +30,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import RelayFactory
+from tests.integration.test_metrics import metrics_url, scrape, value
 from tests.relayproc import RelayProcess
-from tests.test_metrics import metrics_url, scrape, value
 from tests.wire import NativePeer, TextPeer
 from transports.native import frame
 

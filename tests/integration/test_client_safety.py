@@ -20,8 +20,8 @@ from clients.errors import NotTls
 from clients.render import View, clean, clean_line, plain, render
 from clients.sync import connect
 from tests.conftest import RelayFactory
+from tests.integration.test_chat_client import ANSI, CLIENT, ENV, HOST, next_msg
 from tests.relayproc import ROOT, UNIT, RelayProcess
-from tests.test_chat_client import ANSI, CLIENT, ENV, HOST, next_msg
 from transports.events import Error, Msg, Notice, Presence, WhisperMsg
 
 # Every code point the sanitiser must neutralise, by class.

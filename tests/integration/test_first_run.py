@@ -360,7 +360,7 @@ def test_new_epoch_with_seq_going_on_is_one_notice_and_no_count() -> None:
 
 
 def test_history_n_means_the_same_in_nc_and_chat_client() -> None:
-    """The web page's side: tests/test_web_page.py::test_page_speaks_the_shared_..."""
+    """The web page's side: tests/clients/test_web_page.py::test_page_speaks_the_shared_..."""
     from clients.commands import parse
     from transports.events import HistoryQuery
     from transports.text import TextServerCodec

@@ -18,8 +18,8 @@ import pytest
 
 from relay.worker.pacing import CreditWindow, FanoutPacer, ReaderWeight
 from tests.conftest import RelayFactory
+from tests.integration.test_metrics import metrics_url, value, wait_metrics
 from tests.relayproc import UNIT, RelayProcess
-from tests.test_metrics import metrics_url, value, wait_metrics
 from tests.wire import NativePeer, Recorder
 from transports.native import frame
 

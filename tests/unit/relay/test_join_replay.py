@@ -2,7 +2,7 @@
 
 Without sockets: the hub's output, each dialect's rendering of the replay page,
 and the client library's state (a replay is never a gap, a duplicate or an
-answer to a query). Through a real relay: tests/test_join_replay_relay.py.
+answer to a query). Through a real relay: tests/integration/test_join_replay_relay.py.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Per-connection bounds of the IRC and text codecs, each tested at its bound.
 
-(WebSocket's fragments per message are in tests/test_ws_browser.py.)
+(WebSocket's fragments per message are in tests/integration/test_ws_browser.py.)
 """
 
 from __future__ import annotations

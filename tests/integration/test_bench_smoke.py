@@ -14,7 +14,7 @@ from benchmarks.baselines.seed_server import SeedServer
 from benchmarks.runner import RunConfig, run_once
 from tests.relayproc import RelayProcess
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _tiny(port: int, dialect: str, **kw: object) -> RunConfig:
