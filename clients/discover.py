@@ -149,15 +149,22 @@ NO_HOST_IN_PIPE = ("give HOST PORT (e.g. chat-client 192.168.1.20 8081), or list
                    "on the LAN with --discover: with no terminal there is nobody to pick one")
 
 
-def print_discovered(prog: str, seconds: float = BROWSE_SECONDS) -> int:
-    """`--discover`: the numbered list on stdout; exit status 0, or 1 when none answered."""
+def _browse_or_say_why(prog: str, seconds: float, after_error: str = "") -> list[Found]:
+    """The relays found, or [] once stderr says why there are none."""
     try:
         found = browse(seconds)
     except DiscoveryError as exc:
-        print(f"{prog}: {exc}", file=sys.stderr)
-        return 1
+        print(f"{prog}: {exc}{after_error}", file=sys.stderr)
+        return []
     if not found:
         print(f"{prog}: {NONE_FOUND_HINT}", file=sys.stderr)
+    return found
+
+
+def print_discovered(prog: str, seconds: float = BROWSE_SECONDS) -> int:
+    """`--discover`: the numbered list on stdout; exit status 0, or 1 when none answered."""
+    found = _browse_or_say_why(prog, seconds)
+    if not found:
         return 1
     for line in listing(found):
         print(line, flush=True)
@@ -188,13 +195,8 @@ def discover_or_pick(args: argparse.Namespace) -> int | None:
         print(f"chat-client: {NO_HOST_IN_PIPE}", file=sys.stderr)
         return 2
     print(f"looking for chat-relays on the LAN ({BROWSE_SECONDS:g} s)...", file=sys.stderr)
-    try:
-        found = browse()
-    except DiscoveryError as exc:
-        print(f"chat-client: {exc}; give HOST PORT instead", file=sys.stderr)
-        return 1
+    found = _browse_or_say_why("chat-client", BROWSE_SECONDS, "; give HOST PORT instead")
     if not found:
-        print(f"chat-client: {NONE_FOUND_HINT}", file=sys.stderr)
         return 1
     if len(found) == 1:
         chosen: Found | None = found[0]

@@ -3,6 +3,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -40,3 +41,15 @@ def relay_factory() -> Iterator[RelayFactory]:
 @pytest.fixture
 def relay(relay_factory: RelayFactory) -> RelayProcess:
     return relay_factory(workers=2)
+
+
+@pytest.fixture
+def cleanup() -> Iterator[list[Any]]:
+    """Peers, pages and clients a test appends here are closed after it, each on its own."""
+    things: list[Any] = []
+    yield things
+    for thing in things:
+        try:
+            thing.close()
+        except Exception:  # one that fails to close must not keep the rest open
+            pass

@@ -33,6 +33,19 @@ def connect(host: str, port: int, tls: ssl.SSLContext | None, source: str | None
     return sock
 
 
+def read_for(sock: socket.socket, seconds: float) -> None:
+    """Read and drop what the relay answers for up to `seconds` or until it closes,
+    so the close that follows is a FIN, not an RST over unread data."""
+    deadline = time.monotonic() + seconds
+    try:
+        while time.monotonic() < deadline:
+            sock.settimeout(max(0.01, deadline - time.monotonic()))
+            if not sock.recv(65536):
+                return
+    except OSError:
+        return
+
+
 class NativePeer:
     def __init__(self, port: int, host: str = "127.0.0.1", tls: ssl.SSLContext | None = None,
                  source: str | None = None) -> None:

@@ -41,6 +41,7 @@ from typing import Any
 from benchmarks.experiments.bus_gaps import (
     ROOT,
     NickTaken,
+    expect_msg,
     join,
     machine,
     percentile,
@@ -270,15 +271,6 @@ class Fleet:
                 p.join(5)
 
 
-def expect(pipe: Connection, kind: str, timeout: float) -> Any:
-    if not pipe.poll(timeout):
-        raise RuntimeError(f"no {kind!r} from a child in {timeout} s")
-    got, value = pipe.recv()
-    if got != kind:
-        raise RuntimeError(f"child said {got}: {value}")
-    return value
-
-
 def log_events(relay: RelayProcess) -> list[dict[str, Any]]:
     """The relay's JSON log lines, each with `t` = its stamp in epoch seconds."""
     out = []
@@ -338,7 +330,7 @@ def collect(pipes: list[Connection], final: int, settle: float) -> dict[str, dic
         pipe.send(("stop", final, settle))
     tracks: dict[str, dict[str, Any]] = {}
     for pipe in pipes:
-        tracks.update(expect(pipe, "done", settle + 60))
+        tracks.update(expect_msg(pipe, "done", settle + 60))
     return tracks
 
 
@@ -353,7 +345,7 @@ def slow_consumer(n_fast: int, rate: float, seconds: float, size: int) -> dict[s
     try:
         fast = start_readers(fleet, relay, 0, "fast", n_fast, 10, resume=False)
         for pipe in fast:
-            expect(pipe, "ready", 120)
+            expect_msg(pipe, "ready", 120)
         slow = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: small window
         slow.connect(("127.0.0.1", relay.port))
@@ -361,10 +353,10 @@ def slow_consumer(n_fast: int, rate: float, seconds: float, size: int) -> dict[s
         join(slow, "slow", [ROOM])
         slow_worker = served_pid(relay.pid, slow)
         snd = fleet.start(sender, relay.port, relay.pid, 0, rate, seconds, size)
-        expect(snd, "ready", 60)
+        expect_msg(snd, "ready", 60)
         snd.send("go")  # the slow client reads nothing from here on
         t_go = time.time()
-        result = expect(snd, "done", seconds + 60)
+        result = expect_msg(snd, "done", seconds + 60)
         echoes: list[tuple[int, int]] = result["echoes"]
         final = max((s for s, _ in echoes), default=0)
         tracks = collect(fast, final, 10.0)
@@ -446,9 +438,9 @@ def worker_kill(n_survivors: int, n_victims: int, rate: float, seconds: float, k
         surv = start_readers(fleet, relay, other_pid, "s", n_survivors, 10, resume=False)
         vict = start_readers(fleet, relay, victim_pid, "v", n_victims, 10, resume=True)
         for pipe in [*surv, *vict]:
-            expect(pipe, "ready", 120)
+            expect_msg(pipe, "ready", 120)
         snd = fleet.start(sender, relay.port, relay.pid, other_pid, rate, seconds, 100)
-        expect(snd, "ready", 60)
+        expect_msg(snd, "ready", 60)
         snd.send("go")
         time.sleep(kill_at)
         t_kill = time.time()
@@ -461,7 +453,7 @@ def worker_kill(n_survivors: int, n_victims: int, rate: float, seconds: float, k
             new_pid = fresh[0] if fresh else 0
             time.sleep(0.01)
         t_spawned = time.time()
-        result = expect(snd, "done", seconds + 60)
+        result = expect_msg(snd, "done", seconds + 60)
         final = max((s for s, _ in result["echoes"]), default=0)
         tracks = collect([*surv, *vict], final, 10.0)
         events = log_events(relay)
@@ -528,9 +520,9 @@ def hub_kill(n_watchers: int, rate: float, seconds: float, kill_at: float) -> di
         w_send, w_watch = worker_pids(relay.pid)
         watch = start_readers(fleet, relay, w_watch, "h", n_watchers, 10, resume=False)
         for pipe in watch:
-            expect(pipe, "ready", 120)
+            expect_msg(pipe, "ready", 120)
         snd = fleet.start(sender, relay.port, relay.pid, w_send, rate, seconds, 100)
-        expect(snd, "ready", 60)
+        expect_msg(snd, "ready", 60)
         snd.send("go")
         time.sleep(kill_at)
         hub = relay.role_pids("_hub")
@@ -544,7 +536,7 @@ def hub_kill(n_watchers: int, rate: float, seconds: float, kill_at: float) -> di
                 back = time.time()
                 break
             time.sleep(0.01)
-        result = expect(snd, "done", seconds + 60)
+        result = expect_msg(snd, "done", seconds + 60)
         echoes: list[tuple[int, int]] = result["echoes"]
         final = max((s for s, _ in echoes), default=0)
         tracks = collect(watch, final, 10.0)

@@ -8,13 +8,10 @@ stops its own server.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
-import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,63 +24,11 @@ from tests.clients.test_web_page import (
     browser,  # noqa: F401  (the module's chromium fixture)
 )
 from tests.integration.test_ircv3_relay import Irc
-from tests.relayproc import UNIT, RelayProcess
+from tests.relayproc import RelayProcess
+from tests.tmuxpane import IRSSI, TMUX, Pane, irssi_pane, why_missing
 from tests.wire import NativePeer
 
-TMUX = shutil.which("tmux")
 WEECHAT = shutil.which("weechat") or shutil.which("weechat-curses")
-IRSSI = shutil.which("irssi")
-VENV = Path(__file__).resolve().parents[2] / ".venv"
-
-
-def _why_missing(name: str, path: str | None) -> str:
-    marker = VENV / f"{name}-unavailable"
-    missing = [n for n, p in ((name, path), ("tmux", TMUX)) if p is None]
-    note = f"; {marker.read_text().strip()}" if marker.exists() else ""
-    return f"needs {name} and tmux (missing: {', '.join(missing)}{note})"
-
-
-class Pane:
-    """One terminal program in a detached tmux session on a private server socket."""
-
-    def __init__(self, home: Path, command: str) -> None:
-        assert TMUX is not None
-        self.socket = f"chat-relay-test-{uuid.uuid4().hex[:8]}"
-        self.env = {**os.environ, "TERM": "xterm-256color", "LANG": "C.UTF-8",
-                    "LC_ALL": "C.UTF-8", "HOME": str(home)}
-        self.tmux("new-session", "-d", "-s", "chat", "-x", "160", "-y", "50", command)
-
-    def tmux(self, *args: str) -> str:
-        assert TMUX is not None
-        done = subprocess.run([TMUX, "-L", self.socket, "-f", "/dev/null", *args],
-                              env=self.env, capture_output=True, text=True,
-                              timeout=10 * UNIT)
-        if done.returncode != 0:
-            raise AssertionError(f"tmux {args[0]} failed: {done.stderr.strip()}")
-        return done.stdout
-
-    def type(self, line: str) -> None:
-        self.tmux("send-keys", "-t", "chat", "-l", line)
-        self.tmux("send-keys", "-t", "chat", "Enter")
-
-    def screen(self) -> str:
-        return self.tmux("capture-pane", "-p", "-J", "-t", "chat")
-
-    def wait_for(self, pred: Callable[[str], bool], what: str, timeout: float = 10.0) -> str:
-        deadline = time.monotonic() + timeout * UNIT
-        while True:
-            text = self.screen()
-            if pred(text):
-                return text
-            if time.monotonic() > deadline:
-                raise AssertionError(f"the client never showed {what}; screen:\n{text}")
-            time.sleep(0.05)
-
-    def close(self) -> None:
-        try:
-            self.tmux("kill-server")  # our private server only (-L)
-        except (AssertionError, subprocess.TimeoutExpired):
-            pass
 
 
 def _weechat_version() -> tuple[int, int]:
@@ -97,11 +42,11 @@ def _weechat_version() -> tuple[int, int]:
 @pytest.fixture
 def weechat(relay: RelayProcess, tmp_path: Path) -> Iterator[Pane]:
     if WEECHAT is None or TMUX is None:
-        pytest.skip(_why_missing("weechat", WEECHAT))
+        pytest.skip(why_missing("weechat", WEECHAT))
     home = tmp_path / "weechat"
     home.mkdir()
     commands = f"/server add relay 127.0.0.1/{relay.port} -notls -nicks=wee_user;/connect relay"
-    pane = Pane(home, f"{WEECHAT} --dir {home} -r '{commands}'")
+    pane = Pane(home, f"{WEECHAT} --dir {home} -r '{commands}'", name="WeeChat")
     yield pane
     pane.close()
 
@@ -109,14 +54,8 @@ def weechat(relay: RelayProcess, tmp_path: Path) -> Iterator[Pane]:
 @pytest.fixture
 def irssi(relay: RelayProcess, tmp_path: Path) -> Iterator[Pane]:
     if IRSSI is None or TMUX is None:
-        pytest.skip(_why_missing("irssi", IRSSI))
-    home = tmp_path / "irssi"
-    home.mkdir()
-    (home / "config").write_text(
-        'settings = { core = { real_name = "test"; };\n'
-        '  "irc/core" = { cmd_queue_speed = "0msec"; cmds_max_at_once = "100"; }; };\n')
-    pane = Pane(home, f"{IRSSI} --home={home} --connect=127.0.0.1 --port={relay.port} "
-                      "--nick=irssi_user")
+        pytest.skip(why_missing("irssi", IRSSI))
+    pane = irssi_pane(tmp_path / "irssi", relay.port, "irssi_user")
     yield pane
     pane.close()
 

@@ -27,6 +27,7 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 from websockets.typing import Origin
 
+from tests.colour import contrast, rgb, worst_pair
 from tests.relayproc import ROOT, UNIT, RelayProcess
 from tests.wire import NativePeer
 
@@ -154,14 +155,8 @@ def _wait(pred: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
 
 
 @pytest.fixture
-def people() -> Iterator[list[Any]]:
-    made: list[Any] = []
-    yield made
-    for thing in made:
-        try:
-            thing.close()
-        except Exception:
-            pass
+def people(cleanup: list[Any]) -> list[Any]:
+    return cleanup
 
 
 def test_two_pages_and_a_native_client_chat(
@@ -603,52 +598,6 @@ def test_new_epoch_with_the_seq_going_on_is_one_line_and_no_count(
 # Nick colours ----------------------------------------------------------------------
 
 
-def _lab(rgb: tuple[float, float, float]) -> tuple[float, float, float]:
-    """sRGB (0-255) -> CIELAB (D65), as test_first_run.py measures chat-client's."""
-    def linear(c: float) -> float:
-        c /= 255
-        return c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4
-
-    r, g, b = (linear(c) for c in rgb)
-    x = (0.4124 * r + 0.3576 * g + 0.1805 * b) / 0.95047
-    y = 0.2126 * r + 0.7152 * g + 0.0722 * b
-    z = (0.0193 * r + 0.1192 * g + 0.9505 * b) / 1.08883
-
-    def f(t: float) -> float:
-        return t ** (1 / 3) if t > 0.008856 else 7.787 * t + 16 / 116
-
-    return 116 * f(y) - 16, 500 * (f(x) - f(y)), 200 * (f(y) - f(z))
-
-
-def _luminance(rgb: tuple[float, float, float]) -> float:
-    def linear(c: float) -> float:
-        c /= 255
-        return c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4
-
-    r, g, b = (linear(c) for c in rgb)
-    return 0.2126 * r + 0.7152 * g + 0.0722 * b
-
-
-def _contrast(a: tuple[float, float, float], b: tuple[float, float, float]) -> float:
-    """WCAG contrast ratio; 4.5 is AA for text this size."""
-    la, lb = sorted((_luminance(a), _luminance(b)), reverse=True)
-    return (la + 0.05) / (lb + 0.05)
-
-
-def _rgb(css: str) -> tuple[float, float, float]:
-    """'rgb(1, 2, 3)' or '#010203' -> (1, 2, 3)."""
-    if css.startswith("#"):
-        return (int(css[1:3], 16), int(css[3:5], 16), int(css[5:7], 16))
-    r, g, b = (float(v) for v in re.findall(r"[\d.]+", css)[:3])
-    return (r, g, b)
-
-
-def _worst_pair(colours: list[tuple[float, float, float]]) -> float:
-    labs = [_lab(c) for c in colours]
-    return min(sum((p - q) ** 2 for p, q in zip(a, b, strict=True)) ** 0.5
-               for i, a in enumerate(labs) for b in labs[i + 1:])
-
-
 NICKS = ["alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi"]
 
 
@@ -672,17 +621,17 @@ def test_the_first_eight_nicks_of_a_room_get_eight_distinct_readable_colours(
         "els => els.map(e => [e.querySelector('.from').textContent, "
         "getComputedStyle(e.querySelector('.from')).color])")
     assert [nick for nick, _ in shown] == NICKS
-    colours = [_rgb(css) for _, css in shown]
+    colours = [rgb(css) for _, css in shown]
     assert len(set(colours)) == 8, shown
-    assert _worst_pair(colours) >= 35, shown
-    pane = _rgb(ann.page.locator("#messages").evaluate(
+    assert worst_pair(colours) >= 35, shown
+    pane = rgb(ann.page.locator("#messages").evaluate(
         "e => getComputedStyle(e).backgroundColor"))
-    assert min(_contrast(c, pane) for c in colours) >= 4.5, (shown, pane)
+    assert min(contrast(c, pane) for c in colours) >= 4.5, (shown, pane)
     # The whole palette holds the same bounds, slot for slot with chat-client's.
-    palette = [_rgb(c) for c in ann.page.evaluate("NICK_COLOURS")]
+    palette = [rgb(c) for c in ann.page.evaluate("NICK_COLOURS")]
     assert len(palette) == len(NICK_COLOURS)
-    assert _worst_pair(palette) >= 35
-    assert min(_contrast(c, pane) for c in palette) >= 4.5
+    assert worst_pair(palette) >= 35
+    assert min(contrast(c, pane) for c in palette) >= 4.5
     for nick in [*NICKS, "Alice", "user7", "x"]:
         assert ann.page.evaluate("nickSlot", nick) == NICK_COLOURS.index(nick_colour(nick))
     # Colours are per room and kept: a message later in the room keeps alice's.

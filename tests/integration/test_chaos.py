@@ -24,7 +24,7 @@ import pytest
 
 from tests.conftest import RelayFactory
 from tests.relayproc import UNIT, RelayProcess
-from tests.wire import NativePeer, TextPeer
+from tests.wire import NativePeer, TextPeer, read_for
 from transports.native import frame
 
 CONNECTIONS = 200
@@ -34,16 +34,9 @@ HELLO = frame({"t": "hello", "v": 1, "nick": "chaos", "rooms": ["lobby"]})
 Action = Callable[[socket.socket, random.Random], None]
 
 
-def _read_some(sock: socket.socket, seconds: float = 0.2) -> None:
+def _read_some(sock: socket.socket) -> None:
     """Read whatever the relay answers for a moment (bounded), so it is not an RST."""
-    deadline = time.monotonic() + seconds
-    try:
-        while time.monotonic() < deadline:
-            sock.settimeout(max(0.01, deadline - time.monotonic()))
-            if not sock.recv(65536):
-                return
-    except OSError:
-        return
+    read_for(sock, 0.2)
 
 
 def random_bytes(sock: socket.socket, rng: random.Random) -> None:

@@ -12,7 +12,7 @@ import socket
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import irc.client
@@ -99,17 +99,6 @@ class IrcPeer:
 
     def close(self) -> None:
         self.conn.close()
-
-
-@pytest.fixture
-def cleanup() -> Iterator[list[Any]]:
-    things: list[Any] = []
-    yield things
-    for thing in things:
-        try:
-            thing.close()
-        except Exception:
-            pass
 
 
 def test_web_page_and_404_over_plain_http(relay: RelayProcess) -> None:

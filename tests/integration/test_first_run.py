@@ -17,6 +17,7 @@ import pytest
 
 from relay.banner import client_command, join_lines
 from relay.cli import build_parser
+from tests.colour import rgb, worst_pair
 from tests.relayproc import ROOT, UNIT, RelayProcess
 from transports.events import Error, Msg
 
@@ -182,31 +183,11 @@ def test_ctrl_c_while_reconnecting_leaves_quietly() -> None:
 # Nick colours and the shutdown notice (chat-client) -----------------------------
 
 
-def _lab(hex_colour: str) -> tuple[float, float, float]:
-    """sRGB hex -> CIELAB (D65): where Euclidean distance approximates what eyes tell."""
-    def linear(c: float) -> float:
-        return c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4
-
-    r, g, b = (linear(int(hex_colour[i:i + 2], 16) / 255) for i in (1, 3, 5))
-    x = (0.4124 * r + 0.3576 * g + 0.1805 * b) / 0.95047
-    y = 0.2126 * r + 0.7152 * g + 0.0722 * b
-    z = (0.0193 * r + 0.1192 * g + 0.9505 * b) / 1.08883
-
-    def f(t: float) -> float:
-        return t ** (1 / 3) if t > 0.008856 else 7.787 * t + 16 / 116
-
-    return 116 * f(y) - 16, 500 * (f(x) - f(y)), 200 * (f(y) - f(z))
-
-
-def _distance(a: str, b: str) -> float:
-    return sum((p - q) ** 2 for p, q in zip(_lab(a), _lab(b), strict=True)) ** 0.5
-
-
 def test_palette_has_no_near_duplicates() -> None:
     from clients.render import NICK_COLOURS
 
     assert len(NICK_COLOURS) >= 8
-    worst = min(_distance(a, b) for i, a in enumerate(NICK_COLOURS) for b in NICK_COLOURS[i + 1:])
+    worst = worst_pair([rgb(c) for c in NICK_COLOURS])
     assert worst >= 25, worst
 
 
@@ -224,7 +205,7 @@ def test_first_eight_nicks_of_a_room_get_distinct_colours(nicks: list[str]) -> N
     for seq, nick in enumerate(nicks, 1):
         line = render(Msg("lobby", seq, 0, nick, "hi"), view)[0]
         colours.append(next(style for style, text in line if text == nick).split()[0])
-    assert min(_distance(a, b) for i, a in enumerate(colours) for b in colours[i + 1:]) >= 25
+    assert worst_pair([rgb(c) for c in colours]) >= 25
     # A nick keeps its colour, whatever its case.
     again = render(Msg("lobby", 99, 0, nicks[0].upper(), "x"), view)[0]
     assert any(style.startswith(colours[0]) for style, _ in again)

@@ -12,10 +12,9 @@ import base64
 import re
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
-import pytest
 from websockets.sync.client import connect
 
 from tests.conftest import RelayFactory
@@ -79,17 +78,6 @@ class Irc:
 
     def close(self) -> None:
         self.sock.close()
-
-
-@pytest.fixture
-def cleanup() -> Iterator[list[Any]]:
-    things: list[Any] = []
-    yield things
-    for thing in things:
-        try:
-            thing.close()
-        except Exception:
-            pass
 
 
 def _irc(relay: RelayProcess, cleanup: list[Any], nick: str, caps: str = ALL_CAPS) -> Irc:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 import subprocess
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -29,14 +28,8 @@ Body = dict[str, Any]
 
 
 @pytest.fixture
-def peers() -> Iterator[list[Any]]:
-    made: list[Any] = []
-    yield made
-    for peer in made:
-        try:
-            peer.close()
-        except Exception:
-            pass
+def peers(cleanup: list[Any]) -> list[Any]:
+    return cleanup
 
 
 def fill(relay: RelayProcess, room: str, count: int, peers: list[Any]) -> NativePeer:

@@ -27,7 +27,7 @@ import trustme
 from zeroconf import ServiceBrowser, ServiceListener, Zeroconf
 
 from tests.hubproc import Proc
-from tests.integration.test_netns import Lab, ip, netns_unavailable
+from tests.netlab import Lab, ip, lab_of, stopped_after
 from tests.relayproc import ROOT, UNIT
 from transports.dnssd import SERVICE_TYPE, host_label
 
@@ -39,25 +39,14 @@ PASSWORD = "lan-secret"
 
 @pytest.fixture
 def lab() -> Iterator[Lab]:
-    why = netns_unavailable()
-    if why:
-        pytest.skip(f"NETWORK NAMESPACE TEST SKIPPED: {why}")
-    lab = Lab()
-    try:
-        lab.build(["a", "b"])
-    except BaseException:
-        lab.close()
-        raise
-    yield lab
-    lab.close()
+    with lab_of(["a", "b"]) as lab:
+        yield lab
 
 
 @pytest.fixture
 def procs() -> Iterator[list[Proc]]:
-    started: list[Proc] = []
-    yield started
-    for proc in reversed(started):
-        proc.stop()
+    with stopped_after() as started:
+        yield started
 
 
 def relay(lab: Lab, procs: list[Proc], *args: str) -> tuple[Proc, int]:

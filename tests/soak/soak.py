@@ -42,6 +42,7 @@ from typing import Any
 import psutil
 
 from tests.relayproc import ROOT, RelayProcess
+from tests.wire import read_for
 from transports.native import FrameDecoder, frame
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -156,30 +157,19 @@ def _conn(port: int) -> socket.socket:
     return socket.create_connection(("127.0.0.1", port), timeout=5)
 
 
-def _drain(sock: socket.socket, seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    try:
-        while time.monotonic() < deadline:
-            sock.settimeout(max(0.01, deadline - time.monotonic()))
-            if not sock.recv(65536):
-                return
-    except OSError:
-        return
-
-
 def churn_native(port: int, rng: random.Random) -> None:
     with _conn(port) as s:
         nick = f"n{rng.randrange(1 << 40)}"
         s.sendall(frame({"t": "hello", "v": 1, "nick": nick, "rooms": ["lobby", "churn"]})
                   + frame({"t": "say", "room": "churn", "text": "hi"})
                   + frame({"t": "bye"}))
-        _drain(s, 3.0)
+        read_for(s, 3.0)
 
 
 def churn_text(port: int, rng: random.Random) -> None:
     with _conn(port) as s:
         s.sendall(b"/join churn\nhello from nc\n/who\n/quit\n")
-        _drain(s, 3.0)
+        read_for(s, 3.0)
 
 
 def churn_close(port: int, rng: random.Random) -> None:
@@ -197,7 +187,7 @@ def churn_rst(port: int, rng: random.Random) -> None:
 def churn_bad(port: int, rng: random.Random) -> None:
     with _conn(port) as s:
         s.sendall(struct.pack(">I", 3) + b"\xc1\xc1\xc1" + struct.pack(">I", 1 << 20))
-        _drain(s, 1.0)
+        read_for(s, 1.0)
 
 
 CHURN: list[Churn] = [churn_native, churn_native, churn_text, churn_close, churn_rst,
