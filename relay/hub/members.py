@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from relay.bus import messages as m
 from relay.hub.engine import ClientRec, Engine
 from relay.hub.presence import Presence
 from relay.hub.replies import Body, ConnKey, Out, conn_key, to
@@ -45,10 +46,10 @@ class Membership:
         key = conn_key(worker, req)
         if self.engine.client(key) is not None:
             return key
-        if req.get("op") != "gone":
+        if m.op_of(req) != m.Gone.OP:
             # Never drop a request silently: the hub lost this client (restart).
             to(out, key, error("not_ready", "the relay's hub restarted; say hello again",
-                               str(req.get("op"))))
+                               str(m.op_of(req))))
         return None
 
     def in_room(self, key: ConnKey, req: dict[str, Any], ref: str, out: Out,

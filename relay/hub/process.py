@@ -22,6 +22,7 @@ import zmq
 from zmq.auth.thread import ThreadAuthenticator
 
 from relay import __version__, curve
+from relay.bus import messages as m
 from relay.bus.link import tune
 from relay.bus.wire import (
     ANNOUNCE,
@@ -212,7 +213,7 @@ class Hub:
             try:  # HubState contains a handler's failure; this is for the rest
                 self.state.handle(str(origin), req, out, mono)
             except Exception as exc:
-                op = req.get("op") if isinstance(req, dict) else type(req).__name__
+                op = m.op_of(req) or type(req).__name__
                 log_contained(log, self._seen_failures, f"{op} request from {origin}", exc)
 
     def run(self) -> None:

@@ -110,12 +110,12 @@ class HubState:
     # Dispatch ---------------------------------------------------------------
 
     def handle(self, worker: str, req: dict[str, Any], out: Out, mono: float) -> None:
-        op = req.get("op")
+        op = m.op_of(req)
         self.presence.mono = mono
         if worker not in self.workers:
-            if op == "hb" and req.get("hello"):
+            if op == m.Heartbeat.OP and req.get("hello"):
                 pass  # a fresh worker: it has no clients yet
-            elif op == "sync" or op == "worker_gone":
+            elif op in (m.Sync.OP, m.WorkerGone.OP):
                 pass
             else:
                 # A worker we do not know has clients we do not know: the hub
@@ -126,7 +126,7 @@ class HubState:
                     stash = self.awaiting_sync[worker] = []
                     out.append((worker_topic(worker),
                                 [None, {"t": "_resync", "epoch": self.epoch}]))
-                if op != "hb" and len(stash) < MAX_STASH:
+                if op != m.Heartbeat.OP and len(stash) < MAX_STASH:
                     stash.append(req)
                 return
         self.workers[worker] = mono
@@ -137,7 +137,7 @@ class HubState:
             handler(worker, req, out)
         except Exception as exc:
             self._failed(worker, req, exc, out)
-        if op == "sync":
+        if op == m.Sync.OP:
             for held in self.awaiting_sync.pop(worker, []):
                 self.handle(worker, held, out, mono)
 
@@ -145,18 +145,18 @@ class HubState:
         """A request whose handling raised (a value validation let through):
         dropped with one log line and an error to its sender; the hub goes on.
         What it changed before raising stays, with the output that says so."""
-        op, conn = str(req.get("op")), req.get("c")
+        op, conn = str(m.op_of(req)), req.get("c")
         if isinstance(exc, EngineUnavailable):  # the store is away: say so, keep the client
-            if isinstance(conn, int) and op not in ("gone", "auth_fail"):
+            if isinstance(conn, int) and op not in (m.Gone.OP, m.AuthFail.OP):
                 body = error("unavailable", f"the relay cannot reach its message store "
                              f"right now; your {op} was not done, try again shortly", op)
-                if op == "say" and req.get("id") is not None:
+                if op == m.Say.OP and req.get("id") is not None:
                     body["id"] = req["id"]
                 to(out, (worker, conn), body)
             return
         self.contained += 1
         log_contained(log, self._seen_failures, f"{op} request from {worker}/{conn}", exc)
-        if isinstance(conn, int) and op != "gone":
+        if isinstance(conn, int) and op != m.Gone.OP:
             to(out, (worker, conn), error(
                 "bad_field", f"the relay could not handle this {op} ({type(exc).__name__}); "
                 "it was dropped", op))

@@ -24,15 +24,7 @@ TOO_LONG_FOR_NOW: set[str] = set()
 CIRCLES_FOR_NOW: set[frozenset[str]] = set()
 # Files that still spell the key "op" outside relay/bus/ (it should come from
 # relay.bus.messages: OP, op_of, a message's to_wire):
-OP_LITERAL_FOR_NOW = {
-    # The hub's dispatch reads the name off each request dict (state.handle,
-    # _failed), and its error paths name it in logs and refusals; the hub
-    # package is being changed for the Redis engine at the same time, so this
-    # waits for that merge (issue 20).
-    "relay/hub/state.py",
-    "relay/hub/members.py",
-    "relay/hub/process.py",
-}
+OP_LITERAL_FOR_NOW: set[str] = set()  # issue 20: empty; keep it so
 
 
 def _modules() -> dict[str, Path]:
