@@ -15,9 +15,14 @@ its own round would spend the worker (and every client) on syscalls. So
 after a round, output waits up to LINGER_FACTOR times what the recent rounds
 took, capped by --max-linger: the worker then spends at most
 1/(1 + LINGER_FACTOR) of its time in send rounds, and each member gets more
-messages per send. When the last round was longer ago than that, output goes
-at once, so a quiet relay adds no latency. SendRounds is pure logic with no
-clock of its own: the caller passes the time.
+messages per send. The linger is at least MIN_LINGER (1.5 ms), so a steady
+stream of small batches (1,000 msgs/s to 100 members) also goes out about two
+messages per send: measured 6.9 -> 6.0 µs of CPU per delivery for +1 ms of
+median and ~+1 ms of p99 latency (chat-bench -n 100 -s 10 -r 1000). 2 ms saved
+1.2 µs but cost +1.6 ms of median and +2-5 ms of p99; 3 ms saved 1.4 µs.
+When the last round was longer ago than the linger, output goes at once, so a
+quiet relay adds no latency. SendRounds is pure logic with no clock of its
+own: the caller passes the time.
 
 Why a quarter: at saturation the rounds grow on their own (what arrives
 during one round goes in the next), so the linger only has to leave the
@@ -43,19 +48,24 @@ Members = dict[str, dict[int, Connection]]  # room -> conn id -> confirmed local
 OnError = Callable[[str, Exception], None]  # (what, exception): an item left out
 
 LINGER_FACTOR = 0.25
+# The least a worker holds output that follows a round closely (seconds), so a
+# steady stream of small batches goes out several messages per send.
+MIN_LINGER = 0.0015
 _SMOOTHING = 0.25  # weight of the newest round in the moving average
 
 
 class SendRounds:
-    def __init__(self, max_linger: float, factor: float = LINGER_FACTOR) -> None:
+    def __init__(self, max_linger: float, factor: float = LINGER_FACTOR,
+                 min_linger: float = 0.0) -> None:
         self.max_linger = max_linger
         self.factor = factor
+        self.min_linger = min_linger
         self.cost = 0.0  # seconds a recent round took (moving average)
         self.last_end = float("-inf")
         self.due: float | None = None  # when held output must go out
 
     def linger(self) -> float:
-        return min(self.max_linger, self.factor * self.cost)
+        return min(self.max_linger, max(self.min_linger, self.factor * self.cost))
 
     def hold(self, now: float, urgent: bool = False) -> bool:
         """New output is ready at `now`: True to hold it until `self.due`.
@@ -96,7 +106,7 @@ class Fanout:
         self.members = members
         self.room_seq = room_seq
         self.on_error = on_error
-        self.rounds = SendRounds(max_linger)
+        self.rounds = SendRounds(max_linger, min_linger=MIN_LINGER)
         # Bytes due per client this drain: one chunk, or a list once there are more.
         self.out: dict[Connection, bytes | list[bytes]] = {}
         self.round_budget = max(4096, max_outbox // 4)  # bytes a member gets per round

@@ -78,3 +78,25 @@ def test_cost_is_a_moving_average() -> None:
     for i in range(50):
         r.sent(float(i), i + 0.004)
     assert r.cost == pytest.approx(0.004, rel=1e-3)
+
+
+def test_small_rounds_in_a_steady_stream_wait_the_minimum_linger() -> None:
+    r = SendRounds(max_linger=0.02, min_linger=0.002)
+    r.sent(1.0, 1.0001)  # a 0.1 ms round: a quarter of it would hold nothing
+    assert r.hold(1.001)
+    assert r.due == pytest.approx(1.0021)
+    r.sent(1.0021, 1.0022)
+    assert not r.hold(1.0043)  # a pause longer than the minimum: at once
+
+
+def test_minimum_linger_is_capped_by_max_linger() -> None:
+    r = SendRounds(max_linger=0.0, min_linger=0.002)
+    r.sent(1.0, 1.0001)
+    assert not r.hold(1.0002)
+
+
+def test_fanout_rounds_use_the_minimum_linger() -> None:
+    from relay.worker.fanout import MIN_LINGER, Fanout
+
+    f = Fanout("w", {}, {}, 1 << 20, 0.02, lambda what, exc: None)
+    assert f.rounds.min_linger == MIN_LINGER > 0
