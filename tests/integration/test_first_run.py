@@ -67,13 +67,18 @@ def test_hidden_children_still_parse() -> None:
 # make run ARGS=... --------------------------------------------------------------
 
 
+# What make would run; a make that runs this test (make test) would otherwise
+# make the nested one print "Entering directory" lines.
+MAKE_N = ("make", "--no-print-directory", "-n")
+
+
 def test_make_run_passes_args_through() -> None:
-    proc = subprocess.run(["make", "--no-print-directory", "-n", "run", 'ARGS=--rate-limit 0 --port 9000'],
+    proc = subprocess.run([*MAKE_N, "run", "ARGS=--rate-limit 0 --port 9000"],
                           cwd=ROOT, capture_output=True, text=True, timeout=20 * UNIT)
     assert proc.returncode == 0, proc.stderr
     last = proc.stdout.strip().splitlines()[-1]
     assert last == ".venv/bin/chat-relay start --rate-limit 0 --port 9000"
-    plain = subprocess.run(["make", "--no-print-directory", "-n", "run"], cwd=ROOT, capture_output=True, text=True,
+    plain = subprocess.run([*MAKE_N, "run"], cwd=ROOT, capture_output=True, text=True,
                            timeout=20 * UNIT)
     assert plain.stdout.strip().splitlines()[-1].rstrip() == ".venv/bin/chat-relay start"
 
@@ -85,7 +90,7 @@ def test_bench_advice_names_a_command_that_works() -> None:
     assert "`chat-relay start --rate-limit 0`" in advice
     make = re.search(r"`(make run ARGS=[^`]+)`", advice)
     assert make is not None
-    proc = subprocess.run(["make", "--no-print-directory", "-n", *shlex.split(make.group(1))[1:]], cwd=ROOT,
+    proc = subprocess.run([*MAKE_N, *shlex.split(make.group(1))[1:]], cwd=ROOT,
                           capture_output=True, text=True, timeout=20 * UNIT)
     assert proc.stdout.strip().splitlines()[-1].endswith("chat-relay start --rate-limit 0")
 
