@@ -265,8 +265,12 @@ def workload_point(name: str, wl: workloads.Workload, data: dict[str, Any],
     console.print(f"  {wl.name:<9} {name:<14} {r['offered_rate']:>9,.0f} msgs/s -> "
                   f"{r['deliveries_per_s']:>11,.0f} deliveries/s  lost {r['lost']:<7,} "
                   f"cut {r['cut_receivers']:<5,} shed {r['shed']:<7,} "
-                  f"p99 {r['latency_ms']['p99']:8.2f} ms{report.server_cpu_note(r)}")
+                  f"p99 {_p99_text(workloads.timed_p99(r))}{report.server_cpu_note(r)}")
     return e
+
+
+def _p99_text(p99: float | None) -> str:
+    return "    none" if p99 is None else f"{p99:8.2f} ms"
 
 
 def idle_point(count: int) -> dict[str, Any]:

@@ -262,12 +262,18 @@ def label(e: dict[str, Any]) -> str:
     return f"{e['workload']} ({shape})"
 
 
+def timed_p99(r: dict[str, Any]) -> float | None:
+    """The run's p99, or None when nothing timed arrived (never a made-up 0 ms)."""
+    p99 = r.get("latency_ms", {}).get("p99")
+    return p99 if p99 is not None and r.get("deliveries_per_s") else None
+
+
 def row(e: dict[str, Any]) -> str:
     cells = [label(e), e["server"]]
     if "run" not in e:
         return "| " + " | ".join(cells + [f"skipped: {e.get('skipped', '?')}"] + [""] * 7) + " |"
     r = e["run"]
-    p99 = r.get("latency_ms", {}).get("p99")
+    p99 = timed_p99(r)
     us = cpu_us(r)
     cells += [f"{r['offered_rate']:,.0f}", rate_text(r["deliveries_per_s"]),
               f"{r['lost']:,}", f"{r.get('cut_receivers', 0):,}", f"{r.get('shed', 0):,}",

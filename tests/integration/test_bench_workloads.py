@@ -165,3 +165,11 @@ def test_the_workload_table_draws_the_same_from_the_summary() -> None:
             "| 3.00 |") in text
     assert "| rooms (1,000 rooms, 10,000 clients) | seed | skipped:" in text
     assert "**PASS**" in text
+
+
+def test_a_run_where_nothing_arrived_has_no_p99() -> None:
+    """A server that delivered nothing shows no latency, never a made-up 0.0 ms."""
+    from benchmarks.workloads import timed_p99
+
+    assert timed_p99({"deliveries_per_s": 0.0, "latency_ms": {"p99": 0.0}}) is None
+    assert timed_p99({"deliveries_per_s": 10.0, "latency_ms": {"p99": 1.5}}) == 1.5
