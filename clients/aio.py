@@ -361,15 +361,16 @@ class AsyncClient(ClientBase):
         """Send any client event as is; its answer arrives through `recv()`."""
         await self._call(event)
 
-    async def say(self, room: str, text: str, id: Any = None) -> Any:
-        """Say `text` in `room`; returns the id the relay will echo on our copy."""
+    async def say(self, room: str, text: str, id: Any = None, action: bool = False) -> Any:
+        """Say `text` in `room` (as an action, `/me`, with `action`); returns the id
+        the relay will echo on our copy."""
         msg_id = self.session.next_id() if id is None else id
-        await self._call(Say(validate_room(room), text, msg_id))
+        await self._call(Say(validate_room(room), text, msg_id, action=action or None))
         return msg_id
 
-    async def whisper(self, to: str, text: str, id: Any = None) -> Any:
+    async def whisper(self, to: str, text: str, id: Any = None, action: bool = False) -> Any:
         msg_id = self.session.next_id() if id is None else id
-        await self._call(WhisperEvent(to, text, msg_id))
+        await self._call(WhisperEvent(to, text, msg_id, action=action or None))
         return msg_id
 
     async def join(self, room: str, timeout: float | None = None) -> tuple[str, ...]:

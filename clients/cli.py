@@ -150,9 +150,9 @@ class Ui:
             return True
         try:
             if isinstance(event, Say):
-                await self.client.say(event.room, event.text)
+                await self.client.say(event.room, event.text, action=bool(event.action))
             elif isinstance(event, Whisper):
-                await self.client.whisper(event.to, event.text)
+                await self.client.whisper(event.to, event.text, action=bool(event.action))
             else:
                 await self.client.send(event)
         except (ConnectionClosed, TimeoutError) as exc:

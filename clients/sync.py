@@ -466,15 +466,16 @@ class Client(ClientBase):
         """Send any client event as is; its answer arrives through `recv()`."""
         self._call(event)
 
-    def say(self, room: str, text: str, id: Any = None) -> Any:
-        """Say `text` in `room`; returns the id the relay will echo on our copy."""
+    def say(self, room: str, text: str, id: Any = None, action: bool = False) -> Any:
+        """Say `text` in `room` (as an action, `/me`, with `action`); returns the id
+        the relay will echo on our copy."""
         msg_id = self.session.next_id() if id is None else id
-        self._call(Say(validate_room(room), text, msg_id))
+        self._call(Say(validate_room(room), text, msg_id, action=action or None))
         return msg_id
 
-    def whisper(self, to: str, text: str, id: Any = None) -> Any:
+    def whisper(self, to: str, text: str, id: Any = None, action: bool = False) -> Any:
         msg_id = self.session.next_id() if id is None else id
-        self._call(WhisperEvent(to, text, msg_id))
+        self._call(WhisperEvent(to, text, msg_id, action=action or None))
         return msg_id
 
     def join(self, room: str, timeout: float | None = None) -> tuple[str, ...]:

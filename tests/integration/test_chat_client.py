@@ -189,6 +189,21 @@ def test_pipe_mode_prints_what_arrives_while_stdin_stays_open(relay: RelayProces
     assert wait_exit(child) == 0
 
 
+def test_me_goes_out_as_an_action_and_shows_as_one(relay: RelayProcess) -> None:
+    """`/me waves` reaches others as an action, and chat-client shows its own
+    copy as `* alice waves`, not as `<alice> waves`."""
+    child = spawn_pipe(relay, "--nick", "alice")
+    child.expect(r"you joined lobby")
+    with connect(HOST, relay.port, "bob") as bob:
+        child.expect(r"\* bob joined lobby")
+        child.sendline("/me waves")
+        got = next_msg(bob, "waves")
+        assert (got.sender, got.action) == ("alice", True)
+        child.expect(rf"{TIME} \* alice waves\r?\n")
+        bob.say("lobby", "hello", action=True)
+        child.expect(rf"{TIME} \* bob hello\r?\n")
+
+
 def test_connection_refused_is_one_clear_line() -> None:
     with socket.socket() as s:
         s.bind((HOST, 0))
