@@ -381,8 +381,3 @@ class RoomItem:
 
     def to_wire(self) -> list[Any]:
         return [self.body, self.author, self.conn, self.id]
-
-    @classmethod
-    def from_wire(cls, item: list[Any]) -> RoomItem:
-        body, author, conn, cid = item
-        return cls(body, author, conn, cid)
