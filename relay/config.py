@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import urllib.parse
 from dataclasses import asdict, dataclass, field, replace
 
 # Environment variables that set a secret (env name -> Settings field). They
@@ -23,16 +22,19 @@ SECRET_ENV = {"CHAT_RELAY_PASSWORD": "password", "CHAT_RELAY_OPER_PASSWORD": "op
 
 
 def redacted(url: str) -> str:
-    """`url` without its password (for the banner, the logs and the workers' copy)."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.password is None:
+    """`url` without its password (for the banner, the logs and the workers' copy).
+
+    Read by hand, not by urlsplit: a cluster URL lists several HOST:PORTs.
+    """
+    scheme, sep, rest = url.partition("://")
+    end = min((i for i in (rest.find("/"), rest.find("?"), rest.find("#")) if i >= 0),
+              default=len(rest))
+    netloc, tail = rest[:end], rest[end:]
+    creds, at, hosts = netloc.rpartition("@")
+    user, colon, _password = creds.partition(":")
+    if not sep or not at or not colon:
         return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    user = parts.username or ""
-    netloc = f"{user}:***@{host}" if user else f"***@{host}"
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+    return f"{scheme}://{user + ':' if user else ''}***@{hosts}{tail}"
 
 
 def default_workers() -> int:

@@ -8,13 +8,16 @@ Readiness is a PING that answers, never a sleep.
 
 from __future__ import annotations
 
+import random
 import shutil
 import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 REDIS = shutil.which("redis-server")
 
@@ -80,6 +83,141 @@ class RedisServer:
 
     def __enter__(self) -> RedisServer:
         return self.start() if self.proc is None else self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+
+def cluster_port() -> int:
+    """A free loopback port P whose cluster bus port (P + 10000) is free too.
+
+    The kernel's ephemeral ports (32768+) would put the bus past 65535, so
+    this draws from 20000-29999 instead and checks both by binding them.
+    """
+    for _ in range(200):
+        port = random.randrange(20_000, 30_000)
+        try:
+            with socket.socket() as a, socket.socket() as b:
+                a.bind(("127.0.0.1", port))
+                b.bind(("127.0.0.1", port + 10_000))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free port pair for a cluster node")
+
+
+def _cluster_ok(client: Any) -> bool:
+    info = client.execute_command("CLUSTER INFO")  # redis-py parses it into a dict
+    state = info.get("cluster_state") if isinstance(info, dict) else None
+    return state in ("ok", b"ok")
+
+
+class RedisCluster:
+    """Six redis-servers on 127.0.0.1 made into a cluster of 3 primaries + 3 replicas.
+
+    `--cluster-node-timeout 1000` keeps a failover to a second or two. Ready
+    when every node's CLUSTER INFO says cluster_state:ok; stopped by PID.
+    """
+
+    def __init__(self, tmp: Path, nodes: int = 6) -> None:
+        self.tmp = tmp
+        self.ports = [cluster_port() for _ in range(nodes)]
+        self.procs: dict[int, subprocess.Popen[bytes]] = {}
+
+    @property
+    def url(self) -> str:
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{p}" for p in self.ports[:3])
+
+    def start(self, timeout: float = 30.0) -> RedisCluster:
+        assert REDIS is not None, "redis-server missing"
+        cli = shutil.which("redis-cli")
+        assert cli is not None, "redis-cli missing"
+        for port in self.ports:
+            self.procs[port] = subprocess.Popen(
+                [REDIS, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                 "--appendonly", "no", "--dir", str(self.tmp), "--cluster-enabled", "yes",
+                 "--cluster-config-file", str(self.tmp / f"nodes-{port}.conf"),
+                 "--cluster-node-timeout", "1000"], stdout=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        for port in self.ports:
+            self._wait(port, lambda c: bool(c.ping()), deadline)
+        made = subprocess.run(
+            [cli, "--cluster", "create", *[f"127.0.0.1:{p}" for p in self.ports],
+             "--cluster-replicas", "1", "--cluster-yes"],
+            capture_output=True, text=True, timeout=timeout, check=False)
+        if made.returncode:
+            raise RuntimeError(f"redis-cli --cluster create failed: {made.stdout[-2000:]}"
+                               f"{made.stderr[-500:]}")
+        for port in self.ports:
+            self._wait(port, _cluster_ok,
+                       deadline)
+        return self
+
+    def _wait(self, port: int, ready: Callable[[Any], bool], deadline: float) -> None:
+        import redis
+
+        client = redis.Redis(port=port, socket_timeout=1)
+        try:
+            while True:
+                try:
+                    if ready(client):
+                        return
+                except (redis.ConnectionError, redis.ResponseError):
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"cluster node {port} not ready")
+                time.sleep(0.05)
+        finally:
+            client.close()
+
+    def wait_ok(self, timeout: float = 20.0) -> None:
+        """Until every live node says cluster_state:ok (after a failover, say)."""
+        deadline = time.monotonic() + timeout
+        for port, proc in self.procs.items():
+            if proc.poll() is None:
+                self._wait(port, _cluster_ok, deadline)
+
+    def primary_of(self, key: str) -> int:
+        """The port of the live primary that serves `key`'s slot, as a live node sees it."""
+        import redis
+
+        port = next(p for p, proc in self.procs.items() if proc.poll() is None)
+        client = redis.Redis(port=port, socket_timeout=1)
+        try:
+            slot = int(client.execute_command("CLUSTER KEYSLOT", key))
+            nodes = client.execute_command("CLUSTER NODES")  # parsed: addr -> fields
+        finally:
+            client.close()
+        for addr, node in nodes.items():
+            flags = str(node["flags"])
+            if "master" not in flags or "fail" in flags:
+                continue
+            for rng in node["slots"]:
+                if int(rng[0]) <= slot <= int(rng[-1]):
+                    return int(str(addr).rsplit(":", 1)[1])
+        raise LookupError(f"no primary serves slot {slot}")
+
+    def kill(self, port: int, sig: int = signal.SIGKILL) -> None:
+        """Signal one of our nodes by PID and wait until it is gone."""
+        proc = self.procs[port]
+        if proc.poll() is None:
+            proc.send_signal(sig)
+            proc.wait(10)
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.procs.values():
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def __enter__(self) -> RedisCluster:
+        return self if self.procs else self.start()
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:

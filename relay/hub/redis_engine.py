@@ -28,7 +28,6 @@ from relay.bus.wire import pack, unpack
 from relay.hub import redis_scripts as lua
 from relay.hub.chathistory import select as select_history
 from relay.hub.engine import ClientRec, EngineUnavailable, Sanction, SanctionKind
-from relay.hub.redis_feed import Feed
 from relay.hub.redis_hosts import Hosts
 from relay.hub.redis_link import Link, connect
 from relay.hub.redis_moderation import Bans
@@ -51,7 +50,7 @@ class RedisEngine:
                  auth_window_ms: int = 60_000, auth_block_ms: int = 60_000,
                  host: str | None = None) -> None:
         client = connect(url, password)
-        self.link = Link(client, url)
+        self.link = Link(client, url, password)
         self.host = host or f"{socket.gethostname()}-{os.getpid()}-{time.time_ns() % 10**6}"
         self.on_forget: Callable[[str], None] = lambda name: None
         self.is_local: Callable[[str], bool] = lambda worker: False  # set by the hub
@@ -64,8 +63,9 @@ class RedisEngine:
         self._relay_rooms = 0  # rooms with members relay-wide, as Redis last said
         self.epoch = self._epoch()
         self.hosts = Hosts(self.link, self.host, self.room_ttl_ms)
+        self.hosts.rooms = lambda: self.local_rooms
         self.hosts.register()
-        self.feed = Feed(client, [lua.host_key(self.host, "ch"), lua.ALL_CHANNEL])
+        self.feed = self.link.feed([lua.host_key(self.host, "ch"), lua.ALL_CHANNEL])
         self.wake_fd: int | None = self.feed.wake_fd
         self.traffic = Traffic(self.link, self.feed, self.host, history_len,
                                lambda w: self.is_local(w), self._host_of)
@@ -246,9 +246,7 @@ class RedisEngine:
                 self.traffic.unwatch(name)
 
     def vacated(self, name: str, mono: float) -> None:
-        self.link.run(lambda r: self.link.vacate(
-            keys=[ROOMS, lua.room_key(name, "mem"), lua.room_key(name, "log")],
-            args=[name, self.room_ttl_ms], client=r))
+        self.hosts.vacate([name])
 
     def members(self, name: str, limit: int | None = None) -> list[ConnKey]:
         end = -1 if limit is None else limit - 1

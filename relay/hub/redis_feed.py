@@ -25,12 +25,13 @@ log = logging.getLogger("chat_relay.hub")
 
 POLL = 0.05  # seconds between subscription changes being applied at the latest
 BACKOFF_MAX = 5.0
+EXPECTED = (redis.RedisError, OSError, redis.exceptions.RedisClusterException)
 
 
 class Feed:
     """Subscribes on behalf of the hub loop and hands it what arrives."""
 
-    def __init__(self, client: redis.Redis, channels: list[str]) -> None:
+    def __init__(self, client: Any, channels: list[str]) -> None:
         self._client = client
         self.items: collections.deque[tuple[str, bytes] | None] = collections.deque()
         self._changes: queue.SimpleQueue[tuple[bool, str]] = queue.SimpleQueue()
@@ -82,22 +83,31 @@ class Feed:
         except OSError:
             pass  # closing
 
+    BACKOFF_MAX = BACKOFF_MAX
+
+    def _pubsub(self) -> Any:
+        return self._client.pubsub()
+
     def _run(self) -> None:
         delay, first = 0.1, True
         while self._running:
-            pubsub = self._client.pubsub()
+            pubsub = None
             try:
+                pubsub = self._pubsub()
                 self._listen(pubsub, first)
                 delay = 0.1
-            except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+            except Exception as exc:  # noqa: BLE001 - the feed must outlive any error
                 self.connected.clear()
-                log.warning("redis subscription lost (%s); retrying in %.1f s", exc, delay)
+                level = logging.WARNING if isinstance(exc, EXPECTED) else logging.ERROR
+                log.log(level, "redis subscription lost (%s: %s); retrying in %.1f s",
+                        type(exc).__name__, exc, delay)
                 threading.Event().wait(delay)
-                delay = min(delay * 2, BACKOFF_MAX)
+                delay = min(delay * 2, self.BACKOFF_MAX)
             finally:
                 first = False
                 try:
-                    pubsub.close()
+                    if pubsub is not None:
+                        pubsub.close()
                 except Exception:  # noqa: BLE001 - already broken
                     pass
 
@@ -126,14 +136,23 @@ class Feed:
                 msg = pubsub.get_message(timeout=0)
 
     def _apply(self, pubsub: Any) -> None:
+        for on, channel in self._take_changes():
+            if on:
+                pubsub.subscribe(channel)
+            else:
+                pubsub.unsubscribe(channel)
+
+    def _take_changes(self) -> list[tuple[bool, str]]:
+        """The subscription changes the loop asked for that change something."""
+        changes: list[tuple[bool, str]] = []
         while True:
             try:
                 on, channel = self._changes.get_nowait()
             except queue.Empty:
-                return
+                return changes
             if on and channel not in self._wanted:
                 self._wanted.add(channel)
-                pubsub.subscribe(channel)
+                changes.append((on, channel))
             elif not on and channel in self._wanted:
                 self._wanted.discard(channel)
-                pubsub.unsubscribe(channel)
+                changes.append((on, channel))

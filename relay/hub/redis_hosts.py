@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
+from collections.abc import Callable, Collection
 from typing import Any
 
 from relay.bus.wire import pack, unpack
@@ -39,12 +40,40 @@ class Hosts:
         self.room_ttl_ms = room_ttl_ms  # a room it empties expires like any emptied room
         self._renewed = 0.0
         self._looked = 0.0
+        self.rooms: Callable[[], Collection[str]] = lambda: ()  # rooms with our members
 
     def register(self) -> None:
+        """Our lease, and our rooms in the rooms set again: `vacate` takes a room out
+        before it knows the room is empty, so a racing join elsewhere may leave
+        it out for a moment; each renewal (RENEW) puts it back."""
         now = time.time_ns() // 1_000_000
+        rooms = sorted(self.rooms())
         self.link.pipe(lambda p: (p.hset(lua.PREFIX + "hosts", self.host, now),
-                                  p.set(lua.PREFIX + "lease:" + self.host, now, px=LEASE_MS)))
+                                  p.set(lua.lease_rkey(self.host), now, px=LEASE_MS),
+                                  rooms and p.sadd(lua.PREFIX + "rooms", *rooms)))
         self._renewed = time.monotonic()
+
+    def vacate(self, rooms: Collection[str]) -> None:
+        """Rooms whose last member (that we know of) left: out of the rooms set (the
+        --max-rooms count) and their history set to expire, unless someone joined
+        meanwhile, on any host: then back into the set. The set and a room's
+        keys live in different slots of a cluster, so this is two steps, not
+        one script; a join racing it is repaired by that host's next renewal."""
+        names = sorted(rooms)
+        if not names:
+            return
+        ttl = self.room_ttl_ms
+
+        def fill(p: Any) -> None:
+            for room in names:
+                p.srem(lua.PREFIX + "rooms", room)
+                self.link.vacate(keys=[lua.room_key(room, "mem"), lua.room_key(room, "log")],
+                                 args=[ttl], client=p)
+
+        results = self.link.pipe(fill)
+        busy = [room for i, room in enumerate(names) if results[2 * i + 1] == 0]
+        if busy:
+            self.link.run(lambda r: r.sadd(lua.PREFIX + "rooms", *busy))
 
     def beat(self, mono: float) -> None:
         """Renew our lease; now and then clean up the hosts whose lease is gone."""
@@ -58,7 +87,7 @@ class Hosts:
 
     def _claim(self, host: str, r: Any) -> Any:
         return self.link.claim_cleanup(
-            keys=[lua.PREFIX + "cleanup:" + host, lua.PREFIX + "lease:" + host],
+            keys=[lua.cleanup_rkey(host), lua.lease_rkey(host)],
             args=[self.host, CLEANUP_MS], client=r)
 
     def rewrite(self, ks: str, rec: ClientRec, blob: bytes) -> None:
@@ -85,7 +114,7 @@ class Hosts:
         others = [h for h in hosts if h != self.host]
         if not others:
             return []
-        alive = self.link.pipe(lambda p: [p.exists(lua.PREFIX + "lease:" + h) for h in others])
+        alive = self.link.pipe(lambda p: [p.exists(lua.lease_rkey(h)) for h in others])
         return [h for h, up in zip(others, alive, strict=True) if up == 0]
 
     def remove(self, host: str) -> None:
@@ -113,8 +142,8 @@ class Hosts:
                         event: dict[str, Any] = {"t": "presence", "room": room, "nick": nick,
                                                  "event": "part",
                                                  "reason": reason or "its relay host died"}
-                        p.publish(lua.room_key(room, "ch"),
-                                  b"p\n" + pack([[event, worker, int(conn), None]]))
+                        self.link.publish(p, lua.room_key(room, "ch"),
+                                          b"p\n" + pack([[event, worker, int(conn), None]]))
                     self.link.release_nick(keys=[lua.nick_rkey(nick)],
                                            args=[ks], client=p)
                 p.hdel(lua.PREFIX + "clients", ks)
@@ -124,12 +153,10 @@ class Hosts:
         self.link.pipe(fill)
         if workers:
             self.link.run(lambda r: r.hdel(lua.PREFIX + "workers", *workers))
-        self.link.pipe(lambda p: [self.link.vacate(  # rooms it left empty stop counting
-            keys=[lua.PREFIX + "rooms", lua.room_key(room, "mem"), lua.room_key(room, "log")],
-            args=[room, self.room_ttl_ms], client=p) for room in sorted(rooms_left)])
+        self.vacate(rooms_left)  # rooms it left empty stop counting
         log.warning("relay host %s lost its lease: removed its %d client(s)", host, gone)
 
     def leave(self) -> None:
         """A clean stop: our clients go now (announced), not after the lease."""
-        self.link.run(lambda r: r.delete(lua.PREFIX + "lease:" + self.host))
+        self.link.run(lambda r: r.delete(lua.lease_rkey(self.host)))
         self.remove(self.host)

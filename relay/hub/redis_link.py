@@ -1,4 +1,4 @@
-"""The hub thread's connection to Redis, and whether Redis is reachable.
+"""The hub thread's connection to Redis (or a Redis Cluster), and whether it is reachable.
 
 Every engine call that reaches Redis goes through `Link.run`. A connection
 error marks Redis down: from then on calls fail at once with
@@ -6,6 +6,9 @@ EngineUnavailable (a `say` is answered `unavailable`; clients stay), and
 only `probe()`, called each heartbeat with growing intervals (backoff up to
 5 s), brings it back up, so the engine can resync before serving again. The
 timeouts are short: the hub loop never waits on a dead Redis for long.
+In a cluster (redis_cluster.py) a failover's errors (cluster down, try
+again, a moved slot) count as "down" too, and every channel is sharded:
+`publish` and the feed (redis_shardfeed.py) pick the kind.
 """
 
 from __future__ import annotations
@@ -20,8 +23,11 @@ from typing import Any, TypeVar
 import redis
 
 from relay.config import redacted
+from relay.hub import redis_cluster as cluster
 from relay.hub import redis_scripts as lua
 from relay.hub.engine import EngineUnavailable
+from relay.hub.redis_feed import Feed
+from relay.hub.redis_shardfeed import ShardFeed
 
 log = logging.getLogger("chat_relay.hub")
 
@@ -29,15 +35,22 @@ T = TypeVar("T")
 PASSWORD_ENV = "CHAT_RELAY_ENGINE_PASSWORD"
 TIMEOUT = 1.0  # seconds a Redis call may take before Redis counts as down
 BACKOFF_MAX = 5.0
-FAILURES = (redis.ConnectionError, redis.TimeoutError, OSError)
+FAILURES: tuple[type[BaseException], ...] = (
+    redis.ConnectionError, redis.TimeoutError, OSError, *cluster.CLUSTER_FAILURES)
 
 
 def check_url(url: str) -> str:
     """A problem with an --engine value, in words, or "" when it is usable."""
+    if cluster.is_cluster(url):
+        try:
+            cluster.parse(url)
+        except ValueError as exc:
+            return f"--engine {redacted(url)}: {exc}"
+        return ""
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("redis", "rediss"):
-        return (f"--engine {redacted(url)}: expected redis://HOST:PORT[/DB] or "
-                "rediss://HOST:PORT[/DB]")
+        return (f"--engine {redacted(url)}: expected redis://HOST:PORT[/DB], "
+                "rediss://HOST:PORT[/DB] or redis+cluster://HOST:PORT,HOST:PORT,...")
     if not parts.hostname:
         return f"--engine {redacted(url)}: no host"
     try:
@@ -47,10 +60,13 @@ def check_url(url: str) -> str:
     return ""
 
 
-def connect(url: str, password: str = "") -> redis.Redis:
-    """A client for `url`; the password comes from the URL, else `password` (the
-    settings' copy of $CHAT_RELAY_ENGINE_PASSWORD), else that variable."""
+def connect(url: str, password: str = "") -> Any:
+    """A client for `url` (redis.Redis, or RedisCluster for a cluster URL); the
+    password comes from the URL, else `password` (the settings' copy of
+    $CHAT_RELAY_ENGINE_PASSWORD), else that variable."""
     password = password or os.environ.get(PASSWORD_ENV) or ""
+    if cluster.is_cluster(url):
+        return cluster.connect(url, password, TIMEOUT)
     kwargs: dict[str, Any] = {"socket_timeout": TIMEOUT, "socket_connect_timeout": TIMEOUT,
                               "decode_responses": False}
     if password and urllib.parse.urlsplit(url).password is None:
@@ -61,19 +77,28 @@ def connect(url: str, password: str = "") -> redis.Redis:
 class Link:
     """The hub thread's pipelined client, with Redis's up/down state."""
 
-    def __init__(self, client: redis.Redis, url: str) -> None:
+    def __init__(self, client: Any, url: str, password: str = "") -> None:
         self.r: Any = client  # redis-py's own hints are looser than our use; checked by tests
         self.url = redacted(url)
+        self._full_url, self._password = url, password  # for the feed's own connection
+        self.cluster = cluster.is_cluster(url)
         self.up = True
         self._delay = 0.25
         self._next_probe = 0.0
-        self.sequence = client.register_script(lua.SEQUENCE)
-        self.raise_seq = client.register_script(lua.RAISE)
-        self.auth_fail = client.register_script(lua.AUTH_FAIL)
-        self.claim_cleanup = client.register_script(lua.CLAIM_CLEANUP)
-        self.release_nick = client.register_script(lua.RELEASE_NICK)
-        self.open_room = client.register_script(lua.OPEN_ROOM)
-        self.vacate = client.register_script(lua.VACATE)
+        self._calls: list[Any] = []  # cluster: this pipeline's script calls
+        if self.cluster:
+            def script(text: str) -> Any:
+                return cluster.ClusterScript(client, text, self._calls)
+            self.sequence: Any = cluster.Sequencer(client, self._calls)
+        else:
+            script = client.register_script
+            self.sequence = client.register_script(lua.SEQUENCE)
+        self.raise_seq = script(lua.RAISE)
+        self.auth_fail = script(lua.AUTH_FAIL)
+        self.claim_cleanup = script(lua.CLAIM_CLEANUP)
+        self.release_nick = script(lua.RELEASE_NICK)
+        self.open_room = script(lua.OPEN_ROOM)
+        self.vacate = script(lua.VACATE)
 
     def run(self, fn: Callable[[Any], T]) -> T:
         """`fn(client)`, or EngineUnavailable when Redis is (or just went) down."""
@@ -86,12 +111,30 @@ class Link:
             raise EngineUnavailable(f"redis at {self.url} is unreachable") from exc
 
     def pipe(self, fill: Callable[[Any], object]) -> list[Any]:
-        """One round trip: `fill(pipeline)`, then its results (errors as values)."""
+        """One round trip: `fill(pipeline)`, then its results (errors as values).
+        In a cluster, scripts a node did not know are loaded and sent again."""
         def go(r: Any) -> list[Any]:
             p = r.pipeline(transaction=False)
+            self._calls.clear()
             fill(p)
-            return list(p.execute(raise_on_error=False))
+            results = list(p.execute(raise_on_error=False))
+            if self._calls:
+                results = cluster.rerun_noscript(r, self._calls, results)
+            return results
         return self.run(go)
+
+    def publish(self, p: Any, channel: str, data: bytes) -> Any:
+        """Publish on one of our channels: sharded (SPUBLISH) in a cluster, so a
+        room's traffic stays on its shard (and redis-py's cluster pipeline
+        refuses PUBLISH); classic PUBLISH on one Redis, which Redis 6 and every
+        Valkey understand too."""
+        return p.spublish(channel, data) if self.cluster else p.publish(channel, data)
+
+    def feed(self, channels: list[str]) -> Feed:
+        """The subscription thread, on a connection of its own."""
+        if not self.cluster:
+            return Feed(self.r, channels)
+        return ShardFeed(connect(self._full_url, self._password), channels)
 
     def down(self, exc: BaseException) -> None:
         if self.up:
@@ -118,3 +161,4 @@ class Link:
         self._delay = 0.25
         log.warning("redis at %s is back; resyncing this host's clients", self.url)
         return True
+

@@ -1,7 +1,7 @@
 """Bans, mutes and failed-password blocks of the Redis engine, relay-wide and durable.
 
 Sanctions are hashes (`cr:ban:<kind>`, key -> msgpack [until, by, reason]);
-failed passwords count in `cr:af:<ip_key>` and blocks live in `cr:blocks`
+failed passwords count in `cr:af:{cr:blocks}:<ip_key>` and blocks live in `cr:blocks`
 (the AUTH_FAIL script counts and blocks atomically), so every host refuses
 the same addresses and a restart forgets nothing. The hub announces changes
 as `_bans`/`_block` items, which the engine sends to every host (`cr:all`).
@@ -68,7 +68,7 @@ class Bans:
             return None
         failures, window, block = self.auth
         until = int(self.link.run(lambda r: self.link.auth_fail(
-            keys=[lua.PREFIX + "af:" + key, lua.PREFIX + "blocks"],
+            keys=[lua.af_rkey(key), lua.BLOCKS],
             args=[key, failures, window, block, now], client=r)))
         if not until:
             return None

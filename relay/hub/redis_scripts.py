@@ -1,10 +1,12 @@
 """The Redis engine's key layout and its server-side (Lua) scripts.
 
 Every key of one room carries the room's hash tag (`{room}`), so a room
-lives on one shard. A room's seq, epoch and stream change only inside
-SEQUENCE, one script call per batch of the room's messages, which Redis runs
-atomically: no two hosts ever get the same seq, and the channel carries the
-batches in seq order.
+lives on one shard, and every script touches the keys of one slot (what a
+Redis Cluster requires; the relay-wide keys live wherever they hash). A
+room's seq, epoch and stream change only inside SEQUENCE, one script call
+per batch of the room's messages, which Redis runs atomically: no two
+hosts ever get the same seq, and the channel carries the batches in seq
+order.
 
     cr:epoch                   the relay's epoch (clients see it in `welcome`)
     cr:{room}:seq              the room's last seq (INCRBY per batch)
@@ -13,7 +15,10 @@ batches in seq order.
                                expires --room-ttl after the room empties (PERSIST on use)
     cr:{room}:mem              zset: "worker<TAB>conn" of each member, score = join time
     cr:{room}:quiet            "1" while the room is past --presence-limit
-    cr:{room}:ch               pub/sub channel: the room's msgs and presence
+    cr:{room}:ch               pub/sub channel: the room's msgs and presence (sharded
+                               pub/sub in a cluster: SPUBLISH/SSUBSCRIBE)
+    cr:{room}:rid              cluster only: replication id of the primary that last
+                               sequenced the room (SEQUENCE_CLUSTER)
     cr:rooms                   set of rooms with members relay-wide (--max-rooms counts it)
     cr:clients                 hash "worker<TAB>conn" -> msgpack client record
     cr:nick:<nick_key>         "worker<TAB>conn" of the nick's holder (SET NX)
@@ -22,11 +27,11 @@ batches in seq order.
     cr:lease:<host>            exists while the host lives (PX, renewed)
     cr:host:<host>:clients     set of that host's client keys (for its cleanup)
     cr:host:<host>:ch          channel: replies for that host's workers
-    cr:cleanup:<host>          SET NX by the host that removes a dead host's clients
+    cr:cleanup:{cr:lease:<host>}  SET NX by the host that removes a dead host's clients
     cr:all                     channel: announcements to every host (bans, blocks)
     cr:ip:<ip_key>             set of "worker<TAB>conn" connected from that address (IP bans)
     cr:ban:<kind>              hash key -> msgpack [until, by, reason]
-    cr:af:<ip_key>             failed passwords within the window (INCR, PX)
+    cr:af:{cr:blocks}:<ip_key>  failed passwords within the window (INCR, PX)
     cr:blocks                  hash ip_key -> until (ms) of password blocks
 """
 
@@ -71,6 +76,25 @@ def ip_rkey(ip: str) -> str:
 
 def host_key(host: str, part: str) -> str:
     return f"{PREFIX}host:{host}:{part}"
+
+
+def lease_rkey(host: str) -> str:
+    return f"{PREFIX}lease:{host}"
+
+
+def cleanup_rkey(host: str) -> str:
+    """The lock of a dead host's cleanup, tagged with its lease key's name: Redis
+    hashes a key without braces whole, so `x{K}` shares K's slot (one slot per
+    script in a cluster). Host names hold no braces (hostnames cannot)."""
+    return f"{PREFIX}cleanup:{{{lease_rkey(host)}}}"
+
+
+BLOCKS = PREFIX + "blocks"
+
+
+def af_rkey(ip_key: str) -> str:
+    """An address's failed-password count, in cr:blocks' slot (AUTH_FAIL uses both)."""
+    return f"{PREFIX}af:{{{BLOCKS}}}:{ip_key}"
 
 
 # KEYS: seq, epoch, log.  ARGV: channel, maxlen, floor (the caller's last known
@@ -158,7 +182,6 @@ return 0
 # KEYS: the rooms set (rooms with members, relay-wide).  ARGV: room, cap, force.
 # {1, rooms} when the room is open (it was, or it fits under the cap, or
 # force), {0, rooms} when the cap refuses a new room.
-# (Standalone Redis: cr:rooms and the room's keys share no slot.)
 OPEN_ROOM = """
 local n = redis.call('SCARD', KEYS[1])
 if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 1 then return {1, n} end
@@ -167,12 +190,41 @@ redis.call('SADD', KEYS[1], ARGV[1])
 return {1, n + 1}
 """
 
-# KEYS: rooms set, the room's members, the room's stream.  ARGV: room, ttl ms.
-# The last member left: the room stops counting against the cap and its
-# history expires after the TTL, unless someone joined meanwhile (any host).
+# KEYS: the room's members, the room's stream.  ARGV: ttl ms.
+# The last member left: the room's history expires after the TTL, unless
+# someone joined meanwhile (any host); 1 when the room was empty.
+# The relay-wide rooms set lives in another slot, so the caller takes the
+# room out of it in the same pipeline, just before this, and puts it back
+# when this says the room is not empty after all (redis_hosts.Hosts.vacate).
 VACATE = """
-if redis.call('ZCARD', KEYS[2]) > 0 then return 0 end
-redis.call('SREM', KEYS[1], ARGV[1])
-if tonumber(ARGV[2]) > 0 then redis.call('PEXPIRE', KEYS[3], ARGV[2]) end
+if redis.call('ZCARD', KEYS[1]) > 0 then return 0 end
+if tonumber(ARGV[1]) > 0 then redis.call('PEXPIRE', KEYS[2], ARGV[1]) end
 return 1
 """
+
+# Cluster mode only (redis_cluster.py): SEQUENCE with its channel sharded
+# (SPUBLISH, so a room's traffic stays on the room's shard) and a prelude.
+# KEYS[4] is the room's rid: the replication id of the primary that last
+# sequenced the room. Replication is asynchronous, so a replica promoted by a
+# failover may lack the dead primary's last batches, and its seq key would
+# hand their seqs out again. When the rid differs, the room starts a new
+# epoch with its seq raised by STALE_MARGIN above its last known seq (as if
+# the key were lost), so no seq is ever reused: receivers see a jump, which
+# history answers with `history_gap`. A failover therefore costs every busy
+# room of the failed shard one such jump, lost writes or not.
+STALE_MARGIN = 1_000_000
+_CLUSTER_PRELUDE = """
+local rid = string.match(redis.call('INFO', 'replication'), 'master_replid:(%w+)') or ''
+local known = redis.call('GET', KEYS[4])
+if known ~= rid then
+  redis.call('SET', KEYS[4], rid)
+  local old = redis.call('GET', KEYS[1])
+  if known and old then
+    ARGV[3] = string.format('%d', math.max(tonumber(ARGV[3]), tonumber(old)) + MARGIN)
+    redis.call('DEL', KEYS[1])
+  end
+end
+""".replace("MARGIN", str(STALE_MARGIN))
+assert SEQUENCE.count("redis.call('PUBLISH'") == 1
+SEQUENCE_CLUSTER = _CLUSTER_PRELUDE + SEQUENCE.replace("redis.call('PUBLISH'",
+                                                       "redis.call('SPUBLISH'")

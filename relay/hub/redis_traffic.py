@@ -133,7 +133,7 @@ class Traffic:
             for kind, room, items in calls:
                 channel = lua.room_key(room, "ch")
                 if kind == "pres":
-                    p.publish(channel, b"p\n" + pack(items))
+                    self.link.publish(p, channel, b"p\n" + pack(items))
                     continue
                 floor = self.delivered.get(room, 0)
                 bodies = [pack({k: v for k, v in it[0].items() if k != "seq"}) for it in items]
@@ -142,11 +142,11 @@ class Traffic:
                           lua.room_key(room, "log")],
                     args=[channel, self.history, floor, now, pack(items), *bodies], client=p)
             for host, parted in forget.items():  # before the replies that cut them
-                p.publish(lua.host_key(host, "ch"), b"f\n" + pack(parted))
+                self.link.publish(p, lua.host_key(host, "ch"), b"f\n" + pack(parted))
             for host, items in remote.items():
-                p.publish(lua.host_key(host, "ch"), b"w\n" + pack(items))
+                self.link.publish(p, lua.host_key(host, "ch"), b"w\n" + pack(items))
             if shout:
-                p.publish(lua.ALL_CHANNEL, b"a\n" + pack([self.host, shout]))
+                self.link.publish(p, lua.ALL_CHANNEL, b"a\n" + pack([self.host, shout]))
 
         try:
             results = self.link.pipe(fill)
@@ -236,10 +236,10 @@ class Traffic:
         """Publish msgs done+1..upto of `room` from its stream (a gap we saw)."""
         if upto <= done:
             return
-        if upto - done > FILL_MAX:
-            done = upto - FILL_MAX
+        # The oldest FILL_MAX entries after `done`: a new epoch's jump (a failover)
+        # leaves a wide range whose start is what the stream still holds.
         entries = self.link.run(lambda r: r.xrange(
-            lua.room_key(room, "log"), f"{done + 1}-0", f"{upto}-0"))
+            lua.room_key(room, "log"), f"{done + 1}-0", f"{upto}-0", count=FILL_MAX))
         topic = room_topic(room)
         own = self._own.get(room, {})
         lost = 0

@@ -1,0 +1,238 @@
+"""The Redis engine on a Redis Cluster: 3 primaries + 3 replicas we start (and kill) by PID.
+
+Two relay hosts (separate `chat-relay start --engine redis+cluster://...`
+process trees) share rooms whose keys land on different shards: one order
+per room, nicks unique across hosts, history and resume across hosts. Then
+the primary that owns a busy room's slot is killed with SIGKILL while a
+sender keeps saying: its replica is promoted, traffic resumes by itself,
+every receiver sees each acknowledged msg in seq order (or a new epoch's
+jump over it), no seq is handed out twice, and a `say` meanwhile is
+answered (`unavailable`, or delivered), never left hanging.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.redisproc import REDIS, RedisCluster
+from tests.relayproc import UNIT, RelayProcess
+from tests.wire import NativePeer
+
+redis = pytest.importorskip("redis", reason="the redis client (pip install redis) is missing")
+pytestmark = pytest.mark.skipif(
+    REDIS is None, reason="redis-server missing: sh tests/ensure_apt.sh redis redis-server "
+    "redis-server (make test does it)")
+
+RESUME_DEADLINE = 20.0  # seconds from the kill until an acknowledged msg again
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[RedisCluster]:
+    with RedisCluster(tmp_path).start() as c:
+        yield c
+
+
+def _host(url: str) -> RelayProcess:
+    return RelayProcess(workers=1, args=["--engine", url, "--no-mdns", "--rate-limit", "0"])
+
+
+def _rooms_on_every_shard(cluster: RedisCluster) -> list[str]:
+    """One room per primary (their keys' slots are served by different nodes)."""
+    from relay.hub import redis_scripts as lua
+
+    by_node: dict[int, str] = {}
+    for i in range(64):
+        name = f"room{i}"
+        by_node.setdefault(cluster.primary_of(lua.room_key(name, "seq")), name)
+        if len(by_node) == 3:
+            return sorted(by_node.values())
+    raise AssertionError(f"rooms landed on {len(by_node)} shards only")
+
+
+def test_cluster_url_is_checked_in_words() -> None:
+    from relay.hub.redis_link import check_url
+
+    assert check_url("redis+cluster://127.0.0.1:7000,127.0.0.1:7001") == ""
+    assert check_url("rediss+cluster://:pw@a:1,[::1]:2/0") == ""
+    assert "bad port" in check_url("redis+cluster://a:1,b:x")
+    assert "HOST:PORT" in check_url("redis+cluster://a:1,b")
+    assert "database 0" in check_url("redis+cluster://a:1/3")
+    assert "***" in check_url("redis+cluster://:secret@a:1,b:0") and \
+        "secret" not in check_url("redis+cluster://:secret@a:1,b:0")
+
+
+def test_every_script_touches_one_slot() -> None:
+    """A cluster refuses a script whose keys span slots: the global pairs share a tag."""
+    from redis.cluster import key_slot
+
+    from relay.hub import redis_scripts as lua
+
+    assert key_slot(lua.af_rkey("10.0.0.1").encode()) == key_slot(lua.BLOCKS.encode())
+    host = "relay-1.example-42-7"
+    assert key_slot(lua.cleanup_rkey(host).encode()) == key_slot(lua.lease_rkey(host).encode())
+    keys = [lua.room_key("x#y", part) for part in ("seq", "epoch", "log", "rid", "mem", "ch")]
+    assert len({key_slot(k.encode()) for k in keys}) == 1
+
+
+def test_two_hosts_share_rooms_across_shards(cluster: RedisCluster) -> None:
+    rooms = _rooms_on_every_shard(cluster)
+    with _host(cluster.url).start() as one, _host(cluster.url).start() as two:
+        alice = NativePeer.joined(one.port, "alice", rooms=rooms)
+        bob = NativePeer.joined(two.port, "bob", rooms=rooms)
+        taken = NativePeer(two.port)
+        taken.send({"t": "hello", "v": 1, "nick": "ALICE", "rooms": []})
+        taken.expect_error("nick_taken")  # unique across hosts, case-insensitively
+        per = 15
+        senders = [threading.Thread(target=_blast, args=(p, rooms, per)) for p in (alice, bob)]
+        for t in senders:
+            t.start()
+        for t in senders:
+            t.join()
+        for room in rooms:  # one order per room, the same on both hosts
+            views = [[(m["seq"], m["text"]) for m in p.msgs(room, 2 * per, timeout=20)]
+                     for p in (alice, bob)]
+            assert [s for s, _ in views[0]] == list(range(1, 2 * per + 1)), room
+            assert views[0] == views[1], room
+        carol = NativePeer.joined(two.port, "carol", rooms=[])  # history from the other host
+        carol.send({"t": "join", "room": rooms[0]})
+        carol.expect(lambda b: b.get("t") == "joined")
+        carol.send({"t": "history", "room": rooms[0], "after": 25, "limit": 10})
+        page = carol.expect(lambda b: b.get("t") == "history" and not b.get("replay"))
+        assert [m["seq"] for m in page["messages"]] == list(range(26, 2 * per + 1))
+        dave = NativePeer.joined(one.port, "dave", rooms=[], resume={rooms[2]: 27})
+        got = dave.msgs(rooms[2], 3)  # what it missed, read on the other host's shard
+        assert [m["seq"] for m in got] == [28, 29, 30]
+        for peer in (alice, bob, taken, carol, dave):
+            peer.close()
+
+
+def _blast(peer: NativePeer, rooms: list[str], per: int) -> None:
+    for i in range(per):
+        for room in rooms:
+            peer.send({"t": "say", "room": room, "text": f"{peer.nick}:{i}"})
+
+
+class Sender(threading.Thread):
+    """Says `n` numbered msgs in one room, one at a time, noting each answer."""
+
+    def __init__(self, peer: NativePeer, room: str, limit: int = 3000) -> None:
+        super().__init__(daemon=True)
+        self.peer, self.room, self.limit = peer, room, limit
+        self.acked: dict[int, str] = {}  # seq -> text, for each msg that came back
+        self.refused: list[float] = []   # when a say got `unavailable`
+        self.other: list[Any] = []       # any other answer (a failure)
+        self.acked_at: list[float] = []
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        for i in range(self.limit):
+            if self.halt.is_set():
+                return
+            self.peer.send({"t": "say", "room": self.room, "text": f"n{i}", "id": i})
+            try:
+                got = self.peer.expect(lambda b, i=i: b.get("id") == i
+                                       and b.get("t") in ("msg", "error"), timeout=10)
+            except AssertionError as exc:
+                self.other.append(str(exc))
+                return
+            if got["t"] == "msg":
+                self.acked[got["seq"]] = got["text"]
+                self.acked_at.append(time.monotonic())
+            elif got.get("code") == "unavailable":
+                self.refused.append(time.monotonic())
+                self.halt.wait(0.02)
+            else:
+                self.other.append(got)
+            self.halt.wait(0.005)
+
+
+def _receive(peer: NativePeer, room: str, until: threading.Event) -> list[tuple[int, str]]:
+    got: list[tuple[int, str]] = []
+    while not until.is_set() or peer._pump(0.3):
+        peer._pump(0.05)
+        keep = []
+        for body in peer.inbox:
+            if isinstance(body, dict) and body.get("t") == "msg" and body.get("room") == room:
+                got.append((body["seq"], body["text"]))
+            else:
+                keep.append(body)
+        peer.inbox = keep
+    return got
+
+
+def test_kill9_of_a_busy_rooms_primary_fails_over_without_silent_loss(
+        cluster: RedisCluster) -> None:
+    from relay.hub import redis_scripts as lua
+
+    room = _rooms_on_every_shard(cluster)[0]
+    with _host(cluster.url).start() as one, _host(cluster.url).start() as two:
+        alice = NativePeer.joined(one.port, "alice", rooms=[room])
+        bob = NativePeer.joined(two.port, "bob", rooms=[room])
+        carol = NativePeer.joined(one.port, "carol", rooms=[room])
+        done = threading.Event()
+        views: dict[str, list[tuple[int, str]]] = {}
+        readers = [threading.Thread(target=lambda p=p: views.__setitem__(
+            p.nick, _receive(p, room, done)), daemon=True) for p in (bob, carol)]
+        for t in readers:
+            t.start()
+        sender = Sender(alice, room)
+        sender.start()
+        deadline = time.monotonic() + 10 * UNIT
+        while len(sender.acked) < 30:
+            assert time.monotonic() < deadline and not sender.other, sender.other
+            time.sleep(0.01)
+        victim = cluster.primary_of(lua.room_key(room, "seq"))
+        cluster.kill(victim)
+        killed = time.monotonic()
+        before = max(sender.acked)
+        deadline = killed + RESUME_DEADLINE * UNIT
+        while not any(t > killed for t in sender.acked_at) or max(sender.acked) <= before:
+            assert time.monotonic() < deadline, (
+                f"no msg acknowledged {RESUME_DEADLINE} s after the kill "
+                f"({len(sender.refused)} refused)")
+            assert not sender.other, sender.other
+            time.sleep(0.02)
+        resumed = time.monotonic() - killed
+        assert cluster.primary_of(lua.room_key(room, "seq")) != victim  # a replica took over
+        settle = len(sender.acked) + 20
+        deadline = time.monotonic() + 10 * UNIT
+        while len(sender.acked) < settle:
+            assert time.monotonic() < deadline and not sender.other, sender.other
+            time.sleep(0.01)
+        sender.halt.set()
+        sender.join(15)
+        done.set()
+        for t in readers:
+            t.join(15)
+        assert not sender.other, sender.other  # every say got a msg or `unavailable`
+        for nick, seen in views.items():
+            _assert_no_silent_hole(nick, seen, sender.acked)
+        print(f"failover: traffic resumed {resumed:.2f} s after the kill; "
+              f"{len(sender.refused)} say(s) refused meanwhile, {len(sender.acked)} acked")
+        for peer in (alice, bob, carol):
+            peer.close()
+
+
+def _assert_no_silent_hole(nick: str, seen: list[tuple[int, str]],
+                           acked: dict[int, str]) -> None:
+    """Seqs only grow; each acknowledged msg arrived with its seq, unless a new
+    epoch's jump (a seq step of at least the stale margin) passed over it."""
+    from relay.hub.redis_scripts import STALE_MARGIN
+
+    seqs = [s for s, _ in seen]
+    assert seqs == sorted(set(seqs)), f"{nick}: seqs out of order or reused"
+    got = dict(seen)
+    jumps = [(a, b) for a, b in zip(seqs, seqs[1:], strict=False) if b - a >= STALE_MARGIN]
+    for seq, text in acked.items():
+        if seq in got:
+            assert got[seq] == text, f"{nick}: seq {seq} is {got[seq]!r}, was {text!r}"
+        else:
+            assert any(a < seq < b for a, b in jumps), f"{nick}: acked seq {seq} missing"
+    holes = [(a, b) for a, b in zip(seqs, seqs[1:], strict=False) if 1 < b - a < STALE_MARGIN]
+    assert not holes, f"{nick}: seqs skipped without a new epoch: {holes}"
