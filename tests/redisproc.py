@@ -108,16 +108,22 @@ def cluster_port() -> int:
 
 
 def _cluster_ok(client: Any) -> bool:
+    """The node sees every slot served, and, if it is a replica, has synced with
+    its primary (a replica that never did cannot be promoted by a failover)."""
     info = client.execute_command("CLUSTER INFO")  # redis-py parses it into a dict
     state = info.get("cluster_state") if isinstance(info, dict) else None
-    return state in ("ok", b"ok")
+    if state not in ("ok", b"ok"):
+        return False
+    repl = client.info("replication")
+    return repl.get("role") != "slave" or repl.get("master_link_status") == "up"
 
 
 class RedisCluster:
     """Six redis-servers on 127.0.0.1 made into a cluster of 3 primaries + 3 replicas.
 
     `--cluster-node-timeout 1000` keeps a failover to a second or two. Ready
-    when every node's CLUSTER INFO says cluster_state:ok; stopped by PID.
+    when every node's CLUSTER INFO says cluster_state:ok and every replica's
+    link to its primary is up; stopped by PID.
     """
 
     def __init__(self, tmp: Path, nodes: int = 6) -> None:

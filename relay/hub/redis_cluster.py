@@ -90,6 +90,13 @@ def connect(url: str, password: str, timeout: float) -> RedisCluster:
         retry=Retry(NoBackoff(), 0), **kwargs)
 
 
+def probe(client: RedisCluster) -> None:
+    """Raise unless every slot has a primary that answers: the topology learned
+    afresh (a failover promoted a replica), then a PING to each primary."""
+    client.nodes_manager.initialize()
+    client.ping(target_nodes=RedisCluster.PRIMARIES)
+
+
 class ClusterScript:
     """A script for a cluster client. Called with a pipeline, it queues EVALSHA and
     notes the call in `calls`, so `rerun_noscript` can send it again as EVAL

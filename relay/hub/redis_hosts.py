@@ -93,7 +93,8 @@ class Hosts:
     def rewrite(self, ks: str, rec: ClientRec, blob: bytes) -> None:
         """Write one of our clients again (Redis came back, maybe empty): its nick
         (unless another host took it meanwhile), record and memberships."""
-        if not self.link.run(lambda r: r.set(lua.nick_rkey(rec.nick), ks, nx=True)):
+        if not self.link.run(lambda r: r.set(lua.nick_rkey(rec.nick), ks, nx=True)) and \
+                self.link.run(lambda r: r.get(lua.nick_rkey(rec.nick))) != ks.encode():
             log.warning("nick %s was taken on another host while redis was away", rec.nick)
         now = time.time_ns() // 1000
 

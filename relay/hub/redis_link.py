@@ -148,9 +148,14 @@ class Link:
         if self.up or time.monotonic() < self._next_probe:
             return False
         try:
-            self.r.ping()
+            if self.cluster:
+                cluster.probe(self.r)
+            else:
+                self.r.ping()
         except FAILURES:
-            self._delay = min(self._delay * 2, BACKOFF_MAX)
+            # A cluster's failover ends within seconds and others may be serving:
+            # look again at least every second there.
+            self._delay = min(self._delay * 2, 1.0 if self.cluster else BACKOFF_MAX)
             self._next_probe = time.monotonic() + self._delay
             return False
         except redis.RedisError as exc:  # answered, but refuses (auth, loading)
