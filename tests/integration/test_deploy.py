@@ -16,6 +16,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -39,22 +40,26 @@ def _relay_args(path: Path) -> list[str]:
     return argv[2:]
 
 
+RELAY_UNITS = [u for u in UNITS if "bin/chat-relay start" in u.read_text()]
+
+
 def test_units_exist() -> None:
     names = {u.name for u in UNITS}
-    assert {"chat-relay.service", "chat-relay-redis.service"} <= names
+    assert {"chat-relay.service", "chat-relay-redis.service", "chat-relay-cluster.service",
+            "chat-relay-redis-node@.service"} <= names
+    assert {u.name for u in RELAY_UNITS} == {"chat-relay.service", "chat-relay-cluster.service"}
 
 
-@pytest.mark.parametrize("unit", [u for u in UNITS if u.name.startswith("chat-relay.")],
-                         ids=lambda u: u.name)
+@pytest.mark.parametrize("unit", RELAY_UNITS, ids=lambda u: u.name)
 def test_relay_unit_flags_exist_and_parse(unit: Path) -> None:
     args = _relay_args(unit)
     help_text = _start_help()
     for flag in (a for a in args if a.startswith("--")):
         assert re.search(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", help_text), flag
     settings = _settings(build_parser().parse_args(["start", *args]))
-    assert settings.engine.startswith("redis://") and not settings.mdns
+    assert settings.engine.startswith(("redis://", "redis+cluster://")) and not settings.mdns
     joined = " ".join(args)
-    assert "--engine redis://" in joined and "@" not in joined  # no password in argv
+    assert "--engine redis" in joined and "@" not in joined  # no password in argv
     assert "CHAT_RELAY_ENGINE_PASSWORD" in (ROOT / "deploy" / "engine.env.example").read_text()
 
 
@@ -65,12 +70,24 @@ def _start_help() -> str:
     return done.stdout
 
 
-def test_redis_conf_never_evicts_and_persists() -> None:
-    conf = dict(line.split(None, 1) for line in
-                (ROOT / "deploy" / "redis" / "chat-relay.conf").read_text().splitlines()
-                if line.strip() and not line.startswith("#"))
-    assert conf["maxmemory-policy"].strip() == "noeviction"  # an evicted seq = a new epoch
-    assert conf["appendonly"].strip() == "yes"
+def _conf(name: str) -> dict[str, str]:
+    return {k: v.strip() for k, v in (
+        line.split(None, 1) for line in (ROOT / "deploy" / "redis" / name).read_text().splitlines()
+        if line.strip() and not line.startswith("#"))}
+
+
+@pytest.mark.parametrize("name", ["chat-relay.conf", "cluster-node.conf"])
+def test_redis_conf_never_evicts_and_persists(name: str) -> None:
+    conf = _conf(name)
+    assert conf["maxmemory-policy"] == "noeviction"  # an evicted seq = a new epoch
+    assert conf["appendonly"] == "yes"
+
+
+def test_cluster_node_conf_makes_a_cluster_whose_replicas_can_sync() -> None:
+    conf = _conf("cluster-node.conf")
+    assert conf["cluster-enabled"] == "yes"
+    assert conf["masterauth"] == conf["requirepass"]  # a replica authenticates to its primary
+    assert "port" not in conf  # each node's port comes from its unit instance
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze")
@@ -86,3 +103,33 @@ def test_systemd_analyze_verify(unit: Path, tmp_path: Path) -> None:
     problems = [line for line in (done.stdout + done.stderr).splitlines()
                 if unit.name in line and "Documentation" not in line]
     assert not problems, problems
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server missing")
+def test_cluster_node_conf_starts_a_cluster_node(tmp_path: Path) -> None:
+    """redis-server takes the config with the unit's arguments (on loopback here)."""
+    import redis
+
+    from tests.redisproc import cluster_port
+
+    conf = _conf("cluster-node.conf")
+    port = cluster_port()
+    proc = subprocess.Popen(
+        ["redis-server", str(ROOT / "deploy" / "redis" / "cluster-node.conf"), "--port", str(port),
+         "--dir", str(tmp_path), "--cluster-config-file", str(tmp_path / "nodes.conf"),
+         "--bind", "127.0.0.1", "--daemonize", "no"], stdout=subprocess.DEVNULL)
+    client = redis.Redis(port=port, password=conf["requirepass"], socket_timeout=1)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                info = client.execute_command("CLUSTER INFO")
+                break
+            except redis.ConnectionError:
+                assert proc.poll() is None and time.monotonic() < deadline, "node did not start"
+                time.sleep(0.05)
+        assert "cluster_state" in info  # a cluster node (no slots yet: state fail)
+    finally:
+        client.close()
+        proc.terminate()
+        proc.wait(10)
