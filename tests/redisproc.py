@@ -8,6 +8,7 @@ Readiness is a PING that answers, never a sleep.
 
 from __future__ import annotations
 
+import os
 import random
 import shutil
 import signal
@@ -126,8 +127,9 @@ class RedisCluster:
     link to its primary is up; stopped by PID.
     """
 
-    def __init__(self, tmp: Path, nodes: int = 6) -> None:
+    def __init__(self, tmp: Path, nodes: int = 6, password: str = "") -> None:
         self.tmp = tmp
+        self.password = password  # requirepass and masterauth of every node
         self.ports = [cluster_port() for _ in range(nodes)]
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
 
@@ -144,14 +146,19 @@ class RedisCluster:
                 [REDIS, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                  "--appendonly", "no", "--dir", str(self.tmp), "--cluster-enabled", "yes",
                  "--cluster-config-file", str(self.tmp / f"nodes-{port}.conf"),
-                 "--cluster-node-timeout", "1000"], stdout=subprocess.DEVNULL)
+                 "--cluster-node-timeout", "1000",
+                 # replicas sync at once (the default waits 5 s for more replicas)
+                 "--repl-diskless-sync-delay", "0",
+                 *(["--requirepass", self.password, "--masterauth", self.password]
+                   if self.password else [])], stdout=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
         for port in self.ports:
             self._wait(port, lambda c: bool(c.ping()), deadline)
         made = subprocess.run(
             [cli, "--cluster", "create", *[f"127.0.0.1:{p}" for p in self.ports],
              "--cluster-replicas", "1", "--cluster-yes"],
-            capture_output=True, text=True, timeout=timeout, check=False)
+            capture_output=True, text=True, timeout=timeout, check=False,
+            env={**os.environ, "REDISCLI_AUTH": self.password} if self.password else None)
         if made.returncode:
             raise RuntimeError(f"redis-cli --cluster create failed: {made.stdout[-2000:]}"
                                f"{made.stderr[-500:]}")
@@ -163,7 +170,7 @@ class RedisCluster:
     def _wait(self, port: int, ready: Callable[[Any], bool], deadline: float) -> None:
         import redis
 
-        client = redis.Redis(port=port, socket_timeout=1)
+        client = redis.Redis(port=port, socket_timeout=1, password=self.password or None)
         try:
             while True:
                 try:
@@ -189,7 +196,7 @@ class RedisCluster:
         import redis
 
         port = next(p for p, proc in self.procs.items() if proc.poll() is None)
-        client = redis.Redis(port=port, socket_timeout=1)
+        client = redis.Redis(port=port, socket_timeout=1, password=self.password or None)
         try:
             slot = int(client.execute_command("CLUSTER KEYSLOT", key))
             nodes = client.execute_command("CLUSTER NODES")  # parsed: addr -> fields
@@ -203,6 +210,26 @@ class RedisCluster:
                 if int(rng[0]) <= slot <= int(rng[-1]):
                     return int(str(addr).rsplit(":", 1)[1])
         raise LookupError(f"no primary serves slot {slot}")
+
+    def failover(self, port: int, timeout: float = 20.0) -> int:
+        """A manual failover of the primary on `port` (CLUSTER FAILOVER sent to one of
+        its replicas, which waits for it to catch up: nothing lost); the new
+        primary's port, once it serves as one."""
+        import redis
+
+        client = redis.Redis(port=port, socket_timeout=1, password=self.password or None)
+        try:
+            me = client.execute_command("CLUSTER MYID")
+            nodes = client.execute_command("CLUSTER NODES")
+        finally:
+            client.close()
+        me = me.decode() if isinstance(me, bytes) else str(me)
+        replica = next(int(str(addr).rsplit(":", 1)[1]) for addr, node in nodes.items()
+                       if node["master_id"] == me and "fail" not in str(node["flags"]))
+        deadline = time.monotonic() + timeout
+        self._wait(replica, lambda c: bool(c.execute_command("CLUSTER FAILOVER")), deadline)
+        self._wait(replica, lambda c: c.info("replication").get("role") == "master", deadline)
+        return replica
 
     def kill(self, port: int, sig: int = signal.SIGKILL) -> None:
         """Signal one of our nodes by PID and wait until it is gone."""

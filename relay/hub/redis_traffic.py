@@ -167,7 +167,8 @@ class Traffic:
                     for offset, it in enumerate(items):
                         own[int(res[0]) + offset] = it
                 if res[2]:
-                    log.warning("%s lost its seq counter in redis: new epoch %s from seq %s",
+                    log.warning("%s started a new epoch %s from seq %s (its seq in redis was lost, "
+                                "or may be stale after a failover)",
                                 room, res[1], res[0])
 
     # In ---------------------------------------------------------------------------

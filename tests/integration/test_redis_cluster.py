@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 from tests.redisproc import REDIS, RedisCluster
@@ -32,9 +33,21 @@ pytestmark = pytest.mark.skipif(
 RESUME_DEADLINE = 20.0  # seconds from the kill until an acknowledged msg again
 
 
+PASSWORD = "s3cret-engine-pass"
+
+
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[RedisCluster]:
     with RedisCluster(tmp_path).start() as c:
+        yield c
+
+
+@pytest.fixture
+def locked_cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[RedisCluster]:
+    """A cluster with a password, which relay hosts started meanwhile get from
+    $CHAT_RELAY_ENGINE_PASSWORD (inherited), never from argv."""
+    monkeypatch.setenv("CHAT_RELAY_ENGINE_PASSWORD", PASSWORD)
+    with RedisCluster(tmp_path, password=PASSWORD).start() as c:
         yield c
 
 
@@ -67,6 +80,33 @@ def test_cluster_url_is_checked_in_words() -> None:
         "secret" not in check_url("redis+cluster://:secret@a:1,b:0")
 
 
+def test_lua_sequence_starts_a_new_epoch_after_a_failover(cluster: RedisCluster) -> None:
+    """The promoted replica's seq key may be stale: the room's next batch jumps."""
+    from redis.cluster import ClusterNode
+    from redis.cluster import RedisCluster as Client
+
+    from relay.bus.wire import pack
+    from relay.hub import redis_cluster
+    from relay.hub import redis_scripts as lua
+
+    client = Client(startup_nodes=[ClusterNode("127.0.0.1", p) for p in cluster.ports[:3]])
+    seq = redis_cluster.Sequencer(client, [])
+
+    def say(floor: int = 0) -> list[int]:
+        keys = [lua.room_key("r", part) for part in ("seq", "epoch", "log")]
+        res = seq(keys, [lua.room_key("r", "ch"), 100, floor, 1, b"x", pack({"t": "msg"})])
+        return [int(v) for v in res]
+
+    assert say() == [1, 1, 0]
+    assert say() == [2, 1, 0]
+    cluster.failover(cluster.primary_of(lua.room_key("r", "seq")))
+    client.nodes_manager.initialize()
+    first, epoch, fresh = say(floor=5)  # a host had seen seq 5 (lost in the failover)
+    assert (fresh, epoch) == (1, 2) and first == 5 + lua.STALE_MARGIN + 1
+    assert say()[:2] == [first + 1, 2]  # then on as usual
+    client.close()
+
+
 def test_every_script_touches_one_slot() -> None:
     """A cluster refuses a script whose keys span slots: the global pairs share a tag."""
     from redis.cluster import key_slot
@@ -80,9 +120,13 @@ def test_every_script_touches_one_slot() -> None:
     assert len({key_slot(k.encode()) for k in keys}) == 1
 
 
-def test_two_hosts_share_rooms_across_shards(cluster: RedisCluster) -> None:
+def test_two_hosts_share_rooms_across_shards(locked_cluster: RedisCluster) -> None:
+    cluster = locked_cluster
     rooms = _rooms_on_every_shard(cluster)
     with _host(cluster.url).start() as one, _host(cluster.url).start() as two:
+        for relay in (one, two):  # the password reached the hub, not any argv
+            for proc in [psutil.Process(relay.pid), *relay.children()]:
+                assert PASSWORD not in " ".join(proc.cmdline())
         alice = NativePeer.joined(one.port, "alice", rooms=rooms)
         bob = NativePeer.joined(two.port, "bob", rooms=rooms)
         taken = NativePeer(two.port)
@@ -166,8 +210,12 @@ def _receive(peer: NativePeer, room: str, got: list[tuple[int, str]],
         peer.inbox = keep
 
 
-def test_kill9_of_a_busy_rooms_primary_fails_over_without_silent_loss(
-        cluster: RedisCluster) -> None:
+@pytest.mark.parametrize("how", ["kill9", "manual"])
+def test_failover_of_a_busy_rooms_primary_loses_nothing_silently(
+        cluster: RedisCluster, how: str) -> None:
+    """kill9: the primary dies (its replica is promoted after the node timeout;
+    connections fail). manual: CLUSTER FAILOVER (the old primary stays up as a
+    replica: MOVED, and Redis ends our shard subscriptions there)."""
     from relay.hub import redis_scripts as lua
 
     room = _rooms_on_every_shard(cluster)[0]
@@ -188,8 +236,11 @@ def test_kill9_of_a_busy_rooms_primary_fails_over_without_silent_loss(
             assert time.monotonic() < deadline and not sender.other, sender.other
             time.sleep(0.01)
         victim = cluster.primary_of(lua.room_key(room, "seq"))
-        cluster.kill(victim)
         killed = time.monotonic()
+        if how == "kill9":
+            cluster.kill(victim)
+        else:
+            cluster.failover(victim)
         before = max(sender.acked)
         deadline = killed + RESUME_DEADLINE * UNIT
         while not any(t > killed for t in sender.acked_at) or max(sender.acked) <= before:
@@ -225,7 +276,7 @@ def test_kill9_of_a_busy_rooms_primary_fails_over_without_silent_loss(
             print("\n".join(one.output[-40:] + two.output[-40:]))  # the hosts' side
             print({nick: seen[-5:] for nick, seen in views.items()})
             raise
-        print(f"failover: traffic resumed {resumed:.2f} s after the kill, every receiver "
+        print(f"{how} failover: traffic resumed {resumed:.2f} s after the kill, every receiver "
               f"caught up by {caught_up:.2f} s; "
               f"{len(sender.refused)} say(s) refused meanwhile, {len(sender.acked)} acked")
         for peer in (alice, bob, carol):
