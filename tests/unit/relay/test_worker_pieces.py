@@ -114,6 +114,22 @@ def test_room_sync_holds_behind_a_gap_and_fills_in_order(
     assert not sync.held and not sync.filling
 
 
+def test_a_fill_stops_at_the_first_held_msg_which_goes_out_as_it_came(
+        members: tuple[list[Connection], list[socket.socket]]) -> None:
+    """After a new epoch's jump (a Redis failover) history holds the held msg too:
+    the held one (which carries its author's id echo) is the one delivered."""
+    conns, peers = members
+    fanout, sync, sent = make(conns)
+    sync.room_batch("lobby", [msg(1)])
+    sync.room_batch("lobby", [msg(1_000_002)])
+    assert sent.up == [m.Fill("lobby", 1)]
+    copy = {**msg(1_000_002)[0], "text": "history's copy"}
+    sync.fill(m.Filled("lobby", [copy]))
+    fanout.flush()
+    got = [(f["seq"], f["text"]) for f in FrameDecoder().feed(peers[0].recv(1 << 16))]
+    assert got == [(1, "m1"), (1_000_002, "m1000002")]
+
+
 def test_the_last_member_leaving_unsubscribes(
         members: tuple[list[Connection], list[socket.socket]]) -> None:
     conns, _ = members
