@@ -22,7 +22,8 @@ HELP = {
     "workers": "worker processes accepting clients (default: the CPU count)",
     "log_level": "DEBUG, INFO, WARNING or ERROR",
     "engine": "keep the relay's state in Redis so many hosts share it, each with its own "
-    "hub (redis://HOST:PORT[/DB] or rediss:// for TLS); the password goes in "
+    "hub (redis://HOST:PORT[/DB] or rediss:// for TLS; a Redis Cluster: "
+    "redis+cluster://HOST:PORT,HOST:PORT,... or rediss+cluster://); the password goes in "
     "$CHAT_RELAY_ENGINE_PASSWORD (or the URL), never on a child's command line",
     "engine_password": "the --engine's Redis password; a flag is visible to every local "
     "user (ps), so prefer $CHAT_RELAY_ENGINE_PASSWORD",

@@ -49,8 +49,9 @@ class Settings:
     log_level: str = "INFO"
     # Bus: empty hub means "start our own hub on a private ipc endpoint".
     hub: str = ""
-    # Engine: empty = the hub's memory; redis://HOST:PORT[/DB] or rediss:// = shared state
-    # in Redis, so many hosts each run their own hub with no single point of failure.
+    # Engine: empty = the hub's memory; redis://HOST:PORT[/DB], rediss://, or
+    # redis+cluster://H1:P1,H2:P2,... (rediss+cluster://) = shared state in Redis, so many
+    # hosts each run their own hub with no single point of failure.
     engine: str = ""
     engine_password: str = field(default="", repr=False)  # or in the URL; never in argv
     # Limits (each has a flag and a test at its bound).
