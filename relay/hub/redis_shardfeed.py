@@ -109,6 +109,9 @@ class _Subs:
         got = self._ready(subs)
         if got:
             return got
+        # redis-py waits on one pub/sub connection at a time; to wait on all of
+        # them at once, select on their sockets (what buffered data there is,
+        # _ready read above: get_message(timeout=0) checks the buffer first).
         socks = [s.connection._sock for s in subs if s.connection is not None
                  and s.connection._sock is not None]
         if socks:

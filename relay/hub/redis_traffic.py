@@ -237,10 +237,12 @@ class Traffic:
         """Publish msgs done+1..upto of `room` from its stream (a gap we saw)."""
         if upto <= done:
             return
-        # The oldest FILL_MAX entries after `done`: a new epoch's jump (a failover)
-        # leaves a wide range whose start is what the stream still holds.
-        entries = self.link.run(lambda r: r.xrange(
-            lua.room_key(room, "log"), f"{done + 1}-0", f"{upto}-0", count=FILL_MAX))
+        # The newest FILL_MAX entries of the range, by what the stream holds, not
+        # by seq arithmetic: a new epoch's jump (a failover) spans a million
+        # seqs of which the stream has only the few before and after it.
+        entries = self.link.run(lambda r: r.xrevrange(
+            lua.room_key(room, "log"), f"{upto}-0", f"{done + 1}-0", count=FILL_MAX))
+        entries.reverse()
         topic = room_topic(room)
         own = self._own.get(room, {})
         lost = 0
