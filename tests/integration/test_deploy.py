@@ -88,6 +88,11 @@ def test_cluster_node_conf_makes_a_cluster_whose_replicas_can_sync() -> None:
     assert conf["cluster-enabled"] == "yes"
     assert conf["masterauth"] == conf["requirepass"]  # a replica authenticates to its primary
     assert "port" not in conf  # each node's port comes from its unit instance
+    from relay.hub.redis_hosts import LEASE_MS
+
+    # A failover (node timeout, then an election) ends well before a relay host
+    # that waits on it loses its lease and is taken for dead.
+    assert int(conf["cluster-node-timeout"]) * 2 < LEASE_MS
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze")
