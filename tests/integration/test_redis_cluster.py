@@ -152,8 +152,16 @@ def test_two_hosts_share_rooms_across_shards(locked_cluster: RedisCluster) -> No
         dave = NativePeer.joined(one.port, "dave", rooms=[], resume={rooms[2]: 27})
         got = dave.msgs(rooms[2], 3)  # what it missed, read on the other host's shard
         assert [m["seq"] for m in got] == [28, 29, 30]
+        store = redis.RedisCluster(host="127.0.0.1", port=cluster.ports[0], password=PASSWORD)
+        assert store.smembers("cr:rooms") == {r.encode() for r in rooms}
         for peer in (alice, bob, taken, carol, dave):
             peer.close()
+        deadline = time.monotonic() + 10 * UNIT  # emptied rooms stop counting (VACATE, split)
+        while store.smembers("cr:rooms") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert store.smembers("cr:rooms") == set()
+        assert all(store.pttl(f"cr:{{{r}}}:log") > 0 for r in rooms)  # history set to expire
+        store.close()
 
 
 def _blast(peer: NativePeer, rooms: list[str], per: int) -> None:
