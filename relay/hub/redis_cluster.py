@@ -23,6 +23,7 @@ key's name (see redis_scripts.py).
 
 from __future__ import annotations
 
+import logging
 import urllib.parse
 from typing import Any
 
@@ -33,6 +34,8 @@ from redis.exceptions import NoScriptError
 from redis.retry import Retry
 
 from relay.hub import redis_scripts as lua
+
+log = logging.getLogger("chat_relay.hub")
 
 SCHEMES = {"redis+cluster": False, "rediss+cluster": True}  # scheme -> TLS
 # Errors that mean "the cluster cannot serve this now" (a failover in progress,
@@ -138,4 +141,6 @@ def rerun_noscript(client: RedisCluster, calls: list[Any], results: list[Any]) -
         p.execute_command("EVAL", script.text, len(keys), *keys, *args)  # caches it too
     for (pos, *_), res in zip(again, p.execute(raise_on_error=False), strict=True):
         results[pos] = res
+    log.info("re-sent %d script call(s) as EVAL after NOSCRIPT (a node's script cache "
+             "was empty: a promoted replica, a restart)", len(again))
     return results

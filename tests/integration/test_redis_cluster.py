@@ -107,6 +107,31 @@ def test_lua_sequence_starts_a_new_epoch_after_a_failover(cluster: RedisCluster)
     client.close()
 
 
+def test_pipelined_scripts_survive_an_empty_script_cache(cluster: RedisCluster) -> None:
+    """A promoted replica knows no script: the pipeline's NOSCRIPT calls go again
+    as EVAL, and only those (a script that got NOSCRIPT never ran)."""
+    from relay.bus.wire import pack
+    from relay.hub import redis_scripts as lua
+    from relay.hub.redis_link import Link, connect
+
+    link = Link(connect(cluster.url), cluster.url)
+    rooms = _rooms_on_every_shard(cluster)
+
+    def fill(p: Any) -> None:
+        for room in rooms:
+            link.sequence(keys=[lua.room_key(room, part) for part in ("seq", "epoch", "log")],
+                          args=[lua.room_key(room, "ch"), 100, 0, 1, b"x", pack({"t": "msg"})],
+                          client=p)
+            p.incr("cr:counter")  # a plain command between them runs once
+
+    for round_ in (1, 2):
+        link.r.script_flush()  # every primary forgets every script
+        results = link.pipe(fill)
+        assert [r[0] for r in results[0::2]] == [round_] * 3  # seq 1, then 2, per room
+        assert results[1::2] == [3 * round_ - 2, 3 * round_ - 1, 3 * round_]
+    link.r.close()
+
+
 def test_every_script_touches_one_slot() -> None:
     """A cluster refuses a script whose keys span slots: the global pairs share a tag."""
     from redis.cluster import key_slot
