@@ -1,13 +1,14 @@
 """The Redis engine on a Redis Cluster: 3 primaries + 3 replicas we start (and kill) by PID.
 
-Two relay hosts (separate `chat-relay start --engine redis+cluster://...`
+Three relay hosts (separate `chat-relay start --engine redis+cluster://...`
 process trees) share rooms whose keys land on different shards: one order
-per room, nicks unique across hosts, history and resume across hosts. Then
-the primary that owns a busy room's slot is killed with SIGKILL while a
-sender keeps saying: its replica is promoted, traffic resumes by itself,
-every receiver sees each acknowledged msg in seq order (or a new epoch's
-jump over it), no seq is handed out twice, and a `say` meanwhile is
-answered (`unavailable`, or delivered), never left hanging.
+per room, nicks unique across hosts, history and resume across hosts. Then,
+with two hosts, the primary that owns a busy room's slot is killed with
+SIGKILL (or failed over by hand) while a sender keeps saying: its replica is
+promoted, traffic resumes by itself, every receiver sees each acknowledged
+msg in seq order (or a new epoch's jump over it), no seq is handed out
+twice, and a `say` meanwhile is answered (`unavailable`, or delivered),
+never left hanging.
 """
 
 from __future__ import annotations
@@ -145,16 +146,18 @@ def test_every_script_touches_one_slot() -> None:
     assert len({key_slot(k.encode()) for k in keys}) == 1
 
 
-def test_two_hosts_share_rooms_across_shards(locked_cluster: RedisCluster) -> None:
+def test_three_hosts_share_rooms_across_shards(locked_cluster: RedisCluster) -> None:
     cluster = locked_cluster
     rooms = _rooms_on_every_shard(cluster)
-    with _host(cluster.url).start() as one, _host(cluster.url).start() as two:
-        for relay in (one, two):  # the password reached the hub, not any argv
+    with _host(cluster.url).start() as one, _host(cluster.url).start() as two, \
+            _host(cluster.url).start() as three:
+        for relay in (one, two, three):  # the password reached the hub, not any argv
             for proc in [psutil.Process(relay.pid), *relay.children()]:
                 assert PASSWORD not in " ".join(proc.cmdline())
         alice = NativePeer.joined(one.port, "alice", rooms=rooms)
         bob = NativePeer.joined(two.port, "bob", rooms=rooms)
-        taken = NativePeer(two.port)
+        erin = NativePeer.joined(three.port, "erin", rooms=rooms)  # only listens
+        taken = NativePeer(three.port)
         taken.send({"t": "hello", "v": 1, "nick": "ALICE", "rooms": []})
         taken.expect_error("nick_taken")  # unique across hosts, case-insensitively
         per = 15
@@ -165,9 +168,9 @@ def test_two_hosts_share_rooms_across_shards(locked_cluster: RedisCluster) -> No
             t.join()
         for room in rooms:  # one order per room, the same on both hosts
             views = [[(m["seq"], m["text"]) for m in p.msgs(room, 2 * per, timeout=20)]
-                     for p in (alice, bob)]
+                     for p in (alice, bob, erin)]
             assert [s for s, _ in views[0]] == list(range(1, 2 * per + 1)), room
-            assert views[0] == views[1], room
+            assert views[0] == views[1] == views[2], room
         carol = NativePeer.joined(two.port, "carol", rooms=[])  # history from the other host
         carol.send({"t": "join", "room": rooms[0]})
         carol.expect(lambda b: b.get("t") == "joined")
@@ -179,7 +182,7 @@ def test_two_hosts_share_rooms_across_shards(locked_cluster: RedisCluster) -> No
         assert [m["seq"] for m in got] == [28, 29, 30]
         store = redis.RedisCluster(host="127.0.0.1", port=cluster.ports[0], password=PASSWORD)
         assert store.smembers("cr:rooms") == {r.encode() for r in rooms}
-        for peer in (alice, bob, taken, carol, dave):
+        for peer in (alice, bob, erin, taken, carol, dave):
             peer.close()
         deadline = time.monotonic() + 10 * UNIT  # emptied rooms stop counting (VACATE, split)
         while store.smembers("cr:rooms") and time.monotonic() < deadline:
