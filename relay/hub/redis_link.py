@@ -35,6 +35,7 @@ T = TypeVar("T")
 PASSWORD_ENV = "CHAT_RELAY_ENGINE_PASSWORD"
 TIMEOUT = 1.0  # seconds a Redis call may take before Redis counts as down
 BACKOFF_MAX = 5.0
+CLUSTER_BACKOFF_MAX = 1.0
 FAILURES: tuple[type[BaseException], ...] = (
     redis.ConnectionError, redis.TimeoutError, OSError, *cluster.CLUSTER_FAILURES)
 
@@ -152,10 +153,12 @@ class Link:
                 cluster.probe(self.r)
             else:
                 self.r.ping()
-        except FAILURES:
-            # A cluster's failover ends within seconds and others may be serving:
-            # look again at least every second there.
-            self._delay = min(self._delay * 2, 1.0 if self.cluster else BACKOFF_MAX)
+        except FAILURES as exc:
+            # A cluster's failover ends within seconds: while nodes answer (refuse,
+            # or say the cluster is down) look again every second; a timeout
+            # (cut off) blocked this loop once already, so back off to 5 s.
+            quick = self.cluster and not isinstance(exc, (redis.TimeoutError, TimeoutError))
+            self._delay = min(self._delay * 2, CLUSTER_BACKOFF_MAX if quick else BACKOFF_MAX)
             self._next_probe = time.monotonic() + self._delay
             return False
         except redis.RedisError as exc:  # answered, but refuses (auth, loading)
