@@ -35,7 +35,7 @@ class Moved(redis.exceptions.RedisError):
 class ShardFeed(Feed):
     """Feed over a RedisCluster client (its own, not the hub thread's)."""
 
-    BACKOFF_MAX = 2.0  # a failover takes a node timeout or two: look again soon
+    BACKOFF_MAX = 1.0  # a failover takes a node timeout or two: look again soon
 
     def _pubsub(self) -> Any:
         return _Subs(self._client)
