@@ -122,13 +122,17 @@ def _cluster_ok(client: Any) -> bool:
 class RedisCluster:
     """Six redis-servers on 127.0.0.1 made into a cluster of 3 primaries + 3 replicas.
 
-    `--cluster-node-timeout 1000` keeps a failover to a second or two. Ready
+    `node_timeout_ms=1000` keeps a failover to a second or two. Ready
     when every node's CLUSTER INFO says cluster_state:ok and every replica's
     link to its primary is up; stopped by PID.
     """
 
-    def __init__(self, tmp: Path, nodes: int = 6, password: str = "") -> None:
+    def __init__(self, tmp: Path, nodes: int = 6, password: str = "",
+                 node_timeout_ms: int = 5000) -> None:
         self.tmp = tmp
+        # Short for failover tests (quick), longer otherwise: on a loaded machine a
+        # node that stalls for a second could be failed over when nobody meant it.
+        self.node_timeout_ms = node_timeout_ms
         self.password = password  # requirepass and masterauth of every node
         self.ports = [cluster_port() for _ in range(nodes)]
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
@@ -146,7 +150,7 @@ class RedisCluster:
                 [REDIS, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                  "--appendonly", "no", "--dir", str(self.tmp), "--cluster-enabled", "yes",
                  "--cluster-config-file", str(self.tmp / f"nodes-{port}.conf"),
-                 "--cluster-node-timeout", "1000",
+                 "--cluster-node-timeout", str(self.node_timeout_ms),
                  # replicas sync at once (the default waits 5 s for more replicas)
                  "--repl-diskless-sync-delay", "0",
                  *(["--requirepass", self.password, "--masterauth", self.password]
@@ -211,25 +215,43 @@ class RedisCluster:
                     return int(str(addr).rsplit(":", 1)[1])
         raise LookupError(f"no primary serves slot {slot}")
 
-    def failover(self, port: int, timeout: float = 20.0) -> int:
+    def failover(self, port: int, timeout: float = 30.0) -> int:
         """A manual failover of the primary on `port` (CLUSTER FAILOVER sent to one of
         its replicas, which waits for it to catch up: nothing lost); the new
-        primary's port, once it serves as one."""
+        primary's port, once it serves as one. The replica is the node that says
+        so itself (INFO replication), not gossip, which may lag."""
+        deadline = time.monotonic() + timeout
+        replica = 0
+        while not replica:
+            for other, proc in self.procs.items():
+                if other != port and proc.poll() is None and self._replicates(other, port):
+                    replica = other
+                    break
+            else:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"no replica of {port}")
+                time.sleep(0.05)
+        while True:  # asked again if the first try lapsed (votes are slow on a loaded box)
+            self._wait(replica, lambda c: bool(c.execute_command("CLUSTER FAILOVER")), deadline)
+            try:
+                self._wait(replica, lambda c: c.info("replication").get("role") == "master",
+                           min(deadline, time.monotonic() + 5))
+                return replica
+            except RuntimeError:
+                if time.monotonic() > deadline:
+                    raise
+
+    def _replicates(self, node: int, primary: int) -> bool:
         import redis
 
-        client = redis.Redis(port=port, socket_timeout=1, password=self.password or None)
+        client = redis.Redis(port=node, socket_timeout=1, password=self.password or None)
         try:
-            me = client.execute_command("CLUSTER MYID")
-            nodes = client.execute_command("CLUSTER NODES")
+            repl = client.info("replication")
+        except redis.ConnectionError:
+            return False
         finally:
             client.close()
-        me = me.decode() if isinstance(me, bytes) else str(me)
-        replica = next(int(str(addr).rsplit(":", 1)[1]) for addr, node in nodes.items()
-                       if node["master_id"] == me and "fail" not in str(node["flags"]))
-        deadline = time.monotonic() + timeout
-        self._wait(replica, lambda c: bool(c.execute_command("CLUSTER FAILOVER")), deadline)
-        self._wait(replica, lambda c: c.info("replication").get("role") == "master", deadline)
-        return replica
+        return repl.get("role") == "slave" and int(repl.get("master_port", 0)) == primary
 
     def kill(self, port: int, sig: int = signal.SIGKILL) -> None:
         """Signal one of our nodes by PID and wait until it is gone."""

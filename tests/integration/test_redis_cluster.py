@@ -44,6 +44,13 @@ def cluster(tmp_path: Path) -> Iterator[RedisCluster]:
 
 
 @pytest.fixture
+def fast_cluster(tmp_path: Path) -> Iterator[RedisCluster]:
+    """A cluster that fails a silent primary over after 1 s (the failover tests)."""
+    with RedisCluster(tmp_path, node_timeout_ms=1000).start() as c:
+        yield c
+
+
+@pytest.fixture
 def locked_cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[RedisCluster]:
     """A cluster with a password, which relay hosts started meanwhile get from
     $CHAT_RELAY_ENGINE_PASSWORD (inherited), never from argv."""
@@ -248,12 +255,13 @@ def _receive(peer: NativePeer, room: str, got: list[tuple[int, str]],
 
 @pytest.mark.parametrize("how", ["kill9", "manual"])
 def test_failover_of_a_busy_rooms_primary_loses_nothing_silently(
-        cluster: RedisCluster, how: str) -> None:
+        fast_cluster: RedisCluster, how: str) -> None:
     """kill9: the primary dies (its replica is promoted after the node timeout;
     connections fail). manual: CLUSTER FAILOVER (the old primary stays up as a
     replica: MOVED, and Redis ends our shard subscriptions there)."""
     from relay.hub import redis_scripts as lua
 
+    cluster = fast_cluster
     room = _rooms_on_every_shard(cluster)[0]
     with _host(cluster.url).start() as one, _host(cluster.url).start() as two:
         alice = NativePeer.joined(one.port, "alice", rooms=[room])
