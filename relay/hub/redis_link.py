@@ -4,11 +4,12 @@ Every engine call that reaches Redis goes through `Link.run`. A connection
 error marks Redis down: from then on calls fail at once with
 EngineUnavailable (a `say` is answered `unavailable`; clients stay), and
 only `probe()`, called each heartbeat with growing intervals (backoff up to
-5 s), brings it back up, so the engine can resync before serving again. The
-timeouts are short: the hub loop never waits on a dead Redis for long.
-In a cluster (redis_cluster.py) a failover's errors (cluster down, try
-again, a moved slot) count as "down" too, and every channel is sharded:
-`publish` and the feed (redis_shardfeed.py) pick the kind.
+5 s; 1 s in a cluster while its nodes answer), brings it back up, so the
+engine can resync before serving again. The timeouts are short: the hub
+loop never waits on a dead Redis for long. In a cluster (redis_cluster.py)
+a failover's errors (cluster down, try again, a moved slot) count as "down"
+too, and every channel is sharded: `publish` and the feed
+(redis_shardfeed.py) pick the kind.
 """
 
 from __future__ import annotations
@@ -113,7 +114,7 @@ class Link:
 
     def pipe(self, fill: Callable[[Any], object]) -> list[Any]:
         """One round trip: `fill(pipeline)`, then its results (errors as values).
-        In a cluster, scripts a node did not know are loaded and sent again."""
+        In a cluster, script calls a node answered NOSCRIPT are sent again as EVAL."""
         def go(r: Any) -> list[Any]:
             p = r.pipeline(transaction=False)
             self._calls.clear()
