@@ -291,6 +291,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             except HistoryStoreError as exc:
                 print(f"chat-relay: {exc}", file=sys.stderr)
                 return 1
+        if settings.engine:
+            from relay.hub.redis_link import preflight
+
+            problem = preflight(settings.engine, settings.engine_password)
+            if problem:
+                print(f"chat-relay: {problem}", file=sys.stderr)
+                return 1
         return supervisor.main(settings)
     if args.command == "_hub":
         from relay.child import die_with_parent

@@ -32,9 +32,10 @@ def free_port() -> int:
 class RedisServer:
     """One redis-server on 127.0.0.1; `persist` gives it an append-only file in `dir`."""
 
-    def __init__(self, port: int = 0, persist: Path | None = None) -> None:
+    def __init__(self, port: int = 0, persist: Path | None = None, password: str = "") -> None:
         self.port = port or free_port()
         self.persist = persist
+        self.password = password  # requirepass (tests only: it shows in this test's argv)
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -56,8 +57,10 @@ class RedisServer:
                     "always"]
         else:
             cmd += ["--appendonly", "no"]
+        if self.password:
+            cmd += ["--requirepass", self.password]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
-        client = redis.Redis(port=self.port)
+        client = redis.Redis(port=self.port, password=self.password or None)
         deadline = time.monotonic() + timeout
         try:
             while True:

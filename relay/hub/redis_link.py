@@ -171,3 +171,45 @@ class Link:
         log.warning("redis at %s is back; resyncing this host's clients", self.url)
         return True
 
+
+
+def preflight(url: str, password: str = "", wait: float = 5.0) -> str:
+    """Why the hub could not start on `url` now, in words, or "" when Redis answers.
+
+    `chat-relay start` asks before it starts anything: a Redis that is down or
+    refuses the password is the operator's to fix, and saying so once beats a
+    hub that the supervisor restarts in a loop. A Redis still starting (or a
+    cluster still electing) gets `wait` seconds.
+    """
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            client = connect(url, password)
+            if cluster.is_cluster(url):
+                cluster.probe(client)
+            else:
+                client.ping()
+            client.close()
+            return ""
+        except (redis.AuthenticationError, redis.ResponseError) as exc:
+            if not isinstance(exc, redis.AuthenticationError) and "NOAUTH" not in str(exc):
+                problem = f"Redis at {redacted(url)} refuses ({exc})"
+            elif _password_given(url, password):
+                return f"Redis at {redacted(url)} refused the password ({exc})"
+            else:
+                return (f"Redis at {redacted(url)} wants a password: put it in the URL "
+                        f"or in ${PASSWORD_ENV}")
+        except FAILURES as exc:
+            problem = f"cannot reach Redis at {redacted(url)} ({exc})"
+        except redis.RedisError as exc:
+            problem = f"Redis at {redacted(url)} cannot serve yet ({exc})"
+        if time.monotonic() >= deadline:
+            return problem + "; is it running, and is --engine right?"
+        time.sleep(0.5)  # a retry interval, not a wait for a condition we can poll
+
+
+def _password_given(url: str, password: str) -> bool:
+    if password or os.environ.get(PASSWORD_ENV):
+        return True
+    netloc = url.partition("://")[2].partition("/")[0]
+    return ":" in netloc.rpartition("@")[0]

@@ -185,3 +185,38 @@ def test_history_and_resume_across_hosts(server: RedisServer) -> None:
         assert bob.msgs("lobby", 1)[0]["text"] == "h6"
         carol.close()
         bob.close()
+
+
+def _start_fails(url: str, env: dict[str, str] | None = None) -> str:
+    """`chat-relay start --engine url` on a free port: its exit code must be 1, and
+    it must have started no hub or worker (it exits before the supervisor runs)."""
+    import subprocess
+    import sys
+
+    from tests.redisproc import free_port
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "relay.cli", "start", "--engine", url, "--port",
+         str(free_port()), "--host", "127.0.0.1", "--no-mdns"],
+        capture_output=True, text=True, timeout=30 * UNIT,
+        env={**os.environ, **(env or {})})
+    assert proc.returncode == 1, proc.stderr
+    return proc.stderr
+
+
+def test_start_without_redis_says_so_once_and_exits() -> None:
+    from tests.redisproc import free_port
+
+    err = _start_fails(f"redis://127.0.0.1:{free_port()}/0")
+    assert "cannot reach Redis at redis://127.0.0.1:" in err
+    assert "is it running, and is --engine right?" in err
+    assert "Traceback" not in err
+
+
+def test_start_with_a_wrong_engine_password_says_so(tmp_path: Path) -> None:
+    with RedisServer(persist=tmp_path, password="right-one").start() as srv:
+        err = _start_fails(srv.url, {"CHAT_RELAY_ENGINE_PASSWORD": "wrong-one"})
+        assert "refused the password" in err and "wrong-one" not in err
+        err = _start_fails(srv.url)
+        assert "wants a password: put it in the URL or in $CHAT_RELAY_ENGINE_PASSWORD" in err
+        assert "Traceback" not in err
