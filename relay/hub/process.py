@@ -250,7 +250,7 @@ class Hub:
                 next_beat = mono + HEARTBEAT
                 out.extend(self.state.expire_workers(mono))
                 self.expire_rooms(mono)
-            if out:
+            if out or engine.wake_fd is not None:  # a shared engine may have a backlog
                 out = engine.outgoing(out)  # a shared engine sequences and routes here
             # Then what the engine brings in (never back out to it): other hosts' items
             # and, with a shared engine, this hub's own room items in the room's order.

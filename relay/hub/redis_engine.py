@@ -389,6 +389,7 @@ class RedisEngine:
 
     def close(self) -> None:
         try:
+            self.traffic.drain()
             self.hosts.leave()
         except EngineUnavailable:
             pass

@@ -53,6 +53,10 @@ class Feed:
     def unsubscribe(self, channel: str) -> None:
         self._changes.put((False, channel))
 
+    def wake(self) -> None:
+        """Wake the hub loop at once (it has work left over from this wake)."""
+        self._wake()
+
     def drain(self) -> list[tuple[str, bytes] | None]:
         """Everything received since the last call (None: the feed reconnected)."""
         try:
