@@ -99,12 +99,14 @@ class Traffic:
 
     # Subscriptions --------------------------------------------------------------
 
-    def watch(self, room: str) -> None:
-        """A first local member: subscribe, and start from the room's seq now."""
+    def watch(self, room: str, seq: int | None = None) -> None:
+        """A first local member: subscribe, and start from the room's seq now
+        (`seq`: read by the caller in its own round trip just now)."""
         if room in self.delivered:
             return
-        seq = self.link.run(lambda r: r.get(lua.room_key(room, "seq")))
-        self.delivered[room] = int(seq or 0)
+        if seq is None:
+            seq = int(self.link.run(lambda r: r.get(lua.room_key(room, "seq"))) or 0)
+        self.delivered[room] = seq
         self.feed.subscribe(lua.room_key(room, "ch"))
 
     def unwatch(self, room: str) -> None:

@@ -44,10 +44,10 @@ class Counted:
         engine.link.run = counted
 
 
-def _engine(url: str, **kw: Any) -> Any:
+def _engine(url: str, host: str = "h1", **kw: Any) -> Any:
     from relay.hub.redis_engine import RedisEngine
 
-    engine = RedisEngine(url, host="h1")
+    engine = RedisEngine(url, host=host)
     engine.is_local = lambda worker: worker == "w1"
     if kw:
         engine.traffic.max_calls = kw.get("max_calls", engine.traffic.max_calls)
@@ -171,14 +171,34 @@ def test_join_costs_few_round_trips(server: RedisServer) -> None:
         out: list[Any] = []
         members.join(("w1", 1), "lobby", out)
         engine.flush()
-        assert count.trips <= 3, count.trips
-        kinds = [it["t"] if isinstance(it, dict) else it[0]["t"] for _, it in out]
+        assert count.trips <= 2, count.trips  # the room cap (OPEN_ROOM), then the join
+        kinds = [it[1]["t"] if isinstance(it[0], int) else it[0]["t"] for _, it in out]
         assert kinds == ["joined", "presence", "history"]
         count.trips = 0
         out = []
         members.join(("w1", 2), "lobby", out)
-        assert count.trips <= 3, count.trips
-        joined = out[0][1]
+        assert count.trips <= 1, count.trips  # a room with local members: the join only
+        print("join trips", count.trips)
+        joined = out[0][1][1]
         assert joined["members"] == ["ann", "bob"] and joined["seq"] == 1
     finally:
         engine.close()
+
+
+def test_hello_is_one_round_trip_and_a_taken_nick_leaves_no_record(server: RedisServer) -> None:
+    from relay.hub.engine import ClientRec
+    from relay.hub.redis_engine import CLIENTS
+
+    one, two = _engine(server.url), _engine(server.url, host="h2")
+    try:
+        count = Counted(one)
+        assert one.register(ClientRec("w1", 1, "Ann", {}, "10.0.0.1", "", ""))
+        assert count.trips == 1
+        assert not two.register(ClientRec("w2", 1, "ann", {}, "10.0.0.2", "", ""))
+        r = redis.Redis.from_url(server.url)
+        assert r.hkeys(CLIENTS) == [b"w1\t1"]
+        assert r.smembers("cr:ip:10.0.0.2") == set()
+        r.close()
+    finally:
+        two.close()
+        one.close()
