@@ -371,7 +371,8 @@ class RedisEngine(RoomReads):
 
     def flush(self) -> None:
         self._remote.clear()  # other hosts' records are read afresh next wake
-        self.facts.clear()    # and rooms' facts (redis_rooms.py)
+        self.facts.clear()    # and rooms' facts (redis_rooms.py), and sanctions
+        self.bans.forget()
 
     def outgoing(self, out: Out) -> Out:
         return self.traffic.outgoing(out)

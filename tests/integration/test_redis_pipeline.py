@@ -202,3 +202,27 @@ def test_hello_is_one_round_trip_and_a_taken_nick_leaves_no_record(server: Redis
     finally:
         two.close()
         one.close()
+
+
+def test_mute_checks_cost_one_read_per_wake_and_other_hosts_see_it_next_wake(
+        server: RedisServer) -> None:
+    from relay.hub.engine import Sanction
+
+    one, two = _engine(server.url), _engine(server.url, host="h2")
+    try:
+        count = Counted(two)
+        for _ in range(50):  # fifty says in one wake: one read of the mute table
+            assert not two.sanctions("mute")
+        assert count.trips == 1
+        assert one.set_sanction("mute", "ann", Sanction(0, "op", "spam"), 10, 1)
+        assert two.sanction("mute", "ann", 1) is None  # this wake: as read at its start
+        two.flush()  # the wake ends
+        assert two.sanctions("mute") and two.sanction("mute", "ann", 1) is not None
+        assert one.set_sanction("mute", "bob", Sanction(5, "op", ""), 10, 1)
+        two.flush()
+        assert two.sanction("mute", "bob", 10) is None  # over: dropped, in Redis too
+        two.flush()
+        assert set(two.sanctions("mute")) == {"ann"}
+    finally:
+        two.close()
+        one.close()
