@@ -169,9 +169,7 @@ class Traffic:
             size += call.size
         if calls or remote or shout or self._forget:
             self._send(calls, remote, shout, local)
-        if queue:  # the rest goes next wake, after the hub has had its turn
-            self.feed.wake()
-        return local
+        return local  # what stays queued goes next wake (incoming() wakes the loop)
 
     def drain(self) -> None:
         """Send what is still queued (a clean stop): others get it, in order."""
@@ -258,6 +256,8 @@ class Traffic:
                 self._tails(out)
             except EngineUnavailable:
                 pass
+        if self._queue:  # after drain(), which eats wakes: the loop comes back at once
+            self.feed.wake()
         return out
 
     def _take(self, channel: str, data: bytes, out: Out) -> None:

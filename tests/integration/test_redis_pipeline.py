@@ -10,6 +10,7 @@ costs a bounded number of round trips.
 
 from __future__ import annotations
 
+import select
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -86,7 +87,9 @@ def test_one_wake_over_many_rooms_is_bounded_pipelines_in_order(server: RedisSer
         assert len(got) == 200  # ours, the rooms' next: on our bus at once, with seqs
         assert got[:2] == [(b"rr0\x00", 1, "a"), (b"rr0\x00", 2, "b")]
         trips = 0
-        while engine.traffic._queue:  # the loop was woken for the rest
+        while engine.traffic._queue:  # the loop is woken for the rest
+            engine.incoming()  # (the hub's turn: it drains the wake fd)
+            assert select.select([engine.wake_fd], [], [], 0)[0], "the loop was not woken"
             assert trips < 10
             local += engine.outgoing([])
             trips += 1
