@@ -88,6 +88,10 @@ class Traffic:
         self._queue: collections.deque[Call] = collections.deque()
         self.max_calls, self.max_bytes = max(1, max_calls), max(1, max_bytes)
         self._pres_head = b"p" + host.encode() + b"\n"
+        # A room was just watched: the feed thread applies subscriptions between
+        # polls (up to 50 ms), and other hosts' presence meanwhile is not in any
+        # stream, so the wake's round trip also pokes our own channel.
+        self._kick = False
         # room -> seq -> our own item, until it is delivered: a gap filled from the
         # stream still tells the author (its `id` echo), which the stream does not keep.
         self._own: dict[str, dict[int, Any]] = {}
@@ -108,6 +112,7 @@ class Traffic:
             seq = int(self.link.run(lambda r: r.get(lua.room_key(room, "seq"))) or 0)
         self.delivered[room] = seq
         self.feed.subscribe(lua.room_key(room, "ch"))
+        self._kick = True
 
     def unwatch(self, room: str) -> None:
         if self.delivered.pop(room, None) is not None:
@@ -167,7 +172,7 @@ class Traffic:
             call = queue.popleft()
             calls.append(call)
             size += call.size
-        if calls or remote or shout or self._forget:
+        if calls or remote or shout or self._forget or self._kick:
             self._send(calls, remote, shout, local)
         return local  # what stays queued goes next wake (incoming() wakes the loop)
 
@@ -197,6 +202,9 @@ class Traffic:
             batch.command("publish", lua.host_key(host, "ch"), b"w\n" + pack(replies))
         if shout:
             batch.command("publish", lua.ALL_CHANNEL, b"a\n" + pack([self.host, shout]))
+        if self._kick:  # wakes our feed thread from its poll: it subscribes at once
+            self._kick = False
+            batch.command("publish", lua.host_key(self.host, "ch"), b"k\n")
         try:
             results: list[Any] = execute(self.link, batch)
         except EngineUnavailable:

@@ -229,3 +229,30 @@ def test_mute_checks_cost_one_read_per_wake_and_other_hosts_see_it_next_wake(
     finally:
         two.close()
         one.close()
+
+
+def test_watching_a_room_pokes_our_feed_so_it_subscribes_at_once(server: RedisServer) -> None:
+    from relay.hub import redis_scripts as lua
+
+    engine = _engine(server.url)
+    try:
+        listener = redis.Redis.from_url(server.url).pubsub()
+        listener.subscribe(lua.host_key("h1", "ch"))
+        assert listener.get_message(timeout=5)["type"] == "subscribe"
+        engine.traffic.watch("lobby")
+        assert engine.outgoing([]) == []  # the wake's round trip carries the poke
+        poke = listener.get_message(timeout=5)
+        assert poke is not None and poke["data"] == b"k\n"
+        engine.outgoing([])  # once per watch, not every wake
+        assert listener.get_message(timeout=0.2) is None
+        deadline = time.monotonic() + 5
+        got: list[object] = []
+        while time.monotonic() < deadline and not engine.feed.connected.is_set():
+            time.sleep(0.01)
+        for _ in range(20):  # our feed takes the poke in and makes nothing of it
+            got += engine.incoming()
+            time.sleep(0.01)
+        assert got == []
+        listener.close()
+    finally:
+        engine.close()
