@@ -2,8 +2,10 @@
 
 Each host runs its own hub; every hub drives this engine against one Redis,
 so no host is special. Keys and scripts: redis_scripts.py; msgs and
-presence through Redis: redis_traffic.py; leases and dead hosts:
-redis_hosts.py; the subscription thread: redis_feed.py.
+presence through Redis: redis_traffic.py (one round trip per wake:
+redis_batch.py); history and the room facts a join reads in its one round
+trip: redis_rooms.py; leases and dead hosts: redis_hosts.py; the
+subscription thread: redis_feed.py.
 
 This host's clients are kept in memory too (read without a round trip, and
 written through to Redis on every change), so a `say` costs no Redis call
