@@ -39,6 +39,7 @@ from relay.config import Settings
 from relay.hub.authguard import AuthGuard
 from relay.hub.engine import Engine
 from relay.hub.historydb import HistoryStore
+from relay.hub.members import MEMBERS_PAGE
 from relay.hub.memory import MemoryEngine
 from relay.hub.replies import Out
 from relay.hub.state import HubState
@@ -103,7 +104,9 @@ class Hub:
                 history_len=settings.history, max_rooms=settings.max_rooms,
                 room_ttl=settings.room_ttl, auth_failures=settings.auth_failures,
                 auth_window_ms=int(settings.auth_window * 1000),
-                auth_block_ms=int(settings.auth_block * 1000))
+                auth_block_ms=int(settings.auth_block * 1000),
+                join_members=min(settings.presence_limit, MEMBERS_PAGE),
+                join_replay=settings.join_replay)
             redis_engine.is_local = lambda worker: worker in self.state.workers
             return redis_engine
         store: HistoryStore | None = None
@@ -250,7 +253,7 @@ class Hub:
                 next_beat = mono + HEARTBEAT
                 out.extend(self.state.expire_workers(mono))
                 self.expire_rooms(mono)
-            if out:
+            if out or engine.wake_fd is not None:  # a shared engine may have a backlog
                 out = engine.outgoing(out)  # a shared engine sequences and routes here
             # Then what the engine brings in (never back out to it): other hosts' items
             # and, with a shared engine, this hub's own room items in the room's order.

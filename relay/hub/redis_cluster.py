@@ -114,6 +114,15 @@ class ClusterScript:
         self.script = client.register_script(text)
         self.calls = calls
 
+    @property
+    def sha(self) -> str:
+        """The script's sha (redis_batch.py queues EVALSHA by it, reloads on NOSCRIPT)."""
+        return str(self.script.sha)
+
+    @sha.setter
+    def sha(self, value: str) -> None:
+        self.script.sha = value
+
     def __call__(self, keys: list[str], args: list[Any], client: Any = None) -> Any:
         if isinstance(client, ClusterPipeline):
             self.calls.append((len(client), self, keys, args))

@@ -2,8 +2,10 @@
 
 Each host runs its own hub; every hub drives this engine against one Redis,
 so no host is special. Keys and scripts: redis_scripts.py; msgs and
-presence through Redis: redis_traffic.py; leases and dead hosts:
-redis_hosts.py; the subscription thread: redis_feed.py.
+presence through Redis: redis_traffic.py (one round trip per wake:
+redis_batch.py); history and the room facts a join reads in its one round
+trip: redis_rooms.py; leases and dead hosts: redis_hosts.py; the
+subscription thread: redis_feed.py.
 
 This host's clients are kept in memory too (read without a round trip, and
 written through to Redis on every change), so a `say` costs no Redis call
@@ -26,13 +28,13 @@ from typing import Any
 
 from relay.bus.wire import pack, unpack
 from relay.hub import redis_scripts as lua
-from relay.hub.chathistory import select as select_history
 from relay.hub.engine import ClientRec, EngineUnavailable, Sanction, SanctionKind
 from relay.hub.redis_hosts import Hosts
 from relay.hub.redis_link import Link, connect
 from relay.hub.redis_moderation import Bans
+from relay.hub.redis_rooms import Facts, RoomReads, join_facts, join_reads
 from relay.hub.redis_scripts import ckey, parse_ckey
-from relay.hub.redis_traffic import Traffic, entry_body
+from relay.hub.redis_traffic import Traffic
 from relay.hub.replies import Body, ConnKey, Out
 
 log = logging.getLogger("chat_relay.hub")
@@ -42,13 +44,14 @@ WORKERS = lua.PREFIX + "workers"
 ROOMS = lua.PREFIX + "rooms"
 
 
-class RedisEngine:
+class RedisEngine(RoomReads):
     """Every fact the hub decides on, in Redis; this host's clients cached here."""
 
     def __init__(self, url: str, *, password: str = "", history_len: int = 1000,
                  max_rooms: int = 10_000, room_ttl: float = 3600.0, auth_failures: int = 5,
                  auth_window_ms: int = 60_000, auth_block_ms: int = 60_000,
-                 host: str | None = None) -> None:
+                 host: str | None = None, join_members: int = 500,
+                 join_replay: int = 20) -> None:
         client = connect(url, password)
         self.link = Link(client, url, password)
         self.host = host or f"{socket.gethostname()}-{os.getpid()}-{time.time_ns() % 10**6}"
@@ -61,6 +64,10 @@ class RedisEngine:
         self.bans = Bans(self.link, (max(1, auth_failures), auth_window_ms, auth_block_ms))
         self.max_rooms, self.room_ttl_ms = max_rooms, int(room_ttl * 1000)
         self._relay_rooms = 0  # rooms with members relay-wide, as Redis last said
+        self.facts: dict[str, Facts] = {}  # rooms' facts read this wake (redis_rooms.py)
+        # What a join reads in its own round trip: the first members (a `joined`
+        # list) and the newest msgs (the join replay).
+        self.join_members, self.join_replay = join_members, join_replay
         self.epoch = self._epoch()
         self.hosts = Hosts(self.link, self.host, self.room_ttl_ms)
         self.hosts.rooms = lambda: self.local_rooms
@@ -144,13 +151,19 @@ class RedisEngine:
     def register(self, rec: ClientRec) -> bool:
         key = (rec.worker, rec.conn)
         ks = ckey(key)
-        if not self.link.run(lambda r: r.set(lua.nick_rkey(rec.nick), ks, nx=True)):
-            return False
         self._hosts_of[rec.worker] = self.host
-        self.link.pipe(lambda p: (self._save(rec, p),
-                                  p.sadd(lua.host_key(self.host, "clients"), ks),
-                                  p.hset(WORKERS, rec.worker, self.host),
-                                  rec.ip and p.sadd(lua.ip_rkey(rec.ip), ks)))
+        # One round trip: the nick (SET NX) and the record behind it; a nick that
+        # was taken costs a second one that takes the record back.
+        got, *_ = self.link.pipe(lambda p: (p.set(lua.nick_rkey(rec.nick), ks, nx=True),
+                                            self._save(rec, p),
+                                            p.sadd(lua.host_key(self.host, "clients"), ks),
+                                            p.hset(WORKERS, rec.worker, self.host),
+                                            rec.ip and p.sadd(lua.ip_rkey(rec.ip), ks)))
+        if not got:
+            self.link.pipe(lambda p: (p.hdel(CLIENTS, ks),
+                                      p.srem(lua.host_key(self.host, "clients"), ks),
+                                      rec.ip and p.srem(lua.ip_rkey(rec.ip), ks)))
+            return False
         self.local[key] = rec
         return True
 
@@ -204,27 +217,42 @@ class RedisEngine:
         return bool(ok)
 
     def join(self, name: str, key: ConnKey) -> bool:
+        """One round trip: the membership, and what the join's replies need
+        (redis_rooms.join_reads), kept as the room's facts for this wake."""
         rec = self.client(key)
         assert rec is not None, key
         rec.rooms[name] = None
         ks, now = ckey(key), time.time_ns() // 1000
-        added, *_ = self.link.pipe(lambda p: (
-            p.zadd(lua.room_key(name, "mem"), {ks: now}, nx=True), p.sadd(ROOMS, name),
-            p.persist(lua.room_key(name, "log")),
+        replay = self.join_replay
+
+        def fill(p: Any) -> None:
+            p.zadd(lua.room_key(name, "mem"), {ks: now}, nx=True)
+            p.sadd(ROOMS, name)
+            p.persist(lua.room_key(name, "log"))
             p.hset(CLIENTS, ks, pack([rec.nick, rec.ip, rec.away,
                                       self._hosts_of.get(key[0], self.host),
-                                      rec.quit_reason, list(rec.rooms)]))))
+                                      rec.quit_reason, list(rec.rooms)]))
+            join_reads(p, name, self.join_members, replay)
+
+        res = self.link.pipe(fill)
+        self.facts[name], seq = join_facts(res[4:], replay)
         if key in self.local:
             self.local_rooms.setdefault(name, set()).add(key)
-            self.traffic.watch(name)
-        return bool(added)
+            self.traffic.watch(name, seq)
+        return bool(res[0])
 
     def part(self, name: str, key: ConnKey) -> None:
         rec = self.client(key)
-        self.link.run(lambda r: r.zrem(lua.room_key(name, "mem"), ckey(key)))
         if rec is not None:
             rec.rooms.pop(name, None)
-            self._write(rec)
+        mem, ks = lua.room_key(name, "mem"), ckey(key)
+        res = self.link.pipe(lambda p: (
+            p.zrem(mem, ks), rec is not None and p.hset(CLIENTS, ks, pack(
+                [rec.nick, rec.ip, rec.away, self._hosts_of.get(rec.worker, self.host),
+                 rec.quit_reason, list(rec.rooms)])),
+            p.zcard(mem), p.exists(lua.room_key(name, "quiet"))))
+        self.facts[name] = Facts(int(res[-2]), bool(res[-1]))  # members unread
+        if rec is not None:
             host = None if key in self.local else self._host_of(key[0])
             if host is not None and host != self.host:  # its host must not part it again
                 self.traffic.forget(host, key[0], key[1], name)
@@ -249,13 +277,22 @@ class RedisEngine:
         self.hosts.vacate([name])
 
     def members(self, name: str, limit: int | None = None) -> list[ConnKey]:
-        end = -1 if limit is None else limit - 1
-        raw = self.link.run(lambda r: r.zrange(lua.room_key(name, "mem"), 0, end))
-        keys = [parse_ckey(k) for k in raw]
+        facts = self.facts.get(name)
+        first = None if facts is None else facts.members
+        if facts is not None and first is not None and (
+                len(first) >= facts.count or (limit is not None and limit <= len(first))):
+            keys = first[:limit]
+        else:
+            end = -1 if limit is None else limit - 1
+            raw = self.link.run(lambda r: r.zrange(lua.room_key(name, "mem"), 0, end))
+            keys = [parse_ckey(k) for k in raw]
         self._prefetch(keys)
         return [k for k in keys if k in self.local or self._remote.get(k) is not None]
 
     def member_count(self, name: str) -> int:
+        facts = self.facts.get(name)
+        if facts is not None:
+            return facts.count
         return int(self.link.run(lambda r: r.zcard(lua.room_key(name, "mem"))))
 
     def is_member(self, name: str, key: ConnKey) -> bool:
@@ -270,69 +307,24 @@ class RedisEngine:
         return [(int(c), n) for c, n in zip(counts, names, strict=True) if c]
 
     def quiet(self, name: str) -> bool:
+        facts = self.facts.get(name)
+        if facts is not None:
+            return facts.quiet
         return bool(self.link.run(lambda r: r.exists(lua.room_key(name, "quiet"))) == 1)
 
     def set_quiet(self, name: str, quiet: bool) -> None:
         key = lua.room_key(name, "quiet")
         self.link.run(lambda r: r.set(key, 1) if quiet else r.delete(key))
+        facts = self.facts.get(name)
+        if facts is not None:
+            facts.quiet = quiet
 
-    # Sequencing and history -----------------------------------------------------
+    # Sequencing (history and seq reads: redis_rooms.RoomReads) -------------------
 
     def sequence(self, name: str, bodies: Sequence[Body]) -> Sequence[Body]:
         if not self.link.up:
             raise EngineUnavailable(f"redis at {self.link.url} is unreachable")
         return bodies  # seqs come from the wake's pipeline (outgoing), atomically
-
-    def seq(self, name: str) -> int | None:
-        done = self.traffic.delivered.get(name)
-        if done is not None:
-            return done
-        return int(self.link.run(lambda r: r.get(lua.room_key(name, "seq"))) or 0)
-
-    def raise_seq(self, name: str, seq: int) -> None:
-        self.link.run(lambda r: self.link.raise_seq(
-            keys=[lua.room_key(name, "seq"), lua.room_key(name, "epoch")], args=[seq],
-            client=r))
-        if name in self.traffic.delivered:
-            self.traffic.delivered[name] = max(self.traffic.delivered[name], seq)
-
-    def _range(self, name: str, low: int, high: int, count: int | None,
-               newest: bool = False) -> list[Body]:
-        stream = lua.room_key(name, "log")
-        lo, hi = f"{low}-0", f"{high}-0"
-        if newest:
-            entries = self.link.run(lambda r: r.xrevrange(stream, hi, lo, count=count))
-            entries.reverse()
-        else:
-            entries = self.link.run(lambda r: r.xrange(stream, lo, hi, count=count))
-        return [entry_body(e) for e in entries]
-
-    def first_seq(self, name: str) -> int:
-        top = self.seq(name) or 0
-        first = self._range(name, 1, top, 1)
-        return first[0]["seq"] if first else top + 1
-
-    def latest(self, name: str, limit: int) -> tuple[list[Body], bool]:
-        page = self._range(name, 1, self.seq(name) or 0, limit + 1, newest=True)
-        return page[-limit:], len(page) > limit
-
-    def after(self, name: str, seq: int, limit: int | None) -> tuple[list[Body], bool]:
-        top = self.seq(name) or 0
-        if seq >= top:
-            return [], False
-        page = self._range(name, seq + 1, top, None if limit is None else limit + 1)
-        if limit is not None and len(page) > limit:
-            return page[:limit], True
-        return page, False
-
-    def select(self, name: str, sub: str, refs: Sequence[tuple[str, int]],
-               limit: int) -> list[Body]:
-        ring = self._range(name, 1, self.seq(name) or 0, None)
-        return select_history(ring, ring[0]["seq"] if ring else 1, sub, refs, limit)
-
-    def last_ts(self, name: str) -> int | None:
-        page = self._range(name, 1, self.seq(name) or 0, 1, newest=True)
-        return int(page[-1].get("ts", 0)) if page else None
 
     # Moderation and failed passwords (redis_moderation.py) --------------------
 
@@ -359,6 +351,7 @@ class RedisEngine:
 
     def expire(self, mono: float) -> None:
         """Each heartbeat: the lease, dead hosts, a returning Redis, missed msgs."""
+        self.facts.clear()  # a dead host's cleanup changes rooms
         if self.link.probe():
             self._resync()
         if self.link.up:
@@ -378,6 +371,8 @@ class RedisEngine:
 
     def flush(self) -> None:
         self._remote.clear()  # other hosts' records are read afresh next wake
+        self.facts.clear()    # and rooms' facts (redis_rooms.py), and sanctions
+        self.bans.forget()
 
     def outgoing(self, out: Out) -> Out:
         return self.traffic.outgoing(out)
@@ -387,6 +382,7 @@ class RedisEngine:
 
     def close(self) -> None:
         try:
+            self.traffic.drain()
             self.hosts.leave()
         except EngineUnavailable:
             pass

@@ -132,6 +132,17 @@ class Link:
         Valkey understand too."""
         return p.spublish(channel, data) if self.cluster else p.publish(channel, data)
 
+    @property
+    def publish_cmd(self) -> str:
+        """`publish`'s command for a Batch (redis_batch.py): see publish()."""
+        return "spublish" if self.cluster else "publish"
+
+    def sequence_keys(self, room: str) -> list[str]:
+        """SEQUENCE's keys for `room`: seq, epoch, log (and, in a cluster, the id
+        of the Redis that last sequenced it: SEQUENCE_CLUSTER's failover check)."""
+        keys = [lua.room_key(room, "seq"), lua.room_key(room, "epoch"), lua.room_key(room, "log")]
+        return [*keys, lua.room_key(room, "rid")] if self.cluster else keys
+
     def feed(self, channels: list[str]) -> Feed:
         """The subscription thread, on a connection of its own."""
         if not self.cluster:

@@ -5,6 +5,8 @@ failed passwords count in `cr:af:{cr:blocks}:<ip_key>` and blocks live in `cr:bl
 (the AUTH_FAIL script counts and blocks atomically), so every host refuses
 the same addresses and a restart forgets nothing. The hub announces changes
 as `_bans`/`_block` items, which the engine sends to every host (`cr:all`).
+A table read is kept for the rest of the wake (a mute check per say costs
+no round trip); the next wake reads it again.
 """
 
 from __future__ import annotations
@@ -27,20 +29,36 @@ class Bans:
     def __init__(self, link: Link, auth: tuple[int, int, int]) -> None:
         self.link = link
         self.auth = auth  # failures, window ms, block ms
+        # Each table as read this wake: every say asks whether its author is
+        # muted, which must not cost a round trip per say. Our own changes
+        # drop the copy; another host's are seen from the next wake on.
+        self._read: dict[str, dict[str, Sanction]] = {}
+
+    def forget(self) -> None:
+        """The wake is over: read the tables afresh next time."""
+        self._read.clear()
 
     def sanction(self, kind: SanctionKind, key: str, now: int) -> Sanction | None:
-        raw = self.link.run(lambda r: r.hget(lua.PREFIX + "ban:" + kind, key))
-        if raw is None:
+        held = self._read.get(kind)
+        if held is not None:
+            found = held.get(key)
+        else:
+            raw = self.link.run(lambda r: r.hget(lua.PREFIX + "ban:" + kind, key))
+            found = None if raw is None else Sanction(*unpack(raw))
+        if found is None:
             return None
-        found = Sanction(*unpack(raw))
         if found.until and found.until <= now:
             self.link.run(lambda r: r.hdel(lua.PREFIX + "ban:" + kind, key))
+            self._read.pop(kind, None)
             return None
         return found
 
     def sanctions(self, kind: SanctionKind) -> dict[str, Sanction]:
-        raw = self.link.run(lambda r: r.hgetall(lua.PREFIX + "ban:" + kind))
-        return {k.decode(): Sanction(*unpack(v)) for k, v in raw.items()}
+        held = self._read.get(kind)
+        if held is None:
+            raw = self.link.run(lambda r: r.hgetall(lua.PREFIX + "ban:" + kind))
+            held = self._read[kind] = {k.decode(): Sanction(*unpack(v)) for k, v in raw.items()}
+        return held
 
     def set_sanction(self, kind: SanctionKind, key: str, sanction: Sanction, cap: int,
                      now: int) -> bool:
@@ -53,12 +71,14 @@ class Bans:
             if len(held) - len(stale) >= cap:
                 return False
         value = pack([sanction.until, sanction.by, sanction.reason])
+        self._read.pop(kind, None)
         self.link.run(lambda r: r.hset(table, key, value))
         return True
 
     def lift(self, kind: SanctionKind, key: str) -> Sanction | None:
         found = self.sanction(kind, key, 0)
         if found is not None:
+            self._read.pop(kind, None)
             self.link.run(lambda r: r.hdel(lua.PREFIX + "ban:" + kind, key))
         return found
 
