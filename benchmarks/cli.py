@@ -3,7 +3,7 @@
     chat-bench 127.0.0.1 8081 -n 100 -s 10 -r 2000 -d 10
     chat-bench 192.168.1.20 8081 --sweep --plot sweep.png --json sweep.json
     chat-bench 127.0.0.1 8081 --idle 20000
-    chat-bench 127.0.0.1 8081 -n 10000 -s 2 -r 20 -d 5 -c 1000 --after-join 2
+    chat-bench 127.0.0.1 8081 -n 10000 -s 2 -r 20 -d 5 -c 400 --after-join 2
     chat-bench --discover
 
 Exit status: 0 when the run held (nothing lost, duplicated, reordered or
@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--after-join", type=float, metavar="SECONDS",
                     help="a join storm: send from right after the last welcome and time the "
                          "window from SECONDS after it, instead of --warmup after the first "
-                         "send; the join phase is reported (e.g. -n 10000 -c 1000 "
+                         "send; the join phase is reported (e.g. -n 10000 -c 400 "
                          "--after-join 2)")
     ap.add_argument("--rooms", type=int, default=1,
                     help="rooms to spread connections over (default 1)")

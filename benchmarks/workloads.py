@@ -61,7 +61,7 @@ WORKLOADS: tuple[Workload, ...] = (
     Workload("big-room", "one room of 10,000 members (9,996 receivers, 4 senders; full "
              "scale: 100 msgs/s, 1.0 M deliveries/s)", 9996, 4, 100.0),
     Workload("join-storm", "10,000 clients join one room at once (9,998 receivers, 2 "
-             "senders, 1,000 connecting at a time); 20 msgs/s from right after the last "
+             "senders, 400 connecting at a time); 20 msgs/s from right after the last "
              "welcome, timed from 2 s after it", 9998, 2, 20.0,
              after_join=2.0),
     Workload("overload", "twice the server's own sustained peak at N=100 with 4 senders "
