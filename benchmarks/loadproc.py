@@ -44,7 +44,8 @@ PROGRESS_NS = 500_000_000
 SLICE_NS = 50_000_000  # the C engine returns this often to let control messages in
 TICK_EVENTS = 32  # ready sockets handled between clock reads and send checks
 OPENS_PER_POLL = 64  # connections opened between two polls of the connect phase
-REFUSED_RETRIES = 20  # times one client is opened again after a too_many_connections
+REFUSED_RETRIES = 50  # times one client is opened again after a too_many_connections
+RETRY_WAIT_S = 0.02  # x its refusals so far: how long a refused client waits to try again
 # Level-triggered; HUP and ERR are reported unasked and go to the read path,
 # where recv() returns the end of stream or the error.
 EV_IN = select.EPOLLIN
@@ -68,6 +69,7 @@ class ProcPlan:
     connect_timeout: float = 30.0
     hard_limit_s: float = 600.0
     engine: str = "python"  # "c": the timed phase runs in benchmarks/engine (already built)
+    retry_refused: bool = False  # a join storm: open again what is refused as too many
 
 
 @dataclass(slots=True)
@@ -195,9 +197,11 @@ class LoadProcess:
     def connect_all(self) -> None:
         """Open every assigned connection, at most `concurrency` in flight.
 
-        A connection the relay refuses as too many (its cap on connections still
-        in their handshake says "try again") is opened again after the others,
-        as a client would, up to REFUSED_RETRIES times; `retried` counts them.
+        In a join storm (`retry_refused`), a connection the relay refuses as too
+        many (its cap on connections still in their handshake says "try
+        again") is opened again after the others, as a client would: after
+        RETRY_WAIT_S x its refusals (at most 0.5 s), up to REFUSED_RETRIES
+        times; `retried` counts them. Other runs count a refusal as a failure.
         """
         plan = self.plan
         todo: list[tuple[LoadPeer, int]] = [
@@ -209,9 +213,14 @@ class LoadProcess:
         ]
         todo.reverse()
         tries: Counter[str] = Counter()
+        later: list[tuple[int, LoadPeer, int]] = []  # refused: (not before, peer, sender id)
         pending: set[int] = set()
         deadline = time.monotonic_ns() + int(plan.connect_timeout * 1e9)
-        while (todo or pending) and time.monotonic_ns() < deadline:
+        while (todo or pending or later) and time.monotonic_ns() < deadline:
+            if later:
+                now = time.monotonic_ns()
+                todo[:0] = [(peer, sid) for due, peer, sid in later if due <= now]
+                later = [e for e in later if e[0] > now]
             # A few opens between polls: a connection the relay accepted must get
             # its hello before the relay's sniff timeout takes it for a text client.
             for _ in range(OPENS_PER_POLL):
@@ -246,15 +255,17 @@ class LoadProcess:
                 self._read(c, time.monotonic_ns())
                 if c.peer.error or c.sock.fileno() < 0:
                     peer = c.peer
-                    if peer.error == "too_many_connections" and \
-                            tries[peer.nick] < REFUSED_RETRIES:
+                    if plan.retry_refused and peer.error == "too_many_connections" \
+                            and tries[peer.nick] < REFUSED_RETRIES:
                         tries[peer.nick] += 1
                         self.retried += 1
                         pending.discard(id(c))
                         self._close(c)
                         self.conns.remove(c)
-                        todo.insert(0, (make_peer(plan.dialect, peer.nick, peer.room, plan.size,
-                                                  peer.checking, plan.greeting), c.sender_id))
+                        wait = min(RETRY_WAIT_S * tries[peer.nick], 0.5)
+                        later.append((time.monotonic_ns() + int(wait * 1e9),
+                                      make_peer(plan.dialect, peer.nick, peer.room, plan.size,
+                                                peer.checking, plan.greeting), c.sender_id))
                         continue
                     self._fail(c, pending, c.peer.error or "closed during handshake")
                 elif c.peer.ready and id(c) in pending:
@@ -264,7 +275,8 @@ class LoadProcess:
         for c in list(self.conns):
             if id(c) in pending:
                 self._fail(c, pending, late)
-        self.connect_failures += ["not opened before the connect timeout"] * len(todo)
+        self.connect_failures += ["not opened before the connect timeout"] * (len(todo)
+                                                                              + len(later))
         self.receivers = [c for c in self.conns if c.peer.checking]
         self.senders = [c for c in self.conns if not c.peer.checking]
 

@@ -70,7 +70,7 @@ def plan_processes(cfg: RunConfig, run_id: str) -> list[ProcPlan]:
             receivers=[], senders=[], concurrency=max(1, cfg.concurrency // nprocs),
             greeting=cfg.greeting, connect_timeout=cfg.connect_timeout,
             hard_limit_s=cfg.connect_timeout + cfg.warmup + cfg.duration + cfg.drain + 60,
-            engine=cfg.engine,
+            engine=cfg.engine, retry_refused=cfg.after_join is not None,
         )
         for p in range(nprocs)
     ]
