@@ -307,6 +307,7 @@ class Run:
         self.counts: dict[int, int] = {}
         self.latest: dict[int, dict[str, Any]] = {}
         self.t_start = start
+        self.measure_from = measure_from
         sent = self._collect("sent", total_s + 60)
         per_room: dict[str, int] = {}
         for s in sent:
@@ -329,7 +330,7 @@ class Run:
             now = time.monotonic_ns()
             elapsed = (now - self.t_start) / 1e9
             self.progress({
-                "warming_up": now < self.t_start + int(self.cfg.warmup * 1e9),
+                "warming_up": now < self.measure_from,
                 "elapsed": elapsed,
                 "sent": sum(b["sent"] for b in self.latest.values()),
                 "delivered": sum(b["delivered"] for b in self.latest.values()),

@@ -2,10 +2,10 @@
 
 A workload is one fixed offered rate, with its own shape of clients: a few
 heavy senders, many light ones, many small rooms, one huge room, a join
-storm into one room, and an overload step at twice the server's measured peak. Each server runs each
-workload once, on a fresh start, and the table gives what it did:
-deliveries/s, loss, cut receivers, shed messages, p99 and its CPU per
-delivery (`runner.pushback` defines cut, shed and backlog).
+storm into one room, and an overload step at twice the server's measured
+peak. Each server runs each workload once, on a fresh start, and the table
+gives what it did: deliveries/s, loss, cut receivers, shed messages, p99 and
+its CPU per delivery (`runner.pushback` defines cut, shed and backlog).
 
 The targets are issue 21's, judged here from the figures alone (so that
 `--render` judges a saved summary the same way): PASS, FAIL, or n/a when a
