@@ -3,6 +3,7 @@
     chat-bench 127.0.0.1 8081 -n 100 -s 10 -r 2000 -d 10
     chat-bench 192.168.1.20 8081 --sweep --plot sweep.png --json sweep.json
     chat-bench 127.0.0.1 8081 --idle 20000
+    chat-bench 127.0.0.1 8081 -n 10000 -s 2 -r 20 -d 5 -c 400 --after-join 2
     chat-bench --discover
 
 Exit status: 0 when the run held (nothing lost, duplicated, reordered or
@@ -48,6 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="measured seconds (default 10)")
     ap.add_argument("--warmup", type=float, default=2.0,
                     help="seconds of load before measuring (default 2)")
+    ap.add_argument("--after-join", type=float, metavar="SECONDS",
+                    help="a join storm: send from right after the last welcome and time the "
+                         "window from SECONDS after it, instead of --warmup after the first "
+                         "send; the join phase is reported (e.g. -n 10000 -c 400 "
+                         "--after-join 2)")
     ap.add_argument("--rooms", type=int, default=1,
                     help="rooms to spread connections over (default 1)")
     ap.add_argument("--dialect", choices=DIALECTS, default="native",
@@ -121,6 +127,7 @@ def config_from(args: argparse.Namespace) -> RunConfig:
         senders=args.senders, rate=args.rate, size=args.size, duration=args.duration,
         warmup=args.warmup, rooms=args.rooms, concurrency=args.concurrency, procs=args.procs,
         greeting=not args.no_greeting, drain=args.drain, engine=args.engine,
+        after_join=args.after_join,
     )
 
 

@@ -70,6 +70,8 @@ def step(r: dict[str, Any]) -> dict[str, Any]:
                                                                            "p99", "max"))
     if r.get("connect", {}).get("failed"):
         out["connect"] = {"failed": r["connect"]["failed"]}
+    if r.get("join"):  # a join storm's phase (workloads.storm_target judges it)
+        out["join"] = dict(r["join"])
     cpu = r.get("server_cpu")
     if cpu and cpu.get("us_per_delivery") is not None:
         out["server_cpu"] = {k: cpu.get(k) for k in ("cpu_s", "us_per_delivery")}

@@ -43,6 +43,9 @@ RECV_SIZE = 256 * 1024
 PROGRESS_NS = 500_000_000
 SLICE_NS = 50_000_000  # the C engine returns this often to let control messages in
 TICK_EVENTS = 32  # ready sockets handled between clock reads and send checks
+OPENS_PER_POLL = 64  # connections opened between two polls of the connect phase
+REFUSED_RETRIES = 50  # times one client is opened again after a too_many_connections
+RETRY_WAIT_S = 0.02  # x its refusals so far: how long a refused client waits to try again
 # Level-triggered; HUP and ERR are reported unasked and go to the read path,
 # where recv() returns the end of stream or the error.
 EV_IN = select.EPOLLIN
@@ -66,6 +69,7 @@ class ProcPlan:
     connect_timeout: float = 30.0
     hard_limit_s: float = 600.0
     engine: str = "python"  # "c": the timed phase runs in benchmarks/engine (already built)
+    retry_refused: bool = False  # a join storm: open again what is refused as too many
 
 
 @dataclass(slots=True)
@@ -144,6 +148,11 @@ class LoadProcess:
         self.senders: list[Conn] = []
         self.connect_hist = histo.new_histogram()
         self.connect_failures: list[str] = []
+        # The join phase on the shared monotonic clock: the first connect and the
+        # last welcome (the parent takes the span over every process).
+        self.first_open_ns = 0
+        self.last_ready_ns = 0
+        self.retried = 0  # connections refused as too many, and opened again
         self.hard_deadline_ns = time.monotonic_ns() + int(plan.hard_limit_s * 1e9)
         self.window_from = 0
         self.window_to = 0
@@ -159,6 +168,7 @@ class LoadProcess:
         sock.setblocking(False)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         c = Conn(sock, peer, sender_id, fd=sock.fileno(), t_start_ns=time.monotonic_ns())
+        self.first_open_ns = self.first_open_ns or c.t_start_ns
         err = sock.connect_ex((self.plan.host, self.plan.port))
         if err not in (0, errno.EINPROGRESS):
             sock.close()
@@ -185,6 +195,14 @@ class LoadProcess:
         return True
 
     def connect_all(self) -> None:
+        """Open every assigned connection, at most `concurrency` in flight.
+
+        In a join storm (`retry_refused`), a connection the relay refuses as too
+        many (its cap on connections still in their handshake says "try
+        again") is opened again after the others, as a client would: after
+        RETRY_WAIT_S x its refusals (at most 0.5 s), up to REFUSED_RETRIES
+        times; `retried` counts them. Other runs count a refusal as a failure.
+        """
         plan = self.plan
         todo: list[tuple[LoadPeer, int]] = [
             (make_peer(plan.dialect, nick, room, plan.size, True, plan.greeting), -1)
@@ -194,10 +212,20 @@ class LoadProcess:
             for sid, nick, room in plan.senders
         ]
         todo.reverse()
+        tries: Counter[str] = Counter()
+        later: list[tuple[int, LoadPeer, int]] = []  # refused: (not before, peer, sender id)
         pending: set[int] = set()
         deadline = time.monotonic_ns() + int(plan.connect_timeout * 1e9)
-        while (todo or pending) and time.monotonic_ns() < deadline:
-            while todo and len(pending) < plan.concurrency:
+        while (todo or pending or later) and time.monotonic_ns() < deadline:
+            if later:
+                now = time.monotonic_ns()
+                todo[:0] = [(peer, sid) for due, peer, sid in later if due <= now]
+                later = [e for e in later if e[0] > now]
+            # A few opens between polls: a connection the relay accepted must get
+            # its hello before the relay's sniff timeout takes it for a text client.
+            for _ in range(OPENS_PER_POLL):
+                if not todo or len(pending) >= plan.concurrency:
+                    break
                 peer, sid = todo.pop()
                 try:
                     c = self._open(peer, sid)
@@ -208,7 +236,8 @@ class LoadProcess:
                 self.conns.append(c)
                 if c.connected and c.peer.ready:
                     self._ready(c, pending)
-            for fd, _mask in self.ep.poll(0.05):
+            for fd, _mask in self.ep.poll(0 if todo and len(pending) < plan.concurrency
+                                          else 0.05):
                 if fd not in self.by_fd:  # the control pipe (read after `ready`), or closed
                     continue
                 c = self.by_fd[fd]
@@ -225,6 +254,19 @@ class LoadProcess:
                     continue
                 self._read(c, time.monotonic_ns())
                 if c.peer.error or c.sock.fileno() < 0:
+                    peer = c.peer
+                    if plan.retry_refused and peer.error == "too_many_connections" \
+                            and tries[peer.nick] < REFUSED_RETRIES:
+                        tries[peer.nick] += 1
+                        self.retried += 1
+                        pending.discard(id(c))
+                        self._close(c)
+                        self.conns.remove(c)
+                        wait = min(RETRY_WAIT_S * tries[peer.nick], 0.5)
+                        later.append((time.monotonic_ns() + int(wait * 1e9),
+                                      make_peer(plan.dialect, peer.nick, peer.room, plan.size,
+                                                peer.checking, plan.greeting), c.sender_id))
+                        continue
                     self._fail(c, pending, c.peer.error or "closed during handshake")
                 elif c.peer.ready and id(c) in pending:
                     self._ready(c, pending)
@@ -233,12 +275,15 @@ class LoadProcess:
         for c in list(self.conns):
             if id(c) in pending:
                 self._fail(c, pending, late)
+        self.connect_failures += ["not opened before the connect timeout"] * (len(todo)
+                                                                              + len(later))
         self.receivers = [c for c in self.conns if c.peer.checking]
         self.senders = [c for c in self.conns if not c.peer.checking]
 
     def _ready(self, c: Conn, pending: set[int]) -> None:
         pending.discard(id(c))
-        us = max(1, (time.monotonic_ns() - c.t_start_ns) // 1000)
+        self.last_ready_ns = now = time.monotonic_ns()
+        us = max(1, (now - c.t_start_ns) // 1000)
         self.connect_hist.record_value(min(us, histo.HIGHEST_US))
 
     def _fail(self, c: Conn, pending: set[int], why: str) -> None:
@@ -677,6 +722,8 @@ def main(plan: ProcPlan, ctrl: Connection) -> None:
             "failed": len(lp.connect_failures),
             "failure_reasons": dict(Counter(lp.connect_failures)),
             "connect_s": time.monotonic() - t0,
+            "first_open_ns": lp.first_open_ns, "last_ready_ns": lp.last_ready_ns,
+            "retried": lp.retried,
             "connect_hist": histo.encode(lp.connect_hist),
         }))
         while time.monotonic_ns() < lp.hard_deadline_ns:

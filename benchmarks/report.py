@@ -149,12 +149,25 @@ def result_table(r: dict[str, Any], title: str = "chat-bench") -> Table:
         ("connect time p50 / p99",
          f"{con['latency_ms']['p50']:.1f} / {con['latency_ms']['p99']:.1f} ms"),
         ("connect rate", f"{con['rate_per_s']:,.0f} /s"),
+        *join_rows(r.get("join")),
         ("generator CPU per process", " ".join(f"{b:.0%}" for b in gen["busy"])),
         send_lag_row(gen),
     ]
     for name, value in rows:
         t.add_row(name, value)
     return t
+
+
+def join_rows(join: dict[str, Any] | None) -> list[tuple[str, str]]:
+    """A join storm's phase (--after-join): [] for other runs."""
+    if not join:
+        return []
+    return [("join phase (first connect to last welcome)",
+             f"{join['welcomed']:,} welcomed in {join['seconds']:.2f} s "
+             f"({join['per_s']:,.0f} /s), {join['failed']:,} failed, "
+             f"{join.get('retried', 0):,} refused as too many and retried"),
+            ("timed window", f"from {join['window_after_s']:.2f} s after the last welcome "
+                             f"(first send at {join['first_send_after_s']:.2f} s)")]
 
 
 def print_result(console: Console, r: dict[str, Any]) -> None:

@@ -47,6 +47,9 @@ class RunConfig:
     drain: float = 5.0
     connect_timeout: float = 60.0
     engine: str = "auto"  # the timed phase in "c" (benchmarks/engine), "python", or "auto"
+    # A join storm: the timed window begins this many seconds after the last
+    # welcome (sending starts right after it), not `warmup` after the first send.
+    after_join: float | None = None
     # The server's processes on this host (their trees are weighed): its CPU per
     # delivery is measured only when these are known; () leaves it out.
     server_pids: tuple[int, ...] = ()
@@ -67,7 +70,7 @@ def plan_processes(cfg: RunConfig, run_id: str) -> list[ProcPlan]:
             receivers=[], senders=[], concurrency=max(1, cfg.concurrency // nprocs),
             greeting=cfg.greeting, connect_timeout=cfg.connect_timeout,
             hard_limit_s=cfg.connect_timeout + cfg.warmup + cfg.duration + cfg.drain + 60,
-            engine=cfg.engine,
+            engine=cfg.engine, retry_refused=cfg.after_join is not None,
         )
         for p in range(nprocs)
     ]
@@ -186,6 +189,9 @@ class Run:
         self.warnings: list[str] = []
         self.engine = "python"
         self.cpu_window: proctree.CpuWindow | None = None
+        self.last_ready_ns = 0  # the last welcome of the join phase (monotonic)
+        self.window_after_join: float | None = None  # set for a join storm (after_join)
+        self.first_send_after_join = 0.0
 
     def _start(self, plans: list[ProcPlan]) -> None:
         ctx = mp.get_context("spawn")
@@ -257,6 +263,10 @@ class Run:
         connected = sum(r["connected"] for r in ready)
         failed = sum(r["failed"] for r in ready)
         phase = max(r["connect_s"] for r in ready)
+        firsts = [r["first_open_ns"] for r in ready if r.get("first_open_ns")]
+        self.last_ready_ns = max((r.get("last_ready_ns", 0) for r in ready), default=0)
+        # From the first connect to the last welcome, over every load process.
+        join_s = (self.last_ready_ns - min(firsts)) / 1e9 if firsts and self.last_ready_ns else 0.0
         failures = [f for r in ready for f in r["failures"]][:10]
         reasons: Counter[str] = Counter()
         for r in ready:
@@ -267,7 +277,8 @@ class Run:
         return {
             "connected": connected, "failed": failed, "failures": failures,
             "failure_reasons": dict(reasons.most_common()),
-            "seconds": phase, "wall_seconds": wall, "nofile_limit": limit,
+            "seconds": phase, "wall_seconds": wall, "nofile_limit": limit, "join_s": join_s,
+            "retried": sum(r.get("retried", 0) for r in ready),
             "rate_per_s": connected / phase if phase > 0 else 0.0,
             "latency_ms": histo.summary_ms(hist),
         }
@@ -277,8 +288,12 @@ class Run:
         cfg = self.cfg
         start = time.monotonic_ns() + 300_000_000
         measure_from = start + int(cfg.warmup * 1e9)
+        if cfg.after_join is not None and self.last_ready_ns:
+            measure_from = max(start, self.last_ready_ns + int(cfg.after_join * 1e9))
+            self.window_after_join = (measure_from - self.last_ready_ns) / 1e9
+            self.first_send_after_join = (start - self.last_ready_ns) / 1e9
         measure_to = measure_from + int(cfg.duration * 1e9)
-        total_s = cfg.warmup + cfg.duration
+        total_s = (measure_to - start) / 1e9
         if cfg.server_pids:
             self.cpu_window = proctree.CpuWindow(cfg.server_pids, measure_from, measure_to)
         for plan, conn in zip(self.plans, self.pipes, strict=True):
@@ -292,6 +307,7 @@ class Run:
         self.counts: dict[int, int] = {}
         self.latest: dict[int, dict[str, Any]] = {}
         self.t_start = start
+        self.measure_from = measure_from
         sent = self._collect("sent", total_s + 60)
         per_room: dict[str, int] = {}
         for s in sent:
@@ -314,7 +330,7 @@ class Run:
             now = time.monotonic_ns()
             elapsed = (now - self.t_start) / 1e9
             self.progress({
-                "warming_up": now < self.t_start + int(self.cfg.warmup * 1e9),
+                "warming_up": now < self.measure_from,
                 "elapsed": elapsed,
                 "sent": sum(b["sent"] for b in self.latest.values()),
                 "delivered": sum(b["delivered"] for b in self.latest.values()),
@@ -406,6 +422,17 @@ class Run:
                 "tick_us_per_delivery": 1e6 / proctree.TICKS / deliveries}
 
 
+def join_figures(connect: dict[str, Any], window_after: float,
+                 first_send_after: float) -> dict[str, Any]:
+    """A join storm's phase: how many were welcomed, how fast, and where the timed
+    window sat (seconds after the last welcome)."""
+    seconds = connect["join_s"]
+    return {"welcomed": connect["connected"], "failed": connect["failed"],
+            "retried": connect["retried"], "seconds": seconds,
+            "per_s": connect["connected"] / seconds if seconds else 0.0,
+            "first_send_after_s": first_send_after, "window_after_s": window_after}
+
+
 def run_once(cfg: RunConfig,
              progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Connect, load, merge; always stops the load processes it started."""
@@ -420,6 +447,8 @@ def run_once(cfg: RunConfig,
     finally:
         run.stop()
     result["connect"] = connect
+    if run.window_after_join is not None:
+        result["join"] = join_figures(connect, run.window_after_join, run.first_send_after_join)
     result["params"] = asdict(cfg)
     result["warnings"] = run.warnings
     result["ok"] = (result["lost"] == 0 and result["duplicates"] == 0

@@ -35,6 +35,7 @@ from relay.bus.wire import (
     unpack,
     worker_topic,
 )
+from relay.child import freeze_survivors
 from relay.config import Settings
 from relay.hub.authguard import AuthGuard
 from relay.hub.engine import Engine
@@ -273,6 +274,7 @@ class Hub:
 
 
 def main(settings: Settings, bind: str, banner: bool = False) -> None:
+    freeze_survivors()  # 2,000 clients coming and going left the hub no cyclic garbage either
     hub = Hub(settings, bind)
     if banner:  # the public `chat-relay hub`: say where, as `start` does
         print(f"chat-relay hub listening on {hub.endpoint}"

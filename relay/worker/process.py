@@ -25,7 +25,7 @@ import time
 
 import zmq
 
-from relay.child import die_with_parent, raise_fd_limit
+from relay.child import die_with_parent, freeze_survivors, raise_fd_limit
 from relay.config import Settings
 from relay.logs import setup_logging
 from relay.tls import server_context
@@ -159,6 +159,7 @@ def main(settings: Settings, worker_id: str, hub: str, listen_fd: int, status_fd
          workers: int) -> None:
     die_with_parent()
     raise_fd_limit()
+    freeze_survivors()
     setup_logging(settings.log_level, settings.log_format)
     threading.stack_size(512 * 1024)  # thousands of client threads: keep stacks small
     sys.setswitchinterval(GIL_SWITCH_INTERVAL)

@@ -252,3 +252,18 @@ def test_a_bare_line_server_that_registers_late_loses_nothing_thanks_to_the_prob
     assert result["connect"]["connected"] == 8
     assert result["delivered"] == result["expected"] == 6 * 170
     assert result["lost"] == result["corrupt"] == 0
+
+
+def test_a_join_storm_is_timed_after_the_last_welcome_and_refused_opens_are_retried() -> None:
+    # 40 clients, 20 in flight, against a relay that takes 3 handshakes at a
+    # time: most are refused as too many at first, and opened again.
+    with RelayProcess(workers=1, args=["--rate-limit", "0", "--max-handshakes", "3"]) as relay:
+        result = run_once(_tiny(relay.port, "native", receivers=38, concurrency=20,
+                                after_join=0.5, warmup=5.0))
+    join = result["join"]
+    assert (join["welcomed"], join["failed"]) == (40, 0) and result["connect"]["failed"] == 0
+    assert join["retried"] > 0 and join["retried"] == result["connect"]["retried"]
+    assert 0 < join["first_send_after_s"] < join["window_after_s"]
+    # the window follows the last welcome, not --warmup (5 s) after the first send
+    assert 0.49 <= join["window_after_s"] < 1.0, join
+    assert result["lost"] == 0 and result["latency_ms"]["count"] > 0

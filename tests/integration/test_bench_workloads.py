@@ -44,6 +44,28 @@ def test_each_workload_runs_against_a_relay_and_reaches_table_and_summary(
     assert "Targets (PASS / FAIL / n/a" in md
 
 
+def test_the_join_storm_reports_its_join_phase_and_times_the_window_after_the_last_welcome(
+        tmp_path: Path) -> None:
+    assert main(["--workload", "join-storm", "--quick", "--servers", "chat-relay-w1,seed",
+                 "--out", str(tmp_path)]) == 0
+    md, summary = _ran(tmp_path)
+    back = compact.expand(summary)
+    runs = {e["server"]: e for e in back["workloads"]}
+    assert runs["seed"]["skipped"] == "issue 21's join-storm target is chat-relay's"
+    join = runs["chat-relay-w1"]["run"]["join"]
+    clients = sum(workloads.QUICK["join-storm"][k] for k in ("receivers", "senders"))
+    assert (join["welcomed"], join["failed"]) == (clients, 0)
+    assert 0 < join["seconds"] and join["per_s"] > 0
+    # sending starts right after the last welcome; timing waits the settle time
+    assert 0 < join["first_send_after_s"] <= join["window_after_s"]
+    assert join["window_after_s"] >= workloads.QUICK["join-storm"]["after_join"] - 0.01
+    assert f"- join-storm, chat-relay-w1: {clients:,} welcomed in " in md
+    [storm] = [t for t in workloads.targets(back) if t["target"] == "join-storm"]
+    v = storm["results"]["chat-relay-w1"]
+    assert v["detail"].split(" (")[-1].startswith(f"{clients:,} welcomed in ")
+    assert f"| **{v['verdict']}**: {v['detail']} |" in md
+
+
 def test_a_bare_line_server_is_skipped_where_rooms_are_needed_and_compared_elsewhere(
         tmp_path: Path) -> None:
     assert main(["--workload", "rooms,heavy", "--quick", "--servers", "chat-relay-w1,seed",
@@ -129,6 +151,27 @@ def test_a_fixed_rate_target_passes_only_when_held_lossless_fast_and_cheaper_tha
     assert judge(_run(1.99e6, 20_000, 2.5, cpu_s=0.05))["verdict"] == "n/a"
     data = _data(heavy__chat_relay_w1=_run(1.99e6, 20_000, 2.5))  # no seed in this run
     assert workloads.fixed_rate_target(data, "heavy", "chat-relay-w1")["verdict"] == "n/a"
+
+
+def test_the_join_storm_target_needs_every_welcome_in_time_and_a_fast_room_after() -> None:
+    def judge(**kw: Any) -> dict[str, str]:
+        join = {"welcomed": 10_000, "failed": 0, "seconds": 4.0, "per_s": 2500.0,
+                "first_send_after_s": 0.4, "window_after_s": 2.0}
+        join.update(kw.pop("join", {}))
+        r = _run(199_960.0, 20.0, 4.0, join=join, **kw)
+        data = _data(**{"join-storm__chat_relay_w2": r})
+        data["workloads"][0]["receivers"] = 9998
+        return workloads.storm_target(data, "chat-relay-w2")
+
+    v = judge()
+    assert v["verdict"] == "PASS" and v["detail"].startswith("10,000 welcomed in 4.0 s")
+    v = judge(join={"seconds": 12.5})
+    assert v["verdict"] == "FAIL" and "joins took 12.5 s" in v["detail"]
+    v = judge(latency_ms={"p99": 437.0})
+    assert v["verdict"] == "FAIL" and "p99 437.0 ms" in v["detail"]
+    v = judge(connect={"failed": 163})
+    assert v["verdict"] == "FAIL" and "163 connections failed" in v["detail"]
+    assert workloads.storm_target(_data(), "chat-relay-w2")["verdict"] == "n/a"
 
 
 def test_the_latency_and_n10_targets_compare_with_ngircd() -> None:
