@@ -126,6 +126,29 @@ def perf_counts(output: str, tids: dict[int, tuple[int, str]]) -> dict[str, dict
     return out
 
 
+def running() -> float:
+    """Runnable tasks on the machine right now (/proc/stat procs_running, less this one)."""
+    for line in Path("/proc/stat").read_text(encoding="ascii").splitlines():
+        if line.startswith("procs_running"):
+            return float(line.split()[1]) - 1
+    return 0.0
+
+
+def wait_calm(limit: float, most: float) -> float:
+    """Wait (at most `most` s) until the machine's runnable tasks, averaged over
+    1 s, are below `limit`: the box is shared, and a neighbour's storm (load 500
+    was seen) measures the neighbour. Returns the last average."""
+    deadline = time.monotonic() + most
+    while True:
+        total = 0.0
+        for _ in range(10):
+            total += running()
+            time.sleep(0.1)
+        avg = total / 10
+        if avg < limit or time.monotonic() > deadline:
+            return avg
+
+
 def latency_run(name: str, with_perf: bool) -> dict[str, Any]:
     """One run of the latency point, with a per-thread (or perf) window inside it."""
     has_hub = name.startswith("floor") and not name.startswith("floor-nohub")
@@ -190,6 +213,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--skip-latency", action="store_true")
     ap.add_argument("--skip-perf", action="store_true")
     ap.add_argument("--skip-peaks", action="store_true")
+    ap.add_argument("--calm", type=float, default=2.0,
+                    help="start a point only when fewer tasks than this are runnable")
+    ap.add_argument("--calm-wait", type=float, default=240.0,
+                    help="seconds to wait for calm before measuring anyway")
     ap.add_argument("--out", default=str(suite.RESULTS / "raw"))
     args = ap.parse_args(argv)
     servers = [s for s in args.servers.split(",") if s]
@@ -205,24 +232,30 @@ def main(argv: list[str] | None = None) -> None:
 
     for rnd in range(args.rounds if not args.skip_latency else 0):
         for name in servers:
+            calm = wait_calm(args.calm, args.calm_wait)
             row = latency_run(name, with_perf=False)
+            row["runnable_before"] = calm
             data["latency"].append(row)
             save()
             console.print(f"latency r{rnd} {name:<15} {row['us_per_delivery'] or 0:5.2f} us/deliv "
                           f"p50 {row['p50_ms']:.2f} p99 {row['p99_ms']:.2f} ms lost {row['lost']} "
-                          f"load {row['load'][0]:.1f}")
+                          f"load {row['load'][0]:.1f} runnable {calm:.1f}")
     for name in servers if not args.skip_perf else []:
+        calm = wait_calm(args.calm, args.calm_wait)
         row = latency_run(name, with_perf=True)
+        row["runnable_before"] = calm
         data["perf"].append(row)
         save()
         console.print(f"perf {name}: {row['window']['perf']}")
     for rnd in range(args.peak_rounds if not args.skip_peaks else 0):
         for name in servers:
+            calm = wait_calm(args.calm, args.calm_wait)
             row = peak_run(name, console)
+            row["runnable_before"] = calm
             data["peaks"].append(row)
             save()
             console.print(f"peak r{rnd} {name:<15} {row['deliveries_per_s']:,.0f} deliv/s "
-                          f"load {row['load'][0]:.1f}")
+                          f"load {row['load'][0]:.1f} runnable {calm:.1f}")
     data["ended"] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
     save()
     console.print(f"results in {path}")
