@@ -108,9 +108,14 @@ def server(name: str) -> Iterator[tuple[int, int, str, bool]]:
         with banner_process(cmd) as (pid, port):
             yield pid, port, "text", False
     elif name.startswith("floor"):
-        workers = int(name.split("w")[-1]) if "-w" in name else os.cpu_count() or 1
-        cmd = [sys.executable, "-m", "benchmarks.baselines.floor_relay", "--port", "0",
-               "--workers", str(workers)]
+        # floor-wW: a thread per client; floor-loop-wW: one event loop per worker;
+        # floor-nohub-wW: the loop with no hub hop (baselines/floor_loop_relay.py).
+        workers = int(name.split("-w")[-1]) if "-w" in name else os.cpu_count() or 1
+        loop = name.startswith(("floor-loop", "floor-nohub"))
+        cmd = [sys.executable, "-m",
+               f"benchmarks.baselines.{'floor_loop_relay' if loop else 'floor_relay'}",
+               "--port", "0", "--workers", str(workers)]
+        cmd += ["--no-hub"] if name.startswith("floor-nohub") else []
         with banner_process(cmd) as (pid, port):
             yield pid, port, "text", False
     elif name == "ngircd":
@@ -380,12 +385,17 @@ def markdown(data: dict[str, Any]) -> str:
         lines.append("- the load generator's own send lag p99 at 1k msg/s (median run; it is "
                      "part of the latency above): "
                      + ", ".join(f"{s} {ms:.1f} ms" for s, ms in lags.items()) + ".")
-    floors = [s for s in servers if s.startswith("floor")]
+    floors = [s for s in servers if s == "floor" or s.startswith("floor-w")]
     if floors:
         lines.append(f"- {', '.join(floors)}: chat-relay's design with nothing on top "
                      "(`baselines/floor_relay.py`: a reader thread per client, the bus "
                      "thread, a zmq hub, no features), at the latency point only: what "
                      "the design's hops alone cost.")
+    loops = [s for s in servers if s.startswith(("floor-loop", "floor-nohub"))]
+    if loops:
+        lines.append(f"- {', '.join(loops)}: the same floor with one event loop per worker "
+                     "instead of threads (`baselines/floor_loop_relay.py`; nohub: no hub "
+                     "hop either): what the threading shape costs.")
     for s, why in data.get("skipped", {}).items():
         lines.append(f"\n{s} skipped: {why}")
     lines += workloads.markdown(data)

@@ -229,6 +229,22 @@ def test_design_floor_baseline_relays_every_line_through_its_hub() -> None:
     assert result["lost"] == result["duplicates"] == result["reorders"] == result["corrupt"] == 0
 
 
+
+@pytest.mark.parametrize("name", ["floor-loop-w2", "floor-nohub-w2"])
+def test_design_floor_with_one_loop_per_worker_relays_every_line(name: str) -> None:
+    """The event-loop floor (benchmarks/baselines/floor_loop_relay.py), with
+    the hub and without it, must lose nothing either: it is compared with the
+    threaded floor to price the threading shape."""
+    from benchmarks import suite
+
+    with suite.server(name) as (pid, port, dialect, greeting):
+        result = run_once(_tiny(port, dialect, greeting=greeting))
+    assert (dialect, greeting) == ("text", False)
+    assert result["sent"] == 200 and result["expected"] == 6 * 200
+    assert result["delivered"] == result["expected"]
+    assert result["lost"] == result["duplicates"] == result["reorders"] == result["corrupt"] == 0
+
+
 class _LateRegisteringSeed(SeedServer):
     """The seed server, registering each client only `delay` s after accepting
     it, as the seed does when its accept loop lags. Without the probe, whatever
