@@ -29,17 +29,14 @@ import argparse
 import multiprocessing
 import os
 import select
-import shutil
-import signal
 import socket
 import tempfile
-from types import FrameType
 from typing import Any
 
 import msgpack
 import zmq
 
-from benchmarks.baselines.floor_relay import hub
+from benchmarks.baselines.floor_relay import hub, run_until_stopped
 
 READ_SIZE = 65536
 
@@ -189,28 +186,8 @@ def main(argv: list[str] | None = None) -> None:
         events.append(ev)
         procs.append(fork.Process(target=worker, args=(args.host, port, peers, own, ev),
                                   daemon=True))
-    for p in procs:
-        p.start()
-    for ev in events:
-        ev.wait(30)
-    holder.close()
-
-    def stop(_sig: int, _frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, stop)
-    print(f"floor loop relay listening on {args.host}:{port}", flush=True)
-    try:
-        for p in procs:
-            p.join()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        for p in procs:
-            if p.pid is not None and p.is_alive():
-                os.kill(p.pid, signal.SIGKILL)
-        shutil.rmtree(bus_dir, ignore_errors=True)
-
+    run_until_stopped(procs, events, holder,
+                      f"floor loop relay listening on {args.host}:{port}", bus_dir)
 
 if __name__ == "__main__":
     main()

@@ -166,6 +166,15 @@ def main(argv: list[str] | None = None) -> None:
         events.append(ev)
         procs.append(fork.Process(target=worker, args=(args.host, port, endpoint, ev),
                                   daemon=True))
+    run_until_stopped(procs, events, holder, f"floor relay listening on {args.host}:{port}",
+                      bus_dir)
+
+
+def run_until_stopped(procs: list[Any], events: list[Any], holder: socket.socket,
+                      banner: str, bus_dir: str) -> None:
+    """Start the hub and workers, wait until every worker listens, print the banner
+    the suite waits for, and run until SIGTERM; then kill them (by PID) and clean up.
+    Shared by floor_loop_relay.py, so the floors differ only in their workers."""
     for p in procs:
         p.start()
     for ev in events:
@@ -176,7 +185,7 @@ def main(argv: list[str] | None = None) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, stop)
-    print(f"floor relay listening on {args.host}:{port}", flush=True)
+    print(banner, flush=True)
     try:
         for p in procs:
             p.join()
@@ -187,7 +196,6 @@ def main(argv: list[str] | None = None) -> None:
             if p.pid is not None and p.is_alive():
                 os.kill(p.pid, signal.SIGKILL)
         shutil.rmtree(bus_dir, ignore_errors=True)
-
 
 if __name__ == "__main__":
     main()
