@@ -30,7 +30,7 @@ from relay.worker.limits import FLOOD_WINDOW, ErrorBudget, Flood, FloodLimit
 from relay.worker.opening import linger_raw, open_stream
 from relay.worker.pacing import ReaderWeight
 from relay.worker.requests import moderation_for, request_for
-from relay.worker.writer import Connection, recv_ready, wait_readable
+from relay.worker.writer import Connection, wait_readable
 from transports.codec import Decoded
 from transports.errors import ProtocolError
 from transports.errors import error_body as _error
@@ -115,41 +115,37 @@ class Reader:
             else:
                 self._hello(Hello(nick=None, rooms=("lobby",)))
         data = prefix
-        eager = False  # the sender is ahead of us: read before polling (one syscall, not two)
         while True:
             if data:
-                eager = self._feed(data) > 1 or eager
+                self._feed(data)
                 if conn.closing:
                     return
             if conn.ready:
                 self._handshake_over()
                 # Overloaded: stop reading (TCP pushes back on the sender).
                 self.link.admit(conn, self.weight)
-            raw = recv_ready(self.sock, READ_SIZE) if eager and conn.ready else None
-            if raw is None:
-                eager = False
-                timeout = s.ping_interval if conn.ready else hello_deadline - time.monotonic()
-                if timeout <= 0:
-                    conn.finish(_error("not_ready", f"no hello within {s.hello_timeout:g} s"))
-                    return
+            timeout = s.ping_interval if conn.ready else hello_deadline - time.monotonic()
+            if timeout <= 0:
+                conn.finish(_error("not_ready", f"no hello within {s.hello_timeout:g} s"))
+                return
+            if codec.partial:
+                timeout = min(timeout, PARTIAL_FLUSH)
+            if not wait_readable(self.sock, timeout):
                 if codec.partial:
-                    timeout = min(timeout, PARTIAL_FLUSH)
-                if not wait_readable(self.sock, timeout):
-                    if codec.partial:
-                        self._dispatch(codec.flush_partial())
-                        data = b""
-                        continue
-                    if not conn.ready:
-                        continue
-                    if self._keepalive_expired():
-                        log.info("cut %s (%s): idle, two pings unanswered", conn.nick, self.addr)
-                        return
+                    self._dispatch(codec.flush_partial())
                     data = b""
                     continue
-                try:
-                    raw = self.sock.recv(READ_SIZE)
-                except OSError:
+                if not conn.ready:
+                    continue
+                if self._keepalive_expired():
+                    log.info("cut %s (%s): idle, two pings unanswered", conn.nick, self.addr)
                     return
+                data = b""
+                continue
+            try:
+                raw = self.sock.recv(READ_SIZE)
+            except OSError:
+                return
             if not raw:
                 return
             self.pings_unanswered = 0
@@ -176,8 +172,7 @@ class Reader:
 
     # Input -----------------------------------------------------------------------
 
-    def _feed(self, data: bytes) -> int:
-        """Decode and handle `data`; returns how many items it held."""
+    def _feed(self, data: bytes) -> None:
         conn = self.conn
         assert conn is not None
         codec = conn.codec
@@ -192,13 +187,12 @@ class Reader:
             conn.send(extra)
         for _ in range(codec.take_own_errors()):
             if not self._count_error():
-                return 0
+                return
         self._dispatch(decoded)
         if codec.closed and not conn.closing:
             # The dialect ended the conversation itself (an HTTP page served,
             # a WebSocket close): flush and close.
             conn.finish(None, "closed by dialect")
-        return len(decoded)
 
     def _dispatch(self, decoded: list[Decoded]) -> None:
         """Every decoded item, malformed or not, is charged to the flood limit;

@@ -39,17 +39,6 @@ def wait_readable(sock: socket.socket, timeout: float) -> bool:
     return bool(poller.poll(max(0, int(timeout * 1000))))
 
 
-def recv_ready(sock: socket.socket, size: int) -> bytes | None:
-    """What `sock` has already received (b"" at EOF or on an error), without
-    waiting; None when nothing is there yet."""
-    try:
-        return sock.recv(size, socket.MSG_DONTWAIT)
-    except BlockingIOError:
-        return None
-    except OSError:
-        return b""
-
-
 class Connection:
     def __init__(
         self,
