@@ -408,3 +408,15 @@ def test_attack_ws_json_ping_id_past_64_bits() -> None:
 def test_attack_native_ping_id_1000_deep() -> None:
     data = msgpack.packb({"t": "ping", "id": nested_list(1_000)})
     refused(decode_raw("native", data), "bad_frame")
+
+
+def test_a_map_of_scalars_skips_the_walk_and_one_container_does_not() -> None:
+    # unpack_body proves a map of scalars one level deep without walking it
+    # (every say); a single list or map among its values is walked again.
+    flat = {"t": "say", "room": "lobby", "text": "hi", "id": 7, "action": True, "x": None,
+            "f": 1.5, "b": b"\x00"}
+    assert unpack_body(msgpack.packb(flat, use_bin_type=True)) == flat
+    with pytest.raises(ProtocolError, match="levels"):
+        unpack_body(msgpack.packb({**flat, "deep": nested_list(MAX_DEPTH)}))
+    with pytest.raises(ProtocolError, match="levels"):
+        unpack_body(msgpack.packb({**flat, "deep": nested_map(MAX_DEPTH)}))
