@@ -192,6 +192,7 @@ class Run:
         self.last_ready_ns = 0  # the last welcome of the join phase (monotonic)
         self.window_after_join: float | None = None  # set for a join storm (after_join)
         self.first_send_after_join = 0.0
+        self.measure_from: int | None = None  # the timed window's start, once planned
 
     def _start(self, plans: list[ProcPlan]) -> None:
         ctx = mp.get_context("spawn")
@@ -329,8 +330,10 @@ class Run:
         if self.progress is not None:
             now = time.monotonic_ns()
             elapsed = (now - self.t_start) / 1e9
+            timed_from = (self.measure_from if self.measure_from is not None
+                          else self.t_start + int(self.cfg.warmup * 1e9))
             self.progress({
-                "warming_up": now < self.measure_from,
+                "warming_up": now < timed_from,
                 "elapsed": elapsed,
                 "sent": sum(b["sent"] for b in self.latest.values()),
                 "delivered": sum(b["delivered"] for b in self.latest.values()),
