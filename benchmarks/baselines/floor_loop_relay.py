@@ -27,16 +27,14 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
-import os
 import select
 import socket
-import tempfile
 from typing import Any
 
 import msgpack
 import zmq
 
-from benchmarks.baselines.floor_relay import hub, run_until_stopped
+from benchmarks.baselines.floor_relay import hub, run_until_stopped, start_args
 
 READ_SIZE = 65536
 
@@ -157,19 +155,11 @@ def worker(host: str, port: int, endpoints: list[str], own: str | None, ready: A
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--host", default="127.0.0.1")
-    ap.add_argument("--port", type=int, default=0)
-    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
-    ap.add_argument("--no-hub", action="store_true",
-                    help="workers sequence locally and publish to each other (no hub hop)")
-    args = ap.parse_args(argv)
-    # Hold the port without listening on it (see floor_relay.main).
-    holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    holder.bind((args.host, args.port))
-    port = holder.getsockname()[1]
-    bus_dir = tempfile.mkdtemp(prefix="floor-loop-relay-")
+    def no_hub(ap: argparse.ArgumentParser) -> None:
+        ap.add_argument("--no-hub", action="store_true",
+                        help="workers sequence locally and publish to each other (no hub hop)")
+
+    args, holder, port, bus_dir = start_args(__doc__, argv, "floor-loop-relay-", no_hub)
     fork = multiprocessing.get_context("fork")
     procs = []
     events = []

@@ -32,6 +32,7 @@ import socket
 import tempfile
 import threading
 from collections import deque
+from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
@@ -144,19 +145,8 @@ def worker(host: str, port: int, endpoint: str, ready: Any) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--host", default="127.0.0.1")
-    ap.add_argument("--port", type=int, default=0)
-    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
-    args = ap.parse_args(argv)
+    args, holder, port, bus_dir = start_args(__doc__, argv, "floor-relay-")
     threading.stack_size(256 * 1024)
-    # Hold the port without listening on it, so that the kernel never hands
-    # a connection to this process; the workers listen on it together.
-    holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    holder.bind((args.host, args.port))
-    port = holder.getsockname()[1]
-    bus_dir = tempfile.mkdtemp(prefix="floor-relay-")
     endpoint = f"ipc://{bus_dir}/bus"
     fork = multiprocessing.get_context("fork")
     procs = [fork.Process(target=hub, args=(endpoint,), daemon=True)]
@@ -168,6 +158,24 @@ def main(argv: list[str] | None = None) -> None:
                                   daemon=True))
     run_until_stopped(procs, events, holder, f"floor relay listening on {args.host}:{port}",
                       bus_dir)
+
+
+def start_args(doc: str | None, argv: list[str] | None, prefix: str,
+               more: Callable[[argparse.ArgumentParser], object] = lambda ap: None,
+               ) -> tuple[argparse.Namespace, socket.socket, int, str]:
+    """A floor's flags (--host, --port, --workers and `more`), its port held
+    without listening on it (so the kernel never hands a connection to this
+    process; the workers listen on it together) and its bus directory."""
+    ap = argparse.ArgumentParser(description=(doc or "").split("\n")[0])
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    more(ap)
+    args = ap.parse_args(argv)
+    holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    holder.bind((args.host, args.port))
+    return args, holder, holder.getsockname()[1], tempfile.mkdtemp(prefix=prefix)
 
 
 def run_until_stopped(procs: list[Any], events: list[Any], holder: socket.socket,

@@ -8,7 +8,8 @@ What changes against one Redis, and lives here:
   NOSCRIPT back as a value (a promoted replica or a restarted node has an
   empty script cache), so `rerun_noscript` sends just those calls again as
   EVAL (NOSCRIPT means they never ran);
-- SEQUENCE in cluster mode (`Sequencer`) also names the room's `rid` key: the
+- SEQUENCE in cluster mode (SEQUENCE_CLUSTER) also names the room's `rid` key
+  (Link.sequence_keys): the
   replication id of the primary that last sequenced the room. Replication
   is asynchronous, so a replica promoted by a failover may miss the dead
   primary's last batches; its seq would hand those seqs out again. A room
@@ -32,8 +33,6 @@ from redis.backoff import NoBackoff
 from redis.cluster import ClusterNode, ClusterPipeline, RedisCluster
 from redis.exceptions import NoScriptError
 from redis.retry import Retry
-
-from relay.hub import redis_scripts as lua
 
 log = logging.getLogger("chat_relay.hub")
 
@@ -128,17 +127,6 @@ class ClusterScript:
             self.calls.append((len(client), self, keys, args))
             return client.evalsha(self.script.sha, len(keys), *keys, *args)
         return self.script(keys=keys, args=args, client=client)
-
-
-class Sequencer(ClusterScript):
-    """SEQUENCE in cluster mode: the caller's three room keys plus the room's `rid`."""
-
-    def __init__(self, client: RedisCluster, calls: list[Any]) -> None:
-        super().__init__(client, lua.SEQUENCE_CLUSTER, calls)
-
-    def __call__(self, keys: list[str], args: list[Any], client: Any = None) -> Any:
-        rid = keys[0][:-len(":seq")] + ":rid"  # cr:{room}:seq -> cr:{room}:rid
-        return super().__call__([*keys, rid], args, client)
 
 
 def rerun_noscript(client: RedisCluster, calls: list[Any], results: list[Any]) -> list[Any]:

@@ -91,7 +91,7 @@ class Link:
         if self.cluster:
             def script(text: str) -> Any:
                 return cluster.ClusterScript(client, text, self._calls)
-            self.sequence: Any = cluster.Sequencer(client, self._calls)
+            self.sequence: Any = script(lua.SEQUENCE_CLUSTER)  # keys: sequence_keys()
         else:
             script = client.register_script
             self.sequence = client.register_script(lua.SEQUENCE)

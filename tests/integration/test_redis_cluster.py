@@ -98,10 +98,10 @@ def test_lua_sequence_starts_a_new_epoch_after_a_failover(cluster: RedisCluster)
     from relay.hub import redis_scripts as lua
 
     client = Client(startup_nodes=[ClusterNode("127.0.0.1", p) for p in cluster.ports[:3]])
-    seq = redis_cluster.Sequencer(client, [])
+    seq = redis_cluster.ClusterScript(client, lua.SEQUENCE_CLUSTER, [])
 
     def say(floor: int = 0) -> list[int]:
-        keys = [lua.room_key("r", part) for part in ("seq", "epoch", "log")]
+        keys = [lua.room_key("r", part) for part in ("seq", "epoch", "log", "rid")]
         res = seq(keys, [lua.room_key("r", "ch"), 100, floor, 1, b"x", pack({"t": "msg"})])
         return [int(v) for v in res]
 
@@ -127,7 +127,7 @@ def test_pipelined_scripts_survive_an_empty_script_cache(cluster: RedisCluster) 
 
     def fill(p: Any) -> None:
         for room in rooms:
-            link.sequence(keys=[lua.room_key(room, part) for part in ("seq", "epoch", "log")],
+            link.sequence(keys=link.sequence_keys(room),
                           args=[lua.room_key(room, "ch"), 100, 0, 1, b"x", pack({"t": "msg"})],
                           client=p)
             p.incr("cr:counter")  # a plain command between them runs once
