@@ -27,7 +27,6 @@ from transports.validate import MAX_DEPTH, depth_exceeds
 DEFAULT_MAX_FRAME = 65536
 _LEN = struct.Struct(">I")
 _pack = msgpack.Packer(use_bin_type=True).pack
-_CONTAINERS = frozenset((dict, list))  # what msgpack decodes maps and arrays to
 
 
 def pack_body(body: dict[str, Any]) -> bytes:
@@ -61,9 +60,7 @@ def unpack_body(data: bytes) -> Any:
         raise ProtocolError(
             "bad_frame", f"body of {len(data)} bytes is not msgpack: {str(exc)[:80]}"
         ) from None
-    # A map of scalars (every say) nests one level: no walk needed.
-    flat = type(body) is dict and _CONTAINERS.isdisjoint(map(type, body.values()))
-    if not flat and depth_exceeds(body, MAX_DEPTH):
+    if depth_exceeds(body, MAX_DEPTH):
         raise ProtocolError(
             "bad_frame", f"body nests maps and lists more than {MAX_DEPTH} levels deep"
         )

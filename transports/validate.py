@@ -207,6 +207,9 @@ def depth_exceeds(value: Any, limit: int = MAX_DEPTH) -> bool:
     costs about as much again as decoding it, however it is shaped. Containers
     are the exact `list` and `dict` that msgpack and json decode to.
     """
+    if type(value) is dict and limit >= 1 and _CONTAINER_TYPES.isdisjoint(
+            map(type, value.values())):
+        return False  # a map of scalars (every say) nests one level: no walk
     level: list[Any] = [value]
     kinds: list[type] = [type(value)]
     depth = 0

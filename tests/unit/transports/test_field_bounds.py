@@ -411,8 +411,8 @@ def test_attack_native_ping_id_1000_deep() -> None:
 
 
 def test_a_map_of_scalars_skips_the_walk_and_one_container_does_not() -> None:
-    # unpack_body proves a map of scalars one level deep without walking it
-    # (every say); a single list or map among its values is walked again.
+    # depth_exceeds proves a map of scalars one level deep without walking it
+    # (every say, every dialect); a single list or map among its values is walked.
     flat = {"t": "say", "room": "lobby", "text": "hi", "id": 7, "action": True, "x": None,
             "f": 1.5, "b": b"\x00"}
     assert unpack_body(msgpack.packb(flat, use_bin_type=True)) == flat
