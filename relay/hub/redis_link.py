@@ -161,10 +161,7 @@ class Link:
         if self.up or time.monotonic() < self._next_probe:
             return False
         try:
-            if self.cluster:
-                cluster.probe(self.r)
-            else:
-                self.r.ping()
+            answers(self.r, self._full_url)
         except FAILURES as exc:
             # A cluster's failover ends within seconds: while nodes answer (refuse,
             # or say the cluster is down) look again every second; a timeout
@@ -184,6 +181,14 @@ class Link:
 
 
 
+def answers(client: Any, url: str) -> None:
+    """Raise unless Redis serves: a PING, or for a cluster every primary (cluster.probe)."""
+    if cluster.is_cluster(url):
+        cluster.probe(client)
+    else:
+        client.ping()
+
+
 def preflight(url: str, password: str = "", wait: float = 5.0) -> str:
     """Why the hub could not start on `url` now, in words, or "" when Redis answers.
 
@@ -196,10 +201,7 @@ def preflight(url: str, password: str = "", wait: float = 5.0) -> str:
     while True:
         try:
             client = connect(url, password)
-            if cluster.is_cluster(url):
-                cluster.probe(client)
-            else:
-                client.ping()
+            answers(client, url)
             client.close()
             return ""
         except (redis.AuthenticationError, redis.ResponseError) as exc:
