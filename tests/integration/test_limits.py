@@ -205,3 +205,36 @@ def test_flooding_client_is_cut_after_10s(relay_factory: RelayFactory) -> None:
     errors = [m for m in flood.inbox if isinstance(m, dict) and m.get("t") == "error"]
     assert errors and all(e["code"] == "rate_limited" for e in errors)
     assert 10 <= time.monotonic() - t0 < 13
+
+
+def test_a_client_asking_faster_than_it_reads_is_pushed_back_not_cut(
+        relay_factory: RelayFactory) -> None:
+    """Its own replies unread past half of --max-outbox, the relay reads no more of
+    its requests until they leave (TCP pushes back on it): a script that pipelines
+    history pages gets every page, not `slow_consumer`."""
+    import threading
+
+    relay = relay_factory(workers=1, args=["--rate-limit", "0", "--max-outbox", "65536"])
+    writer = NativePeer.joined(relay.port, "writer")
+    for _ in range(40):
+        writer.send({"t": "say", "room": "lobby", "text": "x" * 3000})
+    writer.msgs("lobby", 40)
+    asker = NativePeer.joined(relay.port, "asker")
+    asker.drain()
+    pages = 200  # ~120 KB a page: 24 MB of replies, 370x the outbox limit
+
+    def ask() -> None:
+        for i in range(pages):
+            asker.send({"t": "history", "room": "lobby", "limit": 40, "after": i % 30})
+
+    asking = threading.Thread(target=ask, daemon=True)
+    asking.start()
+    asking.join(1.0)  # it asks without reading until the relay stops reading it
+    got = []
+    while len(got) < pages:
+        body = asker.expect(lambda b: b.get("t") in ("history", "error"), timeout=10)
+        assert body["t"] == "history", body
+        got.append(body["messages"][0]["seq"] - 1)  # its `after`: the pages in order
+    assert got == [i % 30 for i in range(pages)]
+    asking.join(5)
+    assert not asking.is_alive()
