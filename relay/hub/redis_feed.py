@@ -61,12 +61,15 @@ class Feed:
 
     def drain(self) -> list[tuple[str, bytes] | None]:
         """Everything received since the last call (None: the feed reconnected)."""
-        self._signalled = False  # before reading: what arrives from now on wakes us again
         try:
             while self._rx.recv(4096):
                 pass
         except (BlockingIOError, InterruptedError):
             pass
+        # After eating the wake bytes, before taking the items: a wake sent from
+        # now on stays for the loop (cleared before the read, a byte sent between
+        # the two was eaten with the flag left set, and no later wake was sent).
+        self._signalled = False
         got = []
         items = self.items
         while items:
@@ -83,7 +86,7 @@ class Feed:
 
     def _wake(self) -> None:
         # One byte per drain, not per message: a syscall per message cost the
-        # hub's GIL ~8% at 8,000 msgs/s. Cleared by drain() before it reads.
+        # hub's GIL ~8% at 8,000 msgs/s. Cleared by drain() before it takes the items.
         if self._signalled:
             return
         self._signalled = True
