@@ -33,6 +33,7 @@ from relay.worker.backlog import Backlog
 from relay.worker.fanout import Fanout
 from relay.worker.inbox import Inbox, Local
 from relay.worker.pacing import FanoutPacer
+from relay.worker.requests import ANSWERED
 from relay.worker.roomsync import RoomSync
 from relay.worker.stats import WorkerStats
 from relay.worker.writer import Connection
@@ -45,6 +46,18 @@ if TYPE_CHECKING:
 log = logging.getLogger("chat_relay.worker")
 
 HEARTBEAT = 0.5
+
+
+class Answered:
+    """Set after a send round: the paged reply a reader waits on went out."""
+
+    __slots__ = ("conn",)
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def set(self) -> None:
+        self.conn.answered()
 
 
 class BusLoop:
@@ -369,6 +382,9 @@ class BusLoop:
         t = body.get("t")
         if t == m.ByeDone.T:
             self.fanout.after_flush.append(conn.bye_done)
+            return
+        if t == ANSWERED:  # the paged reply before it is out after this round
+            self.fanout.after_flush.append(Answered(conn))
             return
         body = self._client_reply(conn, t, body)
         if t != "error":

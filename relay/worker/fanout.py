@@ -35,14 +35,20 @@ against 2.7M deliveries/s at N=1000).
 
 from __future__ import annotations
 
-import threading
 import time
 from collections import deque
 from collections.abc import Callable, Hashable
-from typing import Any
+from typing import Any, Protocol
 
 from relay.worker.writer import Connection
 from transports.codec import ServerCodec
+
+
+class Settable(Protocol):
+    """What waits for a send round: a reader's Event, or a counter (busloop.Answered)."""
+
+    def set(self) -> None: ...
+
 
 Members = dict[str, dict[int, Connection]]  # room -> conn id -> confirmed local member
 OnError = Callable[[str, Exception], None]  # (what, exception): an item left out
@@ -116,7 +122,7 @@ class Fanout:
         # hold thousands of messages, more than one round may hand a member.
         self.carry: deque[tuple[str, list[list[Any]]]] = deque()
         # Readers waiting on a handshake or a bye barrier: set after the next round.
-        self.after_flush: list[threading.Event] = []
+        self.after_flush: list[Settable] = []
         self.delivered = 0  # room items written to members (for metrics)
 
     def emit(self, conn: Connection, data: bytes) -> None:

@@ -29,7 +29,7 @@ from relay.worker.inbox import ReaderLink
 from relay.worker.limits import FLOOD_WINDOW, ErrorBudget, Flood, FloodLimit
 from relay.worker.opening import linger_raw, open_stream
 from relay.worker.pacing import ReaderWeight
-from relay.worker.requests import moderation_for, request_for
+from relay.worker.requests import ANSWERED, MAX_ASKING, PAGED, moderation_for, request_for
 from relay.worker.writer import Connection, wait_readable
 from transports.codec import Decoded
 from transports.errors import ProtocolError
@@ -285,7 +285,15 @@ class Reader:
             self._oper(ev)
             return
         req = self._moderate(ev) if isinstance(ev, MODERATION) else request_for(ev)
-        if req is not None:
+        if req is None:
+            return
+        if isinstance(req, PAGED):
+            # Stop reading this client while its earlier pages are not out
+            # (TCP pushes back on it); a marker behind the request says when.
+            conn.wait_to_ask(MAX_ASKING, self.settings.hello_timeout)
+            self.link.submit(conn, req)
+            self.link.submit(conn, m.Echo({"t": ANSWERED}))
+        else:
             self.link.submit(conn, req)
 
     def _allowed(self, ref: str | None, cost: int = 1) -> bool:

@@ -24,6 +24,14 @@ from transports.events import (
     Whois,
 )
 
+# Requests answered with pages of replies (history, member lists): a reader
+# lets a client have at most MAX_ASKING of them unanswered (writer.wait_to_ask).
+PAGED = (m.History, m.ChatHistory, m.Who, m.Rooms, m.Whois)
+MAX_ASKING = 2
+# Sent up after a paged request; the hub echoes it back behind the reply, and
+# the bus thread counts the request answered once that reply is out.
+ANSWERED = "_answered"
+
 
 def request_for(ev: ClientEvent) -> m.Request | None:
     """The hub request for a checked client event (None: not the hub's business)."""

@@ -77,6 +77,10 @@ class Connection:
         # Errors sent to this client (the reader sets the limit: --max-errors).
         self.errors = ErrorBudget(0)
         self.moved_at = 0.0  # bus thread: when its backlog last moved (fan-out pacing)
+        # Requests with paged replies (history, who...) on their way through the
+        # hub: the reader waits before asking more (wait_to_ask), so a client
+        # that pipelines them without reading is pushed back, not cut.
+        self.asking = 0
 
     # Writing ------------------------------------------------------------------
 
@@ -189,6 +193,32 @@ class Connection:
         with self._lock:
             self.closing = True
             self.close_reason = self.close_reason or reason
+
+    def wait_to_ask(self, most: int, timeout: float) -> None:
+        """Reader: wait while `most` paged requests are unanswered or the outbox
+        holds over half of --max-outbox, then count one more.
+
+        Its replies then queue at most half the outbox plus `most` replies, so a
+        script that asks faster than it reads is slowed by TCP, not cut as a
+        slow consumer. Past `timeout` it asks anyway (a hub that restarted
+        never answers the requests it lost).
+        """
+        deadline = time.monotonic() + timeout
+        half = self.max_outbox // 2
+        with self._lock:
+            while (self.asking >= most or len(self._outbox) > half) and not self.closing:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    self.asking = 0
+                    break
+                self.drained.wait(min(left, 0.25))
+            self.asking += 1
+
+    def answered(self) -> None:
+        """Bus thread: a paged reply went to the socket (or its outbox)."""
+        with self._lock:
+            self.asking = max(0, self.asking - 1)
+            self.drained.notify_all()
 
     def wait_drained(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 
 import pexpect
 import psutil
+import pytest
 from pexpect.popen_spawn import PopenSpawn
 
 from clients.commands import parse
@@ -109,14 +110,31 @@ def test_render_lines() -> None:
 # The program in a pipe -------------------------------------------------------
 
 
+_SPAWNED: list[PopenSpawn] = []
+
+
+@pytest.fixture(autouse=True)
+def _stop_spawned() -> Iterator[None]:
+    """A chat-client a failed test left running is stopped by its PID (it would
+    otherwise go on reconnecting to a relay that is gone)."""
+    yield
+    while _SPAWNED:
+        child = _SPAWNED.pop()
+        if child.proc.poll() is None:
+            child.proc.kill()
+            child.proc.wait(10)
+
+
 def spawn_pipe(relay: RelayProcess, *args: str) -> PopenSpawn:
-    return PopenSpawn(
+    child = PopenSpawn(
         [*CLIENT, HOST, str(relay.port), *args],
         cwd=str(ROOT),
         env=ENV,
         encoding="utf-8",
         timeout=10 * UNIT,
     )
+    _SPAWNED.append(child)
+    return child
 
 
 def wait_exit(child: PopenSpawn, timeout: float = 15) -> int:
@@ -202,6 +220,8 @@ def test_me_goes_out_as_an_action_and_shows_as_one(relay: RelayProcess) -> None:
         child.expect(rf"{TIME} \* alice waves\r?\n")
         bob.say("lobby", "hello", action=True)
         child.expect(rf"{TIME} \* bob hello\r?\n")
+    child.sendeof()  # it would otherwise outlive the test, reconnecting to a stopped relay
+    assert wait_exit(child) == 0
 
 
 def test_connection_refused_is_one_clear_line() -> None:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import fcntl
 import socket
+import struct
+import termios
 import time
 
 import pytest
@@ -207,21 +210,29 @@ def test_flooding_client_is_cut_after_10s(relay_factory: RelayFactory) -> None:
     assert 10 <= time.monotonic() - t0 < 13
 
 
+def _unread(sock: socket.socket) -> int:
+    """Bytes waiting in our kernel receive queue (FIONREAD)."""
+    return int(struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0" * 4))[0])
+
+
 def test_a_client_asking_faster_than_it_reads_is_pushed_back_not_cut(
         relay_factory: RelayFactory) -> None:
-    """Its own replies unread past half of --max-outbox, the relay reads no more of
-    its requests until they leave (TCP pushes back on it): a script that pipelines
-    history pages gets every page, not `slow_consumer`."""
+    """A script pipelines 300 history pages (12 MB, 47x --max-outbox) and reads
+    nothing until the relay stops writing: the relay stopped reading its requests
+    once two pages were unanswered or half the outbox was queued (TCP pushes back
+    on it), so it gets every page in order, not `slow_consumer`."""
     import threading
 
-    relay = relay_factory(workers=1, args=["--rate-limit", "0", "--max-outbox", "65536"])
+    relay = relay_factory(workers=1, args=["--rate-limit", "0", "--max-outbox", "262144"])
     writer = NativePeer.joined(relay.port, "writer")
     for _ in range(40):
-        writer.send({"t": "say", "room": "lobby", "text": "x" * 3000})
+        writer.send({"t": "say", "room": "lobby", "text": "x" * 1000})
     writer.msgs("lobby", 40)
     asker = NativePeer.joined(relay.port, "asker")
+    # Loopback lets a receive buffer grow to 32 MB, which would swallow the test.
+    asker.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
     asker.drain()
-    pages = 200  # ~120 KB a page: 24 MB of replies, 370x the outbox limit
+    pages = 300  # up to ~40 KB a page: what can queue is 128 KB + 2 pages < 256 KB
 
     def ask() -> None:
         for i in range(pages):
@@ -229,7 +240,16 @@ def test_a_client_asking_faster_than_it_reads_is_pushed_back_not_cut(
 
     asking = threading.Thread(target=ask, daemon=True)
     asking.start()
-    asking.join(1.0)  # it asks without reading until the relay stops reading it
+    # Read nothing until what the relay wrote has not grown for 2 s (4x
+    # --max-pause, after which fan-out stops waiting for a member): paused, or cut.
+    deadline, last, still = time.monotonic() + 30, -1, 0
+    while still < 20:
+        assert time.monotonic() < deadline, "the relay kept writing"
+        now = _unread(asker.sock)
+        still = still + 1 if now == last and now > 0 else 0
+        last = now
+        time.sleep(0.1)  # the poll interval of the condition above
+    print('STABLE', last, asker.sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
     got = []
     while len(got) < pages:
         body = asker.expect(lambda b: b.get("t") in ("history", "error"), timeout=10)
