@@ -259,16 +259,21 @@ async def run_interactive(client: AsyncClient, room: str) -> int:
     ui.note(f"connected to {client.host}:{client.port} as {clean(client.nick_name)}; "
             "/help for commands")
     lost = False
+    # Ctrl-C while no prompt holds the terminal in raw mode (before the first,
+    # between two) is a SIGINT, not a key: ours, for the whole run, so it leaves
+    # too. prompt_toolkit's own handler would take it only while a prompt runs,
+    # and one arriving as a prompt starts was lost (the client stayed).
+    interrupted = asyncio.create_task(_on_ctrl_c().wait())
     with patch_stdout(raw=True):
         pump = asyncio.create_task(ui.pump())
         while True:
-            ask = asyncio.create_task(session.prompt_async(prompt))
-            await asyncio.wait({ask, pump}, return_when=asyncio.FIRST_COMPLETED)
+            ask = asyncio.create_task(session.prompt_async(prompt, handle_sigint=False))
+            await asyncio.wait({ask, pump, interrupted}, return_when=asyncio.FIRST_COMPLETED)
             if not ask.done():
                 ask.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await ask
-                lost = True
+                lost = not interrupted.done()
                 break
             try:
                 line = ask.result()
@@ -276,6 +281,7 @@ async def run_interactive(client: AsyncClient, room: str) -> int:
                 break
             if not await ui.handle(line):
                 break
+        interrupted.cancel()
         await ui.finish(pump, wait_acks=False)
     if lost:
         print(f"* disconnected: {clean(client.closed_reason or '')}", file=sys.stderr)
