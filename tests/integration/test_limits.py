@@ -45,7 +45,10 @@ def test_slow_consumer_cut_while_50_others_lose_nothing(relay_factory: RelayFact
     for r in recorders:
         r.start()
     slow = NativePeer(relay.port)
-    slow.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    # Small, so the kernel swallows little of what it is not reading; not below
+    # loopback's 64 KB segment, or the stream it reads at the end crawls at the
+    # zero-window probe timer's pace (16 s, where 64 KB takes 1).
+    slow.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
     slow.send({"t": "hello", "v": 1, "nick": "sloth"})
     sender = NativePeer.joined(relay.port, "sender")
     sender_reads = Recorder(sender)  # the sender keeps up with its own echoes
