@@ -16,11 +16,47 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 REDIS = shutil.which("redis-server")
+
+
+@dataclass(frozen=True)
+class Tls:
+    """A private CA and a certificate for 127.0.0.1 it signed (trustme), as files:
+    what an operator hands `redis-server --tls-port` and `?ssl_ca_certs=`."""
+
+    ca: Path
+    cert: Path
+    key: Path
+
+    @classmethod
+    def make(cls, tmp: Path) -> Tls:
+        import trustme
+
+        ca = trustme.CA()
+        issued = ca.issue_cert("127.0.0.1", "localhost")
+        files = cls(tmp / "ca.pem", tmp / "redis.pem", tmp / "redis.key")
+        ca.cert_pem.write_to_path(str(files.ca))
+        issued.cert_chain_pems[0].write_to_path(str(files.cert))
+        issued.private_key_pem.write_to_path(str(files.key))
+        return files
+
+    def server_args(self, port: int) -> list[str]:
+        """TLS only on `port` (no plain port), clients not asked for certificates."""
+        return ["--port", "0", "--tls-port", str(port), "--tls-cert-file", str(self.cert),
+                "--tls-key-file", str(self.key), "--tls-ca-cert-file", str(self.ca),
+                "--tls-auth-clients", "no"]
+
+    def client_kwargs(self) -> dict[str, Any]:
+        return {"ssl": True, "ssl_ca_certs": str(self.ca)}
+
+    @property
+    def query(self) -> str:
+        return f"?ssl_ca_certs={self.ca}"
 
 
 def free_port() -> int:
@@ -32,14 +68,18 @@ def free_port() -> int:
 class RedisServer:
     """One redis-server on 127.0.0.1; `persist` gives it an append-only file in `dir`."""
 
-    def __init__(self, port: int = 0, persist: Path | None = None, password: str = "") -> None:
+    def __init__(self, port: int = 0, persist: Path | None = None, password: str = "",
+                 tls: Tls | None = None) -> None:
         self.port = port or free_port()
         self.persist = persist
         self.password = password  # requirepass (tests only: it shows in this test's argv)
+        self.tls = tls  # serve TLS only (rediss://)
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
+        if self.tls is not None:
+            return f"rediss://127.0.0.1:{self.port}/0{self.tls.query}"
         return f"redis://127.0.0.1:{self.port}/0"
 
     @property
@@ -51,7 +91,8 @@ class RedisServer:
         import redis
 
         assert REDIS is not None, "redis-server missing"
-        cmd = [REDIS, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
+        ports = ["--port", str(self.port)] if self.tls is None else self.tls.server_args(self.port)
+        cmd = [REDIS, *ports, "--bind", "127.0.0.1", "--save", ""]
         if self.persist is not None:
             cmd += ["--dir", str(self.persist), "--appendonly", "yes", "--appendfsync",
                     "always"]
@@ -60,7 +101,8 @@ class RedisServer:
         if self.password:
             cmd += ["--requirepass", self.password]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
-        client = redis.Redis(port=self.port, password=self.password or None)
+        client = redis.Redis(port=self.port, password=self.password or None,
+                             **(self.tls.client_kwargs() if self.tls else {}))
         deadline = time.monotonic() + timeout
         try:
             while True:
@@ -131,8 +173,10 @@ class RedisCluster:
     """
 
     def __init__(self, tmp: Path, nodes: int = 6, password: str = "",
-                 node_timeout_ms: int = 5000) -> None:
+                 node_timeout_ms: int = 5000, replicas: int = 1, tls: Tls | None = None) -> None:
         self.tmp = tmp
+        self.replicas = replicas  # per primary
+        self.tls = tls  # TLS only, between clients and nodes and among the nodes
         # Short for failover tests (quick), longer otherwise: on a loaded machine a
         # node that stalls for a second could be failed over when nobody meant it.
         self.node_timeout_ms = node_timeout_ms
@@ -142,15 +186,27 @@ class RedisCluster:
 
     @property
     def url(self) -> str:
-        return "redis+cluster://" + ",".join(f"127.0.0.1:{p}" for p in self.ports[:3])
+        nodes = ",".join(f"127.0.0.1:{p}" for p in self.ports[:3])
+        if self.tls is not None:
+            return f"rediss+cluster://{nodes}{self.tls.query}"
+        return f"redis+cluster://{nodes}"
+
+    def _client(self, port: int) -> Any:
+        import redis
+
+        return redis.Redis(port=port, socket_timeout=1, password=self.password or None,
+                           **(self.tls.client_kwargs() if self.tls else {}))
 
     def start(self, timeout: float = 30.0) -> RedisCluster:
         assert REDIS is not None, "redis-server missing"
         cli = shutil.which("redis-cli")
         assert cli is not None, "redis-cli missing"
         for port in self.ports:
+            listen = (["--port", str(port)] if self.tls is None else
+                      [*self.tls.server_args(port), "--tls-cluster", "yes",
+                       "--tls-replication", "yes"])
             self.procs[port] = subprocess.Popen(
-                [REDIS, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                [REDIS, *listen, "--bind", "127.0.0.1", "--save", "",
                  "--appendonly", "no", "--dir", str(self.tmp), "--cluster-enabled", "yes",
                  "--cluster-config-file", str(self.tmp / f"nodes-{port}.conf"),
                  "--cluster-node-timeout", str(self.node_timeout_ms),
@@ -162,8 +218,9 @@ class RedisCluster:
         for port in self.ports:
             self._wait(port, lambda c: bool(c.ping()), deadline)
         made = subprocess.run(
-            [cli, "--cluster", "create", *[f"127.0.0.1:{p}" for p in self.ports],
-             "--cluster-replicas", "1", "--cluster-yes"],
+            [cli, *(["--tls", "--cacert", str(self.tls.ca)] if self.tls else []),
+             "--cluster", "create", *[f"127.0.0.1:{p}" for p in self.ports],
+             "--cluster-replicas", str(self.replicas), "--cluster-yes"],
             capture_output=True, text=True, timeout=timeout, check=False,
             env={**os.environ, "REDISCLI_AUTH": self.password} if self.password else None)
         if made.returncode:
@@ -177,7 +234,7 @@ class RedisCluster:
     def _wait(self, port: int, ready: Callable[[Any], bool], deadline: float) -> None:
         import redis
 
-        client = redis.Redis(port=port, socket_timeout=1, password=self.password or None)
+        client = self._client(port)
         try:
             while True:
                 try:
@@ -200,10 +257,9 @@ class RedisCluster:
 
     def primary_of(self, key: str) -> int:
         """The port of the live primary that serves `key`'s slot, as a live node sees it."""
-        import redis
 
         port = next(p for p, proc in self.procs.items() if proc.poll() is None)
-        client = redis.Redis(port=port, socket_timeout=1, password=self.password or None)
+        client = self._client(port)
         try:
             slot = int(client.execute_command("CLUSTER KEYSLOT", key))
             nodes = client.execute_command("CLUSTER NODES")  # parsed: addr -> fields
@@ -247,7 +303,7 @@ class RedisCluster:
     def _replicates(self, node: int, primary: int) -> bool:
         import redis
 
-        client = redis.Redis(port=node, socket_timeout=1, password=self.password or None)
+        client = self._client(node)
         try:
             repl = client.info("replication")
         except redis.ConnectionError:

@@ -49,14 +49,37 @@ def is_cluster(url: str) -> bool:
     return url.partition("://")[0] in SCHEMES
 
 
+# What a rediss+cluster:// URL may say after `?` (redis-py's names, as rediss:// takes
+# them): a private CA, and a client certificate for `tls-auth-clients yes`.
+TLS_OPTIONS = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
+
+
+def tls_options(url: str) -> dict[str, str]:
+    """The TLS options of a cluster URL's query; ValueError in words."""
+    query = url.partition("?")[2]
+    if "#" in query:
+        raise ValueError("a cluster URL takes no #fragment")
+    options: dict[str, str] = {}
+    for key, value in urllib.parse.parse_qsl(query, keep_blank_values=True):
+        if key not in TLS_OPTIONS:
+            raise ValueError(f"unknown option {key!r} (a cluster URL takes "
+                             f"{', '.join(TLS_OPTIONS)})")
+        options[key] = value
+    if options and not url.startswith("rediss+"):
+        raise ValueError("ssl_* options need rediss+cluster://")
+    return options
+
+
 def parse(url: str) -> tuple[list[tuple[str, int]], str | None, str | None, bool]:
     """(startup nodes, username, password, tls) of a cluster URL; ValueError in words."""
     scheme, _, rest = url.partition("://")
     if scheme not in SCHEMES:
         raise ValueError("expected redis+cluster://H1:P1,H2:P2,... or rediss+cluster://")
+    tls_options(url)
+    rest = rest.partition("?")[0]
     netloc, _, path = rest.partition("/")
-    if "?" in netloc or "#" in netloc or path.strip("/") not in ("", "0"):
-        raise ValueError("a cluster has only database 0 and takes no options in the URL")
+    if "#" in netloc or path.strip("/") not in ("", "0"):
+        raise ValueError("a cluster has only database 0")
     creds, _, hosts = netloc.rpartition("@")
     user, colon, password = creds.partition(":")
     nodes = []
@@ -86,6 +109,7 @@ def connect(url: str, password: str, timeout: float) -> RedisCluster:
         kwargs["password"] = url_password or password
     if tls:
         kwargs["ssl"] = True
+        kwargs.update(tls_options(url))
     return RedisCluster(
         startup_nodes=[ClusterNode(h, p) for h, p in nodes],  # type: ignore[no-untyped-call]
         socket_timeout=timeout, socket_connect_timeout=timeout, decode_responses=False,

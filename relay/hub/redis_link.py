@@ -214,6 +214,9 @@ def preflight(url: str, password: str = "", wait: float = 5.0) -> str:
                         f"or in ${PASSWORD_ENV}")
         except FAILURES as exc:
             problem = f"cannot reach Redis at {redacted(url)} ({exc})"
+            if "CERTIFICATE_VERIFY_FAILED" in str(exc):  # waiting will not help
+                return problem + ("; for a certificate from your own CA add "
+                                  "?ssl_ca_certs=/path/to/ca.pem to the URL")
         except redis.RedisError as exc:
             problem = f"Redis at {redacted(url)} cannot serve yet ({exc})"
         if time.monotonic() >= deadline:
