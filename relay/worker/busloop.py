@@ -36,7 +36,7 @@ from relay.worker.pacing import FanoutPacer
 from relay.worker.requests import ANSWERED
 from relay.worker.roomsync import RoomSync
 from relay.worker.stats import WorkerStats
-from relay.worker.writer import Connection
+from relay.worker.writer import Answered, Connection
 from transports.errors import CUT_CODES, error_body
 from transports.ircv3_tags import set_hub_epoch
 
@@ -46,18 +46,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("chat_relay.worker")
 
 HEARTBEAT = 0.5
-
-
-class Answered:
-    """Set after a send round: the paged reply a reader waits on went out."""
-
-    __slots__ = ("conn",)
-
-    def __init__(self, conn: Connection) -> None:
-        self.conn = conn
-
-    def set(self) -> None:
-        self.conn.answered()
 
 
 class BusLoop:
@@ -380,11 +368,8 @@ class BusLoop:
         if conn is None:
             return
         t = body.get("t")
-        if t == m.ByeDone.T:
-            self.fanout.after_flush.append(conn.bye_done)
-            return
-        if t == ANSWERED:  # the paged reply before it is out after this round
-            self.fanout.after_flush.append(Answered(conn))
+        if t == m.ByeDone.T or t == ANSWERED:  # barriers: set once what came before is out
+            self.fanout.after_flush.append(conn.bye_done if t == m.ByeDone.T else Answered(conn))
             return
         body = self._client_reply(conn, t, body)
         if t != "error":

@@ -287,9 +287,7 @@ class Reader:
         req = self._moderate(ev) if isinstance(ev, MODERATION) else request_for(ev)
         if req is None:
             return
-        if isinstance(req, PAGED):
-            # Stop reading this client while its earlier pages are not out
-            # (TCP pushes back on it); a marker behind the request says when.
+        if isinstance(req, PAGED):  # not read on while earlier pages wait (TCP pushes back)
             conn.wait_to_ask(MAX_ASKING, self.settings.hello_timeout)
             self.link.submit(conn, req)
             self.link.submit(conn, m.Echo({"t": ANSWERED}))

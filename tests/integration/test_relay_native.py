@@ -11,6 +11,11 @@ from transports.native import frame
 def test_fan_out_across_workers_same_order_for_everyone(relay: RelayProcess) -> None:
     peers = [NativePeer.joined(relay.port, f"u{i}") for i in range(24)]
     workers = {worker_of(relay.pid, p.local_port) for p in peers}
+    # Workers share one listening socket and the kernel wakes whichever it wakes:
+    # a run of 24 can all land on one (seen once in CI). More, bounded, until not.
+    while len(workers) < 2 and len(peers) < 200:
+        peers.append(NativePeer.joined(relay.port, f"u{len(peers)}"))
+        workers.add(worker_of(relay.pid, peers[-1].local_port))
     assert len(workers) == 2, "clients should land on both worker processes"
     senders = peers[:4]
     per_sender = 60
