@@ -187,17 +187,25 @@ class TextPeer:
         self.sock.close()
 
 
-def worker_of(relay_pid: int, local_port: int) -> int:
-    """Which worker process serves the client whose local port is `local_port`."""
-    for child in psutil.Process(relay_pid).children(recursive=True):
-        try:
-            conns = child.net_connections(kind="tcp")
-        except psutil.NoSuchProcess:
-            continue
-        for c in conns:
-            if c.raddr and c.raddr.port == local_port:
-                return int(child.pid)
-    raise LookupError(f"no worker serves port {local_port}")
+def worker_of(relay_pid: int, local_port: int, timeout: float = 5.0) -> int:
+    """Which worker process serves the client whose local port is `local_port`.
+
+    A connect returns once the kernel queued the connection, maybe before a
+    worker accepted it: asked again until one has, within `timeout`.
+    """
+    deadline = time.monotonic() + timeout * UNIT
+    while True:
+        for child in psutil.Process(relay_pid).children(recursive=True):
+            try:
+                conns = child.net_connections(kind="tcp")
+            except psutil.NoSuchProcess:
+                continue
+            for c in conns:
+                if c.raddr and c.raddr.port == local_port:
+                    return int(child.pid)
+        if time.monotonic() > deadline:
+            raise LookupError(f"no worker serves port {local_port}")
+        time.sleep(0.02)  # the poll interval of the condition above
 
 
 class Recorder(threading.Thread):
