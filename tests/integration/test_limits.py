@@ -50,6 +50,7 @@ def test_slow_consumer_cut_while_50_others_lose_nothing(relay_factory: RelayFact
     # zero-window probe timer's pace (16 s, where 64 KB takes 1).
     slow.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
     slow.send({"t": "hello", "v": 1, "nick": "sloth"})
+    slow.expect(lambda b: b.get("t") == "joined")  # in the room before the first message
     sender = NativePeer.joined(relay.port, "sender")
     sender_reads = Recorder(sender)  # the sender keeps up with its own echoes
     sender_reads.start()
