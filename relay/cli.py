@@ -56,6 +56,8 @@ HELP = {
     "and fanned out together (the first goes at once); 0 sends each on its own",
     "rate_limit": "messages per second per client (token bucket); 0 turns the limit off",
     "rate_burst": "burst size of the per-client token bucket",
+    "flood_window": "seconds a client may keep sending 10x --rate-limit before it is cut "
+    "(what it sends over the limit is dropped meanwhile, with one notice a second)",
     "max_errors": "errors one connection may cause in 10 s; one more closes it with "
     "too_many_errors (--rate-limit 0 does not lift it; 0 does)",
     "max_connections": "connections the relay accepts in total",
@@ -156,6 +158,9 @@ def _settings(args: argparse.Namespace) -> Settings:
     _check_engine(settings)
     if settings.presence_limit < 0 or settings.presence_interval < 0:
         raise SystemExit("chat-relay: --presence-limit and --presence-interval must be >= 0")
+    if not settings.flood_window > 0:
+        raise SystemExit("chat-relay: --flood-window must be more than 0 seconds, got "
+                         f"{settings.flood_window:g}")
     return settings
 
 

@@ -73,6 +73,7 @@ class Settings:
     presence_interval: float = 0.2    # seconds a room's presence events are gathered
     rate_limit: float = 20.0          # messages/s per client; 0 = off
     rate_burst: int = 40
+    flood_window: float = 10.0        # seconds of flooding (10x --rate-limit) before a cut
     max_errors: int = 100             # errors per connection per 10 s before it is closed
     max_connections: int = 10000      # per relay process group (split across workers)
     max_per_ip: int = 256

@@ -3,7 +3,7 @@
 Frames cost tokens: `--rate-limit` a second, bursts up to `--rate-burst`.
 Over the rate a frame is dropped; at most one rate_limited notice a second
 says so, and a client still flooding at FLOOD_FACTOR times the rate after
-FLOOD_WINDOW seconds is cut (FloodLimit decides, the reader acts).
+--flood-window seconds is cut (FloodLimit decides, the reader acts).
 
 Errors cost too: a connection that makes more than `--max-errors` errors
 in ERROR_WINDOW seconds is closed with `too_many_errors`. An error costs the
@@ -28,7 +28,7 @@ from typing import Any
 from transports.errors import error_body
 
 ERROR_WINDOW = 10.0  # seconds over which --max-errors counts
-FLOOD_WINDOW = 10.0  # seconds of sustained flooding before the client is cut
+FLOOD_WINDOW = 10.0  # seconds of sustained flooding before the client is cut (default)
 FLOOD_FACTOR = 10    # "flooding" means this many times the allowed rate
 NOTICE_INTERVAL = 1.0  # at most one rate_limited notice a second per connection
 
@@ -67,20 +67,21 @@ class Flood(enum.Enum):
     ALLOWED = "allowed"
     DROPPED = "dropped"          # dropped, nothing said
     NOTICE = "notice"            # dropped; say rate_limited (once a second)
-    CUT = "cut"                  # flooding for FLOOD_WINDOW: close the connection
+    CUT = "cut"                  # flooding for the whole window: close the connection
 
 
 class FloodLimit:
     """The flood limit of one connection.
 
-    Drops are counted in windows of FLOOD_WINDOW seconds that start at a
+    Drops are counted in windows of `window` seconds that start at a
     drop; a window holding at least half of what FLOOD_FACTOR times the rate
     would drop means the client never slowed down.
     """
 
-    def __init__(self, rate: float, burst: int,
+    def __init__(self, rate: float, burst: int, window: float = FLOOD_WINDOW,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.rate = rate
+        self.window = window
         self.bucket = TokenBucket(rate, burst, clock)
         self.clock = clock
         self.start: float | None = None  # when the current window of drops began
@@ -94,8 +95,8 @@ class FloodLimit:
         now = self.clock()
         if self.start is None:
             self.start, self.drops = now, 0
-        elif now - self.start >= FLOOD_WINDOW:
-            if self.drops >= FLOOD_FACTOR / 2 * self.rate * FLOOD_WINDOW:
+        elif now - self.start >= self.window:
+            if self.drops >= FLOOD_FACTOR / 2 * self.rate * self.window:
                 return Flood.CUT
             self.start, self.drops = now, 0
         self.drops += 1

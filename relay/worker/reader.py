@@ -26,7 +26,7 @@ from relay.config import Settings
 from relay.tls import TlsClosed
 from relay.worker.admission import Admission, peer_ip
 from relay.worker.inbox import ReaderLink
-from relay.worker.limits import FLOOD_WINDOW, ErrorBudget, Flood, FloodLimit
+from relay.worker.limits import ErrorBudget, Flood, FloodLimit
 from relay.worker.opening import linger_raw, open_stream
 from relay.worker.pacing import ReaderWeight
 from relay.worker.requests import ANSWERED, MAX_ASKING, PAGED, moderation_for, request_for
@@ -64,7 +64,7 @@ class Reader:
         self.addr = addr
         self.cid = cid
         self.conn: Connection | None = None
-        self.flood = FloodLimit(settings.rate_limit, settings.rate_burst)
+        self.flood = FloodLimit(settings.rate_limit, settings.rate_burst, settings.flood_window)
         self.pings_unanswered = 0
         self.oper = False  # proved the operator password on this connection
         self.auth_failures = 0  # wrong passwords (hello or oper) on this connection
@@ -309,7 +309,7 @@ class Reader:
         assert conn is not None
         if verdict is Flood.CUT:
             log.info("cut %s (%s): flooding", conn.nick, self.addr)
-            conn.finish(_error("rate_limited", f"flooding for {FLOOD_WINDOW:g} s; closing",
+            conn.finish(_error("rate_limited", f"flooding for {self.flood.window:g} s; closing",
                                ref), "flood")
             return False
         self.link.note_rate_limited()

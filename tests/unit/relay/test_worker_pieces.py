@@ -154,6 +154,21 @@ def test_flood_limit_drops_notices_once_a_second_and_cuts_a_flood() -> None:
     assert flood.take() is Flood.CUT
 
 
+def test_flood_limit_window_is_a_setting_and_cuts_at_its_bound() -> None:
+    """--flood-window 2 at 1 msg/s: a window of 10 drops (half of 10x the rate for
+    2 s) ends in a cut, one of 9 does not."""
+    for drops, cut in ((10, True), (9, False)):
+        now = [0.0]
+        flood = FloodLimit(1, 1, window=2.0, clock=lambda now=now: now[0])  # type: ignore[misc]
+        assert flood.take() is Flood.ALLOWED  # the burst of one
+        for _ in range(drops):
+            assert flood.take() is not Flood.ALLOWED
+        now[0] = 1.99
+        assert flood.take() is Flood.ALLOWED  # a token came back; the window is still open
+        now[0] = 2.0
+        assert (flood.take() is Flood.CUT) is cut
+
+
 def test_flood_limit_one_drop_under_the_flood_mark_is_not_cut() -> None:
     now = [0.0]
     flood = FloodLimit(1, 1, clock=lambda: now[0])
@@ -163,3 +178,17 @@ def test_flood_limit_one_drop_under_the_flood_mark_is_not_cut() -> None:
     now[0] = FLOOD_WINDOW
     flood.take()
     assert flood.take() is not Flood.CUT
+
+
+def test_flood_window_flag_parses_and_refuses_zero_and_below() -> None:
+    from relay.cli import _settings, build_parser
+    from relay.config import Settings
+
+    def settings(*argv: str) -> Settings:
+        return _settings(build_parser().parse_args(["start", *argv]))
+
+    assert Settings().flood_window == FLOOD_WINDOW == 10.0
+    assert settings("--flood-window", "0.5").flood_window == 0.5
+    for bad in ("0", "-1"):
+        with pytest.raises(SystemExit, match="--flood-window must be more than 0"):
+            settings("--flood-window", bad)
