@@ -36,7 +36,7 @@ from relay.worker.pacing import FanoutPacer
 from relay.worker.requests import ANSWERED
 from relay.worker.roomsync import RoomSync
 from relay.worker.stats import WorkerStats
-from relay.worker.writer import Answered, Connection
+from relay.worker.writer import Connection
 from transports.errors import CUT_CODES, error_body
 from transports.ircv3_tags import set_hub_epoch
 
@@ -284,7 +284,7 @@ class BusLoop:
         conn.finish(None, reason)
         self.backlog.close_soon(conn, time.monotonic())
         self.sync.leave_all(conn)
-        self.fanout.after_flush.append(conn.hello_done)  # a reader waiting on its hello goes on
+        self.fanout.after_flush.append(conn.hello_done.set)  # a reader waiting on its hello goes on
 
     # Downstream ------------------------------------------------------------------
 
@@ -369,7 +369,7 @@ class BusLoop:
             return
         t = body.get("t")
         if t == m.ByeDone.T or t == ANSWERED:  # barriers: set once what came before is out
-            self.fanout.after_flush.append(conn.bye_done if t == m.ByeDone.T else Answered(conn))
+            self.fanout.after_flush.append(conn.bye_done.set if t == m.ByeDone.T else conn.answered)
             return
         body = self._client_reply(conn, t, body)
         if t != "error":
@@ -389,12 +389,12 @@ class BusLoop:
         if t == "welcome":
             conn.ready = True
             conn.nick = body["nick"]
-            self.fanout.after_flush.append(conn.hello_done)
+            self.fanout.after_flush.append(conn.hello_done.set)
             # `max_text` (extension): this worker's limit, so the web page can
             # refuse an over-long line before sending it.
             return {**body, "max_text": self.settings.max_text}
         if t == "renamed":
             conn.nick = body["nick"]
         elif self.sync.on_reply(conn, t, body):  # its hello was refused
-            self.fanout.after_flush.append(conn.hello_done)
+            self.fanout.after_flush.append(conn.hello_done.set)
         return body

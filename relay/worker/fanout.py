@@ -38,17 +38,10 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable, Hashable
-from typing import Any, Protocol
+from typing import Any
 
 from relay.worker.writer import Connection
 from transports.codec import ServerCodec
-
-
-class Settable(Protocol):
-    """What waits for a send round: a reader's Event, or a counter (busloop.Answered)."""
-
-    def set(self) -> None: ...
-
 
 Members = dict[str, dict[int, Connection]]  # room -> conn id -> confirmed local member
 OnError = Callable[[str, Exception], None]  # (what, exception): an item left out
@@ -121,8 +114,9 @@ class Fanout:
         # Room batches (their tails) waiting for the next round: a hub batch can
         # hold thousands of messages, more than one round may hand a member.
         self.carry: deque[tuple[str, list[list[Any]]]] = deque()
-        # Readers waiting on a handshake or a bye barrier: set after the next round.
-        self.after_flush: list[Settable] = []
+        # What readers wait on (a handshake, a bye barrier, a paged reply): called
+        # after the next round.
+        self.after_flush: list[Callable[[], None]] = []
         self.delivered = 0  # room items written to members (for metrics)
 
     def emit(self, conn: Connection, data: bytes) -> None:
@@ -278,6 +272,6 @@ class Fanout:
             self.rounds.due = None
         # Readers waiting on a handshake or a bye barrier go on only once what
         # came before it is on its way (an error about a later frame must not overtake a welcome).
-        events, self.after_flush = self.after_flush, []
-        for event in events:
-            event.set()
+        waiting, self.after_flush = self.after_flush, []
+        for go_on in waiting:
+            go_on()

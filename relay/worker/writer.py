@@ -267,15 +267,3 @@ class Connection:
         except OSError:
             pass
 
-
-class Answered:
-    """Set after a send round (fanout.after_flush): the paged reply a reader
-    waits on (Connection.wait_to_ask) went out."""
-
-    __slots__ = ("conn",)
-
-    def __init__(self, conn: Connection) -> None:
-        self.conn = conn
-
-    def set(self) -> None:
-        self.conn.answered()
