@@ -619,15 +619,16 @@ class TextServerCodec(ServerCodec):
             lines.append(f"* {room} has {count} members: joins and parts are shown again")
         return lines
 
-    @staticmethod
-    def _replay_lines(body: dict[str, Any], room: str) -> list[str]:
+    @classmethod
+    def _replay_lines(cls, body: dict[str, Any], room: str) -> list[str]:
         """A join replay: the room's latest messages, framed so that nobody takes
-        them for live ones, each stamped `[HH:MM]` in the relay's local time."""
+        them for live ones, each stamped `[HH:MM]` in the relay's local time
+        (an action shows as one, as it did live)."""
         messages = body.get("messages")
         messages = messages if isinstance(messages, list | tuple) else []
         lines = [f"* earlier messages in {room}:"]
         lines += [
-            f"[{hhmm(m.get('ts'))}] <{_s(m, 'from')}> {_s(m, 'text')}"
+            f"[{hhmm(m.get('ts'))}] {cls._msg_line(m, True)}"
             for m in messages
             if isinstance(m, dict)
         ]

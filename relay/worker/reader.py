@@ -6,10 +6,9 @@ earlier requests (pong) comes back from the hub through the bus thread; only
 errors about the client's own input are written from here.
 
 A reader sees its worker through two objects only: a `ReaderLink` (submit a
-request, open and close, wait for credit: inbox.py)
-and the worker's `Admission` (handshake counts, password blocks and
-failures). It never holds the worker, so the worker can import it and not
-the other way round.
+request, open and close, wait for credit: inbox.py) and the worker's
+`Admission` (handshake counts, password blocks and failures). It never holds
+the worker, so the worker can import it and not the other way round.
 """
 
 from __future__ import annotations
@@ -42,10 +41,9 @@ log = logging.getLogger("chat_relay.session")
 # Codes a client may get before its hello; anything else becomes not_ready.
 _PRE_HELLO_CODES = frozenset({"bad_frame", "frame_too_large", "text_too_long"})
 PARTIAL_FLUSH = SNIFF_TIMEOUT  # silence after a newline-less line that ends it
-# Bytes asked of each recv(). The interpreter allocates this much for every
-# call: at 256 KiB, glibc maps and unmaps fresh pages each time (69 us of a
-# message's path on an idle relay, against 15 us at 64 KiB); 64 KiB still
-# holds ~400 typical frames, and frames longer than a read are reassembled.
+# Bytes asked of each recv(), allocated for every call: at 256 KiB glibc maps and
+# unmaps fresh pages each time (69 us of a message's path on an idle relay, 15 us
+# at 64 KiB); 64 KiB holds ~400 typical frames, longer ones are reassembled.
 READ_SIZE = 65536
 # Errors about bytes that never became a typed frame: answered by the reader
 # at once, never through the hub (there is no request to keep in line with).
@@ -214,11 +212,15 @@ class Reader:
         conn = self.conn
         assert conn is not None
         if not conn.ready and err.code not in _PRE_HELLO_CODES and err.ref != "hello":
-            err = ProtocolError("not_ready", "say hello first", err.ref)
+            err = ProtocolError("not_ready", self._hello_first(), err.ref)
         if err.fatal:
             conn.finish(err.body(), err.code)
         else:
             self._answer(err.body(), direct=err.code in _FRAMING_CODES)
+
+    def _hello_first(self) -> str:  # a dialect that says hello itself (nc) waits for /pass
+        auto = self.conn is not None and self.conn.codec.auto_hello
+        return "type /pass PASSWORD first" if auto and self.settings.password else "say hello first"
 
     def _answer(self, body: dict[str, Any], direct: bool = False) -> None:
         """A reply the reader makes itself, in order with the hub's replies.
@@ -279,20 +281,19 @@ class Reader:
             conn.finish(None, "bye")
             return
         if not conn.ready:
-            self._answer(_error("not_ready", "say hello first", ev.T))
+            self._answer(_error("not_ready", self._hello_first(), ev.T))
             return
         if isinstance(ev, Oper):
             self._oper(ev)
             return
         req = self._moderate(ev) if isinstance(ev, MODERATION) else request_for(ev)
-        if req is None:
-            return
-        if isinstance(req, PAGED):  # not read on while earlier pages wait (TCP pushes back)
+        paged = isinstance(req, PAGED)
+        if paged:  # not read on while earlier pages wait (TCP pushes back)
             conn.wait_to_ask(MAX_ASKING, self.settings.hello_timeout)
+        if req is not None:
             self.link.submit(conn, req)
+        if paged:  # the hub echoes this behind the reply: then it is answered
             self.link.submit(conn, m.Echo({"t": ANSWERED}))
-        else:
-            self.link.submit(conn, req)
 
     def _allowed(self, ref: str | None, cost: int = 1) -> bool:
         """The flood limit (limits.FloodLimit): drop with rate_limited; cut a

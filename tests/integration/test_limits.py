@@ -187,6 +187,8 @@ def test_password_native_text_and_blocking(relay_factory: RelayFactory) -> None:
     p.expect(lambda m: m.get("t") == "welcome")
     t = TextPeer(relay.port)
     t.expect_text("needs a password")
+    t.send_line("hi")  # said before the password: told what to type, not "say hello"
+    t.expect_text("* error: type /pass PASSWORD first")
     t.send_line("/pass s3cret")
     t.expect_text("you joined lobby")
     for _ in range(3):  # five failures within a minute block the IP

@@ -151,6 +151,10 @@ def test_text_dialect_frames_the_replay_with_stamped_lines() -> None:
     ]
     more = codec.encode(replay_body(1, more=True)).decode().splitlines()
     assert more[-1] == "* (end of earlier messages; /history lobby shows more)"
+    # An action shows as one, as it did live.
+    acted = replay_body(1)
+    acted["messages"][0]["action"] = True
+    assert codec.encode(acted).decode().splitlines()[1] == f"[{hhmm(TS + 60_000)}] * u1 hello 1"
     # An ordinary page is unchanged.
     plain_page = dict(replay_body(1))
     del plain_page["replay"]
