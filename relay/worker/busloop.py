@@ -4,8 +4,9 @@ One poll loop does every job that touches the bus or writes for the hub, so
 none of them needs a lock on zmq:
 - upstream: drains what readers queued (inbox.py) and sends it to the hub
   as ONE bus message per wake, with a credit request now and then (pacing.py);
-- downstream: takes every pending bus message; room batches go through room
-  sync (roomsync.py: subscriptions, gaps held and filled) to the fan-out
+- downstream: takes every pending bus message (busdrain.py: and room batches
+  in the middle of a long round); room batches go through room sync
+  (roomsync.py: subscriptions, gaps held and filled) to the fan-out
   (fanout.py: encode once per dialect, send rounds with a linger); replies
   for one client update its state and go out in the same round;
 - flushes outboxes whose sockets became writable, and closes connections
@@ -30,6 +31,7 @@ from relay.bus.wire import ANNOUNCE, GapCounter, log_contained, unpack, worker_t
 from relay.config import Settings
 from relay.worker.admission import Admission
 from relay.worker.backlog import Backlog
+from relay.worker.busdrain import BusDrain
 from relay.worker.fanout import Fanout
 from relay.worker.inbox import Inbox, Local
 from relay.worker.pacing import FanoutPacer
@@ -65,7 +67,7 @@ class BusLoop:
         self.poller = zmq.Poller()
         self.backlog = Backlog(self.poller, settings.max_outbox, settings.slow_consumer_grace)
         self.pacer = FanoutPacer(settings.max_pause)
-        self._bus_polled = True
+        self.bus = BusDrain(self.fanout, self._take_bus_message)
         self.ready, self.stopped = threading.Event(), threading.Event()
         self.hub_epoch: int | None = None
         self._seen_failures: set[tuple[str, str]] = set()  # for log_contained
@@ -106,6 +108,7 @@ class BusLoop:
         link.subscribe(self.my_topic)
         link.subscribe(ANNOUNCE)
         self.poller.register(link.sock, zmq.POLLIN)
+        self.fanout.mid_round = lambda: self.bus.look(link.sock)
         self.poller.register(self.inbox.wake_fd, zmq.POLLIN)
         return link
 
@@ -156,16 +159,17 @@ class BusLoop:
 
     def _wait_and_work(self, sock: zmq.Socket[bytes], timeout: float, now: float) -> None:
         """One poll, then everything it found: bus, inbox, writable sockets, closes."""
-        carried = bool(self.fanout.carry) and self._bus_polled
+        # The next round's share is ready: a carried tail, or a message a look kept.
+        carried = bool(self.fanout.carry or self.bus.kept) and self.bus.polled
         if carried:
-            timeout = 0.0  # the next round's share is ready
+            timeout = 0.0
         events = self.poller.poll(int(timeout * 1000) + 1)
         ev = dict(events)
         wake_fd = self.inbox.wake_fd
         if wake_fd in ev:
             self.inbox.consume_wake()
         if sock in ev or carried:
-            self._drain_bus(sock)
+            self.bus.drain(sock)
         for fd, mask in events:
             if isinstance(fd, int) and fd != wake_fd and mask & zmq.POLLOUT:
                 self.backlog.writable(fd, now)
@@ -244,12 +248,12 @@ class BusLoop:
         fills, and the readers of the heaviest senders stop reading.
         """
         paused = self.backlog.pace(self.pacer, time.monotonic(), self.fanout.last_round)
-        if paused == self._bus_polled:
+        if paused == self.bus.polled:
             if paused:
                 self.poller.unregister(sock)
             else:
                 self.poller.register(sock, zmq.POLLIN)
-            self._bus_polled = not paused
+            self.bus.polled = not paused
 
     # Errors and cuts -------------------------------------------------------------
 
@@ -288,26 +292,11 @@ class BusLoop:
 
     # Downstream ------------------------------------------------------------------
 
-    def _drain_bus(self, sock: zmq.Socket[bytes]) -> None:
-        """Handle pending bus messages until none is left or a round's byte budget
-        is used (a worker that is behind must not hand its members its whole
-        backlog at once), then send each client its share in one round."""
+    def _take_bus_message(self, topic: bytes, header: bytes, body: bytes) -> None:
         try:
-            for _ in range(10000):
-                if not self.fanout.take_carried():
-                    return
-                try:
-                    topic, header, body = sock.recv_multipart(zmq.NOBLOCK)
-                except zmq.Again:
-                    return
-                except ValueError:
-                    continue
-                try:
-                    self._on_bus_message(topic, header, body)
-                except Exception as exc:  # a bus message we cannot read costs itself only
-                    self._drop(None, f"bus message on {topic[:40]!r}", exc)
-        finally:
-            self.fanout.flush_full_or_soon()
+            self._on_bus_message(topic, header, body)
+        except Exception as exc:  # a bus message we cannot read costs itself only
+            self._drop(None, f"bus message on {topic[:40]!r}", exc)
 
     def _on_bus_message(self, topic: bytes, header: bytes, body: bytes) -> None:
         """One bus message; a reply that raises costs its own client only."""
