@@ -7,7 +7,7 @@ from typing import Any, cast
 import zmq
 
 from relay.bus import messages as m
-from relay.worker.busdrain import BusDrain
+from relay.worker.busdrain import MAX_LOOK, BusDrain
 from relay.worker.fanout import MID_ROUND_LOOK, Fanout
 from relay.worker.writer import Connection
 from transports.native import FrameDecoder, NativeServerCodec
@@ -118,3 +118,12 @@ def test_no_look_while_pacing_leaves_room_traffic_on_the_bus() -> None:
     drain.polled = False
     assert not drain.look(cast(zmq.Socket[bytes], bus))
     assert len(bus.messages) == 1
+
+
+def test_a_look_takes_at_most_max_look_room_batches() -> None:
+    fanout, _ = room_of(1)
+    handled: list[bytes] = []
+    drain = BusDrain(fanout, lambda topic, header, body: handled.append(body))
+    bus = Bus([[b"rlobby\x00", b"h", str(i).encode()] for i in range(MAX_LOOK + 1)])
+    assert drain.look(cast(zmq.Socket[bytes], bus))
+    assert len(handled) == MAX_LOOK and len(bus.messages) == 1  # the rest waits for the drain
