@@ -3,7 +3,8 @@
 At --presence-limit 100 every client is welcomed, a message reaches all of
 them, and the presence frames they receive together stay O(N): the first 100
 joins are announced (coalesced), the rest are not. Announced one by one to
-every member, the same storm would be ~2,000,000 frames.
+every member, the same storm would be ~2,000,000 frames. And messages that
+arrive while a long send round is going reach a big room whole and in order.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ class Member:
     decoder: FrameDecoder = field(default_factory=lambda: FrameDecoder(1 << 20))
     joined: bool = False
     got_msg: bool = False
+    seqs: list[int] = field(default_factory=list)  # of the msgs received, in order
 
 
 class Crowd:
@@ -66,6 +68,7 @@ class Crowd:
                     member.joined = True
                 elif t == "msg":
                     member.got_msg = True
+                    member.seqs.append(body["seq"])
 
     def wait(self, what: str, done: Any, seconds: float) -> None:
         deadline = time.monotonic() + seconds * UNIT
@@ -103,5 +106,42 @@ def test_2000_join_one_room_with_o_n_presence(relay_factory: RelayFactory) -> No
         assert 0 < crowd.seen["presence"] + crowd.seen["notice"] < 5 * N, crowd.seen
         assert crowd.seen["presence_batch"] == 0  # the hub's form never reaches a client
         assert 1 <= crowd.seen["quiet notice"] <= N, crowd.seen
+    finally:
+        crowd.close()
+
+
+def test_messages_that_come_during_long_send_rounds_reach_everyone_in_order(
+        relay_factory: RelayFactory) -> None:
+    """Two workers, 1,200 members: a send round writes ~600 sockets and looks at
+    the bus every 256 (relay/worker/busdrain.py), where the other worker's
+    speakers' messages arrive meanwhile. Every member gets every message once,
+    in seq order."""
+    members, bursts, per_burst = 1200, 20, 10
+    relay = relay_factory(workers=2, args=[
+        "--rate-limit", "0", "--max-per-ip", "10000", "--max-connections", "10000",
+        "--max-handshakes", "10000"])
+    crowd = Crowd(relay.port)
+    try:
+        for i in range(members):
+            crowd.add(f"m{i}")
+            if i % 100 == 99:
+                crowd.pump(0)
+        crowd.wait("every member joined", lambda: all(m.joined for m in crowd.members), 60)
+        speakers = [crowd.members[0].sock, crowd.members[1].sock]
+        for n in range(bursts):  # a burst each, while the rounds of the last are going
+            for i, speaker in enumerate(speakers):
+                speaker.setblocking(True)
+                speaker.sendall(b"".join(
+                    frame({"t": "say", "room": "lobby", "text": f"s{i} b{n} m{k}"})
+                    for k in range(per_burst)))
+                speaker.setblocking(False)
+            crowd.pump(0.002)
+        total = bursts * per_burst * len(speakers)
+        crowd.wait("every message reached every member",
+                   lambda: all(len(m.seqs) >= total for m in crowd.members), 60)
+        first = crowd.members[0].seqs[0]
+        expected = list(range(first, first + total))
+        for m in crowd.members:
+            assert m.seqs == expected
     finally:
         crowd.close()
