@@ -7,7 +7,9 @@ used to wait for the round to end, then for a whole round of its own, so the
 members written last were two rounds late (join-storm p99 over 100 ms). So
 in the middle of a long round the bus thread looks again every
 fanout.MID_ROUND_LOOK members, and members the round has not reached yet get
-what came in the same send (fanout.Fanout.flush).
+what came in the same send (fanout.Fanout.flush). Before each look it also
+sends up what the worker's readers queued meanwhile (busloop.BusLoop._mid_round):
+with one worker, a big room's own senders would otherwise wait for the round.
 
 A look takes room batches only. The first message that is not one (a reply,
 a receipt, a control item) ends the look and is kept for the next drain, so

@@ -108,7 +108,7 @@ class BusLoop:
         link.subscribe(self.my_topic)
         link.subscribe(ANNOUNCE)
         self.poller.register(link.sock, zmq.POLLIN)
-        self.fanout.mid_round = lambda: self.bus.look(link.sock)
+        self.fanout.mid_round = lambda: self._mid_round(link.sock)
         self.poller.register(self.inbox.wake_fd, zmq.POLLIN)
         return link
 
@@ -291,6 +291,13 @@ class BusLoop:
         self.fanout.after_flush.append(conn.hello_done.set)  # a reader waiting on its hello goes on
 
     # Downstream ------------------------------------------------------------------
+
+    def _mid_round(self, sock: zmq.Socket[bytes]) -> bool:
+        """A pause in a long send round (busdrain.py): what readers queued goes up
+        to the hub, and the room batches waiting come in. A connection closed
+        meanwhile is `closing`, so the round's send to it takes nothing."""
+        self._drain_queue()
+        return self.bus.look(sock)
 
     def _take_bus_message(self, topic: bytes, header: bytes, body: bytes) -> None:
         try:
