@@ -123,8 +123,9 @@ class Fanout:
         # after the next round.
         self.after_flush: list[Callable[[], None]] = []
         self.delivered = 0  # room items written to members (for metrics)
-        # Takes room batches off the bus in the middle of a long round; True when
-        # it delivered any (the bus loop's BusDrain.look). None: rounds never look.
+        # A pause in a long round: sends up what readers queued, takes room batches
+        # off the bus; True when it delivered any (BusLoop._mid_round). None: rounds
+        # never pause.
         self.mid_round: Callable[[], bool] | None = None
 
     def emit(self, conn: Connection, data: bytes) -> None:
