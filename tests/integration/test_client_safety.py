@@ -199,8 +199,13 @@ def closes_at_once() -> Iterator[int]:
         yield int(server.getsockname()[1])
     finally:
         stop.set()
+        try:  # wakes the thread blocked in accept(), which close() alone does not
+            server.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         server.close()
         thread.join(5)
+        assert not thread.is_alive()
 
 
 def test_tls_against_a_relay_that_closes_at_the_client_hello(closes_at_once: int) -> None:
