@@ -304,6 +304,4 @@ class Fanout:
             if out and self.mid_round():
                 new = self.out
                 for conn in [c for c in new if c in out]:
-                    more, pending = new.pop(conn), out[conn]
-                    out[conn] = ((pending if isinstance(pending, list) else [pending])
-                                 + (more if isinstance(more, list) else [more]))
+                    out[conn] = [joined(out[conn]), joined(new.pop(conn))]
